@@ -1,0 +1,48 @@
+# AuditSeal: `make test` and `make demo` are all a new user needs.
+# Downloads and builds are cached in $(AUDITSEAL_CACHE) (default ~/.cache/auditseal), outside the checkout.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+AUDITSEAL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/auditseal
+export AUDITSEAL_CACHE
+export PIP_CACHE_DIR ?= $(AUDITSEAL_CACHE)/pip
+
+.PHONY: venv up down status test unit demo bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AuditSeal needs Python >= 3.11; set PYTHON=python3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+up: venv
+	$(BIN)/auditseal dev up
+
+down: venv
+	$(BIN)/auditseal dev down
+
+status: venv
+	$(BIN)/auditseal dev status
+
+# unit tests need nothing running; `make test` brings the stack up and runs everything
+unit: venv
+	$(BIN)/pytest tests/unit
+
+test: venv
+	$(BIN)/auditseal dev up
+	$(BIN)/pytest
+
+demo: venv
+	$(BIN)/auditseal demo
+
+bench: venv
+	$(BIN)/auditseal dev up --no-check
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	-$(BIN)/auditseal dev down --purge
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

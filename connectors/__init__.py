@@ -1,0 +1,1 @@
+"""Connectors that move sealed audit records out of Kafka (the S3 Object Lock sink)."""

@@ -1,0 +1,210 @@
+"""The per-partition hash chain: every sealed record commits to its predecessor.
+
+One chain per raw partition. Records are numbered from seq 0; record 0's prev_hash is
+GENESIS_HASH (32 zero bytes), and record n's prev_hash is record n-1's hash. The hash is
+
+    hash = SHA-256( b"auditseal/chain/v1\\x00"        19 bytes: domain tag, NUL-terminated
+                  || prev_hash                       32 bytes
+                  || seq                             8 bytes, unsigned big-endian
+                  || len(payload)                    8 bytes, unsigned big-endian
+                  || payload )                       the event bytes as sealed
+
+The domain tag keeps a chain hash from ever colliding with another SHA-256 use in AuditSeal
+(Merkle leaves start with 0x00, nodes with 0x01, checkpoints with their own tag); the fixed-size
+fields and the length prefix make the encoding injective, so no two different
+(prev_hash, seq, payload) triples hash the same input. Any edit, drop, insert, reorder or
+duplicate therefore breaks the chain at an exact position, which `verify_link` names.
+"""
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from pipeline.integrity.errors import (
+    ChainDuplicateError,
+    ChainForkError,
+    ChainGapError,
+    ChainHashMismatchError,
+    ChainMismatchError,
+    ChainReorderError,
+    MalformedInputError,
+    short_hex,
+)
+from pipeline.integrity.merkle import HASH_SIZE
+
+CHAIN_DOMAIN_TAG = b"auditseal/chain/v1\x00"
+GENESIS_HASH = bytes(HASH_SIZE)
+MAX_SEQ = 2**64 - 1
+# The seq of an empty chain's head: the first record's seq is GENESIS_SEQ + 1 == 0.
+GENESIS_SEQ = -1
+
+_U64_PAIR = struct.Struct(">QQ")
+
+
+def chain_hash(prev_hash: bytes, seq: int, payload: bytes) -> bytes:
+    """SHA-256 over the domain-separated encoding of (prev_hash, seq, payload) in the module doc.
+
+    No RFC defines a record hash chain; this encoding is AuditSeal's own (the design's integrity
+    model, after CloudTrail's chained digest files), with SHA-256 as in FIPS 180-4.
+    Raises MalformedInputError if prev_hash is not 32 bytes or seq is not in [0, 2**64 - 1].
+    """
+    require_hash("prev_hash", prev_hash)
+    require_seq("seq", seq)
+    if not isinstance(payload, (bytes, bytearray)):
+        raise MalformedInputError(f"payload must be bytes, found {type(payload).__name__}")
+    return hashlib.sha256(
+        CHAIN_DOMAIN_TAG + prev_hash + _U64_PAIR.pack(seq, len(payload)) + payload
+    ).digest()
+
+
+def require_hash(name: str, value: object) -> bytes:
+    """Return `value` if it is a 32-byte SHA-256 hash, else raise MalformedInputError naming it."""
+    if not isinstance(value, bytes):
+        raise MalformedInputError(f"{name} must be {HASH_SIZE} bytes, found {type(value).__name__}")
+    if len(value) != HASH_SIZE:
+        raise MalformedInputError(f"{name} must be {HASH_SIZE} bytes, found {len(value)} bytes")
+    return value
+
+
+def require_seq(name: str, value: object) -> int:
+    """Return `value` if it is an int in [0, 2**64 - 1], else raise MalformedInputError."""
+    # bool is an int subclass; True as a sequence number is a bug, not a 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedInputError(f"{name} must be an integer, found {type(value).__name__}")
+    if not 0 <= value <= MAX_SEQ:
+        raise MalformedInputError(f"{name} must be in [0, 2**64 - 1], found {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last record of a chain: its chain id, seq and hash.
+
+    An empty chain's head is `ChainHead.genesis(chain_id)`: seq GENESIS_SEQ (-1) and hash
+    GENESIS_HASH, so that `.next(payload)` yields record 0 whose prev_hash is GENESIS_HASH.
+    """
+
+    chain_id: str
+    seq: int
+    hash: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chain_id, str) or not self.chain_id:
+            raise MalformedInputError(
+                f"chain_id must be a non-empty string, found {self.chain_id!r}"
+            )
+        if self.seq != GENESIS_SEQ:
+            require_seq("seq", self.seq)
+        require_hash("hash", self.hash)
+        if self.seq == GENESIS_SEQ and self.hash != GENESIS_HASH:
+            raise MalformedInputError(
+                f"an empty chain's head hash must be GENESIS_HASH, found {short_hex(self.hash)}"
+            )
+
+    @classmethod
+    def genesis(cls, chain_id: str) -> "ChainHead":
+        """The head of an empty chain: the first record extends it with seq 0."""
+        return cls(chain_id, GENESIS_SEQ, GENESIS_HASH)
+
+    @property
+    def is_genesis(self) -> bool:
+        """Whether no record has been appended yet."""
+        return self.seq == GENESIS_SEQ
+
+    def next(self, payload: bytes) -> "ChainHead":
+        """The head after appending `payload`: seq + 1, hashed by chain_hash from this head."""
+        seq = self.seq + 1
+        return ChainHead(self.chain_id, seq, chain_hash(self.hash, seq, payload))
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """The integrity fields one sealed record carries, as read back by a verifier."""
+
+    chain_id: str
+    seq: int
+    prev_hash: bytes
+    hash: bytes
+
+
+def verify_link(head: ChainHead, link: ChainLink, payload: bytes) -> ChainHead:
+    """Check that a record extends `head`, and return the new head; else raise what broke.
+
+    The check recomputes chain_hash(link.prev_hash, link.seq, payload) (the encoding of the
+    module docstring) and classifies the record against the head verified so far:
+
+    - ChainMismatchError: the record names another chain.
+    - ChainGapError: link.seq > head.seq + 1 (records are missing; a chain not starting at 0 too).
+    - ChainReorderError: link.seq < head.seq (out of order, or a replay of an older record).
+    - ChainHashMismatchError: at seq head.seq or head.seq + 1, the record's hash is not the hash
+      of its own fields and payload: it was altered.
+    - ChainDuplicateError: link.seq == head.seq and the record is identical to the head.
+    - ChainForkError: a self-consistent record that is not the head at seq head.seq, or that
+      extends another predecessor than the head at seq head.seq + 1.
+
+    Only the head is known here, so a replay of a record older than the head reads as a
+    reorder; a verifier that keeps more history can refine that.
+    """
+    require_hash("prev_hash", link.prev_hash)
+    require_hash("hash", link.hash)
+    require_seq("seq", link.seq)
+    expected_seq = head.seq + 1
+    if link.chain_id != head.chain_id:
+        raise ChainMismatchError(
+            head.chain_id,
+            link.seq,
+            expected_seq,
+            f"expected a record of chain {head.chain_id!r}, found one of chain {link.chain_id!r}",
+        )
+    if link.seq > expected_seq:
+        missing = link.seq - expected_seq
+        raise ChainGapError(
+            head.chain_id,
+            link.seq,
+            expected_seq,
+            f"expected seq {expected_seq}, found seq {link.seq}: "
+            f"{missing} record{'s' if missing > 1 else ''} missing "
+            f"(seq {expected_seq}..{link.seq - 1})",
+        )
+    if link.seq < head.seq:
+        raise ChainReorderError(
+            head.chain_id,
+            link.seq,
+            expected_seq,
+            f"expected seq {expected_seq}, found seq {link.seq}, "
+            f"which precedes the chain head at seq {head.seq}",
+        )
+    recomputed = chain_hash(link.prev_hash, link.seq, payload)
+    if recomputed != link.hash:
+        raise ChainHashMismatchError(
+            head.chain_id,
+            link.seq,
+            expected_seq,
+            f"expected hash {short_hex(recomputed)} (recomputed from prev_hash, seq and payload), "
+            f"found {short_hex(link.hash)}: the record was altered",
+        )
+    if link.seq == head.seq:
+        if link.hash == head.hash:
+            raise ChainDuplicateError(
+                head.chain_id,
+                link.seq,
+                expected_seq,
+                f"expected seq {expected_seq}, found seq {link.seq} again "
+                f"with the head's hash {short_hex(link.hash)}",
+            )
+        raise ChainForkError(
+            head.chain_id,
+            link.seq,
+            expected_seq,
+            f"expected the record at seq {head.seq} to have hash {short_hex(head.hash)}, "
+            f"found a second record with hash {short_hex(link.hash)}",
+        )
+    if link.prev_hash != head.hash:
+        raise ChainForkError(
+            head.chain_id,
+            link.seq,
+            expected_seq,
+            f"expected prev_hash {short_hex(head.hash)} (the head at seq {head.seq}), "
+            f"found {short_hex(link.prev_hash)}: the record extends a different history",
+        )
+    return ChainHead(head.chain_id, link.seq, link.hash)

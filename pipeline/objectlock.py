@@ -1,0 +1,219 @@
+"""The WORM conformance check a bucket must pass before AuditSeal trusts it (``auditseal s3 check``).
+
+Semantics are those of Amazon S3 Object Lock in COMPLIANCE mode: a locked object version cannot be
+deleted or overwritten by anyone, its retention can be extended but never shortened, its mode cannot
+be downgraded to GOVERNANCE, and versioning cannot be suspended on a bucket with Object Lock.
+
+A refusal only proves something if the caller would otherwise have been allowed, so the check runs
+control operations first (deleting an *unlocked* version, extending a retention) and reports the
+result as inconclusive when the principal lacks those rights: run it with the bucket admin's keys.
+Probe objects live under ``_auditseal/conformance/`` and stay locked for ``PROBE_RETENTION``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import asdict, dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+PROBE_PREFIX = "_auditseal/conformance/"
+PROBE_RETENTION = datetime.timedelta(minutes=10)
+
+PROPERTIES = (
+    "object_lock_enabled",
+    "locked_version_cannot_be_deleted",
+    "compliance_retention_cannot_be_shortened",
+    "compliance_cannot_become_governance",
+    "versioning_cannot_be_suspended",
+)
+
+
+@dataclass(frozen=True)
+class PropertyResult:
+    """One WORM property: whether it holds, and what was observed."""
+
+    name: str
+    holds: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ConformanceReport:
+    """All properties checked on one bucket."""
+
+    bucket: str
+    endpoint: str
+    results: tuple[PropertyResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True only if every property holds."""
+        return all(r.holds for r in self.results)
+
+    def failed(self) -> list[str]:
+        """Names of the properties that do not hold."""
+        return [r.name for r in self.results if not r.holds]
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"bucket": self.bucket, "endpoint": self.endpoint, "passed": self.passed,
+                "results": [asdict(r) for r in self.results]}
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code", "ClientError")
+    return type(exc).__name__
+
+
+def _retention(s3, bucket: str, key: str, version: str) -> tuple[str | None, datetime.datetime | None]:
+    retention = s3.get_object_retention(Bucket=bucket, Key=key, VersionId=version).get("Retention", {})
+    return retention.get("Mode"), retention.get("RetainUntilDate")
+
+
+def check_bucket(s3, bucket: str) -> ConformanceReport:
+    """Run every WORM property against ``bucket`` with the boto3 client ``s3``; never raises for a
+    misbehaving server, only reports (transport errors such as a wrong endpoint still raise)."""
+    results = [_object_lock_enabled(s3, bucket)]
+    if not results[0].holds:
+        results += [PropertyResult(name, False, "not tested: the bucket has no Object Lock") for name in PROPERTIES[1:]]
+        return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+    run = uuid.uuid4().hex
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    until = now + PROBE_RETENTION
+    key = f"{PROBE_PREFIX}{run}/locked"
+    body = b"auditseal object lock probe " + run.encode()
+    try:
+        put = s3.put_object(Bucket=bucket, Key=key, Body=body, ObjectLockMode="COMPLIANCE",
+                            ObjectLockRetainUntilDate=until)
+        version = put.get("VersionId")
+        problem = None if version else "the server returned no VersionId for a locked object"
+    except ClientError as exc:
+        problem = (f"inconclusive: this principal may not write a locked probe object ({_error_code(exc)}); "
+                   "run the check with the bucket admin's keys")
+    if problem:
+        results += [PropertyResult(name, False, problem) for name in PROPERTIES[1:]]
+        return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+    probes = (
+        (PROPERTIES[1], lambda: _delete_refused(s3, bucket, key, version, body, run)),
+        (PROPERTIES[2], lambda: _shorten_refused(s3, bucket, key, version, until)),
+        (PROPERTIES[3], lambda: _governance_refused(s3, bucket, key, version)),
+        (PROPERTIES[4], lambda: _suspend_refused(s3, bucket)),
+    )
+    for name, probe in probes:
+        try:
+            results.append(probe())
+        except ClientError as exc:
+            # a server that errors where S3 answers cannot be trusted with the property
+            results.append(PropertyResult(name, False, f"unexpected server error: {exc}"))
+    return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+
+
+def _object_lock_enabled(s3, bucket: str) -> PropertyResult:
+    name = PROPERTIES[0]
+    try:
+        config = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
+        versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status")
+    except ClientError as exc:
+        return PropertyResult(name, False, f"cannot read the Object Lock configuration: {_error_code(exc)}")
+    enabled = config.get("ObjectLockEnabled") == "Enabled"
+    return PropertyResult(
+        name, enabled and versioning == "Enabled",
+        f"ObjectLockEnabled={config.get('ObjectLockEnabled')!r}, versioning={versioning!r}",
+    )
+
+
+def _delete_refused(s3, bucket: str, key: str, version: str, body: bytes, run: str) -> PropertyResult:
+    name = PROPERTIES[1]
+    control_key = f"{PROBE_PREFIX}{run}/unlocked"
+    try:
+        control = s3.put_object(Bucket=bucket, Key=control_key, Body=b"unlocked control")
+        s3.delete_object(Bucket=bucket, Key=control_key, VersionId=control["VersionId"])
+    except (ClientError, KeyError) as exc:
+        return PropertyResult(name, False, "inconclusive: this principal may not delete even an unlocked "
+                              f"version ({_error_code(exc)}); run the check with the bucket admin's keys")
+    refusals = []
+    for bypass in (False, True):
+        try:
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=bypass)
+        except ClientError as exc:
+            refusals.append(_error_code(exc))
+        else:
+            return PropertyResult(name, False, f"DELETE of locked version {version} succeeded"
+                                  + (" with x-amz-bypass-governance-retention" if bypass else ""))
+    try:
+        still = s3.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read()
+    except ClientError as exc:
+        return PropertyResult(name, False, f"locked version unreadable after refused deletes: {_error_code(exc)}")
+    if still != body:
+        return PropertyResult(name, False, "locked version's bytes changed after refused deletes")
+    return PropertyResult(name, True, f"refused ({', '.join(refusals)}); an unlocked version could be deleted")
+
+
+def _shorten_refused(s3, bucket: str, key: str, version: str, until: datetime.datetime) -> PropertyResult:
+    name = PROPERTIES[2]
+    try:
+        s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version,
+                                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until + datetime.timedelta(seconds=60)})
+    except ClientError as exc:
+        return PropertyResult(name, False, f"inconclusive: extending the retention was refused too ({_error_code(exc)})")
+    extended = until + datetime.timedelta(seconds=60)
+    code = None
+    try:
+        s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version,
+                                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until - datetime.timedelta(seconds=60)})
+    except ClientError as exc:
+        code = _error_code(exc)
+    try:
+        mode, retain_until = _retention(s3, bucket, key, version)
+    except ClientError as exc:
+        if code is None:
+            return PropertyResult(name, False, "the server accepted a shorter COMPLIANCE retention "
+                                  f"(and then failed to report the retention: {_error_code(exc)})")
+        raise
+    if mode != "COMPLIANCE" or retain_until is None or retain_until < extended:
+        return PropertyResult(name, False, f"retention became {mode} until {retain_until}, earlier than {extended}")
+    if code is None:
+        return PropertyResult(name, False, "the server accepted a shorter COMPLIANCE retention (and ignored it)")
+    return PropertyResult(name, True, f"refused ({code}); extending was allowed")
+
+
+def _governance_refused(s3, bucket: str, key: str, version: str) -> PropertyResult:
+    name = PROPERTIES[3]
+    _, before = _retention(s3, bucket, key, version)
+    if before is None:
+        return PropertyResult(name, False, "the locked probe has no retain-until date")
+    code = None
+    try:
+        s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True,
+                                Retention={"Mode": "GOVERNANCE", "RetainUntilDate": before + datetime.timedelta(seconds=60)})
+    except ClientError as exc:
+        code = _error_code(exc)
+    mode, _ = _retention(s3, bucket, key, version)
+    if mode != "COMPLIANCE":
+        return PropertyResult(name, False, f"mode is now {mode}")
+    if code is None:
+        return PropertyResult(name, False, "the server accepted a change to GOVERNANCE (and ignored it)")
+    return PropertyResult(name, True, f"refused ({code})")
+
+
+def _suspend_refused(s3, bucket: str) -> PropertyResult:
+    name = PROPERTIES[4]
+    code = None
+    try:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    except ClientError as exc:
+        code = _error_code(exc)
+    status = s3.get_bucket_versioning(Bucket=bucket).get("Status")
+    if status != "Enabled":
+        repair = "versioning re-enabled"
+        try:  # put the bucket back the way we found it before reporting
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        except (ClientError, BotoCoreError) as exc:
+            repair = f"re-enabling versioning failed too: {_error_code(exc)}"
+        return PropertyResult(name, False, f"versioning became {status!r} ({repair})")
+    if code is None:
+        return PropertyResult(name, False, "the server accepted suspending versioning (and ignored it)")
+    return PropertyResult(name, True, f"refused ({code})")
