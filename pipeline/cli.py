@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipeline.errors import AuditSealError, ConfigError
 
@@ -72,6 +73,22 @@ def _s3_check(args: argparse.Namespace) -> int:
     return _print_s3_check(None, args.json)
 
 
+def _acl(args: argparse.Namespace) -> int:
+    from pipeline.permissions import commands
+
+    run = {"plan": commands.acl_plan, "apply": commands.acl_apply, "check": commands.acl_check}[args.acl_command]
+    options = {"rotate": args.rotate, "prune_users": args.prune_users, "credentials": args.credentials} \
+        if args.acl_command != "check" else {}
+    return run(roles_path=args.roles, as_json=args.json, **options)
+
+
+def _access_audit(args: argparse.Namespace) -> int:
+    from pipeline.access.auditor import run_access_auditor
+
+    return run_access_auditor(log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
+                              start_at_end=args.start_at_end, poll_interval=args.poll_interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from pipeline.topology import ROLE_NAMES
@@ -93,6 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
     env = dev_commands.add_parser("env", help="print export lines for one role")
     env.add_argument("--role", required=True, choices=ROLE_NAMES)
     env.set_defaults(handler=_dev_env)
+
+    acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
+    acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")
+    for action, text in (("plan", "show the users and ACLs apply would add or remove"),
+                         ("apply", "make the broker match the roles file (idempotent)"),
+                         ("check", "prove the separation-of-duties rules on the live broker (exit 1 on a breach)")):
+        sub = acl_commands.add_parser(action, help=text)
+        sub.add_argument("--roles", type=Path, help="roles file (default $AUDITSEAL_ROLES_FILE or config/roles.yaml)")
+        sub.add_argument("--json", action="store_true")
+        if action != "check":
+            sub.add_argument("--credentials", type=Path,
+                             help="SCRAM passwords of the users to create (default: the local stack's credentials)")
+            sub.add_argument("--rotate", action="append", default=[], metavar="USER",
+                             help="set USER's password from the credentials file again (repeatable)")
+            sub.add_argument("--prune-users", action="store_true", help="also delete users not in the roles file")
+        sub.set_defaults(handler=_acl)
+
+    access = commands.add_parser("access-audit",
+                                 help="turn the broker's authorizer decisions into access events in audit.raw")
+    access.add_argument("--log", type=Path, help="authorizer log (default: the local stack's kafka-authorizer.log)")
+    access.add_argument("--spool", type=Path, help="access records of our own commands (default $AUDITSEAL_ACCESS_SPOOL)")
+    access.add_argument("--state", type=Path, help="durable position file (default: next to the spool)")
+    access.add_argument("--once", action="store_true", help="forward what is there now, then exit")
+    access.add_argument("--start-at-end", action="store_true",
+                        help="without a saved position, start at the end of the log instead of its oldest entry")
+    access.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
+    access.set_defaults(handler=_access_audit)
 
     s3 = commands.add_parser("s3", help="object storage")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True, metavar="ACTION")

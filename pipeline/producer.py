@@ -336,7 +336,7 @@ class AuditProducer:
         bounded by ``message.timeout.ms``). Each failure is reported by one flush only.
         """
         pending = self._producer.flush(-1 if timeout is None else timeout)
-        if isinstance(self._stopped, (AuthenticationError, ProducerFatalError)):
+        if isinstance(self._stopped, (AuthenticationError, AuthorizationError, ProducerFatalError)):
             raise self._stopped
         with self._failure_lock:
             failures, failed = self._failures, self._failed_count
@@ -419,6 +419,13 @@ class AuditProducer:
         while not self._closing.is_set():
             try:
                 self._producer.poll(_POLL_INTERVAL)
+            except KafkaException as exc:
+                # librdkafka raises fatal errors from poll() instead of passing them to error_cb
+                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if error is not None and error.fatal():
+                    self._on_client_error(error)
+                else:
+                    _log.exception("serving delivery reports")
             except Exception:
                 # This thread must outlive any one bad report, or idle results never complete.
                 _log.exception("serving delivery reports")
@@ -444,6 +451,14 @@ class AuditProducer:
                 AuthenticationError(
                     f"TLS with {self.settings.bootstrap} failed: {error.str()}; check that "
                     f"AUDITSEAL_CA_FILE ({self.settings.ca_file}) is the CA that signed the broker certificate"
+                )
+            )
+        elif error.fatal() and code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            # the idempotent producer's id is refused to a principal without WRITE on any topic
+            self._stop(
+                AuthorizationError(
+                    f"principal {self.settings.username!r} may not write to topic {self.topic!r}: the broker "
+                    f"refused it a producer id ({error.str()})"
                 )
             )
         elif error.fatal():

@@ -1,12 +1,17 @@
 """The audit topics, the roles, and the minimal Kafka ACLs and S3 grants each role needs.
 
 This is the one description of the deployment that ``auditseal dev up``, the helm chart and the
-compose file are checked against.
+compose file are checked against. The roles come from the roles file (``config/roles.yaml``, see
+:mod:`pipeline.permissions.roles`), loaded once at import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.permissions.roles import Grant, Role, RolesFile, load_roles
 
 RAW_TOPIC = "audit.raw"
 SEALED_TOPIC = "audit.sealed"
@@ -49,68 +54,23 @@ TOPICS = (
 )
 
 
-@dataclass(frozen=True)
-class Grant:
-    """One allowed operation: resource type (topic, group, transactional_id, cluster), pattern, name, operation."""
-
-    resource: str
-    name: str
-    operation: str
-    pattern: str = "literal"
+def roles_file_path() -> Path:
+    """The roles file: ``$AUDITSEAL_ROLES_FILE``, or ``config/roles.yaml`` in the checkout."""
+    configured = os.environ.get("AUDITSEAL_ROLES_FILE")
+    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "config" / "roles.yaml"
 
 
-@dataclass(frozen=True)
-class Role:
-    """A role: its Kafka grants and what it may do in the archive bucket (none, read or write)."""
-
-    name: str
-    kafka: tuple[Grant, ...]
-    s3_access: str = "none"
-    description: str = ""
-    group_prefix: str = field(default="")
-
-    @property
-    def principal(self) -> str:
-        """The Kafka principal of the role's SCRAM user."""
-        return f"User:{self.name}"
+def load_roles_file(path: Path | None = None) -> RolesFile:
+    """The roles file at ``path`` (default :func:`roles_file_path`), validated."""
+    return load_roles(path or roles_file_path(), raw_topic=RAW_TOPIC)
 
 
-def _topic(name: str, *operations: str) -> tuple[Grant, ...]:
-    return tuple(Grant("topic", name, op) for op in operations)
-
-
-def _group(prefix: str) -> tuple[Grant, ...]:
-    return (Grant("group", prefix, "read", "prefixed"), Grant("group", prefix, "describe", "prefixed"))
-
-
-ROLES = (
-    Role("producer", _topic(RAW_TOPIC, "write", "describe"),
-         description="services emitting audit events"),
-    Role("sealer",
-         _topic(RAW_TOPIC, "read", "describe") + _topic(SEALED_TOPIC, "write", "describe")
-         + _group("auditseal-sealer")
-         + (Grant("transactional_id", "auditseal-sealer", "write", "prefixed"),
-            Grant("transactional_id", "auditseal-sealer", "describe", "prefixed"))
-         # Faust keeps its table changelogs in topics named after the app
-         + tuple(Grant("topic", "auditseal-sealer", op, "prefixed")
-                 for op in ("create", "read", "write", "describe", "describe_configs")),
-         description="the Faust agent that chains and signs events"),
-    Role("sink", _topic(SEALED_TOPIC, "read", "describe") + _group("auditseal-sink"), s3_access="write",
-         description="the S3 Object Lock sink connector"),
-    Role("siem", _topic(SEALED_TOPIC, "read", "describe") + _group("auditseal-siem"), s3_access="read",
-         description="the security team's SIEM, read-only"),
-    Role("verifier", _topic(SEALED_TOPIC, "read", "describe") + _group("auditseal-verifier"), s3_access="read",
-         description="the integrity verifier job"),
-    Role("access-auditor", _topic(RAW_TOPIC, "write", "describe"),
-         description="turns broker authorizer decisions into audit events"),
-    Role("admin",
-         (Grant("cluster", "kafka-cluster", "describe"), Grant("cluster", "kafka-cluster", "alter"),
-          Grant("cluster", "kafka-cluster", "create"))
-         + tuple(g for t in AUDIT_TOPICS for g in _topic(t, "describe", "describe_configs")),
-         s3_access="admin",
-         description="manages users, ACLs and topics; cannot write events or delete the log"),
-)
+# Roles, their minimal Kafka grants and archive access live in the roles file; these names stay the
+# way the rest of the code (dev up, dev env, the S3 policy) reads them.
+ROLES_FILE = load_roles_file()
+ROLES = ROLES_FILE.roles
 ROLE_NAMES = tuple(role.name for role in ROLES)
+SUPER_USERS = ROLES_FILE.super_users
 
 
 def role(name: str) -> Role:
@@ -119,3 +79,7 @@ def role(name: str) -> Role:
         if candidate.name == name:
             return candidate
     raise ValueError(f"unknown role {name!r}; expected one of {', '.join(ROLE_NAMES)}")
+
+
+__all__ = ["ALERTS_TOPIC", "AUDIT_TOPICS", "BUCKET", "RAW_TOPIC", "ROLES", "ROLES_FILE", "ROLE_NAMES", "SEALED_TOPIC",
+           "SUPER_USERS", "TOPICS", "Grant", "Role", "TopicSpec", "load_roles_file", "role", "roles_file_path"]

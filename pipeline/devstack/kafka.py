@@ -65,7 +65,7 @@ appender.authorizer.name = authorizer
 appender.authorizer.fileName = {log_dir}/kafka-authorizer.log
 appender.authorizer.filePattern = {log_dir}/kafka-authorizer.log.%i
 appender.authorizer.layout.type = PatternLayout
-appender.authorizer.layout.pattern = [%d] %p %m (%c)%n
+appender.authorizer.layout.pattern = [%d{{yyyy-MM-dd'T'HH:mm:ss.SSSXXX}}] %p %m (%c)%n
 appender.authorizer.policies.type = Policies
 appender.authorizer.policies.size.type = SizeBasedTriggeringPolicy
 appender.authorizer.policies.size.size = 50MB
@@ -223,5 +223,6 @@ def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Pat
 
 
 def log4j_properties(log_dir: Path) -> str:
-    """log4j2 configuration: broker log and the authorizer decision log, both rotated by size."""
+    """log4j2 configuration: broker log and the authorizer decision log, both rotated by size; the
+    authorizer log's timestamps carry their UTC offset, since the access auditor turns them into events."""
     return _LOG4J2.format(log_dir=log_dir)

@@ -1,50 +1,57 @@
 """Provision a freshly started stack: SCRAM users, ACLs and topics in Kafka; users, bucket and policy in S3.
 
-Every step is idempotent so ``auditseal dev up`` can run again at any time. Until the roles file of
-``auditseal acl`` manages them, the ACLs here are the minimal grants of ``pipeline.topology.ROLES``.
+Every step is idempotent so ``auditseal dev up`` can run again at any time. Users and ACLs are applied
+from the roles file with the same code as ``auditseal acl apply`` (:mod:`pipeline.permissions.broker`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
-    AclOperation,
-    AclPermissionType,
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
     NewTopic,
-    ResourcePatternType,
     ResourceType,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialUpsertion,
 )
 from confluent_kafka.error import KafkaError
 
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.devstack import s3server
+from pipeline.devstack.cache import stack_dir
 from pipeline.devstack.processes import StackError
-from pipeline.topology import BUCKET, ROLES, TOPICS, Grant
+from pipeline.permissions.acls import grant_entry
+from pipeline.permissions.broker import apply_plan, plan_changes
+from pipeline.topology import BUCKET, ROLES, ROLES_FILE, TOPICS, Grant
 
-SCRAM_ITERATIONS = 8192
-_RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
-             "transactional_id": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
 _S3_ROLE = {"admin": "admin"}
 
 
 def acl_binding(principal: str, grant: Grant) -> AclBinding:
     """The Kafka ACL binding (ALLOW, any host) for one grant of a principal."""
-    return AclBinding(
-        _RESOURCE[grant.resource], grant.name, ResourcePatternType[grant.pattern.upper()], principal, "*",
-        AclOperation[grant.operation.upper()], AclPermissionType.ALLOW,
-    )
+    return grant_entry(principal, grant).to_binding()
+
+
+@contextmanager
+def acl_lock(root: Path) -> Iterator[None]:
+    """Hold the local stack's lock on users and ACLs: ``dev up`` of sessions started at the same time
+    apply one after the other, and a test that changes ACLs by hand is not undone half-way."""
+    lock_file = root / "run" / "acl.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _wait_all(futures: Mapping, what: str, tolerate: Callable[[KafkaError], bool] = lambda e: False) -> None:
@@ -75,18 +82,13 @@ def _admin_when_ready(settings: KafkaSettings, timeout: float = 90.0) -> AdminCl
 
 
 def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:
-    """Create each role's SCRAM-SHA-512 user, its ACLs, and the audit topics with their explicit configs."""
+    """Apply the roles file (each role's SCRAM-SHA-512 user and ACLs, with ``auditseal acl apply``'s code),
+    then create the audit topics with their explicit configs. Like topic configs, ACLs are re-asserted:
+    a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do)."""
     admin = _admin_when_ready(KafkaSettings.from_env(env))
-    upserts = [
-        UserScramCredentialUpsertion(
-            role.name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
-            creds.kafka[role.name].encode(),
-        )
-        for role in ROLES
-    ]
-    _wait_all(admin.alter_user_scram_credentials(upserts), "creating SCRAM users")
-    bindings = [acl_binding(role.principal, grant) for role in ROLES for grant in role.kafka]
-    _wait_all(admin.create_acls(bindings), "creating ACLs")
+    with acl_lock(stack_dir()):
+        plan = plan_changes(admin, ROLES_FILE, passwords=creds.kafka)
+        apply_plan(admin, plan, passwords=creds.kafka)
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=t.configs())
            for t in TOPICS]
     _wait_all(admin.create_topics(new), "creating topics",
@@ -98,7 +100,9 @@ def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:
         for t in TOPICS
     ]
     _wait_all(admin.incremental_alter_configs(resources), "asserting topic configs")
-    log(f"kafka: {len(ROLES)} SCRAM users, {len(bindings)} ACLs, topics {', '.join(t.name for t in TOPICS)}")
+    log(f"kafka: roles file {ROLES_FILE.path.name} applied ({len(ROLES)} users; {len(plan.users_to_set)} user(s) set, "
+        f"{len(plan.acls_to_add)} ACL(s) added, {len(plan.acls_to_remove)} removed), "
+        f"topics {', '.join(t.name for t in TOPICS)}")
 
 
 def provision_s3(binary: Path, env: Mapping[str, str], creds, log=print) -> None:

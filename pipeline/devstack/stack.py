@@ -105,7 +105,16 @@ class LocalStack:
         if not self.credentials_file.exists():
             self.root.mkdir(parents=True, exist_ok=True)
             write_private(self.credentials_file, json.dumps(asdict(Credentials.generate()), indent=2).encode())
-        return self.credentials()
+        creds = self.credentials()
+        # a role or service added to the roles file since the stack was created gets its own fresh secrets
+        fresh = Credentials.generate()
+        missing = [r.name for r in ROLES if r.name not in creds.kafka or r.name not in creds.s3]
+        if missing:
+            for name in missing:
+                creds.kafka.setdefault(name, fresh.kafka[name])
+                creds.s3.setdefault(name, fresh.s3[name])
+            write_private(self.credentials_file, json.dumps(asdict(creds), indent=2).encode())
+        return creds
 
     # ---- env ---------------------------------------------------------------------------------
     def env(self, role_name: str) -> dict[str, str]:

@@ -1,0 +1,194 @@
+"""The access auditor (``auditseal access-audit``): the audit trail of the audit trail.
+
+Two sources, each read with a durable position (:mod:`pipeline.access.tail`):
+
+- ``authorizer``: the broker's authorizer log. Each decision about an audit topic, an ``auditseal-``
+  consumer group, or a change of ACLs, credentials or broker configs becomes an AuditEvent
+  (:mod:`pipeline.access.authorizer_log`), allowed and denied alike.
+- ``spool``: access records written by our own reading commands (:mod:`pipeline.access.record`).
+
+Events go to ``audit.raw`` through :class:`~pipeline.producer.AuditProducer` as the
+``access-auditor`` role. A batch's position is saved only after every event of the batch is
+delivered: a crash before that replays the batch, and since an event id is derived from the log
+entry itself (file, offset, content), a replayed entry carries the id it had the first time and
+the duplicate is recognisable downstream. Decisions made for the broker's own principal and for the
+auditor itself are not forwarded: the auditor's writes to ``audit.raw`` are logged as allowed
+decisions, and forwarding them would produce an event per event, forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.access.authorizer_log import (
+    EVENT_ID_NAMESPACE,
+    decision_event,
+    entry_event_id,
+    is_audited,
+    parse_decision,
+)
+from pipeline.access.tail import Batch, Line, Position, RotatingLog, load_positions, save_positions
+from pipeline.emit import event_from_json
+from pipeline.event import new_event
+from pipeline.validation import InvalidEventError
+
+AUDITOR_SERVICE = "auditseal-access-auditor"
+BROKER_PRINCIPAL = "User:broker"
+AUTHORIZER, SPOOL = "authorizer", "spool"
+BATCH_LINES = 1000
+FLUSH_TIMEOUT_S = 60.0
+
+_log = logging.getLogger(__name__)
+
+
+class EventProducer(Protocol):
+    """What the auditor needs of :class:`~pipeline.producer.AuditProducer`."""
+
+    def emit(self, event: Any, *, key: str | bytes | None = None) -> object:
+        """Validate and queue one event."""
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for delivery; raise if any event was not delivered."""
+
+
+class AccessAuditor:
+    """Forwards new entries of the authorizer log and the access spool to a producer, exactly once per
+    entry as long as the state file survives (at least once, with stable event ids, across a crash)."""
+
+    def __init__(
+        self,
+        producer: EventProducer,
+        *,
+        authorizer_log: Path,
+        spool: Path | None,
+        state_file: Path,
+        own_principal: str,
+        audit_topics: Collection[str],
+        ignored_principals: Collection[str] = (BROKER_PRINCIPAL,),
+        start_at_end: bool = False,
+    ) -> None:
+        self.producer = producer
+        self.sources = {AUTHORIZER: RotatingLog(authorizer_log)}
+        if spool is not None:
+            self.sources[SPOOL] = RotatingLog(spool)
+        self.state_file = state_file
+        self.own_principal = own_principal
+        self.audit_topics = frozenset(audit_topics)
+        self.ignored = frozenset(ignored_principals) | {own_principal}
+        self.positions: dict[str, Position] = load_positions(state_file)
+        if start_at_end:
+            for name, log in self.sources.items():
+                end = log.end_position()
+                if name not in self.positions and end is not None:
+                    self.positions[name] = end
+            save_positions(self.state_file, self.positions)
+
+    def step(self) -> tuple[int, int, bool]:
+        """Read one batch from each source, emit its events, wait for delivery, save the positions.
+
+        Returns (lines read, events delivered, whether every source was read to its end). Raises the
+        producer's error if delivery fails; the positions are then not advanced, so the next run
+        forwards the same entries again.
+        """
+        lines_read = events_sent = 0
+        drained = True
+        for name, log in self.sources.items():
+            batch = log.read(self.positions.get(name), BATCH_LINES)
+            events = self._events(name, log, batch)
+            for event in events:
+                self.producer.emit(event, key=event["actor"]["id"])
+            if events:
+                self.producer.flush(FLUSH_TIMEOUT_S)
+            if batch.position is not None and batch.position != self.positions.get(name):
+                self.positions[name] = batch.position
+                save_positions(self.state_file, self.positions)
+            lines_read += len(batch.lines)
+            events_sent += len(events)
+            drained = drained and len(batch.lines) < BATCH_LINES
+        return lines_read, events_sent, drained
+
+    def run(self, *, once: bool = False, poll_interval: float = 0.5,
+            report: Callable[[str], Any] = print) -> int:
+        """Forward entries until interrupted (``once``: until everything present now is forwarded);
+        return the number of events delivered."""
+        total = 0
+        while True:
+            lines, sent, drained = self.step()
+            total += sent
+            if sent and not once:
+                report(f"access-audit: forwarded {sent} event(s) from {lines} log line(s)")
+            # the log grows while we forward (other clients, and our own writes): "once" stops at the
+            # end as it was when read, instead of chasing it
+            if drained and once:
+                return total
+            if lines == 0:
+                time.sleep(poll_interval)
+
+    def _events(self, source: str, log: RotatingLog, batch: Batch) -> list[dict[str, Any]]:
+        events = []
+        if batch.gap is not None:
+            _log.error("%s: %s", log.path, batch.gap)
+            events.append(self._gap_event(log.path, batch.gap))
+        for line in batch.lines:
+            event = self._authorizer_event(line) if source == AUTHORIZER else self._spool_event(log.path, line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _authorizer_event(self, line: Line) -> dict[str, Any] | None:
+        decision = parse_decision(line.text.decode("utf-8", errors="replace"))
+        if decision is None or not is_audited(decision, audit_topics=self.audit_topics,
+                                              ignored_principals=self.ignored):
+            return None
+        return decision_event(decision, entry_event_id(line.source_id, line.offset, line.text))
+
+    def _spool_event(self, path: Path, line: Line) -> dict[str, Any] | None:
+        try:
+            obj = json.loads(line.text)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            return event_from_json(obj)
+        except (ValueError, InvalidEventError) as exc:
+            # a record we cannot forward is itself recorded, so it cannot vanish unnoticed
+            reason = f"unreadable access record at byte {line.offset} of {path}: {exc}"
+            _log.error("%s", reason)
+            return self._auditor_event("access_record.reject", {"type": "file", "id": str(path)}, reason,
+                                       entry_event_id(line.source_id, line.offset, line.text))
+
+    def _gap_event(self, path: Path, gap: str) -> dict[str, Any]:
+        return self._auditor_event("authorizer_log.gap", {"type": "file", "id": str(path)}, gap,
+                                   str(uuid.uuid5(EVENT_ID_NAMESPACE, f"gap/{path}/{gap}")))
+
+    def _auditor_event(self, action: str, resource: dict[str, str], reason: str, event_id: str) -> dict[str, Any]:
+        return new_event(event_id=event_id, actor={"id": self.own_principal, "type": "SYSTEM"}, action=action,
+                         resource=resource, outcome={"status": "FAILURE", "reason": reason[:1000]},
+                         source_service=AUDITOR_SERVICE)
+
+
+def run_access_auditor(*, log_file: Path | None = None, spool_file: Path | None = None, state_file: Path | None = None,
+                       once: bool = False, start_at_end: bool = False, poll_interval: float = 0.5) -> int:
+    """``auditseal access-audit``: run as the role in the ``AUDITSEAL_*`` variables (``access-auditor``)."""
+    from pipeline.access.record import spool_path
+    from pipeline.config import KafkaSettings
+    from pipeline.devstack.stack import LocalStack
+    from pipeline.producer import AuditProducer
+    from pipeline.topology import AUDIT_TOPICS
+
+    settings = KafkaSettings.from_env()
+    spool = spool_file or spool_path()
+    auditor_state = state_file or spool.parent / "access-auditor.position.json"
+    with AuditProducer(settings, config={"client.id": AUDITOR_SERVICE}) as producer:
+        producer.check()
+        auditor = AccessAuditor(
+            producer, authorizer_log=log_file or LocalStack().authorizer_log, spool=spool, state_file=auditor_state,
+            own_principal=f"User:{settings.username}", audit_topics=AUDIT_TOPICS, start_at_end=start_at_end,
+        )
+        total = auditor.run(once=once, poll_interval=poll_interval)
+    print(f"access-audit: {total} event(s) forwarded; position saved in {auditor_state}")
+    return 0

@@ -1,0 +1,163 @@
+"""Separation-of-duties rules, proved over the broker's live ACLs (``auditseal acl check``).
+
+Pure: :func:`check_invariants` takes every ACL on the broker and the roles file, and says for each
+rule whether it holds and, if not, which principal breaks it through which ACL. The rules follow
+DESIGN.md, "Permission model" (anchors: Kafka's StandardAuthorizer, AWS IAM separation of duties):
+
+- nobody may delete or alter the audit topics or delete their records: no ALLOW of DELETE, ALTER,
+  ALTER_CONFIGS or ALL whose pattern (literal, ``*`` or prefixed) matches an audit topic;
+- no principal holds both a write and a delete right (WRITE/ALL and DELETE/ALL on any topic,
+  counting ``User:*`` ACLs as everybody's);
+- only the sealer writes ``audit.sealed``; only producers and the access auditor write ``audit.raw``;
+- readers cannot write: a role the file gives no topic write holds none on the broker either.
+
+The check is conservative: DENY ACLs are not credited, because a DENY can be removed as easily as
+the ALLOW it hides, and a rule must hold on the ALLOWs alone. Super users bypass ACLs altogether;
+the broker does not reveal ``super.users`` over the admin API, so the report names the ones the
+roles file declares as the documented exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.permissions.acls import WILDCARD_PRINCIPAL, AclEntry
+from pipeline.permissions.roles import RolesFile
+
+DESTRUCTIVE_OPERATIONS = {
+    "delete": "can delete the topic and its records",
+    "alter": "can alter the topic (add partitions)",
+    "alter_configs": "can change the topic's configuration (retention, cleanup policy)",
+    "all": "holds every right on the topic, deletion included",
+}
+WRITE_OPERATIONS = ("write", "all")
+DELETE_OPERATIONS = ("delete", "all")
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule: its name, what it demands, and each breach found (empty when it holds)."""
+
+    name: str
+    description: str
+    breaches: tuple[str, ...]
+
+    @property
+    def holds(self) -> bool:
+        """True when no breach was found."""
+        return not self.breaches
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The result of every rule, plus notes (super users, who can change ACLs, unknown principals)."""
+
+    rules: tuple[RuleResult, ...]
+    super_users: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        """True when every rule holds."""
+        return all(rule.holds for rule in self.rules)
+
+    def failed(self) -> list[str]:
+        """Names of the rules that do not hold."""
+        return [rule.name for rule in self.rules if not rule.holds]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "passed": self.passed,
+            "rules": [{"name": r.name, "holds": r.holds, "description": r.description, "breaches": list(r.breaches)}
+                      for r in self.rules],
+            "super_users": list(self.super_users),
+            "notes": list(self.notes),
+        }
+
+
+def check_invariants(
+    acls: Iterable[AclEntry], roles: RolesFile, *, raw_topic: str, sealed_topic: str, audit_topics: Iterable[str]
+) -> CheckReport:
+    """Prove the separation-of-duties rules over ``acls`` (every ACL on the broker)."""
+    allows = sorted(a for a in acls if a.permission == "allow")
+    audit_topics = tuple(audit_topics)
+    rules = (
+        _no_destructive_rights(allows, audit_topics),
+        _no_write_and_delete(allows),
+        _only_writers(allows, sealed_topic, roles.principals_of_kind("sealer"), "only_sealer_writes_sealed",
+                      f"only the sealer writes {sealed_topic}"),
+        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor"),
+                      "only_producers_write_raw", f"only producers and the access auditor write {raw_topic}"),
+        _readers_cannot_write(allows, roles),
+    )
+    return CheckReport(rules=rules, super_users=roles.super_users, notes=tuple(_notes(allows, roles)))
+
+
+def _no_destructive_rights(allows: list[AclEntry], audit_topics: tuple[str, ...]) -> RuleResult:
+    breaches = []
+    for acl in allows:
+        if acl.operation not in DESTRUCTIVE_OPERATIONS:
+            continue
+        hit = [topic for topic in audit_topics if acl.matches_resource("topic", topic)]
+        if hit:
+            breaches.append(f"{acl.principal} {DESTRUCTIVE_OPERATIONS[acl.operation]} of {', '.join(hit)} "
+                            f"via `{acl.describe()}`")
+    return RuleResult("no_destructive_rights_on_audit_topics",
+                      f"nobody may delete or alter {', '.join(audit_topics)} or delete their records", tuple(breaches))
+
+
+def _no_write_and_delete(allows: list[AclEntry]) -> RuleResult:
+    principals = sorted({acl.principal for acl in allows})
+    breaches = []
+    for principal in principals:
+        held = [acl for acl in allows if acl.resource == "topic" and acl.applies_to(principal)]
+        writes = [acl for acl in held if acl.operation in WRITE_OPERATIONS]
+        deletes = [acl for acl in held if acl.operation in DELETE_OPERATIONS]
+        # a User:* ACL alone makes every principal a holder; report it once, under User:*
+        if writes and deletes and (principal == WILDCARD_PRINCIPAL or
+                                   any(a.principal == principal for a in writes + deletes)):
+            breaches.append(f"{principal} can write (`{writes[0].describe()}`) and delete "
+                            f"(`{deletes[0].describe()}`)")
+    return RuleResult("no_principal_writes_and_deletes", "no principal holds both a write and a delete right",
+                      tuple(breaches))
+
+
+def _only_writers(allows: list[AclEntry], topic: str, permitted: frozenset[str], name: str,
+                  description: str) -> RuleResult:
+    breaches = [f"{acl.principal} can write {topic} via `{acl.describe()}`"
+                for acl in allows
+                if acl.matches_resource("topic", topic) and acl.operation in WRITE_OPERATIONS
+                and acl.principal not in permitted]
+    return RuleResult(name, description, tuple(breaches))
+
+
+def _readers_cannot_write(allows: list[AclEntry], roles: RolesFile) -> RuleResult:
+    readers = [role for role in roles.roles
+               if not any(g.resource == "topic" and g.operation in WRITE_OPERATIONS for g in role.kafka)]
+    breaches = [f"{role.name} (declared without any write) can write topic {acl.name} via `{acl.describe()}`"
+                for role in readers for acl in allows
+                if acl.resource == "topic" and acl.operation in WRITE_OPERATIONS and acl.applies_to(role.principal)]
+    return RuleResult("readers_cannot_write",
+                      f"roles without a write in the roles file ({', '.join(r.name for r in readers)}) cannot write",
+                      tuple(breaches))
+
+
+def _notes(allows: list[AclEntry], roles: RolesFile) -> list[str]:
+    notes = []
+    if roles.super_users:
+        notes.append(f"super users bypass every ACL: {', '.join(roles.super_users)} (declared in {roles.path}; "
+                     "the broker hides super.users from the admin API). Keep their credentials out of people's hands.")
+    changers = sorted({acl.principal for acl in allows
+                       if acl.resource == "cluster" and acl.operation in ("alter", "all")})
+    if changers:
+        notes.append(f"can change ACLs and credentials (cluster ALTER): {', '.join(changers)}; such a change is "
+                     "recorded by the access auditor and a grant that breaks a rule fails this check")
+    known = {role.principal for role in roles.roles}
+    strangers = sorted({acl.principal for acl in allows} - known)
+    if strangers:
+        notes.append(f"ACLs for principal(s) not in the roles file: {', '.join(strangers)} "
+                     "(`auditseal acl plan` shows them for removal)")
+    return notes

@@ -1,0 +1,64 @@
+"""Separation-of-duties rules over a set of ACLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.permissions.acls import AclEntry, desired_acls
+from pipeline.permissions.invariants import check_invariants
+from pipeline.topology import AUDIT_TOPICS, RAW_TOPIC, ROLES, ROLES_FILE, SEALED_TOPIC
+
+
+def _check(*extra: AclEntry):
+    return check_invariants(desired_acls(ROLES) | set(extra), ROLES_FILE, raw_topic=RAW_TOPIC,
+                            sealed_topic=SEALED_TOPIC, audit_topics=AUDIT_TOPICS)
+
+
+def _acl(principal, operation, name="audit.raw", resource="topic", pattern="literal", permission="allow"):
+    return AclEntry(resource, name, pattern, principal, operation, permission)
+
+
+def test_the_shipped_roles_satisfy_every_rule():
+    report = _check()
+    assert report.passed, report.as_dict()
+    assert {r.name for r in report.rules} == {
+        "no_destructive_rights_on_audit_topics", "no_principal_writes_and_deletes", "only_sealer_writes_sealed",
+        "only_producers_write_raw", "readers_cannot_write"}
+    assert report.super_users == ("User:broker", "User:bootstrap")
+    assert any("User:admin" in note and "cluster ALTER" in note for note in report.notes)
+
+
+@pytest.mark.parametrize("acl, rule, named", [
+    (_acl("User:admin", "delete"), "no_destructive_rights_on_audit_topics", "User:admin can delete"),
+    (_acl("User:admin", "alter_configs", name="audit.", pattern="prefixed"), "no_destructive_rights_on_audit_topics",
+     "of audit.raw, audit.sealed, audit.alerts"),
+    (_acl("User:ops", "alter", name="*"), "no_destructive_rights_on_audit_topics", "User:ops can alter"),
+    (_acl("User:sealer", "all", name="audit.sealed"), "no_principal_writes_and_deletes", "User:sealer can write"),
+    (_acl("User:producer", "delete", name="scratch"), "no_principal_writes_and_deletes", "User:producer"),
+    (_acl("User:producer", "write", name="audit.sealed"), "only_sealer_writes_sealed", "User:producer can write"),
+    (_acl("User:*", "write", name="audit.s", pattern="prefixed"), "only_sealer_writes_sealed", "User:*"),
+    (_acl("User:sealer", "write"), "only_producers_write_raw", "User:sealer can write audit.raw"),
+    (_acl("User:siem", "write", name="scratch"), "readers_cannot_write", "siem (declared without any write)"),
+    (_acl("User:*", "write", name="scratch"), "readers_cannot_write", "verifier"),
+])
+def test_each_breach_is_caught_and_named(acl, rule, named):
+    report = _check(acl)
+    assert not report.passed
+    assert rule in report.failed()
+    broken = next(r for r in report.rules if r.name == rule)
+    assert any(named in breach for breach in broken.breaches), broken.breaches
+
+
+def test_a_deny_does_not_excuse_an_allow():
+    report = _check(_acl("User:admin", "delete"), _acl("User:admin", "delete", permission="deny"))
+    assert report.failed() == ["no_destructive_rights_on_audit_topics"]
+
+
+def test_harmless_acls_of_other_applications_pass():
+    assert _check(_acl("User:orders", "write", name="orders"), _acl("User:orders", "read", name="orders")).passed
+
+
+def test_unknown_principals_are_noted():
+    report = _check(_acl("User:mallory", "read", name="audit.sealed"))
+    assert report.passed
+    assert any("User:mallory" in note for note in report.notes)
