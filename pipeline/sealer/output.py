@@ -1,0 +1,166 @@
+"""Fenced, transactional writes of one chain to its partition of ``audit.sealed``, and recovery.
+
+Exactly once without trusting any consumer offset: each chain has its own transactional producer
+(``transactional.id`` = prefix + raw topic + partition). Opening a chain calls
+``init_transactions``, which fences every older producer with that id (a worker presumed dead, or
+the previous owner before a rebalance) and aborts its open transaction. Only then is the chain's
+committed tail read back (``read_committed``); it ends in a checkpoint, because every batch and its
+checkpoint are written in one transaction, and that checkpoint says where sealing resumes
+(``last_source_offset + 1``). ``audit.sealed`` is therefore the only state: no changelog, no
+offset commit can disagree with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from pipeline.config import KafkaSettings
+from pipeline.errors import AuditSealError
+from pipeline.integrity.keyring import SigningKey
+from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
+from pipeline.sealer.records import CHECKPOINT_KIND, KIND_HEADER, chain_id_for, sealed_codecs
+
+log = logging.getLogger(__name__)
+TRANSACTIONAL_PREFIX = "auditseal-sealer"
+_RECOVERY_WINDOW = 64
+
+
+class ChainFencedError(AuditSealError):
+    """Another sealer took this chain over (or its transaction failed); this worker must let it go."""
+
+
+def producer_config(settings: KafkaSettings, transactional_id: str) -> dict[str, object]:
+    """The transactional producer of one chain."""
+    return settings.client_config(**{
+        "transactional.id": transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "transaction.timeout.ms": 60000,
+        "batch.size": 1048576,
+    })
+
+
+class ChainWriter:
+    """Owns one chain: fences older writers, recovers the state, writes batch + checkpoint atomically."""
+
+    def __init__(self, settings: KafkaSettings, *, raw_topic: str, sealed_topic: str, partition: int,
+                 signing_key: SigningKey, group_prefix: str = TRANSACTIONAL_PREFIX) -> None:
+        self.settings = settings
+        self.raw_topic = raw_topic
+        self.sealed_topic = sealed_topic
+        self.partition = partition
+        self.signing_key = signing_key
+        self.chain_id = chain_id_for(raw_topic, partition)
+        self.transactional_id = f"{TRANSACTIONAL_PREFIX}-{raw_topic}-{partition}"
+        self.group_id = f"{group_prefix}-recovery"
+        self._producer: Producer | None = None
+        self.raw_low_watermark = 0
+
+    def open(self, timeout: float = 60.0) -> ChainSealer:
+        """Fence older writers of this chain, then rebuild its state from the committed tail."""
+        producer = Producer(producer_config(self.settings, self.transactional_id))
+        try:
+            producer.init_transactions(timeout)
+        except KafkaException as exc:
+            raise ChainFencedError(f"{self.chain_id}: init_transactions failed: {exc.args[0].str()}") from exc
+        self._producer = producer
+        last_checkpoint, self.raw_low_watermark = self._read_tail(timeout)
+        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, last_checkpoint)
+
+    def _read_tail(self, timeout: float) -> tuple[dict | None, int]:
+        consumer = Consumer(self.settings.client_config(**{
+            "group.id": self.group_id, "enable.auto.commit": False, "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }))
+        try:
+            raw_low, _ = consumer.get_watermark_offsets(TopicPartition(self.raw_topic, self.partition), timeout=timeout)
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.sealed_topic, self.partition),
+                                                       timeout=timeout)
+            window = _RECOVERY_WINDOW
+            while high > low:
+                start = max(low, high - window)
+                found = self._scan(consumer, start, high, timeout)
+                if found is not None:
+                    return found, raw_low
+                if start == low:
+                    return None, raw_low
+                window *= 4
+            return None, raw_low
+        finally:
+            consumer.close()
+
+    def _scan(self, consumer: Consumer, start: int, high: int, timeout: float) -> dict | None:
+        """The last checkpoint in [start, high), refusing a tail of entries after it."""
+        codecs = sealed_codecs()
+        consumer.assign([TopicPartition(self.sealed_topic, self.partition, start)])
+        last_checkpoint, entries_after = None, 0
+        deadline = time.monotonic() + timeout
+        while True:
+            message = consumer.poll(0.5)
+            if message is None:
+                if time.monotonic() > deadline:
+                    raise SealerStateError(f"{self.chain_id}: timed out reading the tail of {self.sealed_topic}")
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise SealerStateError(f"{self.chain_id}: reading the tail failed: {message.error().str()}")
+            kind = codecs.kind_of(message.value())
+            if kind == CHECKPOINT_KIND:
+                last_checkpoint, entries_after = codecs.checkpoint.decode(message.value()), 0
+            else:
+                entries_after += 1
+            if message.offset() >= high - 1:
+                break
+        if last_checkpoint is not None and entries_after:
+            raise SealerStateError(
+                f"{self.chain_id}: {entries_after} committed entries follow the last checkpoint in "
+                f"{self.sealed_topic}[{self.partition}]; this sealer always ends a transaction with a "
+                "checkpoint, so another writer touched the chain. Refusing to extend it.")
+        return last_checkpoint
+
+    def write(self, records: Sequence[SealedRecord], timeout: float = 30.0) -> None:
+        """Write one batch (entries then their checkpoint) in one transaction; ChainFencedError if it fails."""
+        producer = self._producer
+        if producer is None:
+            raise ChainFencedError(f"{self.chain_id}: not open")
+        headers_for = {kind: [(KIND_HEADER, kind)] for kind in {r.kind for r in records}}
+        key = self.chain_id.encode()
+        try:
+            producer.begin_transaction()
+            for record in records:
+                while True:
+                    try:
+                        producer.produce(self.sealed_topic, record.value, key, partition=self.partition,
+                                         headers=headers_for[record.kind])
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            producer.commit_transaction(timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                try:
+                    producer.abort_transaction(timeout)
+                except KafkaException as abort_exc:
+                    # the chain is dropped below; reopening it aborts the transaction for certain
+                    log.warning("%s: abort after a failed transaction failed too: %s", self.chain_id, abort_exc)
+            self.close()
+            raise ChainFencedError(f"{self.chain_id}: transaction failed: {error.str()}") from exc
+
+    def close(self) -> None:
+        """Release the producer (an open transaction is aborted by the broker or the next owner)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.flush(5)
+        except KafkaException as exc:
+            # a fenced producer is in a fatal state and refuses even to flush; it holds nothing committed
+            log.info("%s: producer closed in state %s", self.chain_id, exc.args[0].str())

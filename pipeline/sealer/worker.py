@@ -1,0 +1,36 @@
+"""``auditseal seal``: run one sealer worker (Faust) with its Prometheus endpoint."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.config import KafkaSettings
+from pipeline.errors import ConfigError
+from pipeline.integrity.keyring import load_signing_key
+from pipeline.sealer.app import SealerConfig, create_app
+
+SIGNING_KEY_VARIABLE = "AUDITSEAL_SIGNING_KEY"
+
+
+def signing_key_path(explicit: str | None = None) -> str:
+    """The sealer's private key file: ``--signing-key`` or ``$AUDITSEAL_SIGNING_KEY``."""
+    path = explicit or os.environ.get(SIGNING_KEY_VARIABLE)
+    if not path:
+        raise ConfigError(f"no signing key: pass --signing-key or set {SIGNING_KEY_VARIABLE} "
+                          "(`auditseal dev env --role sealer` sets it for the local stack)")
+    return path
+
+
+def run_worker(*, signing_key: str | None, metrics_port: int, config: SealerConfig, loglevel: str = "info") -> None:
+    """Start the Faust worker and serve metrics on ``metrics_port`` (0: no endpoint) until stopped."""
+    from faust.worker import Worker
+    from prometheus_client import start_http_server
+
+    settings = KafkaSettings.from_env()
+    key = load_signing_key(signing_key_path(signing_key))
+    app = create_app(settings, key, config)
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+

@@ -1,0 +1,141 @@
+"""The sealer against the real broker: contiguous chains, rejections, exactly once through SIGKILL and rebalance."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+import threading
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from pipeline.config import KafkaSettings
+from pipeline.generate import synthetic_events
+from pipeline.producer import AuditProducer
+from pipeline.sealer.records import CHECKPOINT_KIND, REJECTION_KIND
+from tests.integration.sealing_support import (
+    audit,
+    create_topics,
+    delete_topics,
+    raw_end_offsets,
+    sealed_source_offsets,
+    start_sealer,
+    wait_until_sealed,
+)
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture()
+def topics(stack):
+    created = create_topics(stack, partitions=3)
+    yield created
+    delete_topics(stack, created)
+
+
+def _emit(stack, topics, count: int, seed: int) -> None:
+    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw) as producer:
+        for event in synthetic_events(count, seed=seed):
+            producer.emit(event)
+
+
+def _assert_exactly_once(stack, topics, sealed) -> None:
+    ends = raw_end_offsets(stack, topics)
+    offsets = sealed_source_offsets(sealed)
+    for partition, end in ends.items():
+        assert offsets.get(partition, []) == list(range(end)), f"partition {partition}: not each raw offset once"
+    auditor = audit(stack, sealed)
+    assert auditor.violations == []
+    assert auditor.entries_checked == sum(ends.values())
+    assert auditor.checkpoints_valid == auditor.checkpoints_checked > 0
+
+
+def test_chains_are_contiguous_and_garbled_records_become_rejections(stack, topics, tmp_path):
+    _emit(stack, topics, 1500, seed=7)
+    garbled = [b"not avro at all", b"\xc3\x01" + bytes(8) + b"unknown fingerprint", b"\xc3\x01\x42"]
+    raw = Producer(KafkaSettings.from_env(stack.env("producer")).client_config(**{"enable.idempotence": True}))
+    for value in garbled:
+        raw.produce(topics.raw, value, partition=1)
+    raw.produce(topics.raw, None, partition=2)  # a tombstone is refused too, not dropped
+    assert raw.flush(30) == 0
+    _emit(stack, topics, 500, seed=8)
+
+    worker = start_sealer(stack, topics, log=tmp_path / "sealer.log")
+    try:
+        sealed = wait_until_sealed(stack, topics)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    _assert_exactly_once(stack, topics, sealed)
+
+    rejections = [r for records in sealed.values() for _, kind, r in records if kind == REJECTION_KIND]
+    assert sorted(r["raw_sha256"] for r in rejections) == sorted(
+        hashlib.sha256(v).digest() for v in garbled + [b""])
+    reasons = {r["raw_size"]: r["reason"] for r in rejections}
+    assert "expected marker c301" in reasons[len(garbled[0])]
+    assert "unknown schema fingerprint 0000000000000000" in reasons[len(garbled[1])]
+    assert "truncated" in reasons[len(garbled[2])]
+    assert "tombstone" in reasons[0]
+    for records in sealed.values():
+        assert records[-1][1] == CHECKPOINT_KIND, "every committed tail ends in a checkpoint"
+
+
+def test_exactly_once_through_repeated_sigkill(stack, topics, tmp_path):
+    total, kills = 50_000, 4
+    producer_thread = threading.Thread(target=_emit, args=(stack, topics, total, 11))
+    producer_thread.start()
+    rng = random.Random(2026)
+    log = tmp_path / "sealer.log"
+    try:
+        for _ in range(kills):
+            worker = start_sealer(stack, topics, checkpoint_records=500, checkpoint_ms=100, log=log)
+            time.sleep(rng.uniform(4.0, 9.0))  # start-up takes ~3 s; kill at a random point after
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(30)
+    finally:
+        producer_thread.join(300)
+    worker = start_sealer(stack, topics, log=log)
+    try:
+        sealed = wait_until_sealed(stack, topics, timeout=240)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert sum(raw_end_offsets(stack, topics).values()) == total
+    _assert_exactly_once(stack, topics, sealed)
+
+
+def _emit_steadily(stack, topics, count: int, seed: int, per_second: int) -> None:
+    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw) as producer:
+        started = time.monotonic()
+        for index, event in enumerate(synthetic_events(count, seed=seed)):
+            producer.emit(event)
+            ahead = index / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def test_two_workers_rebalance_and_a_paused_worker_is_fenced(stack, topics, tmp_path):
+    producer_thread = threading.Thread(target=_emit_steadily, args=(stack, topics, 30_000, 21, 1000))
+    producer_thread.start()
+    first = start_sealer(stack, topics, log=tmp_path / "first.log")
+    time.sleep(6)
+    second = start_sealer(stack, topics, log=tmp_path / "second.log")  # joins: chains move between workers
+    time.sleep(8)
+    # the first worker freezes: once its session expires it is presumed dead, the second takes its
+    # chains over and fences it; when it wakes up its open transactions must fail, not fork a chain
+    first.send_signal(signal.SIGSTOP)
+    time.sleep(16)
+    first.send_signal(signal.SIGCONT)
+    producer_thread.join(300)
+    try:
+        sealed = wait_until_sealed(stack, topics, timeout=180)
+    finally:
+        for worker in (first, second):
+            worker.terminate()
+            worker.wait(30)
+    _assert_exactly_once(stack, topics, sealed)
+    second_log = (tmp_path / "second.log").read_text()
+    resumed = [line for line in second_log.splitlines() if "opened at seq" in line and "opened at seq -1" not in line]
+    assert resumed, "the second worker never took over a chain the first had sealed"
