@@ -89,6 +89,57 @@ def _access_audit(args: argparse.Namespace) -> int:
                               start_at_end=args.start_at_end, poll_interval=args.poll_interval)
 
 
+def _emit(args: argparse.Namespace) -> int:
+    import logging
+
+    from pipeline.emit import emit_lines, event_from_options
+    from pipeline.generate import synthetic_events
+    from pipeline.producer import AuditProducer, UndeliveredEventsError
+    from pipeline.validation import InvalidEventError
+
+    required = ("actor_id", "action", "resource_type", "resource_id", "source_service")
+    stdin = args.stdin or args.stdin_dash == "-"
+    from_options = args.generate is None and not stdin
+    given = [name for name in (*required, "reason", "attributes") if getattr(args, name)]
+    if from_options and (missing := [name for name in required if not getattr(args, name)]):
+        raise ConfigError(f"one event needs --{', --'.join(m.replace('_', '-') for m in missing)} "
+                          "(or use --stdin / --generate N)")
+    if not from_options and given:
+        raise ConfigError("event options cannot be combined with --stdin or --generate")
+    # Every failure ends in one message and the exit code below: the client's own log lines
+    # (librdkafka's and the producer's) would only repeat it.
+    logging.getLogger("pipeline.producer").setLevel(logging.CRITICAL)
+    sent, invalid, undelivered = 0, [], 0
+    with AuditProducer(config={"log_level": 2}) as producer:  # AUDITSEAL_* variables
+        producer.check()  # a wrong password or a missing topic fails here, in seconds
+        if args.generate is not None:
+            for event in synthetic_events(args.generate, args.seed):
+                producer.emit(event)
+                sent += 1
+        elif stdin:
+            sent, invalid = emit_lines(sys.stdin, producer)
+        else:
+            event = event_from_options(**{name: getattr(args, name) for name in (*required, "reason")},
+                                       actor_type=args.actor_type, outcome=args.outcome,
+                                       attributes=args.attributes)
+            try:
+                producer.emit(event)
+                sent = 1
+                print(event["event_id"])
+            except InvalidEventError as exc:
+                invalid = [(1, f"{exc.path}: {exc.problem}" if exc.path else exc.problem)]
+        for number, reason in invalid:
+            print(f"line {number}: {reason}" if not from_options else f"invalid event: {reason}", file=sys.stderr)
+        try:
+            producer.flush()
+        except UndeliveredEventsError as exc:
+            undelivered = exc.failed + exc.pending
+            print(f"auditseal emit: {exc}", file=sys.stderr)
+    print(f"auditseal emit: sent {sent}, invalid {len(invalid)}, delivered {sent - undelivered} to {producer.topic}",
+          file=sys.stderr)
+    return EXIT_FAILED if invalid or undelivered else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from pipeline.topology import ROLE_NAMES
@@ -137,6 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="without a saved position, start at the end of the log instead of its oldest entry")
     access.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
     access.set_defaults(handler=_access_audit)
+
+    from pipeline.emit import attribute
+
+    emit = commands.add_parser("emit", help="emit audit events to audit.raw (options, JSON lines or --generate)",
+                               description="Emit audit events as the role in the AUDITSEAL_* variables. Exit 0 if "
+                               "every event was valid and delivered, 1 otherwise, 2 on a configuration error.")
+    source = emit.add_mutually_exclusive_group()
+    source.add_argument("--stdin", action="store_true", help="one JSON event per line on stdin (also: -)")
+    source.add_argument("stdin_dash", nargs="?", choices=["-"], metavar="-", help=argparse.SUPPRESS)
+    source.add_argument("--generate", type=int, metavar="N", help="N realistic synthetic events")
+    emit.add_argument("--seed", type=int, help="with --generate: reproducible events (fixed ids, from 2025-01-01)")
+    for option, text in (("--actor-id", "who acted (user id, service account)"), ("--action", "e.g. document.read"),
+                         ("--resource-type", "e.g. document"), ("--resource-id", "e.g. doc-42"),
+                         ("--source-service", "the service emitting the event"),
+                         ("--reason", "why it failed or was denied")):
+        emit.add_argument(option, help=text)
+    emit.add_argument("--actor-type", default="USER", help="USER (default), SERVICE, SYSTEM or UNKNOWN")
+    emit.add_argument("--outcome", default="SUCCESS", help="SUCCESS (default), FAILURE, DENIED or UNKNOWN")
+    emit.add_argument("--attr", dest="attributes", action="append", default=[], metavar="KEY=VALUE",
+                      type=attribute, help="an extra attribute (repeatable)")
+    emit.set_defaults(handler=_emit)
 
     s3 = commands.add_parser("s3", help="object storage")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True, metavar="ACTION")

@@ -1,4 +1,4 @@
-"""Emitting events given as JSON lines (what ``auditseal emit`` reads on stdin).
+"""What ``auditseal emit`` sends: JSON lines from stdin, one event from options, or synthetic events.
 
 A bad line is reported with its line number and reason and the next lines are still sent:
 one malformed event must not stop a batch import, and must not pass unnoticed either.
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from pipeline.event import complete_event
+from pipeline.event import complete_event, new_event
 from pipeline.validation import InvalidEventError
 
 
@@ -76,3 +76,37 @@ def emit_lines(lines: Iterable[str], producer: EventSink) -> tuple[int, list[tup
             continue
         sent += 1
     return sent, invalid
+
+
+def attribute(text: str) -> tuple[str, str]:
+    """Parse one ``--attr key=value`` (the value may contain ``=``); ValueError without a ``=`` or a key."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise ValueError(f"expected key=value, found {text!r}")
+    return key, value
+
+
+def event_from_options(
+    *,
+    actor_id: str,
+    actor_type: str,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    outcome: str,
+    reason: str | None,
+    source_service: str,
+    attributes: Iterable[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """One event from ``auditseal emit``'s options, with a fresh ``event_id`` and ``occurred_at`` (now).
+
+    Not validated here: the producer does it, so a bad ``--actor-type`` gets the usual message.
+    """
+    return new_event(
+        actor={"id": actor_id, "type": actor_type},
+        action=action,
+        resource={"type": resource_type, "id": resource_id},
+        outcome={"status": outcome, "reason": reason},
+        source_service=source_service,
+        attributes=dict(attributes),
+    )

@@ -6,7 +6,9 @@ to a ``bytearray`` in the same pass. Validating and encoding an event is therefo
 the encoder can never accept a value the validator would reject. The bytes are identical to
 ``fastavro.schemaless_writer``'s (the unit tests check this on generated events); fastavro's own
 writer is not used on the hot path because it costs about three times as much per event and
-reports problems without the field path.
+reports problems without the field path. In front of it, :mod:`pipeline.specialised_writer`
+generates a straight-line fast path for the common shapes of values, which hands everything else,
+including every invalid value, to this checked writer.
 
 A rejected value raises one :class:`InvalidEventError` naming the field path (``actor.source_ip``,
 ``attributes['region']``) and the problem: missing, wrong type (expected vs found), enum symbol
@@ -50,6 +52,8 @@ _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ).fullmatch
 _ABSENT = object()
+# The UTF-8 of a str's text, also for subclasses (whose own encode() might do something else).
+_utf8 = str.encode
 
 
 class InvalidEventError(AuditSealError, ValueError):
@@ -299,15 +303,9 @@ class _Compiler:
         return self.named[full_name]
 
     def _default_bytes(self, write: Writer, avro_field: Mapping[str, Any]) -> bytes:
-        value = avro_field["default"]
-        if avro_field["type"] in ("bytes",) or (
-            isinstance(avro_field["type"], dict) and avro_field["type"].get("type") in ("bytes", "fixed")
-        ):
-            # Avro JSON writes bytes defaults as strings of code points 0-255.
-            value = value.encode("latin-1")
         out = bytearray()
         try:
-            write(out, value)
+            write(out, default_value(avro_field))
         except _Problem as problem:
             raise ConfigError(
                 f"default of field {avro_field['name']!r} does not match its type: {problem.to_error().problem}"
@@ -381,14 +379,18 @@ class _Compiler:
                     if type(key) is not str:
                         if not isinstance(key, str):
                             raise _Problem(f"map keys must be strings, found {_found(key)}")
-                    encoded = key.encode()
+                    try:
+                        encoded = _utf8(key)
+                    except UnicodeEncodeError as exc:
+                        raise _Problem(
+                            f"map key {key[:60]!r} is not valid Unicode text ({exc.reason} at index {exc.start})"
+                        ) from None
                     out += _length(len(encoded))
                     out += encoded
                     # string maps (attributes) are the common case: skip one call per value
-                    if values_are_strings and type(item) is str:
-                        encoded = item.encode()
-                        out += _length(len(encoded))
-                        out += encoded
+                    if values_are_strings and type(item) is str and item.isascii():
+                        out += _length(len(item))
+                        out += _utf8(item)
                         continue
                     try:
                         write_value(out, item)
@@ -465,7 +467,7 @@ def _write_string(out: bytearray, value: Any) -> None:
     if type(value) is not str and not isinstance(value, str):
         raise _type_error("string", value)
     try:
-        encoded = value.encode()
+        encoded = _utf8(value)
     except UnicodeEncodeError as exc:
         raise _Problem(f"string is not valid Unicode text ({exc.reason} at index {exc.start})") from None
     n = len(encoded)
@@ -485,12 +487,17 @@ def _write_uuid(out: bytearray, value: Any) -> None:
     out += value.encode()
 
 
+def _timestamp_bounds(logical: str) -> tuple[int, int]:
+    """The accepted range [low, high) of a ``timestamp-micros``/``timestamp-millis`` value, in its unit."""
+    unit = _ONE_MICROSECOND if logical == "timestamp-micros" else _ONE_MILLISECOND
+    return (EARLIEST_TIMESTAMP - _EPOCH) // unit, (LATEST_TIMESTAMP - _EPOCH) // unit
+
+
 def _timestamp_writer(logical: str) -> Writer:
     micros = logical == "timestamp-micros"
     unit = _ONE_MICROSECOND if micros else _ONE_MILLISECOND
     unit_name = "microseconds" if micros else "milliseconds"
-    low = (EARLIEST_TIMESTAMP - _EPOCH) // unit
-    high = (LATEST_TIMESTAMP - _EPOCH) // unit
+    low, high = _timestamp_bounds(logical)
     expected = f"{logical} ({unit_name} since the epoch as an int, or an aware datetime)"
 
     def write_timestamp(out: bytearray, value: Any) -> None:
@@ -532,6 +539,16 @@ def _unknown_field(value: Mapping[str, Any], allowed: frozenset[str], record: st
     problem = _Problem(f"unknown field; {record} has: {field_list}{suffix}")
     problem.path.append(unknown)
     return problem
+
+
+def default_value(avro_field: Mapping[str, Any]) -> Any:
+    """The Python value of a field's ``default``, as the writer takes it (bytes for bytes and fixed)."""
+    value = avro_field["default"]
+    kind = avro_field["type"]
+    if kind == "bytes" or (isinstance(kind, dict) and kind.get("type") in ("bytes", "fixed")):
+        # Avro JSON writes bytes defaults as strings of code points 0-255.
+        value = value.encode("latin-1")
+    return value
 
 
 def compile_writer(parsed_schema: Any) -> Writer:
