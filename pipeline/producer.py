@@ -266,6 +266,7 @@ class AuditProducer:
         self._failure_lock = threading.Lock()
         self._failures: list[DeliveryError] = []
         self._failed_count = 0
+        self._purged_without_cause = False  # librdkafka purged for a fatal error not yet reported to us
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._serve_delivery_reports, name="auditseal-producer-poll",
                                         daemon=True)
@@ -301,7 +302,11 @@ class AuditProducer:
         if self._stopped is not None:
             # Stopped between the check above and produce(): purge this one too, now.
             self._purge_requested = True
-        self._poll(0)
+        try:
+            self._poll(0)
+        except (KafkaException, SystemError) as exc:
+            if not self._fatal_raised(exc):
+                raise
         return result
 
     def _produce_when_queue_has_room(self, value: bytes, key: str | bytes | None, result: DeliveryResult) -> None:
@@ -335,7 +340,17 @@ class AuditProducer:
         some are still in flight after ``timeout`` seconds (None: wait as long as it takes,
         bounded by ``message.timeout.ms``). Each failure is reported by one flush only.
         """
-        pending = self._producer.flush(-1 if timeout is None else timeout)
+        try:
+            pending = self._producer.flush(-1 if timeout is None else timeout)
+        except (KafkaException, SystemError) as exc:
+            if not self._fatal_raised(exc):
+                raise
+            pending = len(self._producer)
+        # librdkafka purges the queue when it hits a fatal error, and the error itself may still be
+        # on its way to us (on the poll thread): wait for it briefly, so the cause is what is raised
+        deadline = time.monotonic() + 1.0
+        while self._purged_without_cause and self._stopped is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         if isinstance(self._stopped, (AuthenticationError, AuthorizationError, ProducerFatalError)):
             raise self._stopped
         with self._failure_lock:
@@ -419,12 +434,8 @@ class AuditProducer:
         while not self._closing.is_set():
             try:
                 self._producer.poll(_POLL_INTERVAL)
-            except KafkaException as exc:
-                # librdkafka raises fatal errors from poll() instead of passing them to error_cb
-                error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if error is not None and error.fatal():
-                    self._on_client_error(error)
-                else:
+            except (KafkaException, SystemError) as exc:
+                if not self._fatal_raised(exc):
                     _log.exception("serving delivery reports")
             except Exception:
                 # This thread must outlive any one bad report, or idle results never complete.
@@ -435,6 +446,21 @@ class AuditProducer:
                 # message.timeout.ms; the purged events' reports arrive on the next poll.
                 self._producer.purge(in_queue=True, in_flight=True, blocking=False)
         self._producer.poll(0)
+
+    def _fatal_raised(self, exc: BaseException) -> bool:
+        # confluent-kafka raises a fatal error from poll()/flush() instead of passing it to error_cb
+        # (and if a delivery report is served while it is pending, the report's Python code fails
+        # with a SystemError caused by it); route it to error_cb's handler (True), or leave any
+        # other exception to the caller (False)
+        if isinstance(exc, SystemError):
+            exc = exc.__cause__  # type: ignore[assignment]
+        if not isinstance(exc, KafkaException):
+            return False
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and error.fatal():
+            self._on_client_error(error)
+            return True
+        return False
 
     def _on_client_error(self, error: KafkaError) -> None:
         code = error.code()
@@ -478,6 +504,8 @@ class AuditProducer:
     def _delivery_failed(self, result: DeliveryResult, kafka_error: KafkaError) -> DeliveryError:
         code = kafka_error.code()
         stopped = self._stopped
+        if stopped is None and code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+            self._purged_without_cause = True
         if stopped is not None and code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
             error = DeliveryError(result.event_id, self.topic, kafka_error,
                                   f"event {result.event_id} not delivered to {self.topic}: {stopped}")
