@@ -8,7 +8,7 @@ AUDITSEAL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/audi
 export AUDITSEAL_CACHE
 export PIP_CACHE_DIR ?= $(AUDITSEAL_CACHE)/pip
 
-.PHONY: venv up down status test unit demo bench clean
+.PHONY: venv up down status test unit deploy-check demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ status: venv
 # unit tests need nothing running; `make test` brings the stack up and runs everything
 unit: venv
 	$(BIN)/pytest tests/unit
+
+# the helm chart and docker-compose.yml: lint, render, Kubernetes/Compose schemas, agreement with dev up
+# (builds helm once from the Go module proxy into the cache; needs nothing running)
+deploy-check: venv
+	$(BIN)/pytest tests/deployment
 
 test: venv
 	$(BIN)/auditseal dev up

@@ -1,0 +1,143 @@
+"""The helm chart: lint, render, Kubernetes schemas, and the security and scaling rules it promises."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.deployment.conftest import CHART, PRODUCTION_VALUES, Helm, documents
+
+WORKLOAD_KINDS = ("Deployment", "CronJob")
+
+
+def pod_specs(manifests: str) -> dict[str, dict]:
+    """Pod specs of every workload, by object name."""
+    specs = {}
+    for document in documents(manifests):
+        if document["kind"] == "Deployment":
+            specs[document["metadata"]["name"]] = document["spec"]["template"]["spec"]
+        elif document["kind"] == "CronJob":
+            specs[document["metadata"]["name"]] = document["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return specs
+
+
+def of_kind(manifests: str, kind: str) -> list[dict]:
+    return [d for d in documents(manifests) if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("values", [[], ["-f", str(PRODUCTION_VALUES)]], ids=["default", "production"])
+def test_helm_lint_passes(helm: Helm, values: list[str]) -> None:
+    result = helm.run("lint", "--strict", str(CHART), *values)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["default", "production", "everything"])
+def test_rendered_manifests_match_the_kubernetes_schemas(rendered: dict[str, str], validate_manifests, name: str) -> None:
+    assert validate_manifests(rendered[name]) == []
+
+
+def test_schema_validation_reports_a_misspelt_field(rendered: dict[str, str], validate_manifests) -> None:
+    broken = rendered["everything"].replace("readOnlyRootFilesystem:", "readOnlyRootFileSystem:", 1)
+    broken = broken.replace("scrapeTimeout:", "scrapeTimeOut:", 1)
+    problems = validate_manifests(broken)
+    assert any("readOnlyRootFileSystem" in p["error"] for p in problems), problems
+    assert any(p["kind"] == "ServiceMonitor" and "scrapeTimeOut" in p["error"] for p in problems), problems
+
+
+@pytest.mark.parametrize("name", ["default", "production", "everything"])
+def test_every_pod_runs_hardened_with_resources(rendered: dict[str, str], name: str) -> None:
+    specs = pod_specs(rendered[name])
+    assert specs
+    for workload, spec in specs.items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, workload
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, workload
+        assert spec["automountServiceAccountToken"] is False, workload
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{workload}/{container['name']}"
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), where
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), where
+
+
+def test_all_workloads_render_with_everything_on(rendered: dict[str, str]) -> None:
+    names = set(pod_specs(rendered["everything"]))
+    assert names == {"auditseal-sealer", "auditseal-sink", "auditseal-detector", "auditseal-verifier",
+                     "auditseal-access-auditor-broker-0"}
+    kinds = {d["kind"] for d in documents(rendered["everything"])}
+    assert {"Secret", "ConfigMap", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget",
+            "PersistentVolumeClaim", "ServiceAccount", "Service"} <= kinds
+
+
+def test_private_keys_reach_only_their_workload_owner_only(rendered: dict[str, str]) -> None:
+    # the signing key only to the sealer, the archive master key only to the sink; both copied by an init
+    # container into memory with mode 0400 (the commands refuse a group-readable key)
+    keys = {"auditseal-sealer": ("AUDITSEAL_SIGNING_KEY", "auditseal-signing-key", "signing-key"),
+            "auditseal-sink": ("AUDITSEAL_MASTER_KEY", "auditseal-master-key", "master-key")}
+    for workload, spec in pod_specs(rendered["everything"]).items():
+        env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
+        secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        others = {variable for variable, _, _ in keys.values()} - ({keys[workload][0]} if workload in keys else set())
+        assert not others & set(env), workload
+        if workload not in keys:
+            assert not secrets, workload
+            continue
+        variable, secret, name = keys[workload]
+        assert secrets == {secret}, workload
+        assert env[variable] == f"/run/auditseal/{name}/{name}.pem"
+        (init,) = spec["initContainers"]
+        assert init["command"][:3] == ["install", "-m", "0400"] and init["command"][-1] == env[variable]
+        memory = next(v for v in spec["volumes"] if v["name"] == name)
+        assert memory["emptyDir"]["medium"] == "Memory"
+
+
+def test_secrets_come_from_existing_secrets_in_production(rendered: dict[str, str]) -> None:
+    assert of_kind(rendered["production"], "Secret") == []
+    refs = {e["valueFrom"]["secretKeyRef"]["name"]
+            for spec in pod_specs(rendered["production"]).values()
+            for c in spec["containers"] for e in c["env"] if "valueFrom" in e}
+    assert refs == {"auditseal-sealer-scram", "auditseal-sink-credentials", "auditseal-access-auditor-scram",
+                    "auditseal-verifier-credentials"}
+
+
+def test_sealer_replicas_beyond_the_raw_partitions_are_refused(helm: Helm) -> None:
+    result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.replicas=7")
+    assert result.returncode != 0
+    assert "sealer.replicas (7) exceeds the partitions of audit.raw (6)" in result.stderr
+
+
+def test_a_workload_without_credentials_is_refused(helm: Helm) -> None:
+    result = helm.run("template", "auditseal", str(CHART), "--set", "sink.credentials.existingSecret=")
+    assert result.returncode != 0
+    assert "sink.credentials: set password" in result.stderr
+
+
+def test_a_misspelt_value_is_refused_by_the_values_schema(helm: Helm) -> None:
+    # a typo must not silently leave a safety default in place (values.schema.json, additionalProperties)
+    result = helm.run("template", "auditseal", str(CHART), "--set", "networkPolicy.enable=false")
+    assert result.returncode != 0
+    assert "additional properties 'enable' not allowed" in result.stderr
+
+
+def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str, str]) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(rendered["production"], "NetworkPolicy")}
+    expected_egress = {  # ports per workload: DNS, the brokers' 9093, AWS S3's 443
+        "auditseal-sealer": {53, 9093}, "auditseal-sink": {53, 9093, 443},
+        "auditseal-access-auditor": {53, 9093}, "auditseal-verifier": {53, 9093, 443},
+    }
+    assert set(policies) == set(expected_egress)
+    for name, spec in policies.items():
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        assert {p["port"] for rule in spec["egress"] for p in rule["ports"]} == expected_egress[name], name
+        assert all(rule.get("to") for rule in spec["egress"]), f"{name}: an egress rule open to any address"
+        ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+        assert ingress_ports == ({9464} if name == "auditseal-sealer" else {9465} if name == "auditseal-sink" else set())
+
+
+def test_prometheus_rule_carries_the_alerts_file(rendered: dict[str, str]) -> None:
+    (rule,) = of_kind(rendered["production"], "PrometheusRule")
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
