@@ -73,6 +73,22 @@ def _s3_check(args: argparse.Namespace) -> int:
     return _print_s3_check(None, args.json)
 
 
+def _seal(args: argparse.Namespace) -> int:
+    from pipeline.sealer.app import SealerConfig
+    from pipeline.sealer.worker import run_worker
+
+    config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
+                          max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000)
+    run_worker(signing_key=args.signing_key, metrics_port=args.metrics_port, config=config, loglevel=args.loglevel)
+    return EXIT_OK
+
+
+def _sink(args: argparse.Namespace) -> int:
+    from connectors.s3sink.command import sink_command
+
+    return sink_command(args)
+
+
 def _acl(args: argparse.Namespace) -> int:
     from pipeline.permissions import commands
 
@@ -161,6 +177,43 @@ def build_parser() -> argparse.ArgumentParser:
     env = dev_commands.add_parser("env", help="print export lines for one role")
     env.add_argument("--role", required=True, choices=ROLE_NAMES)
     env.set_defaults(handler=_dev_env)
+
+    seal = commands.add_parser("seal", help="run a sealer worker (Faust): audit.raw -> audit.sealed")
+    seal.add_argument("--signing-key", help="Ed25519 private key (PEM); default $AUDITSEAL_SIGNING_KEY")
+    seal.add_argument("--checkpoint-records", type=int, default=2000,
+                      help="at most this many raw records per batch and checkpoint (default 2000)")
+    seal.add_argument("--checkpoint-ms", type=int, default=200,
+                      help="close a batch with a checkpoint at least this often, in ms (default 200)")
+    seal.add_argument("--metrics-port", type=int, default=9464, help="Prometheus endpoint on 127.0.0.1 (0: off)")
+    seal.add_argument("--raw-topic", default="audit.raw")
+    seal.add_argument("--sealed-topic", default="audit.sealed")
+    seal.add_argument("--app-id", default="auditseal-sealer", help="Faust app id = consumer group")
+    seal.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    seal.set_defaults(handler=_seal)
+
+    sink = commands.add_parser("sink", help="run the S3 sink: audit.sealed -> Object Lock COMPLIANCE objects",
+                               description="Archive audit.sealed to the bucket in the AWS_*/AUDITSEAL_BUCKET "
+                               "variables as the role in the AUDITSEAL_* variables (README, 'The S3 sink').")
+    sink.add_argument("--profile", help="compliance profile (default: the compliance file's default)")
+    sink.add_argument("--compliance-file", type=Path,
+                      help="profiles file (default $AUDITSEAL_COMPLIANCE_FILE or config/compliance.yaml)")
+    sink.add_argument("--prefix", default="", help="key prefix ending in '/', e.g. archive/ (default: none)")
+    sink.add_argument("--master-key", help="encrypt objects with this master key file (default $AUDITSEAL_MASTER_KEY)")
+    sink.add_argument("--generate-master-key", type=Path, metavar="PATH", help="write a new master key file and exit")
+    sink.add_argument("--key-id", help="with --generate-master-key: its id (default: derived from the key)")
+    sink.add_argument("--max-records", type=int, default=20_000, help="records per object at most (default 20000)")
+    sink.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024,
+                      help="record value bytes per object at most (default 16 MiB)")
+    sink.add_argument("--max-age-ms", type=int, default=10_000,
+                      help="close an object this long after its first record arrived (default 10000)")
+    sink.add_argument("--codec", default="deflate", choices=["deflate", "null"], help="OCF block codec (default deflate)")
+    sink.add_argument("--workers", type=int, default=4, help="objects written in parallel (one per partition)")
+    sink.add_argument("--topic", default="audit.sealed")
+    sink.add_argument("--group", default="auditseal-sink", help="consumer group (must start with auditseal-sink)")
+    sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
+    sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint on 127.0.0.1 (0: off)")
+    sink.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    sink.set_defaults(handler=_sink)
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")

@@ -77,6 +77,27 @@ class LocalStack:
         return self.root / "stack.json"
 
     @property
+    def signing_key_file(self) -> Path:
+        """The sealer's Ed25519 private key (mode 0600); never leaves the sealer's env."""
+        return self.root / "keys" / "sealer-signing-key.pem"
+
+    @property
+    def keyring_file(self) -> Path:
+        """The public keyring verifiers and SIEMs check checkpoints against."""
+        return self.root / "keys" / "keyring.json"
+
+    def _ensure_keys(self) -> None:
+        from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring, save_signing_key
+
+        if self.signing_key_file.exists():
+            return
+        self.signing_key_file.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.signing_key_file.parent, 0o700)
+        key = generate_signing_key()
+        save_signing_key(key, self.signing_key_file)
+        save_keyring(Keyring().rotate(key.public_key, time.time_ns() // 1000), self.keyring_file)
+
+    @property
     def authorizer_log(self) -> Path:
         """The broker's log of authorization decisions (input of the access auditor)."""
         return self.root / "kafka" / "logs" / "kafka-authorizer.log"
@@ -132,6 +153,8 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": creds.s3[role_name]["secret"],
             "AWS_CA_BUNDLE": str(self.pki.ca_cert),
             "AUDITSEAL_BUCKET": BUCKET,
+            "AUDITSEAL_KEYRING": str(self.keyring_file),
+            **({"AUDITSEAL_SIGNING_KEY": str(self.signing_key_file)} if role_name == "sealer" else {}),
         }
 
     def setup_env(self, kind: str) -> dict[str, str]:
@@ -172,6 +195,7 @@ class LocalStack:
         self.settings_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
         ensure_pki(self.pki.directory, {"broker": True, "s3": False})
         creds = self._ensure_credentials()
+        self._ensure_keys()
         started: list[ManagedProcess] = []
         try:
             if not kafka_running:

@@ -35,7 +35,7 @@ class Topics:
 
 
 def create_topics(stack, partitions: int = 3) -> Topics:
-    """Fresh raw and sealed topics, and ACLs for producer, sealer and verifier on them."""
+    """Fresh raw and sealed topics, and ACLs for producer, sealer, verifier and sink on them."""
     suffix = secrets.token_hex(4)
     topics = Topics(f"test.raw.{suffix}", f"test.sealed.{suffix}", partitions, f"auditseal-sealer-test-{suffix}")
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
@@ -53,6 +53,8 @@ def create_topics(stack, partitions: int = 3) -> Topics:
         ("User:sealer", Grant("topic", topics.sealed, "describe")),
         ("User:verifier", Grant("topic", topics.sealed, "read")),
         ("User:verifier", Grant("topic", topics.sealed, "describe")),
+        ("User:sink", Grant("topic", topics.sealed, "read")),
+        ("User:sink", Grant("topic", topics.sealed, "describe")),
     ]
     for future in admin.create_acls([acl_binding(p, g) for p, g in grants]).values():
         future.result(timeout=30)
@@ -94,6 +96,16 @@ def start_sealer(stack, topics: Topics, *, checkpoint_records: int = 2000, check
             "--checkpoint-records", str(checkpoint_records), "--checkpoint-ms", str(checkpoint_ms)]
     output = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+
+
+def start_sink(stack, topics: Topics, *args: str, group: str, log: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A real S3 sink process (``auditseal sink``) as the sink role on the test's sealed topic;
+    ``args`` are more options (``--prefix``, ``--max-records``, ...); the group must start with auditseal-sink."""
+    environment = dict(os.environ, **stack.env("sink"), **(env or {}))
+    argv = [sys.executable, "-m", "pipeline.cli", "sink", "--topic", topics.sealed, "--group", group, *args]
+    output = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(argv, env=environment, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
 
 
 def read_sealed(stack, topics: Topics, timeout: float = 60) -> dict[int, list[tuple[int, bytes, dict]]]:

@@ -1,0 +1,217 @@
+"""Sealer throughput, memory and latency, side by side with a Faust agent that only forwards.
+
+1. Throughput: N events are produced to a fresh raw topic (6 partitions) first; one worker then
+   seals the backlog. events/s = N / (time from the first sealed record to the last), peak RSS is
+   the worker's VmHWM. The same backlog is then forwarded by ``bench/forwarder.py``; ratio =
+   sealer/forwarder.
+2. Latency: a steady 5,000 events/s for 20 s through a running worker; latency = when a
+   read_committed consumer receives the sealed event minus the raw record's timestamp.
+3. Profile: the throughput run of the sealer under cProfile, top functions by own time.
+
+Runs on the local stack (``auditseal dev up``) on throwaway topics: ``python -m bench.sealer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.config import KafkaSettings
+from pipeline.devstack.stack import LocalStack
+from pipeline.generate import synthetic_events
+from pipeline.producer import AuditProducer
+from pipeline.sealer.records import EVENT_KIND, sealed_codecs
+from tests.integration.sealing_support import REPO, Topics, create_topics, delete_topics, raw_end_offsets
+
+PARTITIONS = 6
+
+
+def produce(stack: LocalStack, topic: str, count: int, rate: float | None = None, seed: int = 1) -> None:
+    """Emit ``count`` synthetic events, at ``rate`` per second if given, else as fast as possible."""
+    events = list(synthetic_events(min(count, 20_000), seed=seed))
+    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topic) as producer:
+        started = time.monotonic()
+        for index in range(count):
+            event = dict(events[index % len(events)])
+            event.pop("event_id", None)  # a fresh id each time
+            from pipeline.event import complete_event
+
+            producer.emit(complete_event(event))
+            if rate is not None:
+                ahead = index / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+
+def _worker(stack: LocalStack, argv: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, **stack.env("sealer"))
+    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _count_until(stack: LocalStack, topic: str, target: int, timeout: float, role: str = "verifier"):
+    """Count committed records of ``topic`` until ``target``; return (first_seen, last_seen) times."""
+    consumer = Consumer(KafkaSettings.from_env(stack.env(role)).client_config(**{
+        "group.id": f"auditseal-{role}-bench-{os.getpid()}-{time.monotonic_ns()}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "fetch.min.bytes": 1}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    codecs = sealed_codecs()
+    seen, first, last = 0, None, None
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < target and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                if message.error():
+                    raise RuntimeError(message.error().str())
+                if topic.startswith("bench.fwd") or codecs.kind_of(message.value()) == EVENT_KIND:
+                    seen += 1
+                    first = first or time.monotonic()
+                    last = time.monotonic()
+    finally:
+        consumer.close()
+    if seen < target:
+        raise TimeoutError(f"{topic}: {seen} of {target} records within {timeout}s")
+    return first, last
+
+
+def throughput(stack: LocalStack, topics: Topics, events: int, argv: list[str], out_topic: str,
+               role: str) -> tuple[float, float, float]:
+    """(events/s, peak RSS MB, seconds) of one worker draining the backlog."""
+    worker = _worker(stack, argv)
+    try:
+        first, last = _count_until(stack, out_topic, events, timeout=600, role=role)
+        rss = _peak_rss_mb(worker.pid)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    seconds = max(last - first, 1e-9)
+    return events / seconds, rss, seconds
+
+
+def latency(stack: LocalStack, topics: Topics, argv: list[str], rate: int, seconds: int) -> tuple[float, float, int]:
+    """(p50 ms, p99 ms, samples) from raw timestamp to sealed record received, at a steady rate."""
+    worker = _worker(stack, argv)
+    time.sleep(8)  # join the group and open the chains before the clock starts
+    consumer = Consumer(KafkaSettings.from_env(stack.env("verifier")).client_config(**{
+        "group.id": f"auditseal-verifier-bench-{os.getpid()}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "fetch.wait.max.ms": 10}))
+    ends = raw_end_offsets(stack, topics)
+    consumer.assign([TopicPartition(topics.sealed, p, -1) for p in range(PARTITIONS)])  # from the end
+    codecs = sealed_codecs()
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            for message in consumer.consume(1000, 0.1):
+                if not message.error() and codecs.kind_of(message.value()) == EVENT_KIND:
+                    record = codecs.event.decode(message.value())
+                    if record["source_offset"] >= ends.get(record["source_partition"], 0):
+                        samples.append(time.time() - record["source_timestamp_micros"] / 1e6)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    try:
+        produce(stack, topics.raw, rate * seconds, rate=rate, seed=3)
+        time.sleep(3)
+    finally:
+        stop.set()
+        reader.join()
+        consumer.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    samples.sort()
+    return (samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000, len(samples))
+
+
+def main() -> None:
+    """Run the three measurements and print their figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    stack = LocalStack()
+    created: list[Topics] = []
+    try:
+        backlog = create_topics(stack, partitions=PARTITIONS)
+        created.append(backlog)
+        started = time.monotonic()
+        produce(stack, backlog.raw, args.events)
+        print(f"produced {args.events} events in {time.monotonic() - started:.1f}s")
+        profile = Path(tempfile.mkdtemp()) / "sealer.prof"
+        seal_argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "pipeline.cli", "seal",
+                     "--raw-topic", backlog.raw, "--sealed-topic", backlog.sealed, "--app-id", backlog.app_id,
+                     "--metrics-port", "0"]
+        sealed_rate, sealed_rss, sealed_s = throughput(stack, backlog, args.events, seal_argv, backlog.sealed,
+                                                       "verifier")
+        forward_topic = backlog.sealed.replace("test.sealed", "bench.fwd")
+        forward_topics = Topics(backlog.raw, forward_topic, PARTITIONS, backlog.app_id + "-fwd")
+        _create_forward_topic(stack, forward_topic)
+        fwd_argv = [sys.executable, "-m", "bench.forwarder", backlog.raw, forward_topic, forward_topics.app_id]
+        fwd_rate, fwd_rss, fwd_s = throughput(stack, backlog, args.events, fwd_argv, forward_topic, "sealer")
+        print(f"sealer:    {sealed_rate:10,.0f} events/s  ({args.events} in {sealed_s:.1f}s)  peak RSS {sealed_rss:.0f} MB")
+        print(f"forwarder: {fwd_rate:10,.0f} events/s  ({args.events} in {fwd_s:.1f}s)  peak RSS {fwd_rss:.0f} MB")
+        print(f"ratio sealer/forwarder: {sealed_rate / fwd_rate:.2f}")
+
+        steady = create_topics(stack, partitions=PARTITIONS)
+        created.append(steady)
+        steady_argv = [sys.executable, "-m", "pipeline.cli", "seal", "--raw-topic", steady.raw, "--sealed-topic",
+                       steady.sealed, "--app-id", steady.app_id, "--metrics-port", "0"]
+        p50, p99, n = latency(stack, steady, steady_argv, args.rate, args.seconds)
+        print(f"latency at {args.rate} events/s for {args.seconds}s: p50 {p50:.0f} ms, p99 {p99:.0f} ms ({n} samples)")
+        print("profile of the sealer (top 15 by own time):")
+        stats = pstats.Stats(str(profile))
+        stats.sort_stats("tottime").print_stats(15)
+    finally:
+        for topics in created:
+            delete_topics(stack, topics)
+        _delete_forward_topics(stack)
+
+
+_FORWARD_TOPICS: list[str] = []
+
+
+def _create_forward_topic(stack: LocalStack, name: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from pipeline.devstack.provision import acl_binding
+    from pipeline.topology import Grant
+
+    admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
+    for future in admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)]).values():
+        future.result(30)
+    grants = [acl_binding("User:sealer", Grant("topic", name, op)) for op in ("read", "write", "describe")]
+    for future in admin.create_acls(grants).values():
+        future.result(30)
+    _FORWARD_TOPICS.append(name)
+
+
+def _delete_forward_topics(stack: LocalStack) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    if _FORWARD_TOPICS:
+        admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
+        for future in admin.delete_topics(_FORWARD_TOPICS).values():
+            future.result(30)
+
+
+if __name__ == "__main__":
+    main()
