@@ -156,6 +156,12 @@ def _emit(args: argparse.Namespace) -> int:
     return EXIT_FAILED if invalid or undelivered else EXIT_OK
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from pipeline.verifier.command import verify_command
+
+    return verify_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from pipeline.topology import ROLE_NAMES
@@ -262,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("--attr", dest="attributes", action="append", default=[], metavar="KEY=VALUE",
                       type=attribute, help="an extra attribute (repeatable)")
     emit.set_defaults(handler=_emit)
+
+    verify = commands.add_parser("verify", help="prove the archive is complete and untouched (exit 0 intact, "
+                                 "1 violations, 2 usage error)")
+    verify.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
+    verify.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
+    verify.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
+    verify.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    verify.add_argument("--compliance-file", help="compliance profiles (default config/compliance.yaml)")
+    verify.add_argument("--kafka", action="store_true",
+                        help="also check the archive reaches the sealed topic's head (AUDITSEAL_* variables)")
+    verify.add_argument("--kafka-topic", default="audit.sealed")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=_verify)
 
     s3 = commands.add_parser("s3", help="object storage")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True, metavar="ACTION")

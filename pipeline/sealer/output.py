@@ -46,6 +46,61 @@ def producer_config(settings: KafkaSettings, transactional_id: str) -> dict[str,
     })
 
 
+def tail_consumer(settings: KafkaSettings, group_id: str) -> Consumer:
+    """A read_committed consumer for :func:`last_checkpoint` (it never commits offsets)."""
+    return Consumer(settings.client_config(**{
+        "group.id": group_id, "enable.auto.commit": False, "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    }))
+
+
+def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: float = 60.0) -> dict | None:
+    """The last committed checkpoint record of a sealed partition (None if it has none).
+
+    Scans back from the end in growing windows. SealerStateError if committed entries follow the
+    last checkpoint: this sealer always ends a transaction with one, so another writer touched it.
+    """
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+    window = _RECOVERY_WINDOW
+    while high > low:
+        start = max(low, high - window)
+        found = _scan(consumer, topic, partition, start, high, timeout)
+        if found is not None or start == low:
+            return found
+        window *= 4
+    return None
+
+
+def _scan(consumer: Consumer, topic: str, partition: int, start: int, high: int, timeout: float) -> dict | None:
+    """The last checkpoint in [start, high), refusing a tail of entries after it."""
+    codecs = sealed_codecs()
+    where = f"{topic}[{partition}]"
+    consumer.assign([TopicPartition(topic, partition, start)])
+    found, entries_after = None, 0
+    deadline = time.monotonic() + timeout
+    while True:
+        message = consumer.poll(0.5)
+        if message is None:
+            if time.monotonic() > deadline:
+                raise SealerStateError(f"{where}: timed out reading the tail")
+            continue
+        if message.error():
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                break
+            raise SealerStateError(f"{where}: reading the tail failed: {message.error().str()}")
+        if codecs.kind_of(message.value()) == CHECKPOINT_KIND:
+            found, entries_after = codecs.checkpoint.decode(message.value()), 0
+        else:
+            entries_after += 1
+        if message.offset() >= high - 1:
+            break
+    if found is not None and entries_after:
+        raise SealerStateError(
+            f"{where}: {entries_after} committed entries follow the last checkpoint; this sealer always ends "
+            "a transaction with a checkpoint, so another writer touched the chain. Refusing to extend it.")
+    return found
+
+
 class ChainWriter:
     """Owns one chain: fences older writers, recovers the state, writes batch + checkpoint atomically."""
 
@@ -70,60 +125,16 @@ class ChainWriter:
         except KafkaException as exc:
             raise ChainFencedError(f"{self.chain_id}: init_transactions failed: {exc.args[0].str()}") from exc
         self._producer = producer
-        last_checkpoint, self.raw_low_watermark = self._read_tail(timeout)
-        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, last_checkpoint)
+        tail, self.raw_low_watermark = self._read_tail(timeout)
+        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail)
 
     def _read_tail(self, timeout: float) -> tuple[dict | None, int]:
-        consumer = Consumer(self.settings.client_config(**{
-            "group.id": self.group_id, "enable.auto.commit": False, "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }))
+        consumer = tail_consumer(self.settings, self.group_id)
         try:
             raw_low, _ = consumer.get_watermark_offsets(TopicPartition(self.raw_topic, self.partition), timeout=timeout)
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.sealed_topic, self.partition),
-                                                       timeout=timeout)
-            window = _RECOVERY_WINDOW
-            while high > low:
-                start = max(low, high - window)
-                found = self._scan(consumer, start, high, timeout)
-                if found is not None:
-                    return found, raw_low
-                if start == low:
-                    return None, raw_low
-                window *= 4
-            return None, raw_low
+            return last_checkpoint(consumer, self.sealed_topic, self.partition, timeout), raw_low
         finally:
             consumer.close()
-
-    def _scan(self, consumer: Consumer, start: int, high: int, timeout: float) -> dict | None:
-        """The last checkpoint in [start, high), refusing a tail of entries after it."""
-        codecs = sealed_codecs()
-        consumer.assign([TopicPartition(self.sealed_topic, self.partition, start)])
-        last_checkpoint, entries_after = None, 0
-        deadline = time.monotonic() + timeout
-        while True:
-            message = consumer.poll(0.5)
-            if message is None:
-                if time.monotonic() > deadline:
-                    raise SealerStateError(f"{self.chain_id}: timed out reading the tail of {self.sealed_topic}")
-                continue
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    break
-                raise SealerStateError(f"{self.chain_id}: reading the tail failed: {message.error().str()}")
-            kind = codecs.kind_of(message.value())
-            if kind == CHECKPOINT_KIND:
-                last_checkpoint, entries_after = codecs.checkpoint.decode(message.value()), 0
-            else:
-                entries_after += 1
-            if message.offset() >= high - 1:
-                break
-        if last_checkpoint is not None and entries_after:
-            raise SealerStateError(
-                f"{self.chain_id}: {entries_after} committed entries follow the last checkpoint in "
-                f"{self.sealed_topic}[{self.partition}]; this sealer always ends a transaction with a "
-                "checkpoint, so another writer touched the chain. Refusing to extend it.")
-        return last_checkpoint
 
     def write(self, records: Sequence[SealedRecord], timeout: float = 30.0) -> None:
         """Write one batch (entries then their checkpoint) in one transaction; ChainFencedError if it fails."""

@@ -1,0 +1,350 @@
+"""Verify an archive written by the S3 sink: a bucket (``--s3``) or a local copy of one (``--dir``).
+
+Objects are visited one at a time, partition by partition in key (offset) order, and their records
+are streamed into a :class:`~pipeline.verifier.chains.ChainAuditor`, so memory stays flat whatever
+the archive's size. Per object the manifest is checked against the bytes (sha256, size, counts,
+chains, checkpoints, key); with S3 every version of the key is read: versions with identical bytes
+are one retried write and count once, different bytes are reported; and each object's lock must be
+COMPLIANCE until at least what its manifest and its compliance profile require.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from connectors.s3sink.encryption import DecryptionError, MasterKey, decrypt_object
+from connectors.s3sink.layout import (
+    ArchiveKey,
+    ManifestError,
+    Manifest,
+    parse_key,
+)
+from connectors.s3sink.objects import read_archived_records
+from connectors.s3sink.retention import ComplianceProfiles
+from pipeline.integrity.keyring import Keyring
+from pipeline.sealer.records import CHECKPOINT_KIND, sealed_codecs
+from pipeline.verifier.chains import ChainAuditor, Violation
+
+# violation kinds of the archive level (chain-level kinds are in pipeline.verifier.chains)
+MISSING_MANIFEST = "missing_manifest"
+BAD_MANIFEST = "malformed_manifest"
+MANIFEST_MISMATCH = "manifest_mismatch"          # manifest and object disagree (altered or moved object)
+CONFLICTING_VERSIONS = "conflicting_versions"    # same key, different bytes: an overwrite, not a retry
+OVERLAP = "overlapping_objects"                  # two objects claim the same offsets
+UNREADABLE = "unreadable_object"
+NOT_LOCKED = "not_locked"
+RETENTION_TOO_SHORT = "retention_too_short"
+HIDDEN = "delete_marker"                         # someone tried to delete the object (versions remain)
+TAIL_TRUNCATED = "tail_truncated"
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One stored version of a key: how to read it, and its lock if the store has locks."""
+
+    version_id: str | None
+    read: Callable[[], bytes]
+    lock: tuple[str | None, datetime.datetime | None] | None = None  # (mode, retain_until); None: no locks
+    modified: datetime.datetime | None = None
+
+
+@dataclass
+class ArchiveEntry:
+    """One key of the layout with all its versions (oldest first) and its manifest's versions."""
+
+    key: ArchiveKey
+    name: str
+    versions: list[ObjectVersion] = field(default_factory=list)
+    manifest_versions: list[ObjectVersion] = field(default_factory=list)
+    hidden: bool = False
+
+
+@dataclass
+class Report:
+    """What a verification found. Violations are counted per kind; the first MAX_EXAMPLES_PER_KIND
+    of each kind are kept, so a badly damaged archive still verifies in flat memory."""
+
+    source: str
+    objects: int = 0
+    objects_valid: int = 0
+    retries: int = 0
+    records: int = 0
+    entries: int = 0
+    checkpoints: int = 0
+    checkpoints_valid: int = 0
+    violation_counts: dict[str, int] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    last_seq: dict[str, int] = field(default_factory=dict)
+
+    def add(self, violation: Violation) -> None:
+        """Count a violation, keeping it as an example if its kind has few yet."""
+        count = self.violation_counts.get(violation.kind, 0)
+        self.violation_counts[violation.kind] = count + 1
+        if count < MAX_EXAMPLES_PER_KIND:
+            self.violations.append(violation)
+
+    @property
+    def violation_total(self) -> int:
+        """All violations found, examples kept or not."""
+        return sum(self.violation_counts.values())
+
+    @property
+    def intact(self) -> bool:
+        """True if nothing at all was found wrong."""
+        return not self.violation_counts
+
+    def absorb(self, auditor: ChainAuditor, scope: str) -> None:
+        """Add one archive's chain verification results (``scope`` prefixes its chain ids)."""
+        for violation in auditor.violations:
+            self.add(violation)
+        self.entries += auditor.entries_checked
+        self.checkpoints += auditor.checkpoints_checked
+        self.checkpoints_valid += auditor.checkpoints_valid
+        for chain_id, chain in auditor.chains.items():
+            self.last_seq[f"{scope}{chain_id}"] = chain.head_seq
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "source": self.source, "intact": self.intact,
+            "objects": {"checked": self.objects, "valid": self.objects_valid,
+                        "invalid": self.objects - self.objects_valid, "identical_retries": self.retries},
+            "records": {"checked": self.records, "entries": self.entries},
+            "checkpoints": {"checked": self.checkpoints, "valid": self.checkpoints_valid,
+                            "invalid": self.checkpoints - self.checkpoints_valid},
+            "chains": {chain_id: {"last_seq": seq} for chain_id, seq in sorted(self.last_seq.items())},
+            "violation_counts": dict(sorted(self.violation_counts.items())),
+            "violations": [v.as_dict() for v in self.violations],
+        }
+
+
+def _archive_order(entry: ArchiveEntry) -> tuple:
+    # one archive is one (prefix, topic); its chains are read partition by partition in offset order
+    return (entry.key.prefix, entry.key.topic, entry.key.partition, entry.key.first_offset)
+
+
+MAX_EXAMPLES_PER_KIND = 50
+
+
+class DirectorySource:
+    """A local copy of a bucket with the same key layout (one version per key, no locks)."""
+
+    def __init__(self, root: Path, prefix: str = "") -> None:
+        self.root = root
+        self.prefix = prefix
+        self.description = f"dir {root}"
+
+    def entries(self) -> Iterator[ArchiveEntry]:
+        """Every archived object under the prefix, in (topic, partition, first offset) order."""
+        found: dict[str, ArchiveEntry] = {}
+        for path in sorted(self.root.rglob("*")):
+            if not path.is_file():
+                continue
+            name = path.relative_to(self.root).as_posix()
+            key = parse_key(name)
+            if key is None or not name.startswith(self.prefix):
+                continue
+            entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
+            version = ObjectVersion(None, path.read_bytes)
+            (entry.manifest_versions if key.is_manifest else entry.versions).append(version)
+        yield from sorted(found.values(), key=_archive_order)
+
+
+class BucketSource:
+    """A bucket read through S3 with every object version and its Object Lock retention."""
+
+    def __init__(self, s3, bucket: str, prefix: str = "") -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+        self.description = f"s3://{bucket}/{prefix}"
+
+    def entries(self) -> Iterator[ArchiveEntry]:
+        """Every archived object under the prefix with all its versions, in key order."""
+        found: dict[str, ArchiveEntry] = {}
+        paginator = self.s3.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Versions", []):
+                key = parse_key(item["Key"])
+                if key is None:
+                    continue
+                entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
+                version = self._version(item["Key"], item["VersionId"], item["LastModified"])
+                (entry.manifest_versions if key.is_manifest else entry.versions).append(version)
+            for marker in page.get("DeleteMarkers", []):
+                key = parse_key(marker["Key"])
+                if key is not None and marker.get("IsLatest"):
+                    found.setdefault(key.object_key, ArchiveEntry(key, key.object_key)).hidden = True
+        for entry in found.values():
+            entry.versions.sort(key=lambda v: v.modified)
+            entry.manifest_versions.sort(key=lambda v: v.modified)
+        yield from sorted(found.values(), key=_archive_order)
+
+    def _version(self, key: str, version_id: str, modified) -> ObjectVersion:
+        def read() -> bytes:
+            return self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)["Body"].read()
+
+        try:
+            retention = self.s3.get_object_retention(Bucket=self.bucket, Key=key, VersionId=version_id)["Retention"]
+            lock = (retention.get("Mode"), retention.get("RetainUntilDate"))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchObjectLockConfiguration",
+                                                                 "ObjectLockConfigurationNotFoundError"):
+                raise
+            lock = (None, None)  # reported as not_locked
+        return ObjectVersion(version_id, read, lock, modified)
+
+
+@dataclass
+class ArchiveVerifier:
+    """Runs one verification over a source."""
+
+    keyring: Keyring
+    profiles: ComplianceProfiles | None = None
+    master_keys: dict[str, MasterKey] = field(default_factory=dict)
+    progress: Callable[[int, str], None] | None = None
+
+    def verify(self, source) -> Report:
+        """Verify every object of ``source``; never raises for what it finds, only reports it."""
+        report = Report(source.description)
+        codecs = sealed_codecs()
+        last_end: dict[tuple[str, int], tuple[int, str]] = {}
+        scope, auditor = None, None
+        for entry in source.entries():
+            entry_scope = f"{entry.key.prefix}{entry.key.topic}:"
+            if entry_scope != scope:
+                if auditor is not None:
+                    auditor.finish()
+                    report.absorb(auditor, scope or "")
+                scope, auditor = entry_scope, ChainAuditor(self.keyring)
+            report.objects += 1
+            if self.progress:
+                self.progress(report.objects, entry.name)
+            before = report.violation_total + len(auditor.violations)
+            self._verify_entry(entry, report, auditor, codecs, last_end)
+            if report.violation_total + len(auditor.violations) == before:
+                report.objects_valid += 1
+            # chain violations are moved into the report as they come, keeping the auditor small
+            for violation in auditor.violations:
+                report.add(violation)
+            auditor.violations.clear()
+        if auditor is not None:
+            auditor.finish()
+            report.absorb(auditor, scope or "")
+        return report
+
+    def _violation(self, report: Report, kind: str, entry: ArchiveEntry, detail: str, chain_id=None, seq=None):
+        report.add(Violation(kind, chain_id, seq, entry.name, detail))
+
+    def _verify_entry(self, entry, report, auditor, codecs, last_end) -> None:
+        if entry.hidden:
+            self._violation(report, HIDDEN, entry, "the latest version is a delete marker; the locked versions remain "
+                            "and are verified")
+        if not entry.versions:
+            self._violation(report, UNREADABLE, entry, "a manifest without its object")
+            return
+        data = entry.versions[0].read()
+        digests = {hashlib.sha256(v.read()).hexdigest() for v in entry.versions[1:]} if len(entry.versions) > 1 else set()
+        digest = hashlib.sha256(data).hexdigest()
+        if digests - {digest}:
+            self._violation(report, CONFLICTING_VERSIONS, entry,
+                            f"{len(entry.versions)} versions with different content; the oldest is verified")
+        elif digests:
+            report.retries += len(entry.versions) - 1
+        manifest = self._manifest(entry, report)
+        for version in entry.versions:
+            self._check_lock(entry, version, manifest, report)
+        if manifest is not None:
+            if manifest.key != entry.name:
+                self._violation(report, MANIFEST_MISMATCH, entry, f"manifest describes {manifest.key}, not this key")
+            if manifest.sha256 != digest or manifest.size != len(data):
+                self._violation(report, MANIFEST_MISMATCH, entry,
+                                f"object sha256 {digest[:16]}… size {len(data)}, manifest says "
+                                f"{manifest.sha256[:16]}… size {manifest.size}: the object was altered")
+            if manifest.encryption is not None:
+                try:
+                    data = decrypt_object(data, entry.name, manifest.encryption, self.master_keys)
+                except DecryptionError as exc:
+                    self._violation(report, UNREADABLE, entry, str(exc))
+                    return
+        position = (entry.key.prefix + entry.key.topic, entry.key.partition)
+        previous = last_end.get(position)
+        if previous is not None and entry.key.first_offset <= previous[0]:
+            self._violation(report, OVERLAP, entry, f"offsets {entry.key.first_offset}..{entry.key.last_offset} overlap "
+                            f"{previous[1]}")
+        last_end[position] = (entry.key.last_offset, entry.name)
+        self._stream_records(entry, data, manifest, report, auditor, codecs)
+
+    def _manifest(self, entry: ArchiveEntry, report: Report) -> Manifest | None:
+        if not entry.manifest_versions:
+            self._violation(report, MISSING_MANIFEST, entry, "no manifest beside the object")
+            return None
+        try:
+            return Manifest.from_bytes(entry.manifest_versions[0].read(), f"{entry.name}.manifest.json")
+        except ManifestError as exc:
+            self._violation(report, BAD_MANIFEST, entry, str(exc))
+            return None
+
+    def _check_lock(self, entry: ArchiveEntry, version: ObjectVersion, manifest: Manifest | None, report: Report) -> None:
+        if version.lock is None:
+            return  # a local copy carries no locks
+        mode, until = version.lock[0], version.lock[1]
+        if mode != "COMPLIANCE" or until is None:
+            self._violation(report, NOT_LOCKED, entry, f"version {version.version_id}: lock mode {mode or 'none'}, "
+                            "expected COMPLIANCE")
+            return
+        if manifest is None:
+            return
+        required = manifest.retain_until_datetime
+        if self.profiles is not None:
+            try:
+                profile = self.profiles.get(manifest.compliance_profile)
+                required = max(required, profile.retain_until(manifest.last_timestamp_micros))
+            except Exception as exc:  # an unknown profile name is itself a finding, not a crash
+                self._violation(report, RETENTION_TOO_SHORT, entry, f"compliance profile: {exc}")
+        if until < required:
+            self._violation(report, RETENTION_TOO_SHORT, entry,
+                            f"version {version.version_id}: retained until {until:%Y-%m-%dT%H:%M:%SZ}, "
+                            f"required {required:%Y-%m-%dT%H:%M:%SZ} ({manifest.compliance_profile})")
+
+    def _stream_records(self, entry, data, manifest, report, auditor, codecs) -> None:
+        count, previous_offset = 0, -1
+        chains: dict[str, list[int]] = {}
+        try:
+            for record in read_archived_records(data):
+                count += 1
+                report.records += 1
+                offset = record["offset"]
+                location = f"{entry.name} offset {offset}"
+                if not entry.key.first_offset <= offset <= entry.key.last_offset or offset <= previous_offset:
+                    self._violation(report, MANIFEST_MISMATCH, entry,
+                                    f"record offset {offset} outside {entry.key.first_offset}..{entry.key.last_offset} "
+                                    f"or not after {previous_offset}")
+                previous_offset = offset
+                try:
+                    kind, sealed = codecs.decode(record["value"])
+                except Exception as exc:  # any undecodable value is reported where it is
+                    auditor.violations.append(Violation("malformed_record", None, None, location, str(exc)))
+                    continue
+                if kind == CHECKPOINT_KIND:
+                    auditor.checkpoint(sealed, location)
+                else:
+                    auditor.entry(kind, sealed, location)
+                    seqs = chains.setdefault(sealed["chain_id"], [sealed["seq"], sealed["seq"]])
+                    seqs[1] = sealed["seq"]
+        except Exception as exc:  # fastavro signals a damaged container with many exception types
+            self._violation(report, UNREADABLE, entry, f"not a readable Avro container: {type(exc).__name__}: {exc}")
+            return
+        if manifest is not None:
+            declared = {c.chain_id: [c.first_seq, c.last_seq] for c in manifest.chains}
+            if count != manifest.record_count or declared != chains:
+                self._violation(report, MANIFEST_MISMATCH, entry,
+                                f"object holds {count} records, chains {chains}; manifest says "
+                                f"{manifest.record_count}, chains {declared}")
