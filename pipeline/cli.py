@@ -162,6 +162,24 @@ def _verify(args: argparse.Namespace) -> int:
     return verify_command(args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo()
+
+
+def _prove(args: argparse.Namespace) -> int:
+    from pipeline.verifier.proof_command import prove_command
+
+    return prove_command(args)
+
+
+def _verify_proof(args: argparse.Namespace) -> int:
+    from pipeline.verifier.proof_command import verify_proof_command
+
+    return verify_proof_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from pipeline.topology import ROLE_NAMES
@@ -281,6 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--kafka-topic", default="audit.sealed")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
+
+    prove = commands.add_parser("prove", help="print an inclusion proof of one archived event against its signed "
+                                "checkpoint (exit 1 if not found)")
+    prove.add_argument("event_id", metavar="EVENT_ID", help="the AuditEvent's event_id (UUID)")
+    prove.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
+    prove.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
+    prove.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    prove.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
+    prove.set_defaults(handler=_prove)
+
+    verify_proof = commands.add_parser("verify-proof", help="check an inclusion proof offline with the public "
+                                       "keyring (exit 0 valid, 1 invalid, 2 usage error)")
+    verify_proof.add_argument("proof", metavar="FILE", help="a proof written by auditseal prove")
+    verify_proof.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
+    verify_proof.set_defaults(handler=_verify_proof)
+
+    demo = commands.add_parser("demo", help="the whole pipeline end to end on the local stack")
+    demo.set_defaults(handler=_demo)
 
     s3 = commands.add_parser("s3", help="object storage")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True, metavar="ACTION")
