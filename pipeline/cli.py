@@ -79,8 +79,17 @@ def _seal(args: argparse.Namespace) -> int:
 
     config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
                           max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000)
-    run_worker(signing_key=args.signing_key, metrics_port=args.metrics_port, config=config, loglevel=args.loglevel)
+    run_worker(signing_key=args.signing_key, metrics_port=args.metrics_port, config=config, loglevel=args.loglevel,
+               metrics_addr=args.metrics_addr)
     return EXIT_OK
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from pipeline.detector.command import run_detector
+
+    return run_detector(rules=args.rules, raw_topic=args.raw_topic, alerts_topic=args.alerts_topic, app_id=args.app_id,
+                        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                        replication_factor=args.replication_factor, loglevel=args.loglevel)
 
 
 def _sink(args: argparse.Namespace) -> int:
@@ -208,12 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="at most this many raw records per batch and checkpoint (default 2000)")
     seal.add_argument("--checkpoint-ms", type=int, default=200,
                       help="close a batch with a checkpoint at least this often, in ms (default 200)")
-    seal.add_argument("--metrics-port", type=int, default=9464, help="Prometheus endpoint on 127.0.0.1 (0: off)")
+    seal.add_argument("--metrics-port", type=int, default=9464, help="Prometheus endpoint port (0: off)")
+    seal.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
     seal.add_argument("--raw-topic", default="audit.raw")
     seal.add_argument("--sealed-topic", default="audit.sealed")
     seal.add_argument("--app-id", default="auditseal-sealer", help="Faust app id = consumer group")
     seal.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     seal.set_defaults(handler=_seal)
+
+    detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events in "
+                                 "audit.raw -> alerts on audit.alerts, sealed as events in audit.raw")
+    detect.add_argument("--rules", type=Path,
+                        help="rules file (default $AUDITSEAL_DETECTOR_RULES or config/detector.yaml)")
+    detect.add_argument("--metrics-port", type=int, default=9466, help="Prometheus endpoint port (0: off)")
+    detect.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
+    detect.add_argument("--raw-topic", default="audit.raw")
+    detect.add_argument("--alerts-topic", default="audit.alerts")
+    detect.add_argument("--app-id", default="auditseal-detector",
+                        help="Faust app id = consumer group and table topic prefix (must start with auditseal-detector)")
+    detect.add_argument("--replication-factor", type=int, default=1,
+                        help="of the tables' changelog topics created on first start (3 in production)")
+    detect.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    detect.set_defaults(handler=_detect)
 
     sink = commands.add_parser("sink", help="run the S3 sink: audit.sealed -> Object Lock COMPLIANCE objects",
                                description="Archive audit.sealed to the bucket in the AWS_*/AUDITSEAL_BUCKET "

@@ -8,7 +8,8 @@ DESIGN.md, "Permission model" (anchors: Kafka's StandardAuthorizer, AWS IAM sepa
   ALTER_CONFIGS or ALL whose pattern (literal, ``*`` or prefixed) matches an audit topic;
 - no principal holds both a write and a delete right (WRITE/ALL and DELETE/ALL on any topic,
   counting ``User:*`` ACLs as everybody's);
-- only the sealer writes ``audit.sealed``; only producers and the access auditor write ``audit.raw``;
+- only the sealer writes ``audit.sealed``; only producers, the access auditor and the detector (which seals
+  its alerts as events) write ``audit.raw``;
 - readers cannot write: a role the file gives no topic write holds none on the broker either.
 
 The check is conservative: DENY ACLs are not credited, because a DENY can be removed as easily as
@@ -89,8 +90,9 @@ def check_invariants(
         _no_write_and_delete(allows),
         _only_writers(allows, sealed_topic, roles.principals_of_kind("sealer"), "only_sealer_writes_sealed",
                       f"only the sealer writes {sealed_topic}"),
-        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor"),
-                      "only_producers_write_raw", f"only producers and the access auditor write {raw_topic}"),
+        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor", "detector"),
+                      "only_producers_write_raw",
+                      f"only producers, the access auditor and the detector (its alert events) write {raw_topic}"),
         _readers_cannot_write(allows, roles),
     )
     return CheckReport(rules=rules, super_users=roles.super_users, notes=tuple(_notes(allows, roles)))

@@ -21,16 +21,18 @@ def signing_key_path(explicit: str | None = None) -> str:
     return path
 
 
-def run_worker(*, signing_key: str | None, metrics_port: int, config: SealerConfig, loglevel: str = "info") -> None:
-    """Start the Faust worker and serve metrics on ``metrics_port`` (0: no endpoint) until stopped."""
+def run_worker(*, signing_key: str | None, metrics_port: int, config: SealerConfig, loglevel: str = "info",
+               metrics_addr: str | None = None) -> None:
+    """Start the Faust worker and serve metrics on ``metrics_addr:metrics_port`` (port 0: no endpoint;
+    address default ``$AUDITSEAL_METRICS_ADDR`` or 127.0.0.1) until stopped."""
     from faust.worker import Worker
-    from prometheus_client import start_http_server
+
+    from pipeline.metrics import serve_metrics
 
     settings = KafkaSettings.from_env()
     key = load_signing_key(signing_key_path(signing_key))
     app = create_app(settings, key, config)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
+    serve_metrics(metrics_port, metrics_addr)
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 

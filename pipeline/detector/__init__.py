@@ -1,0 +1,1 @@
+"""The anomalous-access detector (``auditseal detect``): pure rules (``rules``) and the Faust app (``app``)."""
