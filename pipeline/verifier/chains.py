@@ -111,6 +111,12 @@ class ChainAuditor:
         if seq == chain.head_seq and claimed == chain.head_hash:
             self._report(DUPLICATE, chain.chain_id, seq, location, f"entry seq {seq} appears again")
             return
+        if seq == chain.head_seq:
+            # two different entries claim one position: a forged insert or a second history (as verify_link says)
+            self._report(FORK, chain.chain_id, seq, location,
+                         f"a second entry at seq {seq} ({claimed.hex()[:16]}…, the first was "
+                         f"{chain.head_hash.hex()[:16]}…)")
+            return
         if seq < expected:
             self._report(REORDER, chain.chain_id, seq, location,
                          f"entry seq {seq} after seq {chain.head_seq}: out of order or replayed")

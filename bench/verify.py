@@ -1,0 +1,152 @@
+"""``auditseal verify --dir`` throughput on one core, against a plain fastavro read of the same files.
+
+The archive is synthesised once into a temporary directory with the production code paths but no
+broker or bucket: each of 6 chains is sealed by the sealer's own ChainSealer (a signed checkpoint
+per 2,000 entries, a fresh Ed25519 key), and its records are cut into objects of 20,000 records by
+the sink's own ``build_object`` (deflate level 1, the defaults), each written with its manifest
+under the bucket's key layout. Then, twice: the verifier (``ArchiveVerifier`` over a
+``DirectorySource``, which is what ``verify --dir`` runs, minus printing the report) and a plain
+``fastavro.reader`` iterating every record of every object. Targets: >= 200,000 records/s and a
+ratio >= 0.5. Peak RSS is the process's, from ``resource.getrusage``.
+
+    .venv/bin/python bench/verify.py [--records 200000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import fastavro
+
+from connectors.s3sink.objects import build_object
+from connectors.s3sink.retention import ComplianceProfile
+from pipeline.codec import default_codec
+from pipeline.generate import synthetic_events
+from pipeline.integrity.chain import ChainHead
+from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring
+from pipeline.sealer.chain_sealer import ChainSealer
+from pipeline.verifier.archive import ArchiveVerifier, DirectorySource
+
+PARTITIONS = 6
+CHECKPOINT_EVERY = 2000
+OBJECT_RECORDS = 20_000
+TOPIC = "audit.sealed"
+
+
+def synthesise_archive(root: Path, records: int, *, seed: int = 5) -> tuple[Path, int]:
+    """Write an archive of at least ``records`` sealed entries (plus their checkpoints) under ``root``;
+    returns the keyring file that verifies it and the number of archived records."""
+    codec = default_codec()
+    events = [codec.encode(event) for event in synthetic_events(min(records, 20_000), seed=seed)]
+    key = generate_signing_key()
+    start_micros = int(time.time() * 1_000_000) - 3_600_000_000
+    keyring_file = root / "keyring.json"
+    save_keyring(Keyring().rotate(key.public_key, start_micros), keyring_file)
+    profile = ComplianceProfile("bench", days=1)
+    archive = root / "archive"
+    per_chain = -(-records // PARTITIONS)
+    written = 0
+    for partition in range(PARTITIONS):
+        chain_id = f"audit.raw/{partition}"
+        sealer = ChainSealer(chain_id, partition, key, ChainHead.genesis(chain_id))
+        pending: list[tuple[int, int, bytes]] = []
+        offset = 0
+
+        def flush() -> None:
+            nonlocal pending
+            if pending:
+                obj = build_object(TOPIC, partition, pending, profile=profile)
+                path = archive / obj.key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(obj.body)
+                (archive / obj.manifest_key).write_bytes(obj.manifest_bytes)
+                pending = []
+
+        for first in range(0, per_chain, CHECKPOINT_EVERY):
+            now = start_micros + first
+            for n in range(first, min(first + CHECKPOINT_EVERY, per_chain)):
+                sealed = sealer.seal(events[(n * PARTITIONS + partition) % len(events)], n, now)
+                pending.append((offset, now // 1000, sealed.value))
+                offset += 1
+            pending.append((offset, now // 1000, sealer.checkpoint(now).value))
+            offset += 1
+            if len(pending) >= OBJECT_RECORDS:
+                written += len(pending)
+                flush()
+        written += len(pending)
+        flush()
+    return keyring_file, written
+
+
+def plain_read(archive: Path) -> int:
+    """Iterate every record of every object with fastavro and nothing else; the record count."""
+    count = 0
+    for path in sorted(archive.rglob("*.avro")):
+        with path.open("rb") as stream:
+            for _ in fastavro.reader(stream):
+                count += 1
+    return count
+
+
+def verify(archive: Path, keyring_file: Path):
+    """What ``auditseal verify --dir`` runs."""
+    from pipeline.integrity.keyring import load_keyring
+
+    return ArchiveVerifier(load_keyring(keyring_file)).verify(DirectorySource(archive))
+
+
+def main() -> int:
+    """Synthesise, then measure twice (and profile once with --profile)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000, help="sealed entries to archive (default 200000)")
+    parser.add_argument("--profile", action="store_true", help="also show the verifier's top functions by own time")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    with tempfile.TemporaryDirectory(prefix="auditseal-bench-verify-") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        keyring_file, total = synthesise_archive(root, args.records)
+        archive = root / "archive"
+        objects = len(list(archive.rglob("*.avro")))
+        size = sum(p.stat().st_size for p in archive.rglob("*.avro"))
+        print(f"archive: {total:,} records in {objects} objects ({size / 1e6:.1f} MB, deflate), "
+              f"synthesised in {time.perf_counter() - started:.1f}s")
+        for run in (1, 2):
+            started = time.perf_counter()
+            report = verify(archive, keyring_file)
+            verify_seconds = time.perf_counter() - started
+            if not report.intact or report.records != total:
+                print(f"verification failed: {report.as_dict()['violation_counts']}, {report.records} records",
+                      file=sys.stderr)
+                return 1
+            started = time.perf_counter()
+            read = plain_read(archive)
+            read_seconds = time.perf_counter() - started
+            assert read == total
+            verify_rate, read_rate = total / verify_seconds, total / read_seconds
+            print(f"run {run}: verify --dir {verify_rate:,.0f} records/s ({verify_seconds:.2f}s, "
+                  f"{report.checkpoints} checkpoints valid); plain fastavro read {read_rate:,.0f} records/s "
+                  f"({read_seconds:.2f}s); ratio {verify_rate / read_rate:.2f}")
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS {peak_mb:.0f} MB; targets: >= 200,000 records/s, ratio >= 0.5")
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.runcall(verify, archive, keyring_file)
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+            print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
