@@ -217,3 +217,49 @@ def _suspend_refused(s3, bucket: str) -> PropertyResult:
     if code is None:
         return PropertyResult(name, False, "the server accepted suspending versioning (and ignored it)")
     return PropertyResult(name, True, f"refused ({code})")
+
+
+WRITER_PROPERTIES = (
+    PROPERTIES[0],
+    "locked_object_reads_back_compliance",
+    PROPERTIES[2],
+    PROPERTIES[3],
+)
+
+
+def check_bucket_as_writer(s3, bucket: str) -> ConformanceReport:
+    """The WORM properties a principal that may write locked objects but delete nothing (the sink) can
+    prove with its own keys: Object Lock and versioning enabled, a locked probe reads back in COMPLIANCE
+    mode with the date written, and its retention can be extended (the control) but neither shortened
+    nor switched to GOVERNANCE. Refused deletes and versioning suspension prove something only for a
+    principal allowed to try them: :func:`check_bucket` with the bucket admin's keys covers those."""
+    results = [_object_lock_enabled(s3, bucket)]
+    if not results[0].holds:
+        results += [PropertyResult(name, False, "not tested: the bucket has no Object Lock")
+                    for name in WRITER_PROPERTIES[1:]]
+        return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+    run = uuid.uuid4().hex
+    until = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + PROBE_RETENTION
+    key = f"{PROBE_PREFIX}{run}/writer"
+    try:
+        version = s3.put_object(Bucket=bucket, Key=key, Body=b"auditseal writer probe " + run.encode(),
+                                ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until).get("VersionId")
+        mode, retain_until = _retention(s3, bucket, key, version) if version else (None, None)
+    except (ClientError, BotoCoreError) as exc:
+        # a server refusing the upload may also just close the connection mid-body (seen as an SSL EOF)
+        results += [PropertyResult(name, False, f"cannot write and read back a locked probe: {_error_code(exc)}")
+                    for name in WRITER_PROPERTIES[1:]]
+        return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+    if not version or mode != "COMPLIANCE" or retain_until is None or retain_until < until:
+        results.append(PropertyResult(WRITER_PROPERTIES[1], False, f"probe version {version!r} reads back as "
+                                      f"{mode} until {retain_until}, written COMPLIANCE until {until}"))
+        results += [PropertyResult(name, False, "not tested: the probe is not locked") for name in WRITER_PROPERTIES[2:]]
+        return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+    results.append(PropertyResult(WRITER_PROPERTIES[1], True, f"COMPLIANCE until {retain_until.isoformat()}"))
+    for name, probe in ((WRITER_PROPERTIES[2], lambda: _shorten_refused(s3, bucket, key, version, until)),
+                        (WRITER_PROPERTIES[3], lambda: _governance_refused(s3, bucket, key, version))):
+        try:
+            results.append(probe())
+        except ClientError as exc:
+            results.append(PropertyResult(name, False, f"unexpected server error: {exc}"))
+    return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))

@@ -1,0 +1,224 @@
+"""S3 sink throughput into the local S3 server, object sizes, and where the time goes.
+
+A throwaway sealed topic (6 partitions) is filled first with real sealed records: each chain is
+sealed by the sealer's ChainSealer and written by its transactional ChainWriter, a checkpoint per
+2,000 entries, as the sealer role. The sink then archives that backlog in this process, with
+the production defaults (20,000 records / 16 MiB / 10 s per object, deflate level 1, 4 writers)
+unless told otherwise, into its own key prefix. records/s and MB/s count the records of full
+objects, from the sink's first consumed record to the commit of the last full object (each
+partition's tail closes ``max_age`` later, which measures the timer, not the sink); "value MB/s"
+is Kafka value bytes, "object MB/s" the bytes stored. The run is measured twice, then once more under cProfile (every thread, merged) for the
+top functions by own time. Objects are locked for one day (a bench profile), under ``bench/``.
+
+    .venv/bin/auditseal dev up
+    .venv/bin/python bench/sink.py [--records 300000] [--codec deflate|null]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.s3sink.batching import Batch, BatchLimits
+from connectors.s3sink.bucket import ArchiveBucket
+from connectors.s3sink.retention import load_profiles
+from connectors.s3sink.worker import S3Sink, SinkConfig
+from pipeline.codec import default_codec
+from pipeline.config import KafkaSettings, S3Settings
+from pipeline.devstack.provision import acl_binding
+from pipeline.devstack.stack import LocalStack
+from pipeline.generate import synthetic_events
+from pipeline.integrity.keyring import load_signing_key
+from pipeline.sealer.output import ChainWriter
+from pipeline.topology import Grant
+
+PARTITIONS = 6
+CHECKPOINT_EVERY = 2000
+
+
+def make_topics(stack: LocalStack) -> tuple[str, str]:
+    """A fresh (raw, sealed) topic pair: the sealer's chain writers need the raw one, the sink reads the sealed one."""
+    suffix = secrets.token_hex(4)
+    raw, sealed = f"bench.raw.{suffix}", f"bench.sealed.{suffix}"
+    admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
+    for future in admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)
+                                       for name in (raw, sealed)]).values():
+        future.result(30)
+    grants = [("User:sealer", Grant("topic", raw, op)) for op in ("read", "describe")]
+    grants += [("User:sealer", Grant("topic", sealed, op)) for op in ("write", "read", "describe")]
+    grants += [("User:sink", Grant("topic", sealed, op)) for op in ("read", "describe")]
+    for future in admin.create_acls([acl_binding(principal, grant) for principal, grant in grants]).values():
+        future.result(30)
+    return raw, sealed
+
+
+def drop_topics(stack: LocalStack, *topics: str) -> None:
+    """Delete the bench topics (the archived objects stay locked for a day)."""
+    admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
+    for future in admin.delete_topics(list(topics)).values():
+        future.result(30)
+
+
+def fill(stack: LocalStack, raw: str, topic: str, records: int) -> tuple[int, int]:
+    """Seal ``records`` events over the partitions, transactionally; (records, value bytes) written."""
+    codec = default_codec()
+    events = [codec.encode(event) for event in synthetic_events(min(records, 50_000), seed=5)]
+    key = load_signing_key(stack.signing_key_file)
+    settings = KafkaSettings.from_env(stack.env("sealer"))
+    written = size = 0
+    per_partition = records // PARTITIONS
+    for partition in range(PARTITIONS):
+        writer = ChainWriter(settings, raw_topic=raw, sealed_topic=topic, partition=partition,
+                             signing_key=key)
+        sealer = writer.open()
+        try:
+            for start in range(0, per_partition, CHECKPOINT_EVERY):
+                count = min(CHECKPOINT_EVERY, per_partition - start)
+                now = int(time.time() * 1_000_000)
+                batch = [sealer.seal(events[(start + n) % len(events)], start + n, now) for n in range(count)]
+                batch.append(sealer.checkpoint(now))
+                writer.write(batch, timeout=60)
+                written += len(batch)
+                size += sum(len(r.value) for r in batch)
+        finally:
+            writer.close()
+    return written, size
+
+
+class TimedSink(S3Sink):
+    """The sink, stopping once every record is committed; optionally profiling its writer threads."""
+
+    def __init__(self, *args, total: int, profile: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.total = total
+        self.committed_records = 0
+        self.first_record: float | None = None
+        self.full_records = self.full_bytes = 0
+        self.last_full_at: float | None = None
+        self.stop = threading.Event()
+        self.profilers: list[cProfile.Profile] = []
+        self.profile = profile
+        self._local = threading.local()
+
+    def _enqueue(self, part, batch: Batch) -> None:
+        self.first_record = min(self.first_record or batch.opened_at, batch.opened_at)
+        super()._enqueue(part, batch)
+
+    def _flush(self, batch, cancelled):
+        if not self.profile:
+            return super()._flush(batch, cancelled)
+        profiler = getattr(self._local, "profiler", None)
+        if profiler is None:
+            profiler = self._local.profiler = cProfile.Profile()
+            self.profilers.append(profiler)
+        profiler.enable()
+        try:
+            return super()._flush(batch, cancelled)
+        finally:
+            profiler.disable()
+
+    def _commit(self, part, archive) -> bool:
+        committed = super()._commit(part, archive)
+        if committed:
+            records = archive.manifest.record_count
+            self.committed_records += records
+            if records >= self.config.limits.max_records:  # a full object: the tail waits for max_age instead
+                self.full_records += records
+                self.full_bytes += archive.manifest.size
+                self.last_full_at = time.monotonic()
+            if self.committed_records >= self.total:
+                self.stop.set()
+        return committed
+
+
+def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: str, prefix: str,
+        profile: bool = False) -> dict:
+    """Archive the whole topic once into ``prefix``; the figures of that run."""
+    with tempfile.TemporaryDirectory() as folder:
+        profiles = Path(folder) / "compliance.yaml"
+        profiles.write_text("version: 1\ndefault: bench\nprofiles:\n  bench: {retention: 1d, why: benchmark}\n")
+        profile_entry = load_profiles(profiles).get(None)
+    s3 = S3Settings.from_env(stack.env("sink"))
+    config = SinkConfig(profile=profile_entry, topic=topic, group_id=f"auditseal-sink-bench-{secrets.token_hex(4)}",
+                        prefix=prefix, codec=codec, limits=BatchLimits())
+    sink = TimedSink(KafkaSettings.from_env(stack.env("sink")), ArchiveBucket(s3.client(), s3.bucket), config,
+                     total=total, profile=profile)
+    main_profiler = cProfile.Profile() if profile else None
+    if main_profiler:
+        main_profiler.enable()
+    watchdog = threading.Timer(300, sink.stop.set)
+    watchdog.start()
+    try:
+        sink.run(sink.stop)
+    finally:
+        watchdog.cancel()
+        if main_profiler:
+            main_profiler.disable()
+    if sink.committed_records < total or sink.last_full_at is None:
+        raise SystemExit(f"only {sink.committed_records} of {total} records archived within 300 s")
+    # the backlog's throughput: up to the last full object (a partition's tail closes max_age later)
+    seconds = sink.last_full_at - sink.first_record
+    records = sink.full_records
+    listing = s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{prefix}{topic}/")
+    sizes = [item["Size"] for page in listing for item in page.get("Contents", [])
+             if not item["Key"].endswith(".manifest.json")]
+    figures = {"seconds": seconds, "records": records, "records_per_s": records / seconds,
+               "value_mb_per_s": value_bytes * records / total / seconds / 1e6,
+               "object_mb_per_s": sink.full_bytes / seconds / 1e6, "objects": len(sizes), "sizes": sizes}
+    if profile:
+        stats = pstats.Stats(main_profiler, stream=io.StringIO())
+        for profiler in sink.profilers:
+            stats.add(profiler)
+        out = io.StringIO()
+        stats.stream = out
+        stats.sort_stats("tottime").print_stats(18)
+        figures["profile"] = out.getvalue()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fill a topic, archive it twice, then once under the profiler; print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=300_000, help="sealed records to archive (default 300000)")
+    parser.add_argument("--codec", default="deflate", choices=["deflate", "null"])
+    args = parser.parse_args(argv)
+    stack = LocalStack()
+    raw, topic = make_topics(stack)
+    try:
+        started = time.monotonic()
+        total, value_bytes = fill(stack, raw, topic, args.records)
+        print(f"filled {topic}: {total} sealed records ({value_bytes / 1e6:.1f} MB of values, "
+              f"{value_bytes / total:.0f} B average) in {time.monotonic() - started:.1f} s")
+        print(f"sink: {PARTITIONS} partitions, objects of at most 20000 records / 16 MiB / 10 s, codec {args.codec}, "
+              "4 writers, COMPLIANCE 1 day, object + manifest each locked and read back before the commit")
+        run_id = secrets.token_hex(3)
+        for number in (1, 2):
+            figures = run(stack, topic, total, value_bytes, codec=args.codec, prefix=f"bench/{run_id}-{number}/")
+            sizes = figures["sizes"]
+            print(f"run {number}: {figures['records']} records in full objects, {figures['records_per_s']:,.0f} records/s, {figures['value_mb_per_s']:.1f} value MB/s, "
+                  f"{figures['object_mb_per_s']:.1f} object MB/s ({figures['seconds']:.2f} s); {figures['objects']} objects, "
+                  f"size min/median/max {min(sizes) / 1e6:.2f}/{statistics.median(sizes) / 1e6:.2f}/"
+                  f"{max(sizes) / 1e6:.2f} MB, {value_bytes / sum(sizes):.1f}x smaller than the values")
+        figures = run(stack, topic, total, value_bytes, codec=args.codec, prefix=f"bench/{run_id}-profiled/",
+                      profile=True)
+        print(f"profiled run: {figures['records_per_s']:,.0f} records/s (cProfile slows it); top functions by own "
+              "time, all threads:")
+        print("\n".join(line for line in figures["profile"].splitlines() if line.strip())[:6000])
+    finally:
+        drop_topics(stack, raw, topic)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

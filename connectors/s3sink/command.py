@@ -1,0 +1,113 @@
+"""``auditseal sink``: check the bucket, then run the sink until SIGTERM/SIGINT.
+
+The sink refuses to start against a bucket that does not enforce WORM. With its own keys (it may
+write locked objects and their retention, never delete) it proves what those keys can prove
+(:func:`pipeline.objectlock.check_bucket_as_writer`): Object Lock and versioning on, a locked
+probe reads back COMPLIANCE, its retention can be extended but neither shortened nor downgraded.
+Given the bucket admin's keys in ``AUDITSEAL_S3_CHECK_ACCESS_KEY_ID`` /
+``AUDITSEAL_S3_CHECK_SECRET_ACCESS_KEY``, it runs the full ``auditseal s3 check``
+(:func:`pipeline.objectlock.check_bucket`) with them first, then forgets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from connectors.s3sink import metrics
+from connectors.s3sink.bucket import ArchiveBucket
+from connectors.s3sink.encryption import MASTER_KEY_VARIABLE, MasterKey, load_master_key
+from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
+from pipeline.config import KafkaSettings, S3Settings
+from pipeline.errors import AuditSealError
+from pipeline.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
+
+log = logging.getLogger("connectors.s3sink")
+
+CHECK_KEY_VARIABLES = ("AUDITSEAL_S3_CHECK_ACCESS_KEY_ID", "AUDITSEAL_S3_CHECK_SECRET_ACCESS_KEY")
+CRASH_VARIABLE = "AUDITSEAL_SINK_CRASH_BEFORE_COMMIT"
+
+
+class BucketRefusedError(AuditSealError):
+    """The bucket failed the WORM check; the sink does not start."""
+
+
+def master_key_from(path: str | None) -> MasterKey | None:
+    """The master key of ``--master-key`` or ``$AUDITSEAL_MASTER_KEY``; None: objects are not encrypted."""
+    chosen = path or os.environ.get(MASTER_KEY_VARIABLE)
+    return load_master_key(Path(chosen)) if chosen else None
+
+
+def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None) -> ConformanceReport:
+    """The WORM check the sink runs before it starts (module docstring); BucketRefusedError if it fails."""
+    env = dict(os.environ) if env is None else env
+    if all(env.get(name) for name in CHECK_KEY_VARIABLES):
+        admin = dataclasses.replace(settings, access_key_id=env[CHECK_KEY_VARIABLES[0]],
+                                    secret_access_key=env[CHECK_KEY_VARIABLES[1]])
+        report = check_bucket(admin.client(), settings.bucket)
+        how = "full check with the admin keys"
+    else:
+        report = check_bucket_as_writer(settings.client(), settings.bucket)
+        how = "writer check with the sink's keys"
+    if not report.passed:
+        details = "; ".join(f"{r.name}: {r.detail}" for r in report.results if not r.holds)
+        raise BucketRefusedError(f"s3://{settings.bucket} at {settings.endpoint_url} fails the WORM check "
+                                 f"({how}): {details}. Refusing to archive to it.")
+    log.info("s3://%s enforces WORM (%s)", settings.bucket, how)
+    return report
+
+
+def run_sink(config: SinkConfig, *, metrics_port: int, loglevel: str = "info") -> int:
+    """Check the bucket, serve metrics on 127.0.0.1:``metrics_port`` (0: none), archive until stopped."""
+    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):  # their debug output includes signed requests
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    kafka = KafkaSettings.from_env()
+    s3 = S3Settings.from_env()
+    check_archive_bucket(s3)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    bucket = ArchiveBucket(s3.client(), s3.bucket,
+                           on_retry=lambda operation, _exc: metrics.RETRIES.labels(operation).inc())
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    log.info("archiving %s as %s (group %s) to s3://%s/%s, profile %s (%s), codec %s, %s", config.topic,
+             kafka.username, config.group_id, s3.bucket, config.prefix, config.profile.name, config.profile.retention,
+             config.codec, f"encrypted with master key {config.master_key.key_id}" if config.master_key else "unencrypted")
+    S3Sink(kafka, bucket, config).run(stop)
+    return 0
+
+
+def sink_command(args) -> int:
+    """``auditseal sink`` from its parsed options (see ``pipeline/cli.py``)."""
+    from connectors.s3sink.batching import BatchLimits
+    from connectors.s3sink.encryption import generate_master_key
+    from connectors.s3sink.retention import load_profiles
+    from pipeline.errors import ConfigError
+
+    if args.generate_master_key:
+        key = generate_master_key(args.generate_master_key, args.key_id)
+        print(f"wrote master key {key.key_id} to {args.generate_master_key} (mode 600); keep a copy in a safe "
+              "place: objects encrypted with it cannot be read without it")
+        return 0
+    try:
+        limits = BatchLimits(args.max_records, args.max_bytes, args.max_age_ms / 1000)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    crash = os.environ.get(CRASH_VARIABLE)
+    config = SinkConfig(
+        profile=load_profiles(args.compliance_file).get(args.profile), topic=args.topic, group_id=args.group,
+        prefix=args.prefix, codec=args.codec, limits=limits, workers=args.workers,
+        master_key=master_key_from(args.master_key), instance_id=args.instance_id,
+        crash_before_commit=int(crash) if crash else None,
+    )
+    return run_sink(config, metrics_port=args.metrics_port, loglevel=args.loglevel)
