@@ -149,15 +149,17 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
                 SKIPPED.labels("own_alert" if decoded["source_service"] == DETECTOR_SERVICE else "not_access").inc()
                 continue
             ACCESS_EVENTS.labels(access.status).inc()
-            # every partition keeps its own learning start: a principal's events stay in one partition
+            # the learning start is stored per partition (a table key lives in one partition's changelog);
+            # the earliest of the partitions this worker holds is the detector's
             started_key = f"started/{event.message.partition}"
+            started = min((v for v in learning.values() if v), default=None)
             verdict = judge(access, profiles[access.principal] or None, denied[access.principal].current() or None,
-                            config=config, learning_started=learning[started_key] or None,
+                            config=config, learning_started=started,
                             window_start=int(timestamp // window * window) * 1_000_000)
             profiles[access.principal] = verdict.profile
             if verdict.bucket is not None:
                 denied[access.principal] = verdict.bucket
-            if learning[started_key] != verdict.learning_started:
+            if verdict.learning_started != started:
                 learning[started_key] = verdict.learning_started
             for alert in verdict.alerts:
                 await loop.run_in_executor(None, publisher.publish, alert)
