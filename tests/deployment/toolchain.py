@@ -29,6 +29,8 @@ HELM_VERSION = "v3.22.0"
 # the Kubernetes version helm v3.22.0 is built against (k8s.io/client-go v0.37.0 in its go.mod); helm's
 # Makefile stamps it in with these flags, and `helm template` assumes it unless --kube-version says otherwise
 HELM_KUBERNETES = ("1", "37")
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+PROMTOOL_VERSION = "v0.316.0"
 VALIDATORS = (
     "kubernetes-validate==1.37.0",
     "check-jsonschema==0.39.0",
@@ -86,6 +88,33 @@ def ensure_helm(cache: Path | None = None) -> Path:
                    GOBIN=str(staging), GOFLAGS="-mod=mod", CGO_ENABLED="0")
         _run([go, "install", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{HELM_VERSION}"],
              f"building helm {HELM_VERSION} from the Go module proxy", env=env)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return binary
+
+
+def ensure_promtool(cache: Path | None = None) -> Path:
+    """The pinned promtool binary (``promtool check rules``), built from the Go module proxy the first time.
+
+    Prometheus publishes its Go module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+    """
+    cache = cache or cache_dir()
+    target = cache / "tools" / f"promtool-{PROMTOOL_VERSION}"
+    binary = target / "promtool"
+    if binary.exists():
+        return binary
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        raise ToolError(f"Go is needed once to build promtool {PROMTOOL_VERSION} for the alert rules check")
+    with _locked(cache / "tools"):
+        if binary.exists():
+            return binary
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        env = dict(os.environ, GOMODCACHE=str(cache / "go" / "mod"), GOCACHE=str(cache / "go" / "build"),
+                   GOBIN=str(staging), GOFLAGS="-mod=mod", CGO_ENABLED="0")
+        _run([go, "install", "-ldflags", "-s -w", f"{PROMETHEUS_MODULE}/cmd/promtool@{PROMTOOL_VERSION}"],
+             f"building promtool {PROMTOOL_VERSION} from the Go module proxy", env=env)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return binary
