@@ -132,6 +132,9 @@ app.kubernetes.io/component: {{ index . 1 }}
   value: /etc/auditseal/keyring/{{ $root.Values.keyring.key }}
 - name: AUDITSEAL_BUCKET
   value: {{ $root.Values.s3.bucket | quote }}
+{{- /* metrics endpoints listen on the pod IP for the ServiceMonitor; the NetworkPolicy limits who scrapes */}}
+- name: AUDITSEAL_METRICS_ADDR
+  value: "0.0.0.0"
 {{- if .s3 }}
 - name: AWS_ENDPOINT_URL
   value: {{ $root.Values.s3.endpoint | quote }}
