@@ -40,6 +40,8 @@ from pipeline.validation import InvalidEventError
 
 AUDITOR_SERVICE = "auditseal-access-auditor"
 BROKER_PRINCIPAL = "User:broker"
+# the pipeline's own data plane: only their denials are forwarded (see is_audited)
+ROUTINE_PRINCIPALS = frozenset({"User:producer", "User:sealer", "User:sink", "User:detector"})
 AUTHORIZER, SPOOL = "authorizer", "spool"
 BATCH_LINES = 1000
 FLUSH_TIMEOUT_S = 60.0
@@ -144,7 +146,8 @@ class AccessAuditor:
     def _authorizer_event(self, line: Line) -> dict[str, Any] | None:
         decision = parse_decision(line.text.decode("utf-8", errors="replace"))
         if decision is None or not is_audited(decision, audit_topics=self.audit_topics,
-                                              ignored_principals=self.ignored):
+                                              ignored_principals=self.ignored,
+                                              routine_principals=ROUTINE_PRINCIPALS):
             return None
         return decision_event(decision, entry_event_id(line.source_id, line.offset, line.text))
 

@@ -92,12 +92,20 @@ def _parse_time(text: str) -> int | None:
     return round(seconds * 1_000_000)
 
 
-def is_audited(decision: Decision, *, audit_topics: Collection[str], ignored_principals: Collection[str]) -> bool:
+def is_audited(decision: Decision, *, audit_topics: Collection[str], ignored_principals: Collection[str],
+               routine_principals: Collection[str] = ()) -> bool:
     """Whether ``decision`` belongs in the audit trail: a decision about an audit topic, an
     ``auditseal-`` consumer group, or a change of ACLs, credentials or broker configs, made for anyone
     but an ignored principal (the broker itself, and the access auditor, whose own writes to audit.raw
-    would otherwise each produce another entry to forward: a feedback loop)."""
+    would otherwise each produce another entry to forward: a feedback loop).
+
+    The *allowed* decisions of ``routine_principals`` (the pipeline's own data plane: producers
+    writing raw, the sealer reading raw, the sink reading sealed) are left out too: they come once per
+    fetch or produce request, forever, and sealing them makes the sealer fetch more, another loop.
+    Their denials, and every decision about anyone else (SIEM, verifier, admin, people), are kept."""
     if decision.principal in ignored_principals:
+        return False
+    if decision.allowed and decision.principal in routine_principals:
         return False
     if decision.resource_type == "topic":
         return decision.resource in audit_topics

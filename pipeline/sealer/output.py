@@ -64,15 +64,15 @@ def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: flo
     window = _RECOVERY_WINDOW
     while high > low:
         start = max(low, high - window)
-        found = _scan(consumer, topic, partition, start, high, timeout)
+        found = _scan(consumer, topic, partition, start, timeout)
         if found is not None or start == low:
             return found
         window *= 4
     return None
 
 
-def _scan(consumer: Consumer, topic: str, partition: int, start: int, high: int, timeout: float) -> dict | None:
-    """The last checkpoint in [start, high), refusing a tail of entries after it."""
+def _scan(consumer: Consumer, topic: str, partition: int, start: int, timeout: float) -> dict | None:
+    """The last checkpoint from ``start`` to the end, refusing a committed tail of entries after it."""
     codecs = sealed_codecs()
     where = f"{topic}[{partition}]"
     consumer.assign([TopicPartition(topic, partition, start)])
@@ -92,8 +92,8 @@ def _scan(consumer: Consumer, topic: str, partition: int, start: int, high: int,
             found, entries_after = codecs.checkpoint.decode(message.value()), 0
         else:
             entries_after += 1
-        if message.offset() >= high - 1:
-            break
+    # read to the end (EOF comes at the last stable offset), never to a snapshot of the high watermark:
+    # on a live topic that snapshot can fall inside a transaction that commits an instant later
     if found is not None and entries_after:
         raise SealerStateError(
             f"{where}: {entries_after} committed entries follow the last checkpoint; this sealer always ends "
