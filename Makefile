@@ -46,7 +46,10 @@ demo: venv
 
 bench: venv
 	$(BIN)/auditseal dev up --no-check
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	eval "$$($(BIN)/auditseal dev env --role producer)" && $(BIN)/python -m bench.producer
+	$(BIN)/python -m bench.sealer
+	$(BIN)/python -m bench.sink
+	$(BIN)/python -m bench.verify
 
 clean:
 	-$(BIN)/auditseal dev down --purge
