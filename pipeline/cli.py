@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--signing-key", help="Ed25519 private key (PEM); default $AUDITSEAL_SIGNING_KEY")
     seal.add_argument("--checkpoint-records", type=int, default=2000,
                       help="at most this many raw records per batch and checkpoint (default 2000)")
-    seal.add_argument("--checkpoint-ms", type=int, default=200,
-                      help="close a batch with a checkpoint at least this often, in ms (default 200)")
+    seal.add_argument("--checkpoint-ms", type=int, default=100,
+                      help="close a batch with a checkpoint at least this often, in ms (default 100)")
     seal.add_argument("--metrics-port", type=int, default=9464, help="Prometheus endpoint port (0: off)")
     seal.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
     seal.add_argument("--raw-topic", default="audit.raw")

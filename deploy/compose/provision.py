@@ -18,8 +18,6 @@ Each step is idempotent: existing files are kept, so ``docker compose up`` again
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import sys
@@ -28,13 +26,9 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pipeline.devstack import kafka
-from pipeline.devstack.pki import Pki, create_ca, write_private
+from pipeline.devstack.pki import Pki, create_ca, issue_certificate, write_private
 from pipeline.devstack.stack import DEFAULT_PORTS, Credentials
 from pipeline.topology import BUCKET, ROLES
 
@@ -46,12 +40,10 @@ VERSITYGW = Path("/opt/versitygw/versitygw")  # copied out of the versitygw imag
 
 KAFKA_HOST, S3_HOST = "kafka", "s3"
 SERVICE_NAMES = (KAFKA_HOST, S3_HOST, "localhost")
-SERVICE_ADDRESSES = ("127.0.0.1", "::1")
 
 # Container users: apache/kafka runs as appuser (1000); versitygw runs as 1001 here; the pipeline image's
 # user is 10001 (Dockerfile).
 KAFKA_UID, S3_UID, PIPELINE_UID = 1000, 1001, 10001
-CERT_VALIDITY = datetime.timedelta(days=825)
 
 
 def kafka_properties() -> str:
@@ -85,37 +77,9 @@ def role_env(role_name: str, creds: Credentials) -> dict[str, str]:
 
 
 def issue_service_certificate(pki: Pki, name: str, *, client_auth: bool = False) -> None:
-    """A certificate for ``name`` that also names the compose services (``kafka``, ``s3``): the local
-    stack's certificates (:func:`pipeline.devstack.pki.issue_certificate`) name loopback only."""
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVICE_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in SERVICE_ADDRESSES]
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "AuditSeal compose stack"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
-    write_private(pki.key(name), pem_key)
-    pki.cert(name).write_bytes(chain)
-    write_private(pki.keystore(name), pem_key + chain)
+    """A certificate for ``name`` that also names the compose services (``kafka``, ``s3``)."""
+    issue_certificate(pki, name, client_auth=client_auth, extra_names=(KAFKA_HOST, S3_HOST),
+                      organization="AuditSeal compose stack")
 
 
 def _write(path: Path, data: str | bytes, mode: int = 0o644, *, keep: bool = True) -> None:

@@ -60,10 +60,10 @@ def write_private(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _name(common_name: str) -> x509.Name:
+def _name(common_name: str, organization: str = "AuditSeal local stack") -> x509.Name:
     return x509.Name(
         [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "AuditSeal local stack"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
@@ -109,8 +109,10 @@ def create_ca(directory: Path, common_name: str = "AuditSeal local CA") -> Pki:
     return pki
 
 
-def issue_certificate(pki: Pki, name: str, *, client_auth: bool = False) -> None:
-    """Issue a server certificate for ``name`` with SANs localhost, 127.0.0.1 and ::1.
+def issue_certificate(pki: Pki, name: str, *, client_auth: bool = False, extra_names: tuple[str, ...] = (),
+                      organization: str = "AuditSeal local stack") -> None:
+    """Issue a server certificate for ``name`` with SANs localhost, 127.0.0.1 and ::1, plus ``extra_names``
+    (host names such as compose service names).
 
     ``client_auth`` adds the clientAuth usage, for a broker that authenticates to its own controller
     and inter-broker listeners with the same certificate (mutual TLS).
@@ -120,11 +122,11 @@ def issue_certificate(pki: Pki, name: str, *, client_auth: bool = False) -> None
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in LOOPBACK_NAMES]
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in (*extra_names, *LOOPBACK_NAMES)]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in LOOPBACK_ADDRESSES]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(name))
+        .subject_name(_name(name, organization))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

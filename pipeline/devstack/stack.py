@@ -18,7 +18,7 @@ from pipeline.devstack import kafka, s3server
 from pipeline.devstack.cache import cache_dir, stack_dir
 from pipeline.devstack.pki import Pki, ensure_pki, write_private
 from pipeline.devstack.processes import ManagedProcess, StackError, port_is_free, port_is_open
-from pipeline.topology import BUCKET, ROLES, TOPICS, role as role_named
+from pipeline.topology import BUCKET, ROLES, role as role_named
 
 DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070}
 _PORT_PURPOSE = {

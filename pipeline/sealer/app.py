@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import faust
 from faust.app.base import BootStrategy
@@ -58,7 +59,7 @@ class SealerConfig:
     raw_topic: str = RAW_TOPIC
     sealed_topic: str = SEALED_TOPIC
     max_batch: int = 2000
-    batch_interval: float = 0.2
+    batch_interval: float = 0.1
     session_timeout_ms: int = 10_000
 
 
@@ -240,11 +241,27 @@ class SealerApp(faust.App):
     BootStrategy = _ChainsDoTheirOwnKafkaIO
 
 
+class BatchWorker(Protocol):
+    """What :func:`worker_app` drives: the Sealer, or a benchmark's forward-only twin of it."""
+
+    def start(self) -> None: ...
+    def fetch(self) -> list[Message]: ...
+    def seal_batch(self, messages: list[Message]) -> int: ...
+    def update_lag(self) -> None: ...
+    def close(self) -> None: ...
+
+
 def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerConfig = SealerConfig()) -> faust.App:
     """The Faust app of one sealer worker, authenticated as ``settings`` (the sealer role)."""
+    app = worker_app(Sealer(settings, signing_key, config), f"{config.app_id}-worker", settings.bootstrap)
+    return app
+
+
+def worker_app(worker: BatchWorker, app_id: str, bootstrap: str) -> faust.App:
+    """A Faust app whose ``seal`` agent processes the batches ``worker`` fetches, one at a time."""
     app = SealerApp(
-        f"{config.app_id}-worker",
-        broker=f"kafka://{settings.bootstrap}",
+        app_id,
+        broker=f"kafka://{bootstrap}",
         topic_disable_leader=True,
         topic_allow_declare=False,
         web_enabled=False,
@@ -254,8 +271,7 @@ def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerC
         # whatever restarts it resumes every chain from its last checkpoint
         agent_supervisor=CrashingSupervisor,
     )
-    sealer = Sealer(settings, signing_key, config)
-    app.sealer = sealer  # type: ignore[attr-defined]
+    app.sealer = worker  # type: ignore[attr-defined]
     batches = app.channel()
 
     @app.agent(batches, name="seal")
@@ -263,7 +279,7 @@ def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerC
         loop = asyncio.get_running_loop()
         async for batch in stream:
             try:
-                await loop.run_in_executor(None, sealer.seal_batch, batch.messages)
+                await loop.run_in_executor(None, worker.seal_batch, batch.messages)
             except BaseException as exc:
                 batch.done.set_exception(exc)
                 raise
@@ -275,9 +291,9 @@ def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerC
         loop = asyncio.get_running_loop()
         # Faust lets streams flow once its own consumer has recovered; this app has none
         app.flow_control.resume()
-        await loop.run_in_executor(None, sealer.start)
+        await loop.run_in_executor(None, worker.start)
         while not app.should_stop:
-            messages = await loop.run_in_executor(None, sealer.fetch)
+            messages = await loop.run_in_executor(None, worker.fetch)
             if messages:
                 batch = _Batch(messages, loop.create_future())
                 await batches.send(value=batch)
@@ -285,10 +301,10 @@ def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerC
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
-        sealer.update_lag()
+        worker.update_lag()
 
     @app.on_before_shutdown.connect
     async def release(app: faust.App, **kwargs) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, sealer.close)
+        await asyncio.get_running_loop().run_in_executor(None, worker.close)
 
     return app
