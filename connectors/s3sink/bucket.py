@@ -106,14 +106,14 @@ class ArchiveBucket:
                 "records under a longer profile")
         versions = []
         for key, body in ((archive.key, archive.body), (archive.manifest_key, archive.manifest_bytes)):
-            version = self._put_locked(key, body, archive.retain_until, cancelled)
-            self._verify(key, version, body, archive.retain_until, cancelled)
+            checksum = _checksum(body)  # once per body: it is sent with the PUT and compared on read-back
+            version = self._put_locked(key, body, checksum, archive.retain_until, cancelled)
+            self._verify(key, version, len(body), checksum, archive.retain_until, cancelled)
             versions.append(version)
         return versions[0], versions[1]
 
-    def _put_locked(self, key: str, body: bytes, retain_until: datetime.datetime,
+    def _put_locked(self, key: str, body: bytes, checksum: str, retain_until: datetime.datetime,
                     cancelled: threading.Event | None) -> str:
-        checksum = _checksum(body)
         response = self._call("PutObject", key, lambda: self.s3.put_object(
             Bucket=self.bucket, Key=key, Body=body, ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=retain_until,
             ChecksumSHA256=checksum), cancelled)
@@ -123,7 +123,7 @@ class ArchiveBucket:
                                     "versioning and Object Lock enabled")
         return version
 
-    def _verify(self, key: str, version: str, body: bytes, retain_until: datetime.datetime,
+    def _verify(self, key: str, version: str, size: int, checksum: str, retain_until: datetime.datetime,
                 cancelled: threading.Event | None) -> None:
         head = self._call("HeadObject", key, lambda: self.s3.head_object(
             Bucket=self.bucket, Key=key, VersionId=version, ChecksumMode="ENABLED"), cancelled)
@@ -133,11 +133,11 @@ class ArchiveBucket:
             problems.append(f"lock mode {mode!r}, expected 'COMPLIANCE'")
         if until is None or until < retain_until:
             problems.append(f"retain-until {until}, expected no earlier than {retain_until.isoformat()}")
-        if head.get("ContentLength") != len(body):
-            problems.append(f"{head.get('ContentLength')} bytes, {len(body)} were written")
+        if head.get("ContentLength") != size:
+            problems.append(f"{head.get('ContentLength')} bytes, {size} were written")
         stored = head.get("ChecksumSHA256")
-        if stored is not None and stored != _checksum(body):
-            problems.append(f"SHA-256 {stored}, {_checksum(body)} was written")
+        if stored is not None and stored != checksum:
+            problems.append(f"SHA-256 {stored}, {checksum} was written")
         if problems:
             raise LockNotAppliedError(f"s3://{self.bucket}/{key} version {version} read back with "
                                       f"{'; '.join(problems)}: no offset is committed")
