@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--topic", default="audit.sealed")
     sink.add_argument("--group", default="auditseal-sink", help="consumer group (must start with auditseal-sink)")
     sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
-    sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint on 127.0.0.1 (0: off)")
+    sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint port (0: off)")
+    sink.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
     sink.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     sink.set_defaults(handler=_sink)
 

@@ -24,6 +24,7 @@ from connectors.s3sink.encryption import MASTER_KEY_VARIABLE, MasterKey, load_ma
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.errors import AuditSealError
+from pipeline.metrics import serve_metrics
 from pipeline.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
 
 log = logging.getLogger("connectors.s3sink")
@@ -61,8 +62,8 @@ def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None
     return report
 
 
-def run_sink(config: SinkConfig, *, metrics_port: int, loglevel: str = "info") -> int:
-    """Check the bucket, serve metrics on 127.0.0.1:``metrics_port`` (0: none), archive until stopped."""
+def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None, loglevel: str = "info") -> int:
+    """Check the bucket, serve metrics on ``metrics_addr:metrics_port`` (0: none), archive until stopped."""
     logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):  # their debug output includes signed requests
@@ -70,10 +71,7 @@ def run_sink(config: SinkConfig, *, metrics_port: int, loglevel: str = "info") -
     kafka = KafkaSettings.from_env()
     s3 = S3Settings.from_env()
     check_archive_bucket(s3)
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr="127.0.0.1")
+    serve_metrics(metrics_port, metrics_addr)
     bucket = ArchiveBucket(s3.client(), s3.bucket,
                            on_retry=lambda operation, _exc: metrics.RETRIES.labels(operation).inc())
     stop = threading.Event()
@@ -110,4 +108,4 @@ def sink_command(args) -> int:
         master_key=master_key_from(args.master_key), instance_id=args.instance_id,
         crash_before_commit=int(crash) if crash else None,
     )
-    return run_sink(config, metrics_port=args.metrics_port, loglevel=args.loglevel)
+    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, loglevel=args.loglevel)
