@@ -24,16 +24,24 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
-from pipeline.codec import EventCodec
+from pipeline.codec import HEADER_SIZE, CorruptBodyError, EventCodec
+from pipeline.errors import ConfigError
 from pipeline.integrity.checkpoint import Checkpoint, checkpoint_hash
+from pipeline.specialised_reader import Decoder, compile_decoder, record_fields
 
 EVENT_KIND = b"event"
 REJECTION_KIND = b"rejection"
 CHECKPOINT_KIND = b"checkpoint"
 KIND_HEADER = "auditseal-kind"
+
+ENTRY_FIELDS = ("chain_id", "seq", "prev_hash", "hash", "source_partition", "source_offset",
+                "source_timestamp_micros")
+"""The leading fields of both entry kinds, in schema order: what :meth:`SealedCodecs.decode_fields`
+callers unpack; the rest is ``event`` for an event, ``raw_sha256, raw_size, reason`` for a rejection."""
+_ENTRY_TAILS = {EVENT_KIND: ("event",), REJECTION_KIND: ("raw_sha256", "raw_size", "reason")}
 
 _EVENT_TAG = b"\x01"
 _REJECTION_TAG = b"\x02"
@@ -69,6 +77,13 @@ def entry_payload(kind: bytes, record: Mapping[str, Any]) -> bytes:
                              record["raw_sha256"], record["raw_size"], record["reason"])
 
 
+def entry_payload_of_fields(kind: bytes, fields: tuple[Any, ...]) -> bytes:
+    """:func:`entry_payload` of an entry decoded by :meth:`SealedCodecs.decode_fields` (values in ENTRY_FIELDS order)."""
+    if kind == EVENT_KIND:
+        return _EVENT_TAG + _SOURCE.pack(fields[4], fields[5], fields[6]) + fields[7]
+    return rejection_payload(*fields[4:])
+
+
 @dataclass(frozen=True)
 class SealedCodecs:
     """Codecs of the three record kinds, compiled once per process."""
@@ -90,6 +105,52 @@ class SealedCodecs:
         """(kind, record) of any audit.sealed value."""
         kind = self.kind_of(value)
         return kind, getattr(self, kind.decode()).decode(value)
+
+    @cached_property
+    def specialised(self) -> dict[bytes, tuple[bytes, Decoder, tuple[str, ...]]]:
+        """Single-object header -> (kind, specialised decoder, field names) of each kind's newest schema.
+
+        Built on first use (only verifiers decode many records). ConfigError if a schema in
+        ``schemas/`` is no longer flat or no longer has the field layout ENTRY_FIELDS describes:
+        this module's unpacking must then be updated with it.
+        """
+        found = {}
+        for kind, codec in ((EVENT_KIND, self.event), (REJECTION_KIND, self.rejection),
+                            (CHECKPOINT_KIND, self.checkpoint)):
+            fields = record_fields(codec.schema.parsed)
+            decoder = compile_decoder(codec.schema.parsed)
+            names = tuple(name for name, _ in fields or ())
+            if decoder is None or (kind != CHECKPOINT_KIND and names != ENTRY_FIELDS + _ENTRY_TAILS[kind]):
+                raise ConfigError(f"{codec.schema.name} has fields {names or 'of types'} the verifier's "
+                                  "specialised decoder does not expect; update pipeline/sealer/records.py")
+            found[codec.header] = (kind, decoder, names)
+        return found
+
+    def decode_fields(self, value: bytes) -> tuple[bytes, tuple[Any, ...]]:
+        """(kind, field values in schema order) of any audit.sealed value: :meth:`decode`, faster.
+
+        Same values as :meth:`decode` (as a tuple) for every valid record; DecodeError
+        (CorruptBodyError naming the field) for a damaged one, also where fastavro would return
+        a short or wrapped value (see :mod:`pipeline.specialised_reader`).
+        """
+        found = self.specialised.get(value[:HEADER_SIZE])
+        if found is None:
+            # Not a known header: the codecs name the problem (bad marker, unknown fingerprint).
+            kind, record = self.decode(value)
+            return kind, tuple(record.values())
+        kind, decoder, names = found
+        fields, position = decoder(value, HEADER_SIZE, len(value))
+        if position != len(value):
+            raise CorruptBodyError(
+                f"{len(value) - position} unexpected trailing byte(s) after the {kind.decode()} body; "
+                "the record is garbled or two records were concatenated"
+            )
+        return kind, fields
+
+    def record_of_fields(self, kind: bytes, fields: tuple[Any, ...]) -> dict[str, Any]:
+        """The record :meth:`decode` gives, from the (kind, fields) :meth:`decode_fields` gives."""
+        parsed = getattr(self, kind.decode()).schema.parsed
+        return dict(zip((field["name"] for field in parsed["fields"]), fields))
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.integrity.chain import GENESIS_HASH, chain_hash
+from pipeline.integrity.chain import GENESIS_HASH, chain_hash, chain_hash_unchecked
 from pipeline.integrity.checkpoint import (
     Checkpoint,
     checkpoint_hash,
@@ -28,6 +28,7 @@ from pipeline.integrity.errors import (
     UnknownKeyError,
 )
 from pipeline.integrity.keyring import Keyring
+from pipeline.integrity.merkle import HASH_SIZE
 from pipeline.sealer.records import checkpoint_from_record, entry_payload
 
 # kinds of violation, as reported
@@ -95,14 +96,42 @@ class ChainAuditor:
 
     def entry(self, kind: bytes, record: Mapping[str, Any], location: str) -> None:
         """Check one sealed event or rejection (``kind`` is its record kind)."""
-        self.entries_checked += 1
-        chain = self._chain(record["chain_id"])
         seq, prev_hash, claimed = record["seq"], record["prev_hash"], record["hash"]
         try:
             recomputed = chain_hash(prev_hash, seq, entry_payload(kind, record))
         except (MalformedInputError, KeyError, TypeError) as exc:
-            self._report(MALFORMED, chain.chain_id, seq, location, f"cannot recompute the hash: {exc}")
+            self._malformed(record["chain_id"], seq, location, exc)
             return
+        self._link(record["chain_id"], seq, prev_hash, claimed, recomputed, location)
+
+    def entry_fields(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, payload: bytes,
+                     location: str) -> None:
+        """:meth:`entry` for the fields of a strictly decoded entry and its payload
+        (:meth:`pipeline.sealer.records.SealedCodecs.decode_fields`, :func:`~pipeline.sealer.records.entry_payload_of_fields`).
+
+        The decoder guarantees the types (str, int, bytes); the range of ``seq`` (Avro longs are
+        below 2**63) and the size of ``prev_hash`` are checked here, once, before the unchecked hash.
+        """
+        if seq < 0 or len(prev_hash) != HASH_SIZE:
+            try:
+                chain_hash(prev_hash, seq, payload)  # raises, naming the field
+            except MalformedInputError as exc:
+                self._malformed(chain_id, seq, location, exc)
+                return
+        self._link(chain_id, seq, prev_hash, claimed, chain_hash_unchecked(prev_hash, seq, payload), location)
+
+    def _malformed(self, chain_id: str, seq: Any, location: str, exc: Exception) -> None:
+        self.entries_checked += 1
+        chain = self._chain(chain_id)
+        self._report(MALFORMED, chain.chain_id, seq, location, f"cannot recompute the hash: {exc}")
+
+    def _link(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, recomputed: bytes,
+              location: str) -> None:
+        # what entry() checks once the entry's own hash is recomputed
+        self.entries_checked += 1
+        chain = self.chains.get(chain_id)
+        if chain is None:
+            chain = self.chains[chain_id] = _Chain(chain_id)
         if recomputed != claimed:
             self._report(ALTERED, chain.chain_id, seq, location,
                          f"hash {claimed.hex()[:16]}… does not match its content (recomputed {recomputed.hex()[:16]}…)")
