@@ -78,7 +78,7 @@ def decode_fields(fields: tuple[tuple[str, str], ...], data: bytes, start: int, 
     same values and raise the same errors, faster.
     """
     values: list[Any] = []
-    position = start
+    position, end = start, min(end, len(data))
     for name, kind in fields:
         value, position = read_long(data, position, end, name)
         if kind == "int":
