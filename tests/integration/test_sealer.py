@@ -139,3 +139,21 @@ def test_two_workers_rebalance_and_a_paused_worker_is_fenced(stack, topics, tmp_
     second_log = (tmp_path / "second.log").read_text()
     resumed = [line for line in second_log.splitlines() if "opened at seq" in line and "opened at seq -1" not in line]
     assert resumed, "the second worker never took over a chain the first had sealed"
+
+
+def test_exactly_once_through_a_broker_restart(stack, topics, tmp_path):
+    producer_thread = threading.Thread(target=_emit_steadily, args=(stack, topics, 15_000, 31, 1000))
+    producer_thread.start()
+    worker = start_sealer(stack, topics, log=tmp_path / "sealer.log")
+    try:
+        time.sleep(6)
+        # the broker goes away mid-stream (transactions open, producer retrying) and comes back with its data
+        stack.kafka_process.stop()
+        time.sleep(3)
+        stack.up(log=lambda _line: None)
+        producer_thread.join(300)
+        sealed = wait_until_sealed(stack, topics, timeout=180)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    _assert_exactly_once(stack, topics, sealed)
