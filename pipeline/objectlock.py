@@ -93,6 +93,10 @@ def check_bucket(s3, bucket: str) -> ConformanceReport:
     except ClientError as exc:
         problem = (f"inconclusive: this principal may not write a locked probe object ({_error_code(exc)}); "
                    "run the check with the bucket admin's keys")
+    except BotoCoreError as exc:
+        # a server refusing a PUT may close the connection before reading the body: the client then sees a
+        # broken TLS stream, not the 403. Either way nothing was proved, so nothing passes.
+        problem = f"inconclusive: the locked probe object could not be written ({type(exc).__name__}: {exc})"
     if problem:
         results += [PropertyResult(name, False, problem) for name in PROPERTIES[1:]]
         return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))

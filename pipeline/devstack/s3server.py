@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
-from pipeline.devstack.processes import ManagedProcess, StackError, run_checked
+from pipeline.devstack.gotools import go_install
+from pipeline.devstack.processes import ManagedProcess, run_checked
 
 VERSITYGW_MODULE = "github.com/versity/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -19,28 +19,7 @@ VERSITYGW_VERSION = "v1.8.0"
 
 def ensure_binary(cache: Path) -> Path:
     """Build ``versitygw`` with ``go install`` into the cache (Go's module and build caches live there too)."""
-    target_dir = cache / "bin" / f"versitygw-{VERSITYGW_VERSION}"
-    binary = target_dir / "versitygw"
-    if binary.exists():
-        return binary
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go is None:
-        raise StackError("Go is needed once to build the S3 server (versitygw); install Go 1.24+ or put it on PATH")
-    env = dict(os.environ)
-    env.update(
-        GOMODCACHE=str(cache / "go" / "mod"),
-        GOCACHE=str(cache / "go" / "build"),
-        GOBIN=str(target_dir),
-        GOFLAGS="-mod=mod",
-    )
-    run_checked(
-        [go, "install", f"{VERSITYGW_MODULE}/cmd/versitygw@{VERSITYGW_VERSION}"],
-        f"building versitygw {VERSITYGW_VERSION} from the Go module proxy",
-        env=env,
-    )
-    if not binary.exists():
-        raise StackError(f"building versitygw {VERSITYGW_VERSION}: go install finished but {binary} is missing")
-    return binary
+    return go_install(cache, package=f"{VERSITYGW_MODULE}/cmd/versitygw", version=VERSITYGW_VERSION)
 
 
 def start_server(

@@ -12,17 +12,16 @@ Both live under ``<cache>/tools`` and are built under a file lock, so concurrent
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.devstack.cache import cache_dir
+from pipeline.devstack.gotools import cache_lock, go_install
+from pipeline.devstack.processes import StackError
 
 HELM_MODULE = "helm.sh/helm/v3"
 HELM_VERSION = "v3.22.0"
@@ -43,17 +42,6 @@ class ToolError(RuntimeError):
     """A tool could not be installed; the message says which and what to install."""
 
 
-@contextmanager
-def _locked(tools: Path) -> Iterator[None]:
-    tools.mkdir(parents=True, exist_ok=True)
-    with open(tools / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -62,35 +50,16 @@ def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
 
 def ensure_helm(cache: Path | None = None) -> Path:
     """The pinned helm binary, built from the Go module proxy into the cache the first time."""
-    cache = cache or cache_dir()
-    target = cache / "tools" / f"helm-{HELM_VERSION}"
-    binary = target / "helm"
-    if binary.exists():
-        return binary
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go is None:
-        raise ToolError(f"Go is needed once to build helm {HELM_VERSION} for the deployment checks; install Go 1.24+")
-    with _locked(cache / "tools"):
-        if binary.exists():
-            return binary
-        major, minor = HELM_KUBERNETES
-        ldflags = " ".join([
-            "-s", "-w",
-            f"-X {HELM_MODULE}/internal/version.version={HELM_VERSION}",
-            f"-X {HELM_MODULE}/pkg/lint/rules.k8sVersionMajor={major}",
-            f"-X {HELM_MODULE}/pkg/lint/rules.k8sVersionMinor={minor}",
-            f"-X {HELM_MODULE}/pkg/chartutil.k8sVersionMajor={major}",
-            f"-X {HELM_MODULE}/pkg/chartutil.k8sVersionMinor={minor}",
-        ])
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        env = dict(os.environ, GOMODCACHE=str(cache / "go" / "mod"), GOCACHE=str(cache / "go" / "build"),
-                   GOBIN=str(staging), GOFLAGS="-mod=mod", CGO_ENABLED="0")
-        _run([go, "install", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{HELM_VERSION}"],
-             f"building helm {HELM_VERSION} from the Go module proxy", env=env)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return binary
+    major, minor = HELM_KUBERNETES
+    ldflags = " ".join([
+        "-s", "-w",
+        f"-X {HELM_MODULE}/internal/version.version={HELM_VERSION}",
+        f"-X {HELM_MODULE}/pkg/lint/rules.k8sVersionMajor={major}",
+        f"-X {HELM_MODULE}/pkg/lint/rules.k8sVersionMinor={minor}",
+        f"-X {HELM_MODULE}/pkg/chartutil.k8sVersionMajor={major}",
+        f"-X {HELM_MODULE}/pkg/chartutil.k8sVersionMinor={minor}",
+    ])
+    return _go_tool(cache, f"{HELM_MODULE}/cmd/helm", HELM_VERSION, ldflags)
 
 
 def ensure_promtool(cache: Path | None = None) -> Path:
@@ -98,26 +67,15 @@ def ensure_promtool(cache: Path | None = None) -> Path:
 
     Prometheus publishes its Go module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
     """
-    cache = cache or cache_dir()
-    target = cache / "tools" / f"promtool-{PROMTOOL_VERSION}"
-    binary = target / "promtool"
-    if binary.exists():
-        return binary
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go is None:
-        raise ToolError(f"Go is needed once to build promtool {PROMTOOL_VERSION} for the alert rules check")
-    with _locked(cache / "tools"):
-        if binary.exists():
-            return binary
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        env = dict(os.environ, GOMODCACHE=str(cache / "go" / "mod"), GOCACHE=str(cache / "go" / "build"),
-                   GOBIN=str(staging), GOFLAGS="-mod=mod", CGO_ENABLED="0")
-        _run([go, "install", "-ldflags", "-s -w", f"{PROMETHEUS_MODULE}/cmd/promtool@{PROMTOOL_VERSION}"],
-             f"building promtool {PROMTOOL_VERSION} from the Go module proxy", env=env)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return binary
+    return _go_tool(cache, f"{PROMETHEUS_MODULE}/cmd/promtool", PROMTOOL_VERSION, "-s -w")
+
+
+def _go_tool(cache: Path | None, package: str, version: str, ldflags: str) -> Path:
+    try:
+        return go_install(cache or cache_dir(), package=package, version=version, folder="tools", ldflags=ldflags,
+                          env={"CGO_ENABLED": "0"})
+    except StackError as exc:
+        raise ToolError(str(exc)) from exc
 
 
 def ensure_validators(cache: Path | None = None) -> Path:
@@ -128,7 +86,7 @@ def ensure_validators(cache: Path | None = None) -> Path:
     done = venv / ".complete"
     if done.exists():
         return venv / "bin"
-    with _locked(cache / "tools"):
+    with cache_lock(cache / "tools"):
         if done.exists():
             return venv / "bin"
         shutil.rmtree(venv, ignore_errors=True)

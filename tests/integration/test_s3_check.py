@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import certifi
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.cli import main
 from pipeline.config import S3Settings
@@ -39,20 +37,6 @@ def test_reader_role_is_inconclusive_not_a_pass(role_env):
     assert not report.passed
     assert report.failed() == list(PROPERTIES[1:])
     assert all("inconclusive" in r.detail for r in report.results[1:])
-
-
-@pytest.fixture()
-def moto_bucket(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{port}", access_key_id="testing",
-                          secret_access_key="testing", ca_bundle=certifi.where(), bucket="audit-archive")
-    settings.client().create_bucket(Bucket="audit-archive", ObjectLockEnabledForBucket=True)
-    yield settings
-    server.stop()
 
 
 def test_moto_fails_because_compliance_can_be_shortened(moto_bucket, monkeypatch, capsys):

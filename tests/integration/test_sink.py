@@ -15,10 +15,8 @@ import threading
 import time
 import urllib.request
 
-import certifi
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from moto.server import ThreadedMotoServer
 
 from connectors.s3sink.command import BucketRefusedError, check_archive_bucket
 
@@ -257,17 +255,6 @@ def test_sink_refuses_to_start_on_a_bucket_without_object_lock(stack, tmp_path):
     assert "fails the WORM check" in result.stderr and "object_lock_enabled" in result.stderr
 
 
-def test_sink_refuses_moto_whose_compliance_retention_can_be_shortened(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        settings = S3Settings(endpoint_url=f"http://127.0.0.1:{port}", access_key_id="testing",
-                              secret_access_key="testing", ca_bundle=certifi.where(), bucket="audit-archive")
-        settings.client().create_bucket(Bucket="audit-archive", ObjectLockEnabledForBucket=True)
-        with pytest.raises(BucketRefusedError, match="compliance_retention_cannot_be_shortened"):
-            check_archive_bucket(settings, env={})
-    finally:
-        server.stop()
+def test_sink_refuses_moto_whose_compliance_retention_can_be_shortened(moto_bucket):
+    with pytest.raises(BucketRefusedError, match="compliance_retention_cannot_be_shortened"):
+        check_archive_bucket(moto_bucket, env={})
