@@ -259,18 +259,18 @@ def _compare_types(
             problems.append(f"{path}: record {old['name']} renamed to {new['name']} without an alias")
         old_fields = {f["name"]: f for f in old["fields"]}
         matched: set[str] = set()
-        for field in new["fields"]:
-            names = [field["name"], *field.get("aliases", [])]
+        for new_field in new["fields"]:
+            names = [new_field["name"], *new_field.get("aliases", [])]
             match = next((old_fields[name] for name in names if name in old_fields), None)
             if match is None:
-                if "default" not in field:
+                if "default" not in new_field:
                     problems.append(
-                        f"{path}.{field['name']}: added without a default; readers of {newer.name} "
+                        f"{path}.{new_field['name']}: added without a default; readers of {newer.name} "
                         f"could not read data written with {older.name}"
                     )
                 continue
             matched.add(match["name"])
-            _compare_types(match["type"], field["type"], f"{path}.{field['name']}", older, newer, problems, seen)
+            _compare_types(match["type"], new_field["type"], f"{path}.{new_field['name']}", older, newer, problems, seen)
         for name in old_fields.keys() - matched:
             problems.append(
                 f"{path}.{name}: removed or renamed without an alias; keep it, or alias the new name to it"

@@ -16,7 +16,7 @@ import yaml
 from pipeline.cli import build_parser
 from pipeline.devstack.stack import DEFAULT_PORTS
 from pipeline.topology import ALERTS_TOPIC, BUCKET, RAW_TOPIC, ROLE_NAMES, SEALED_TOPIC, TOPICS
-from tests.deployment.conftest import CHART, COMPOSE_FILE, REPO, documents
+from tests.deployment.conftest import CHART, REPO, documents
 from tests.deployment.test_compose import compose, load_provisioner
 from tests.deployment.test_helm_chart import pod_specs
 
