@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pipeline.codec import DecodeError, EventCodec, default_codec
 from pipeline.errors import AuditSealError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
 from pipeline.integrity.keyring import SigningKey
+from pipeline.schemas import AUDIT_EVENT, default_catalog
 from pipeline.sealer.records import (
     CHECKPOINT_KIND,
     EVENT_KIND,
@@ -28,6 +30,7 @@ from pipeline.sealer.records import (
     rejection_payload,
     sealed_codecs,
 )
+from pipeline.specialised_checker import Checker, compile_checker
 from pipeline.validation import InvalidEventError, validate_event
 
 
@@ -60,6 +63,10 @@ class ChainSealer:
     _batch_hashes: list[bytes] = field(default_factory=list)
     _batch_first_seq: int = 0
     _last_source_offset: int = -1
+    _certainly_valid: Checker = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._certainly_valid = _fast_check(self.event_codec)
 
     @classmethod
     def resume(cls, chain_id: str, source_partition: int, signing_key: SigningKey,
@@ -121,6 +128,10 @@ class ChainSealer:
     def _refusal(self, value: bytes | None) -> str | None:
         if value is None:
             return "empty record value (a tombstone): an audit event was expected"
+        # One pass over the bytes for the newest schema's plain records; anything else, and
+        # every invalid record, gets the reference decision and message below.
+        if self._certainly_valid(value):
+            return None
         try:
             validate_event(self.event_codec.decode(value))
         except (DecodeError, InvalidEventError) as exc:
@@ -138,3 +149,18 @@ class ChainSealer:
         self._batch_hashes = []
         return SealedRecord(CHECKPOINT_KIND, self.codecs.checkpoint.encode(
             checkpoint_record(signed, self._last_source_offset)))
+
+
+def _never_sure(value: bytes) -> bool:
+    return False
+
+
+@lru_cache(maxsize=8)
+def _fast_check(codec: EventCodec) -> Checker:
+    # Compiled once per codec (resume() builds a sealer per partition assignment). The check
+    # stands for decode + validate_event only where both mean the same schema: validate_event
+    # checks against the newest AuditEvent of schemas/. Otherwise, or for a schema the generator
+    # does not handle, every record takes the reference path.
+    if codec.schema.parsed != default_catalog().latest(AUDIT_EVENT).parsed:
+        return _never_sure
+    return compile_checker(codec.schema.parsed, codec.header) or _never_sure
