@@ -157,6 +157,18 @@ class LocalStack:
             **({"AUDITSEAL_SIGNING_KEY": str(self.signing_key_file)} if role_name == "sealer" else {}),
         }
 
+    def broker_tls_config(self) -> dict[str, str]:
+        """librdkafka settings that log in as the broker itself (``User:broker``, a super user) with its
+        certificate, on the internal mutual-TLS listener: for repairing the stack, never for a role."""
+        return {
+            "bootstrap.servers": f"localhost:{self.ports()['kafka_internal']}",
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(self.pki.ca_cert),
+            "ssl.certificate.location": str(self.pki.cert("broker")),
+            "ssl.key.location": str(self.pki.key("broker")),
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+
     def setup_env(self, kind: str) -> dict[str, str]:
         """The super users' variables (``kind`` is "kafka" or "s3"), for provisioning and tests only;
         no role's env ever carries them."""
@@ -206,8 +218,9 @@ class LocalStack:
                 self._start_s3(binary, ports, creds)
                 started.append(self.s3_process)
             self._wait_ready(ports)
-            from pipeline.devstack.provision import provision_kafka, provision_s3
+            from pipeline.devstack.provision import provision_kafka, provision_s3, reassert_setup_user
 
+            reassert_setup_user(self.broker_tls_config(), creds)
             provision_kafka(self.setup_env("kafka"), creds, log=log)
             provision_s3(binary, self.setup_env("s3"), creds, log=log)
         except BaseException:
