@@ -31,6 +31,7 @@ from connectors.s3sink.layout import (
 )
 from connectors.s3sink.objects import archived_record_schema, read_archived_records
 from connectors.s3sink.retention import ComplianceProfiles
+from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
 from pipeline.codec import CorruptBodyError
 from pipeline.sealer.records import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
@@ -347,7 +348,7 @@ class ArchiveVerifier:
             try:
                 profile = self.profiles.get(manifest.compliance_profile)
                 required = max(required, profile.retain_until(manifest.last_timestamp_micros))
-            except Exception as exc:  # an unknown profile name is itself a finding, not a crash
+            except ConfigError as exc:  # an unknown profile name is itself a finding, not a crash
                 self._violation(report, RETENTION_TOO_SHORT, entry, f"compliance profile: {exc}")
         if until < required:
             self._violation(report, RETENTION_TOO_SHORT, entry,
@@ -370,7 +371,7 @@ class ArchiveVerifier:
                 previous_offset = offset
                 try:
                     kind, fields = decode(value)
-                except Exception as exc:  # any undecodable value is reported where it is
+                except (AuditSealError, ValueError) as exc:  # an undecodable value is reported where it is
                     auditor.violations.append(Violation("malformed_record", None, None, location, str(exc)))
                     continue
                 if kind == CHECKPOINT_KIND:
