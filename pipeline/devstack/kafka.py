@@ -10,6 +10,7 @@ when storage is formatted and is used only by ``auditseal dev up`` to create use
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -207,8 +208,6 @@ def format_storage(java: str, libs: Path, properties: Path, bootstrap_password: 
 
 def _cluster_id() -> str:
     # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 

@@ -83,10 +83,6 @@ class ManagedProcess:
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
-    def has_exited(self) -> bool:
-        """True once the service is gone."""
-        return self.pid() is None
-
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM our process, then SIGKILL after ``timeout``; True if one was running."""
         pid = self.pid()

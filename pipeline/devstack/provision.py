@@ -34,6 +34,7 @@ from pipeline.devstack.cache import stack_dir
 from pipeline.devstack.processes import StackError
 from pipeline.permissions.acls import grant_entry
 from pipeline.permissions.broker import apply_plan, plan_changes
+from pipeline.permissions.plan import SCRAM_ITERATIONS
 from pipeline.topology import BUCKET, ROLES, ROLES_FILE, TOPICS, Grant
 
 _S3_ROLE = {"admin": "admin"}
@@ -71,9 +72,9 @@ def _wait_all(futures: Mapping, what: str, tolerate: Callable[[KafkaError], bool
         raise StackError(f"{what} failed: " + "; ".join(failures))
 
 
-def _admin_when_ready(settings: KafkaSettings, timeout: float = 90.0) -> AdminClient:
+def _admin_when_ready(config: Mapping[str, object], who: str, timeout: float = 90.0) -> AdminClient:
     # the port opens a little before SCRAM and metadata are served; retry until a request succeeds
-    admin = AdminClient(settings.client_config())
+    admin = AdminClient(dict(config))
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -81,7 +82,7 @@ def _admin_when_ready(settings: KafkaSettings, timeout: float = 90.0) -> AdminCl
             return admin
         except KafkaException as exc:
             if time.monotonic() > deadline:
-                raise StackError(f"Kafka did not answer as the setup user within {timeout:.0f}s: {exc}") from exc
+                raise StackError(f"Kafka did not answer {who} within {timeout:.0f}s: {exc}") from exc
             time.sleep(0.5)
 
 
@@ -93,18 +94,9 @@ def reassert_setup_user(broker_tls: Mapping[str, str], creds, timeout: float = 9
     broker's own certificate is a super user that needs no password, so the stack repairs itself here;
     the role users are re-asserted right after by the roles file's apply.
     """
-    admin = AdminClient(dict(broker_tls))
-    deadline = time.monotonic() + timeout
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    admin = _admin_when_ready(broker_tls, "on its internal listener", timeout)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upsert = [UserScramCredentialUpsertion(BOOTSTRAP_USER, info, creds.kafka_bootstrap_password.encode())]
-    while True:
-        try:
-            admin.list_topics(timeout=5)
-            break
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise StackError(f"Kafka did not answer on its internal listener within {timeout:.0f}s: {exc}") from exc
-            time.sleep(0.5)
     _wait_all(admin.alter_user_scram_credentials(upsert), "re-asserting the setup user")
 
 
@@ -112,7 +104,7 @@ def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:
     """Apply the roles file (each role's SCRAM-SHA-512 user and ACLs, with ``auditseal acl apply``'s code),
     then create the audit topics with their explicit configs. Like topic configs, ACLs are re-asserted:
     a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do)."""
-    admin = _admin_when_ready(KafkaSettings.from_env(env))
+    admin = _admin_when_ready(KafkaSettings.from_env(env).client_config(), "as the setup user")
     with acl_lock(stack_dir()):
         plan = plan_changes(admin, ROLES_FILE, passwords=creds.kafka)
         apply_plan(admin, plan, passwords=creds.kafka)

@@ -72,10 +72,3 @@ def bucket_policy(bucket: str, readers: list[str], writers: list[str]) -> str:
         statements.append({"Sid": "ArchiveReaders", "Effect": "Allow", "Principal": {"AWS": readers},
                            "Action": read, "Resource": resources})
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
-
-
-def version() -> str:
-    """The pinned gateway release."""
-    return VERSITYGW_VERSION
-
-

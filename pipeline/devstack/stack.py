@@ -265,7 +265,7 @@ class LocalStack:
         waiting = {"kafka": (self.kafka_process, ports["kafka_client"]), "s3": (self.s3_process, ports["s3"])}
         while waiting:
             for name, (process, port) in list(waiting.items()):
-                if process.has_exited():
+                if process.pid() is None:
                     raise StackError(f"{name} exited during start-up ({process.exit_description()}); last lines of {process.log_file}:\n"
                                      f"{process.log_tail()}")
                 if port_is_open("127.0.0.1", port):
