@@ -10,23 +10,24 @@ and :meth:`ChainSealer.resume` can rebuild the state from that checkpoint alone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from pipeline.codec import DecodeError, EventCodec, default_codec
-from pipeline.errors import AuditSealError
+from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
 from pipeline.integrity.keyring import SigningKey
+from pipeline.native.sealing import seal_event
 from pipeline.schemas import AUDIT_EVENT, default_catalog
 from pipeline.sealer.records import (
     CHECKPOINT_KIND,
     EVENT_KIND,
     REJECTION_KIND,
+    ENTRY_FIELDS,
     SealedCodecs,
     checkpoint_from_record,
     checkpoint_record,
-    event_payload,
     rejection_payload,
     sealed_codecs,
 )
@@ -38,8 +39,7 @@ class SealerStateError(AuditSealError):
     """The committed tail of a chain is not what this sealer writes; sealing it further could fork it."""
 
 
-@dataclass(frozen=True)
-class SealedRecord:
+class SealedRecord(NamedTuple):
     """One record to write to ``audit.sealed``: its kind (the Kafka header) and encoded value."""
 
     kind: bytes
@@ -48,25 +48,38 @@ class SealedRecord:
     source_timestamp_micros: int | None = None
 
 
-@dataclass
 class ChainSealer:
-    """The state of one chain between batches: head, previous checkpoint, next expected raw offset."""
+    """The state of one chain between batches: head, previous checkpoint, next expected raw offset.
 
-    chain_id: str
-    source_partition: int
-    signing_key: SigningKey
-    head: ChainHead
-    prev_checkpoint_hash: bytes = GENESIS_HASH
-    next_source_offset: int | None = None
-    codecs: SealedCodecs = field(default_factory=sealed_codecs)
-    event_codec: EventCodec = field(default_factory=default_codec)
-    _batch_hashes: list[bytes] = field(default_factory=list)
-    _batch_first_seq: int = 0
-    _last_source_offset: int = -1
-    _certainly_valid: Checker = field(init=False, repr=False)
+    Per event the work is one compiled acceptance check and one compiled hash-and-encode
+    (:mod:`pipeline.native.sealing`); the head is kept as plain (seq, hash) and built into a
+    :class:`ChainHead` only when asked for.
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self, chain_id: str, source_partition: int, signing_key: SigningKey, head: ChainHead, *,
+                 prev_checkpoint_hash: bytes = GENESIS_HASH, next_source_offset: int | None = None,
+                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None) -> None:
+        if head.chain_id != chain_id:
+            raise SealerStateError(f"the head of {head.chain_id} cannot start chain {chain_id}")
+        self.chain_id = chain_id
+        self.source_partition = source_partition
+        self.signing_key = signing_key
+        self.prev_checkpoint_hash = prev_checkpoint_hash
+        self.next_source_offset = next_source_offset
+        self.codecs = codecs or sealed_codecs()
+        self.event_codec = event_codec or default_codec()
+        self._seq, self._hash = head.seq, head.hash
+        self._batch_hashes: list[bytes] = []
+        self._batch_first_seq = 0
+        self._last_source_offset = -1
         self._certainly_valid = _fast_check(self.event_codec)
+        self._event_header = _event_header(self.codecs)
+        self._chain_id_utf8 = chain_id.encode("utf-8")
+
+    @property
+    def head(self) -> ChainHead:
+        """The chain's last entry (the genesis head before the first)."""
+        return ChainHead(self.chain_id, self._seq, self._hash)
 
     @classmethod
     def resume(cls, chain_id: str, source_partition: int, signing_key: SigningKey,
@@ -92,26 +105,19 @@ class ChainSealer:
     def seal(self, value: bytes | None, source_offset: int, source_timestamp_micros: int) -> SealedRecord:
         """The next chain entry for one raw record: a sealed event if it decodes and validates,
         otherwise a rejection naming why. Never raises for bad input: nothing is dropped."""
-        reason = self._refusal(value)
-        seq = self.head.seq + 1
-        if reason is None:
-            assert value is not None
-            payload = event_payload(self.source_partition, source_offset, source_timestamp_micros, value)
-            digest = chain_hash(self.head.hash, seq, payload)
-            record = {
-                "chain_id": self.chain_id, "seq": seq, "prev_hash": self.head.hash, "hash": digest,
-                "source_partition": self.source_partition, "source_offset": source_offset,
-                "source_timestamp_micros": source_timestamp_micros, "event": value,
-            }
-            kind, encoded = EVENT_KIND, self.codecs.event.encode(record)
+        seq = self._seq + 1
+        if self._certainly_valid(value) or (reason := self._refusal(value)) is None:
+            encoded, digest = seal_event(self._event_header, self._chain_id_utf8, self._hash, seq,
+                                         self.source_partition, source_offset, source_timestamp_micros, value)
+            kind = EVENT_KIND
         else:
             raw = value or b""
             raw_sha256 = hashlib.sha256(raw).digest()
             payload = rejection_payload(self.source_partition, source_offset, source_timestamp_micros,
                                         raw_sha256, len(raw), reason)
-            digest = chain_hash(self.head.hash, seq, payload)
+            digest = chain_hash(self._hash, seq, payload)
             record = {
-                "chain_id": self.chain_id, "seq": seq, "prev_hash": self.head.hash, "hash": digest,
+                "chain_id": self.chain_id, "seq": seq, "prev_hash": self._hash, "hash": digest,
                 "source_partition": self.source_partition, "source_offset": source_offset,
                 "source_timestamp_micros": source_timestamp_micros, "raw_sha256": raw_sha256,
                 "raw_size": len(raw), "reason": reason,
@@ -120,18 +126,16 @@ class ChainSealer:
         if not self._batch_hashes:
             self._batch_first_seq = seq
         self._batch_hashes.append(digest)
-        self.head = ChainHead(self.chain_id, seq, digest)
-        self.next_source_offset = source_offset + 1
-        self._last_source_offset = source_offset
+        self._seq, self._hash = seq, digest
+        self.next_source_offset = self._last_source_offset = source_offset
+        self.next_source_offset += 1
         return SealedRecord(kind, encoded, seq, source_timestamp_micros)
 
     def _refusal(self, value: bytes | None) -> str | None:
+        # The reference decision, for what the one-pass check is not sure of (seal() asks it
+        # first): any record of an older schema version, and every invalid record.
         if value is None:
             return "empty record value (a tombstone): an audit event was expected"
-        # One pass over the bytes for the newest schema's plain records; anything else, and
-        # every invalid record, gets the reference decision and message below.
-        if self._certainly_valid(value):
-            return None
         try:
             validate_event(self.event_codec.decode(value))
         except (DecodeError, InvalidEventError) as exc:
@@ -153,6 +157,18 @@ class ChainSealer:
 
 def _never_sure(value: bytes) -> bool:
     return False
+
+
+@lru_cache(maxsize=8)
+def _event_header(codecs: SealedCodecs) -> bytes:
+    # seal_event writes the SealedEvent fields in ENTRY_FIELDS order, then the event: refuse a
+    # schema with another layout rather than write records its readers would misread
+    fields = tuple((f["name"], f["type"]) for f in codecs.event.schema.parsed["fields"])
+    expected = tuple(zip((*ENTRY_FIELDS, "event"), ("string", "long", "bytes", "bytes", "int", "long", "long", "bytes")))
+    if fields != expected:
+        raise ConfigError(f"{codecs.event.schema.name} has fields {fields}; pipeline.native.sealing.seal_event "
+                          f"writes {expected}: update it with the schema")
+    return bytes(codecs.event.header)
 
 
 @lru_cache(maxsize=8)

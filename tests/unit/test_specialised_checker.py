@@ -1,5 +1,6 @@
 """The sealer's one-pass check accepts and rejects exactly what decode + validate_event does, with the
-same reason; the generated fast path says "valid" only when the reference path agrees."""
+same reason; the fast path says "valid" only when the reference path agrees, and the compiled
+checker answers what the generated Python one answers on every input here."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import generate_signing_key
 from pipeline.sealer.chain_sealer import ChainSealer
 from pipeline.sealer.records import EVENT_KIND, REJECTION_KIND
-from pipeline.specialised_checker import compile_checker
+from pipeline.specialised_checker import checker_program, compile_checker, compile_python_checker
 from pipeline.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, InvalidEventError, validate_event
 from tests.unit.test_codec import FIXED_HEX, _catalog_with, _v2_with_tenant, valid_events
 
 CODEC = default_codec()
 CHECK = compile_checker(CODEC.schema.parsed, CODEC.header)
+PYTHON_CHECK = compile_python_checker(CODEC.schema.parsed, CODEC.header)
 SIGNING_KEY = generate_signing_key()
 LOW_MICROS, HIGH_MICROS = (int(bound.timestamp()) * 10**6 for bound in (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP))
 
@@ -45,6 +47,7 @@ def sealer_reason(value: bytes, codec: EventCodec = CODEC) -> str | None:
 
 def assert_same_decision(value: bytes) -> None:
     expected = reference_reason(value)
+    assert CHECK(value) == PYTHON_CHECK(value), f"compiled and generated checkers disagree on {value.hex()}"
     if CHECK(value):
         assert expected is None, f"fast path accepted {value.hex()}, the reference path says: {expected}"
     assert sealer_reason(value) == expected
@@ -229,6 +232,7 @@ def test_schemas_with_unchecked_nodes_get_no_checker(schema: dict) -> None:
     import fastavro
 
     assert compile_checker(fastavro.parse_schema(schema), CODEC.header) is None
+    assert compile_python_checker(fastavro.parse_schema(schema), CODEC.header) is None
 
 
 @settings(max_examples=100, deadline=None)
@@ -236,7 +240,7 @@ def test_schemas_with_unchecked_nodes_get_no_checker(schema: dict) -> None:
 def test_ascii_records_with_long_strings_need_no_utf8_decoding(text: str) -> None:
     # Multi-byte lengths are counted as non-string bytes: only a record with non-ASCII text
     # pays for decoding its strings.
-    check = compile_checker(CODEC.schema.parsed, CODEC.header)
+    check = compile_python_checker(CODEC.schema.parsed, CODEC.header)
     assert check is not None
 
     def must_not_decode(data: bytes) -> bool:
@@ -246,3 +250,36 @@ def test_ascii_records_with_long_strings_need_no_utf8_decoding(text: str) -> Non
     event = CODEC.decode(FIXED)
     data = CODEC.encode({**event, "actor": {**event["actor"], "user_agent": text}, "attributes": {text: text * 128}})  # a 3-byte length
     assert check(data)
+
+
+def test_the_checker_program_of_the_audit_event_schema() -> None:
+    # A fixed vector: the opcodes of AuditEvent v1 (pipeline.native.sealing), field by field.
+    from pipeline.native.sealing import OP_ENUM, OP_NULLABLE, OP_RANGE, OP_REPEAT, OP_STRING, OP_UUID
+
+    optional_string = (OP_NULLABLE, 1, 1, OP_STRING)
+    assert checker_program(CODEC.schema.parsed) == (
+        OP_UUID,                                              # event_id
+        OP_RANGE, LOW_MICROS, HIGH_MICROS,                    # occurred_at
+        OP_STRING, OP_ENUM, 4, *optional_string * 3,          # actor: id, type, source_ip, user_agent, session_id
+        OP_STRING,                                            # action
+        OP_STRING, OP_STRING,                                 # resource: type, id
+        OP_ENUM, 4, *optional_string,                         # outcome: status, reason
+        OP_STRING, *optional_string * 2,                      # source_service, request_id, trace_id
+        OP_REPEAT, 1, 1, OP_STRING,                           # attributes: blocks of (key, string)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_compiled_and_generated_checkers_agree_on_mutated_records(data: st.DataObject) -> None:
+    value = bytearray(FIXED)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(HEADER_SIZE, len(value) - 1))
+        action = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        if action == "set":
+            value[at] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            value[at:at] = bytes([data.draw(st.integers(0, 255))])
+        elif len(value) > HEADER_SIZE + 1:
+            del value[at]
+    assert_same_decision(bytes(value))

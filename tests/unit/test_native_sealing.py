@@ -1,0 +1,90 @@
+"""The compiled sealed entry (pipeline.native.sealing.seal_event) against its references: the chain
+hash of pipeline.integrity.chain over the payload of pipeline.sealer.records, and the SealedEvent
+bytes of the checked Avro writer and of fastavro."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import ConfigError
+from pipeline.integrity.chain import GENESIS_HASH, chain_hash
+from pipeline.native.sealing import seal_event
+from pipeline.sealer import chain_sealer
+from pipeline.sealer.records import event_payload, sealed_codecs
+
+CODECS = sealed_codecs()
+HEADER = bytes(CODECS.event.header)
+
+
+def reference(chain_id: str, prev_hash: bytes, seq: int, partition: int, offset: int, micros: int,
+              event: bytes) -> tuple[bytes, bytes]:
+    digest = chain_hash(prev_hash, seq, event_payload(partition, offset, micros, event))
+    record = {"chain_id": chain_id, "seq": seq, "prev_hash": prev_hash, "hash": digest,
+              "source_partition": partition, "source_offset": offset, "source_timestamp_micros": micros,
+              "event": event}
+    return CODECS.event.encode(record), digest
+
+
+def test_a_fixed_vector() -> None:
+    # The hash input spelled out byte by byte (pipeline.integrity.chain's module doc), and the
+    # SealedEvent body as Avro zig-zag varints: 11 -> 0x16, seq 5 -> 0x0a, 32 -> 0x40, ...
+    event = b"\xc3\x01" + bytes(8) + b"body"
+    payload = b"\x01" + (3).to_bytes(4, "big") + (7).to_bytes(8, "big") + (1_000_000).to_bytes(8, "big") + event
+    hashed = (b"auditseal/chain/v1\x00" + GENESIS_HASH + (5).to_bytes(8, "big") + len(payload).to_bytes(8, "big")
+              + payload)
+    value, digest = seal_event(HEADER, b"audit.raw/3", GENESIS_HASH, 5, 3, 7, 1_000_000, event)
+    assert digest == hashlib.sha256(hashed).digest()
+    assert digest.hex() == "05cd2e1c2b7c92a980da0560f4d6bd8d6286647bf6b5640f3f27ad2c2f478c69"
+    assert value == (HEADER + b"\x16audit.raw/3" + b"\x0a" + b"\x40" + GENESIS_HASH + b"\x40" + digest
+                     + b"\x06" + b"\x0e" + b"\x80\x89\x7a" + b"\x1c" + event)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chain_id=st.text(min_size=1, max_size=40),
+    prev_hash=st.binary(min_size=32, max_size=32),
+    seq=st.integers(0, 2**63 - 1),
+    partition=st.integers(0, 2**31 - 1),
+    offset=st.integers(0, 2**63 - 1),
+    micros=st.integers(0, 2**63 - 1),
+    event=st.binary(max_size=300),
+)
+def test_equals_the_reference_hash_and_the_checked_writer(chain_id: str, prev_hash: bytes, seq: int, partition: int,
+                                                            offset: int, micros: int, event: bytes) -> None:
+    value, digest = seal_event(HEADER, chain_id.encode(), prev_hash, seq, partition, offset, micros, event)
+    assert (value, digest) == reference(chain_id, prev_hash, seq, partition, offset, micros, event)
+    decoded = fastavro.schemaless_reader(io.BytesIO(value[len(HEADER):]), CODECS.event.schema.parsed)
+    assert decoded["hash"] == digest and decoded["event"] == event and decoded["seq"] == seq
+
+
+@pytest.mark.parametrize("args, message", [
+    ((b"\x00" * 31, 0, 0, 0, 0), "prev_hash must be 32 bytes"),
+    ((GENESIS_HASH, -1, 0, 0, 0), "must not be negative"),
+    ((GENESIS_HASH, 0, 0, -1, 0), "must not be negative"),
+    ((GENESIS_HASH, 0, 0, 0, -1000), "must not be negative"),
+    ((GENESIS_HASH, 0, 2**31, 0, 0), "source_partition must be in"),
+    ((GENESIS_HASH, 0, -1, 0, 0), "source_partition must be in"),
+])
+def test_values_the_references_refuse_are_refused(args: tuple, message: str) -> None:
+    prev_hash, seq, partition, offset, micros = args
+    with pytest.raises(ValueError, match=message):
+        seal_event(HEADER, b"c", prev_hash, seq, partition, offset, micros, b"e")
+
+
+def test_a_sealed_event_schema_of_another_layout_is_refused() -> None:
+    # seal_event writes a fixed field order; a schema that moved on must stop the sealer, loudly.
+    class Moved:
+        class event:  # noqa: N801 - stands in for an EventCodec attribute
+            header = HEADER
+            class schema:  # noqa: N801
+                name = "dev.auditseal.SealedEvent"
+                parsed = {"fields": [{"name": "seq", "type": "long"}, {"name": "chain_id", "type": "string"}]}
+
+    with pytest.raises(ConfigError, match="update it with the schema"):
+        chain_sealer._event_header.__wrapped__(Moved)
