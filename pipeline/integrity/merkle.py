@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Sequence
 
 from pipeline.integrity.errors import MalformedInputError
+from pipeline.native.merkle_native import root_of_leaf_hashes, root_of_record_hashes
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -64,12 +65,28 @@ def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     """Merkle Tree Hash of a tree whose leaf hashes are already computed (RFC 9162 section 2.1.1).
 
     The sealer holds leaf hashes as records arrive, so this is the form it calls; it yields the
-    same root as `merkle_root` on the corresponding leaf data.
+    same root as `merkle_root` on the corresponding leaf data. A list or tuple of 32-byte hashes
+    is rooted in one compiled call (`pipeline.native.merkle_native`, equal to the readable `_levels`).
     """
+    root = root_of_leaf_hashes(leaf_hashes)
+    if root is not None:
+        return root
     _require_leaf_hashes(leaf_hashes)
     if not leaf_hashes:
         return EMPTY_ROOT
     return _levels(leaf_hashes)[-1][0]
+
+
+def record_tree_root(record_hashes: Sequence[bytes]) -> bytes:
+    """The Merkle Tree Hash over the record leaves of these chain hashes, as a checkpoint's merkle_root.
+
+    Equal to ``root_from_leaf_hashes([record_leaf_hash(h) for h in record_hashes])``, computed
+    in one compiled call; raises MalformedInputError as record_leaf_hash does for a wrong size.
+    """
+    root = root_of_record_hashes(record_hashes)
+    if root is not None:
+        return root
+    return root_from_leaf_hashes([record_leaf_hash(value) for value in record_hashes])
 
 
 def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:

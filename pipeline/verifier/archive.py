@@ -35,6 +35,7 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
 from pipeline.codec import CorruptBodyError
 from pipeline.sealer.records import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.native.flat_reader import EntryScan
 from pipeline.specialised_reader import compile_decoder, record_fields
 from pipeline.verifier.chains import ChainAuditor, Violation
 
@@ -148,30 +149,55 @@ def _archived_record_decoder():
     return fields, compile_decoder(schema), names.index("offset"), names.index("value")
 
 
+def sink_blocks(container: bytes) -> Iterator[tuple[bytes, int, int]] | None:
+    """(record bytes, record count, byte offset) of each block of an (unencrypted) object, in file order;
+    None if the container's header holds another writer schema than the sink's.
+
+    fastavro reads the container (header, sync markers, codec); the records of a block are for the
+    caller to decode (with the specialised reader), then to check with :func:`require_block_end`.
+    """
+    blocks = fastavro.block_reader(io.BytesIO(container))
+    if record_fields(blocks.writer_schema) != _archived_record_decoder()[0]:
+        return None
+    return ((block.bytes_.getvalue(), block.num_records, block.offset) for block in blocks)
+
+
+def require_block_end(position: int, end: int, records: int, block_offset: int) -> None:
+    """CorruptBodyError if a block's last record ends before the block does (fastavro lets that through)."""
+    if position != end:
+        raise CorruptBodyError(f"{end - position} bytes after the last of the {records} records "
+                               f"of the block at byte {block_offset}")
+
+
 def archived_values(container: bytes) -> Iterator[tuple[int, bytes]]:
     """(offset, value) of each ArchivedRecord of an (unencrypted) object's bytes, in file order.
 
-    The same pairs as :func:`connectors.s3sink.objects.read_archived_records`, faster: fastavro
-    reads the container (header, sync markers, codec) block by block, and the records of each
-    block are decoded by the specialised reader, which also rejects what fastavro would let
-    through (a short value, a block with bytes after its last record). A container whose header
-    holds another writer schema than the sink's is read by fastavro record by record.
+    The same pairs as :func:`connectors.s3sink.objects.read_archived_records`, faster: the records
+    of each of :func:`sink_blocks` are decoded by the specialised reader, which also rejects what
+    fastavro would let through (a short value, a block with bytes after its last record). A
+    container whose header holds another writer schema than the sink's is read by fastavro
+    record by record.
     """
-    blocks = fastavro.block_reader(io.BytesIO(container))
-    fields, decode, offset_index, value_index = _archived_record_decoder()
-    if record_fields(blocks.writer_schema) != fields:
+    blocks = sink_blocks(container)
+    if blocks is None:
         for record in read_archived_records(container):
             yield record["offset"], record["value"]
         return
-    for block in blocks:
-        data = block.bytes_.getvalue()
+    _, decode, offset_index, value_index = _archived_record_decoder()
+    for data, records, block_offset in blocks:
         position, end = 0, len(data)
-        for _ in range(block.num_records):
+        for _ in range(records):
             values, position = decode(data, position, end)
             yield values[offset_index], values[value_index]
-        if position != end:
-            raise CorruptBodyError(f"{end - position} bytes after the last of the {block.num_records} records "
-                                   f"of the block at byte {block.offset}")
+        require_block_end(position, end, records, block_offset)
+
+
+@lru_cache(maxsize=1)
+def _entry_scan_layout() -> tuple:
+    # EntryScan's arguments: the sink's ArchivedRecord layout and the newest SealedEvent's header and fields
+    fields, _, offset_index, value_index = _archived_record_decoder()
+    event = sealed_codecs().event
+    return fields, offset_index, value_index, event.header, record_fields(event.schema.parsed)
 
 
 class DirectorySource:
@@ -356,35 +382,34 @@ class ArchiveVerifier:
                             f"required {required:%Y-%m-%dT%H:%M:%SZ} ({manifest.compliance_profile})")
 
     def _stream_records(self, entry, data, manifest, report, auditor, codecs) -> None:
-        count, previous_offset = 0, -1
-        first_offset, last_offset, name = entry.key.first_offset, entry.key.last_offset, entry.name
+        # Clean event entries are taken by the compiled EntryScan; every other record (a checkpoint,
+        # a rejection, the first of a chain, anything wrong) by _record, which names what is wrong.
+        count = 0
         chains: dict[str, list[int]] = {}
-        decode = codecs.decode_fields
+        scan = EntryScan(*_entry_scan_layout())
+        scan.expect_offsets(entry.key.first_offset, entry.key.last_offset)
         try:
-            for offset, value in archived_values(data):
-                count += 1
-                location = f"{name} offset {offset}"
-                if not first_offset <= offset <= last_offset or offset <= previous_offset:
-                    self._violation(report, MANIFEST_MISMATCH, entry,
-                                    f"record offset {offset} outside {first_offset}..{last_offset} "
-                                    f"or not after {previous_offset}")
-                previous_offset = offset
-                try:
-                    kind, fields = decode(value)
-                except (AuditSealError, ValueError) as exc:  # an undecodable value is reported where it is
-                    auditor.violations.append(Violation("malformed_record", None, None, location, str(exc)))
-                    continue
-                if kind == CHECKPOINT_KIND:
-                    auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
-                    continue
-                chain_id, seq = fields[0], fields[1]
-                auditor.entry_fields(chain_id, seq, fields[2], fields[3], entry_payload_of_fields(kind, fields),
-                                     location)
-                seqs = chains.get(chain_id)
-                if seqs is None:
-                    chains[chain_id] = [seq, seq]
-                else:
-                    seqs[1] = seq
+            blocks = sink_blocks(data)
+            if blocks is None:
+                for record in read_archived_records(data):
+                    count += 1
+                    self._record(record["offset"], record["value"], entry, scan, chains, report, auditor, codecs)
+                blocks = ()
+            _, decode, offset_index, value_index = _archived_record_decoder()
+            for block, records, block_offset in blocks:
+                position, end, left = 0, len(block), records
+                while left:
+                    position, accepted = scan.scan(block, position, end, left)
+                    count += accepted
+                    auditor.entries_checked += accepted
+                    left -= accepted
+                    if left:
+                        values, position = decode(block, position, end)
+                        count += 1
+                        left -= 1
+                        self._record(values[offset_index], values[value_index], entry, scan, chains, report,
+                                     auditor, codecs)
+                require_block_end(position, end, records, block_offset)
         except Exception as exc:  # fastavro signals a damaged container with many exception types
             self._violation(report, UNREADABLE, entry, f"not a readable Avro container: {type(exc).__name__}: {exc}")
             return
@@ -396,3 +421,29 @@ class ArchiveVerifier:
                 self._violation(report, MANIFEST_MISMATCH, entry,
                                 f"object holds {count} records, chains {chains}; manifest says "
                                 f"{manifest.record_count}, chains {declared}")
+
+    def _record(self, offset, value, entry, scan, chains, report, auditor, codecs) -> None:
+        # one archived record the EntryScan did not take: checked and reported the readable way
+        location = f"{entry.name} offset {offset}"
+        first_offset, last_offset = entry.key.first_offset, entry.key.last_offset
+        if not first_offset <= offset <= last_offset or offset <= scan.previous_offset:
+            self._violation(report, MANIFEST_MISMATCH, entry,
+                            f"record offset {offset} outside {first_offset}..{last_offset} "
+                            f"or not after {scan.previous_offset}")
+        scan.previous_offset = offset
+        try:
+            kind, fields = codecs.decode_fields(value)
+        except (AuditSealError, ValueError) as exc:  # an undecodable value is reported where it is
+            auditor.violations.append(Violation("malformed_record", None, None, location, str(exc)))
+            return
+        if kind == CHECKPOINT_KIND:
+            auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
+            return
+        chain_id, seq = fields[0], fields[1]
+        auditor.entry_fields(chain_id, seq, fields[2], fields[3], entry_payload_of_fields(kind, fields), location)
+        seqs = chains.get(chain_id)
+        if seqs is None:
+            seqs = chains[chain_id] = [seq, seq]
+        else:
+            seqs[1] = seq
+        scan.follow(auditor.chains.get(chain_id), seqs)
