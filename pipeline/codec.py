@@ -9,8 +9,8 @@ Form in little-endian byte order. The bytes carry their schema identity, so a co
 schema registry: it looks the fingerprint up among the ``schemas/*.avsc`` files it ships and
 resolves the body into the newest version it knows (Avro schema resolution).
 
-Encoding validates in the same pass (see :mod:`pipeline.validation` and, for the generated fast
-path, :mod:`pipeline.specialised_writer`); decoding errors are
+Encoding validates in the same pass (see :mod:`pipeline.validation` and, for the compiled fast
+path, :mod:`pipeline.native.avro_writer`); decoding errors are
 :class:`DecodeError` subclasses, one per kind of damage, because the sealer records each
 rejected record with its reason.
 """
@@ -26,8 +26,8 @@ from fastavro import schemaless_reader
 from fastavro.read import SchemaResolutionError
 
 from pipeline.errors import AuditSealError, ConfigError
+from pipeline.native.avro_writer import compile_native_encoder
 from pipeline.schemas import AUDIT_EVENT, SchemaCatalog, SchemaVersion, default_catalog
-from pipeline.specialised_writer import compile_encoder
 from pipeline.validation import compile_writer
 
 MARKER = b"\xc3\x01"
@@ -67,14 +67,14 @@ class EventCodec:
         self.schema: SchemaVersion = self.catalog.latest(family)
         self.header = MARKER + self.schema.fingerprint
         self._write = compile_writer(self.schema.parsed)
-        # An instance attribute, not a method: emit() calls the generated function directly.
-        self.encode: Callable[[Mapping[str, Any]], bytes] = compile_encoder(
+        # An instance attribute, not a method: emit() calls the compiled encoder directly.
+        self.encode: Callable[[Mapping[str, Any]], bytes] = compile_native_encoder(
             self.schema.parsed, self.header, self.encode_checked
         )
         """The single-object encoding of an event; InvalidEventError (naming the field) if it does not validate.
 
-        The schema-specialised fast path (:mod:`pipeline.specialised_writer`), which hands
-        anything unusual or invalid to :meth:`encode_checked`; both give the same bytes.
+        The compiled fast path (:mod:`pipeline.native.avro_writer`), which hands anything
+        unusual or invalid to :meth:`encode_checked`; both give the same bytes.
         """
 
     def encode_checked(self, event: Mapping[str, Any]) -> bytes:

@@ -1,5 +1,10 @@
 """A schema-specialised fast path for the checked writer, generated as Python source once per schema.
 
+The readable reference for the compiled encoder the codec uses,
+:mod:`pipeline.native.avro_writer` (same contract, same design rule, same bytes; the unit tests
+compare the two with the checked writer and fastavro). Not on the hot path any more: ~2.6 µs per
+audit event here against ~0.5 µs compiled.
+
 :func:`pipeline.validation.compile_writer` walks a tree of small closures: one call per schema
 node, one ``bytearray`` append per piece. That costs ~5 µs per audit event, more than
 librdkafka's whole produce path. Like fastavro's and avro-fastread's code generators, this module

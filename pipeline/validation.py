@@ -6,9 +6,10 @@ to a ``bytearray`` in the same pass. Validating and encoding an event is therefo
 the encoder can never accept a value the validator would reject. The bytes are identical to
 ``fastavro.schemaless_writer``'s (the unit tests check this on generated events); fastavro's own
 writer is not used on the hot path because it costs about three times as much per event and
-reports problems without the field path. In front of it, :mod:`pipeline.specialised_writer`
-generates a straight-line fast path for the common shapes of values, which hands everything else,
-including every invalid value, to this checked writer.
+reports problems without the field path. In front of it, :mod:`pipeline.native.avro_writer`
+(compiled; its readable reference is :mod:`pipeline.specialised_writer`) is a fast path for the
+common shapes of values, which hands everything else, including every invalid value, to this
+checked writer.
 
 A rejected value raises one :class:`InvalidEventError` naming the field path (``actor.source_ip``,
 ``attributes['region']``) and the problem: missing, wrong type (expected vs found), enum symbol

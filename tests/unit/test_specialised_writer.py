@@ -66,14 +66,6 @@ def test_generated_events_take_the_fast_path_and_match_fastavro(event_encoder) -
     assert fallback.calls == calls
 
 
-def test_the_codec_uses_it_and_prefixes_the_header() -> None:
-    codec = default_codec()
-    event = next(synthetic_events(1, seed=1))
-    expected = codec.header + fastavro_bytes(codec.schema.parsed, event)
-    assert codec.encode(event) == codec.encode_checked(event) == expected
-    assert codec.encode.__code__.co_filename.startswith("<specialised writer")
-
-
 @pytest.mark.parametrize(
     "edit",
     [
