@@ -3,8 +3,11 @@
 Faust hosts the worker: its lifecycle and signals, the ``seal`` agent, and the timer that reports lag.
 The raw records reach the agent in batches (at most ``max_batch`` records, at most ``batch_interval``
 seconds apart), fetched by librdkafka: Faust's own per-record stream path measured about 7,600
-records/s forwarding nothing, a quarter of the target. For each chain in a batch the agent seals
-the records and writes them with their checkpoint in one transaction (:mod:`pipeline.sealer.output`).
+records/s forwarding nothing, a quarter of the target. For each chain in a batch the agent queues
+the records in the chain's own lane (one thread per chain), which seals them and writes them with
+their checkpoint in one transaction (:mod:`pipeline.sealer.output`). A chain's batches are sealed
+and committed in order, one transaction at a time; the chains' lanes run side by side, and the next
+fetch does not wait for the last commit (at most ``_IN_FLIGHT`` batches per chain are queued).
 
 Correctness never depends on a consumer offset: a chain is opened when its partition is assigned
 (fencing any older writer), resumes from its own last checkpoint, and the consumer is positioned
@@ -18,7 +21,8 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,9 +30,10 @@ import faust
 from faust.app.base import BootStrategy
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from mode import CrashingSupervisor
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from pipeline.config import KafkaSettings
+from pipeline.metrics import BatchHistogram
 from pipeline.integrity.keyring import SigningKey
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
 from pipeline.sealer.output import ChainFencedError, ChainWriter
@@ -44,11 +49,13 @@ CHECKPOINTS = Counter("auditseal_sealer_checkpoints_total", "Signed checkpoints 
 FENCED = Counter("auditseal_sealer_chain_fenced_total", "Chains given up after a fenced or failed transaction",
                  ["chain"])
 LAG = Gauge("auditseal_sealer_consumer_lag", "Raw records not yet sealed (high watermark - next offset)", ["chain"])
-LATENCY = Histogram("auditseal_sealer_seal_latency_seconds", "Raw record timestamp to committed seal",
-                    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LATENCY = BatchHistogram("auditseal_sealer_seal_latency_seconds", "Raw record timestamp to committed seal",
+                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 # after a failed transaction, give a rebalance the time to move the chain before taking it back
 _REOPEN_AFTER_S = 15.0
+# batches a chain's lane may hold (one committing, one waiting) before the fetch loop waits for it
+_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class SealerConfig:
 class _Chain:
     writer: ChainWriter
     sealer: ChainSealer
+    # one thread: the chain's batches are sealed and committed in the order they were fetched
+    lane: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chain"))
+    pending: deque[Future[int]] = field(default_factory=deque)
 
 
 @dataclass
@@ -84,7 +94,7 @@ class Sealer:
         self.config = config
         self.chains: dict[int, _Chain] = {}
         self.paused: dict[int, float] = {}  # partition -> when its chain was given up
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chain")
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="open")  # opens chains in parallel
         self._consumer_lock = threading.Lock()  # close() must not race a consume() in another thread
         self._closed = False
         self.consumer = Consumer(settings.client_config(**{
@@ -128,8 +138,17 @@ class Sealer:
     def _drop(self, partition: int) -> None:
         chain = self.chains.pop(partition, None)
         self.paused.pop(partition, None)
-        if chain is not None:
-            chain.writer.close()
+        if chain is None:
+            return
+        # Batches not started are dropped (whoever owns the chain next resumes from its last
+        # checkpoint and reads them again); a transaction under way completes or fails first.
+        for job in chain.pending:
+            job.cancel()
+        chain.lane.shutdown(wait=True)
+        chain.writer.close()
+        for job in chain.pending:
+            if not job.cancelled() and not isinstance(job.exception(), (ChainFencedError, type(None))):
+                raise job.exception()  # a bug, not a fenced chain: stop the worker (CrashingSupervisor)
 
     # ---- the batch loop ------------------------------------------------------------------------------
     def fetch(self) -> list[Message]:
@@ -137,6 +156,7 @@ class Sealer:
         with self._consumer_lock:
             if self._closed:
                 return []
+            self._settle_finished()
             self._retake_paused()
             messages = self.consumer.consume(self.config.max_batch, self.config.batch_interval)
         for message in messages:
@@ -159,20 +179,50 @@ class Sealer:
             self.consumer.resume([tp])
 
     def seal_batch(self, messages: list[Message]) -> int:
-        """Seal one batch: one transaction per chain, the chains' commits in parallel; returns records sealed."""
+        """Queue one batch in the lanes of its chains; returns the records sealed by the batches that
+        finished meanwhile. Waits only for a chain that already has ``_IN_FLIGHT`` batches queued."""
         by_partition: dict[int, list[Message]] = {}
         for message in messages:
             by_partition.setdefault(message.partition(), []).append(message)
-        jobs = {p: self.executor.submit(self._seal_and_write, p, self.chains[p], batch)
-                for p, batch in by_partition.items() if p in self.chains}
-        sealed = 0
-        for partition, job in jobs.items():
-            try:
-                sealed += job.result()
-            except ChainFencedError as exc:
-                log.warning("%s", exc)
-                self._give_up(partition)
+        with self._consumer_lock:  # not while close() releases the chains
+            if self._closed:
+                return 0  # released: whoever owns the chains next reads these records again
+            sealed = self._settle_finished()
+            for partition, batch in by_partition.items():
+                chain = self.chains.get(partition)
+                while chain is not None and len(chain.pending) >= _IN_FLIGHT:
+                    sealed += self._settle(partition, chain)
+                    chain = self.chains.get(partition)  # None if it was given up
+                if chain is not None:
+                    chain.pending.append(chain.lane.submit(self._seal_and_write, chain, batch))
         return sealed
+
+    def _settle_finished(self) -> int:
+        sealed = 0
+        for partition, chain in list(self.chains.items()):
+            while chain.pending and chain.pending[0].done() and self.chains.get(partition) is chain:
+                sealed += self._settle(partition, chain)
+        return sealed
+
+    def _settle(self, partition: int, chain: _Chain) -> int:
+        # the outcome of the chain's oldest queued batch (waiting for it); a failed transaction gives
+        # the chain up, and the batches queued after it are dropped with it
+        try:
+            return chain.pending[0].result()
+        except ChainFencedError as exc:
+            log.warning("%s", exc)
+            self._give_up(partition)
+            return 0
+        finally:
+            if chain.pending:
+                chain.pending.popleft()
+
+    def drain(self) -> None:
+        """Wait until every queued batch is sealed and committed (or its chain given up).
+        Call with the consumer lock held (close() does)."""
+        for partition, chain in list(self.chains.items()):
+            while chain.pending and self.chains.get(partition) is chain:
+                self._settle(partition, chain)
 
     def _give_up(self, partition: int) -> None:
         # fenced: most likely a rebalance gave the chain to another worker; stop reading it and let the
@@ -182,15 +232,17 @@ class Sealer:
         self.consumer.pause([tp])
         self.paused[partition] = time.monotonic()
 
-    def _seal_and_write(self, partition: int, chain: _Chain, messages: list[Message]) -> int:
+    def _seal_and_write(self, chain: _Chain, messages: list[Message]) -> int:
+        # runs in the chain's lane
         sealer = chain.sealer
         label = sealer.chain_id
         records: list[SealedRecord] = []
+        seal, append = sealer.seal, records.append
         for message in messages:
-            if message.offset() < sealer.next_source_offset:
+            offset = message.offset()
+            if offset < sealer.next_source_offset:
                 continue  # fetched before a seek back; sealed already
-            _, timestamp_ms = message.timestamp()
-            records.append(sealer.seal(message.value(), message.offset(), timestamp_ms * 1000))
+            append(seal(message.value(), offset, message.timestamp()[1] * 1000))
         if not records:
             return 0
         rejected = sum(1 for r in records if r.kind == REJECTION_KIND)
@@ -200,9 +252,9 @@ class Sealer:
         except ChainFencedError:
             FENCED.labels(label).inc()
             raise
-        now = time.time()
-        for record in records[:-1]:
-            LATENCY.observe(max(0.0, now - record.source_timestamp_micros / 1_000_000))
+        now_micros = time.time() * 1_000_000
+        LATENCY.observe_many([max(0.0, now_micros - record.source_timestamp_micros) / 1_000_000
+                              for record in records[:-1]])
         SEALED.labels(label).inc(len(records) - 1)
         REJECTED.labels(label).inc(rejected)
         CHECKPOINTS.labels(label).inc()
@@ -222,6 +274,7 @@ class Sealer:
             if self._closed:
                 return
             self._closed = True
+            self.drain()  # what was fetched is committed before the chains are released
             self.consumer.close()  # revokes: every chain is dropped in _on_revoke
             for partition in list(self.chains):
                 self._drop(partition)
@@ -287,7 +340,8 @@ def worker_app(worker: BatchWorker, app_id: str, bootstrap: str) -> faust.App:
 
     @app.task
     async def fetch_raw() -> None:
-        # one batch in flight at a time: a rebalance (inside fetch) never overlaps a transaction
+        # one batch handed over at a time; a rebalance (inside fetch) waits for the transaction
+        # under way in each revoked chain's lane (Sealer._drop)
         loop = asyncio.get_running_loop()
         # Faust lets streams flow once its own consumer has recovered; this app has none
         app.flow_control.resume()
