@@ -309,6 +309,9 @@ def _tamper(records: list, rng: random.Random, how: str) -> None:
         records[index], records[index + 1] = records[index + 1], records[index]
     elif how == "replay":
         records.insert(index, records[rng.randrange(index + 1)])
+    elif how == "offset" and index > 0:
+        # a record moved back onto (or before) its predecessor's offset, its value untouched
+        records[index] = (records[index - 1][0] - rng.randrange(2), records[index][1], value)
     elif how == "foreign":
         records.insert(index, (0, 0, _sealed_partition(generate_signing_key(), 9, 3)[rng.randrange(3)][2]))
     if how in ("drop", "duplicate", "replay", "foreign") and rng.random() < 0.7:
@@ -316,7 +319,7 @@ def _tamper(records: list, rng: random.Random, how: str) -> None:
         records[:] = [(offset, ts, value) for offset, (_, ts, value) in enumerate(records)]
 
 
-TAMPERS = ("flip", "truncate", "extend", "drop", "duplicate", "swap", "replay", "foreign")
+TAMPERS = ("flip", "truncate", "extend", "drop", "duplicate", "swap", "replay", "foreign", "offset")
 
 
 @settings(max_examples=40, deadline=None)
