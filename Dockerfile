@@ -12,9 +12,13 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
+# a C compiler for the Cython fast paths in pipeline/native (build stage only)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 # dependencies first, from the metadata only, so a source change does not rebuild the wheel layer
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/auditseal \
     && /opt/auditseal/bin/pip install --upgrade pip \
