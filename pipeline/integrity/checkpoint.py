@@ -49,7 +49,7 @@ from pipeline.integrity.errors import (
     short_hex,
 )
 from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, SigningKey
-from pipeline.integrity.merkle import record_leaf_hash, root_from_leaf_hashes
+from pipeline.integrity.merkle import record_tree_root
 
 CHECKPOINT_DOMAIN_TAG = b"auditseal/checkpoint/v1\x00"
 MAX_CHAIN_ID_BYTES = 1024
@@ -169,7 +169,7 @@ def build_checkpoint(
     """
     if not record_hashes:
         raise MalformedInputError("a checkpoint covers at least one record, found an empty batch")
-    root = root_from_leaf_hashes([record_leaf_hash(value) for value in record_hashes])
+    root = record_tree_root(record_hashes)
     return Checkpoint(
         chain_id=chain_id,
         first_seq=first_seq,
@@ -259,7 +259,7 @@ def verify_checkpoint_batch(
             f"{checkpoint.describe()}: expected chain head {short_hex(checkpoint.chain_head)}, "
             f"found {short_hex(record_hashes[-1])} at seq {last_seq}"
         )
-    root = root_from_leaf_hashes([record_leaf_hash(value) for value in record_hashes])
+    root = record_tree_root(record_hashes)
     if root != checkpoint.merkle_root:
         raise CheckpointMismatchError(
             f"{checkpoint.describe()}: expected Merkle root {short_hex(checkpoint.merkle_root)}, "
