@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checked_rate = statistics.median(measure_encoding(codec.encode_checked, sample) for _ in range(3))
     print(f"{args.events:,} events per run to {args.topic} at {settings.bootstrap}, "
           f"{PRODUCER_TUNING['compression.type']}, linger.ms={PRODUCER_TUNING['linger.ms']}, acks=all, idempotent")
-    print(f"validate+encode in-process: {fast_rate:,.0f} events/s (generated fast path), "
+    print(f"validate+encode in-process: {fast_rate:,.0f} events/s (compiled fast path), "
           f"{checked_rate:,.0f} events/s (general checked writer)")
     print(f"{'round':<6}{'producer':<40} {'events/s':>12} {'MB/s':>8} {'p50 ms':>9} {'p99 ms':>9}")
     ratios: list[tuple[float, float]] = []
