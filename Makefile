@@ -12,7 +12,7 @@ export PIP_CACHE_DIR ?= $(AUDITSEAL_CACHE)/pip
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard pipeline/native/*.pyx)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard pipeline/native/*.pyx pipeline/native/*.pxd)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AuditSeal needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip

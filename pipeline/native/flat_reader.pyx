@@ -20,6 +20,8 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from pipeline.native.chain_input cimport CHAIN_HASH_SIZE, event_hash_input
+
 import hashlib
 
 cdef enum:
@@ -31,9 +33,7 @@ cdef enum:
 
 _TYPE_CODES = {"string": STRING, "bytes": BYTES, "int": INT, "long": LONG}
 
-cdef bytes CHAIN_DOMAIN_TAG = b"auditseal/chain/v1\x00"
-cdef Py_ssize_t HASH_SIZE = 32
-cdef Py_ssize_t SOURCE_SIZE = 1 + 4 + 8 + 8     # event tag, u32 partition, u64 offset, u64 timestamp
+cdef Py_ssize_t HASH_SIZE = CHAIN_HASH_SIZE
 
 
 cdef inline bint read_long(const unsigned char* data, Py_ssize_t* position, Py_ssize_t end,
@@ -80,18 +80,6 @@ cdef inline bint is_ascii(const unsigned char* data, Py_ssize_t length) noexcept
         if data[i] >= 0x80:
             return False
     return True
-
-
-cdef inline void put_u32(unsigned char* out, uint64_t value) noexcept nogil:
-    out[0] = (value >> 24) & 0xFF
-    out[1] = (value >> 16) & 0xFF
-    out[2] = (value >> 8) & 0xFF
-    out[3] = value & 0xFF
-
-
-cdef inline void put_u64(unsigned char* out, uint64_t value) noexcept nogil:
-    put_u32(out, value >> 32)
-    put_u32(out + 4, <uint32_t>value)
 
 
 def type_codes(fields):
@@ -328,28 +316,6 @@ cdef class EntryScan:
             self.seq_range[1] = head_seq
             self.previous_offset = previous
         return position, accepted
-
-
-cdef bytes event_hash_input(const unsigned char* prev_hash, int64_t seq, int64_t partition, int64_t source_offset,
-                            int64_t timestamp, const unsigned char* event, Py_ssize_t length):
-    # What chain_hash hashes for an event: tag || prev_hash || u64 seq || u64 len(payload) || payload,
-    # payload = 0x01 || u32 partition || u64 source_offset || u64 timestamp || event (records.py).
-    cdef Py_ssize_t tag_size = PyBytes_GET_SIZE(CHAIN_DOMAIN_TAG)
-    cdef bytes hashed = PyBytes_FromStringAndSize(NULL, tag_size + HASH_SIZE + 16 + SOURCE_SIZE + length)
-    cdef unsigned char* out = <unsigned char*>PyBytes_AS_STRING(hashed)
-    memcpy(out, PyBytes_AS_STRING(CHAIN_DOMAIN_TAG), tag_size)
-    out += tag_size
-    memcpy(out, prev_hash, HASH_SIZE)
-    out += HASH_SIZE
-    put_u64(out, <uint64_t>seq)
-    put_u64(out + 8, <uint64_t>(SOURCE_SIZE + length))
-    out += 16
-    out[0] = 1
-    put_u32(out + 1, <uint64_t>partition)
-    put_u64(out + 5, <uint64_t>source_offset)
-    put_u64(out + 13, <uint64_t>timestamp)
-    memcpy(out + SOURCE_SIZE, event, length)
-    return hashed
 
 
 def event_chain_hash(bytes prev_hash, int64_t seq, int64_t source_partition, int64_t source_offset,

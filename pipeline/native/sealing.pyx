@@ -18,6 +18,8 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from pipeline.native.chain_input cimport CHAIN_HASH_SIZE, event_hash_input
+
 import hashlib
 
 cdef object _sha256 = hashlib.sha256
@@ -213,17 +215,8 @@ cdef Py_ssize_t _string(const unsigned char* d, Py_ssize_t p, Py_ssize_t end) ex
 
 # ---- one sealed entry ------------------------------------------------------------------------------
 
-cdef bytes _CHAIN_TAG = b"auditseal/chain/v1\x00"  # pipeline.integrity.chain.CHAIN_DOMAIN_TAG
 cdef enum:
-    EVENT_TAG = 1  # pipeline.sealer.records: an event entry's payload starts with 0x01
-    HASH_SIZE = 32
-
-
-cdef inline Py_ssize_t _put_be(unsigned char* out, Py_ssize_t p, uint64_t value, int size) noexcept:
-    cdef int i
-    for i in range(size):
-        out[p + i] = <unsigned char>(value >> (8 * (size - 1 - i)))
-    return p + size
+    HASH_SIZE = CHAIN_HASH_SIZE
 
 
 cdef inline Py_ssize_t _put_long(unsigned char* out, Py_ssize_t p, int64_t value) noexcept:
@@ -272,20 +265,9 @@ def seal_event(bytes header, bytes chain_id, bytes prev_hash, int64_t seq, int64
     if not 0 <= source_partition <= 2147483647:
         raise ValueError(f"source_partition must be in [0, 2**31), found {source_partition}")
     cdef Py_ssize_t event_size = PyBytes_GET_SIZE(event)
-    cdef Py_ssize_t payload_size = 1 + 4 + 8 + 8 + event_size
-    cdef Py_ssize_t tag_size = PyBytes_GET_SIZE(_CHAIN_TAG)
-    # tag || prev_hash || u64be(seq) || u64be(len(payload)) || payload
-    cdef bytes hashed = PyBytes_FromStringAndSize(NULL, tag_size + HASH_SIZE + 16 + payload_size)
-    cdef unsigned char* h = <unsigned char*>PyBytes_AS_STRING(hashed)
-    memcpy(h, PyBytes_AS_STRING(_CHAIN_TAG), tag_size)
-    memcpy(h + tag_size, PyBytes_AS_STRING(prev_hash), HASH_SIZE)
-    cdef Py_ssize_t p = _put_be(h, tag_size + HASH_SIZE, <uint64_t>seq, 8)
-    p = _put_be(h, p, <uint64_t>payload_size, 8)
-    h[p] = EVENT_TAG
-    p = _put_be(h, p + 1, <uint64_t>source_partition, 4)
-    p = _put_be(h, p, <uint64_t>source_offset, 8)
-    p = _put_be(h, p, <uint64_t>source_timestamp_micros, 8)
-    memcpy(h + p, PyBytes_AS_STRING(event), event_size)
+    cdef bytes hashed = event_hash_input(<const unsigned char*>PyBytes_AS_STRING(prev_hash), seq, source_partition,
+                                         source_offset, source_timestamp_micros,
+                                         <const unsigned char*>PyBytes_AS_STRING(event), event_size)
     cdef bytes digest = _sha256(hashed).digest()
 
     cdef Py_ssize_t header_size = PyBytes_GET_SIZE(header)
@@ -297,7 +279,7 @@ def seal_event(bytes header, bytes chain_id, bytes prev_hash, int64_t seq, int64
     cdef bytes value = PyBytes_FromStringAndSize(NULL, size)
     out = <unsigned char*>PyBytes_AS_STRING(value)
     memcpy(out, PyBytes_AS_STRING(header), header_size)
-    p = _put_bytes(out, header_size, PyBytes_AS_STRING(chain_id), chain_id_size)
+    cdef Py_ssize_t p = _put_bytes(out, header_size, PyBytes_AS_STRING(chain_id), chain_id_size)
     p = _put_long(out, p, seq)
     p = _put_bytes(out, p, PyBytes_AS_STRING(prev_hash), HASH_SIZE)
     p = _put_bytes(out, p, PyBytes_AS_STRING(digest), HASH_SIZE)
