@@ -22,12 +22,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import KafkaSettings
 from pipeline.devstack.stack import LocalStack
+from pipeline.event import complete_event
 from pipeline.generate import synthetic_events
 from pipeline.producer import AuditProducer
 from pipeline.sealer.records import EVENT_KIND, sealed_codecs
@@ -36,16 +38,23 @@ from tests.integration.sealing_support import REPO, Topics, create_topics, delet
 PARTITIONS = 6
 
 
-def produce(stack: LocalStack, topic: str, count: int, rate: float | None = None, seed: int = 1) -> None:
-    """Emit ``count`` synthetic events, at ``rate`` per second if given, else as fast as possible."""
+def produce(stack: LocalStack, topic: str, count: int, rate: float | None = None, seed: int = 1,
+            on_ready: Callable[[], None] | None = None) -> None:
+    """Emit ``count`` synthetic events, at ``rate`` per second if given, else as fast as possible.
+
+    With ``on_ready``, one warm-up event is emitted and acknowledged first (the producer has its
+    connection, metadata and idempotence id), then ``on_ready()`` is called, then the count starts:
+    a steady-rate measurement times the pipeline, not the producer's start-up.
+    """
     events = list(synthetic_events(min(count, 20_000), seed=seed))
     with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topic) as producer:
+        if on_ready is not None:
+            producer.emit(complete_event(dict(events[0], event_id=None))).wait(60)
+            on_ready()
         started = time.monotonic()
         for index in range(count):
             event = dict(events[index % len(events)])
             event.pop("event_id", None)  # a fresh id each time
-            from pipeline.event import complete_event
-
             producer.emit(complete_event(event))
             if rate is not None:
                 ahead = index / rate - (time.monotonic() - started)
@@ -111,7 +120,7 @@ def latency(stack: LocalStack, topics: Topics, argv: list[str], rate: int, secon
     consumer = Consumer(KafkaSettings.from_env(stack.env("verifier")).client_config(**{
         "group.id": f"auditseal-verifier-bench-{os.getpid()}", "enable.auto.commit": False,
         "isolation.level": "read_committed", "fetch.wait.max.ms": 10}))
-    ends = raw_end_offsets(stack, topics)
+    ends: dict[int, int] = {}
     consumer.assign([TopicPartition(topics.sealed, p, -1) for p in range(PARTITIONS)])  # from the end
     codecs = sealed_codecs()
     samples: list[float] = []
@@ -122,13 +131,15 @@ def latency(stack: LocalStack, topics: Topics, argv: list[str], rate: int, secon
             for message in consumer.consume(1000, 0.1):
                 if not message.error() and codecs.kind_of(message.value()) == EVENT_KIND:
                     record = codecs.event.decode(message.value())
-                    if record["source_offset"] >= ends.get(record["source_partition"], 0):
+                    # only the steady stream: after the warm-up event, whose raw offsets end at `ends`
+                    if ends and record["source_offset"] >= ends.get(record["source_partition"], 0):
                         samples.append(time.time() - record["source_timestamp_micros"] / 1e6)
 
     reader = threading.Thread(target=consume)
     reader.start()
     try:
-        produce(stack, topics.raw, rate * seconds, rate=rate, seed=3)
+        produce(stack, topics.raw, rate * seconds, rate=rate, seed=3,
+                on_ready=lambda: ends.update(raw_end_offsets(stack, topics)))
         time.sleep(3)
     finally:
         stop.set()
