@@ -16,8 +16,8 @@ no duplicates from retries, no reordering within a partition. Nothing is dropped
   :class:`ProducerFatalError`) instead of retrying until the message timeout.
 
 Delivery reports are served by ``emit`` itself (``poll(0)`` after each produce, as in
-confluent-kafka's examples) and by one background thread per producer, so results also complete
-while the application is not emitting. Serving them on the emitting thread matters: left to the
+confluent-kafka's examples) and, every 10 ms in which no ``emit`` served them, by one background
+thread per producer, so results also complete while the application is not emitting. Serving them on the emitting thread matters: left to the
 background thread alone, reports wait for the GIL behind the emit loop, and under load the
 produce-to-result latency grew from ~10 ms to ~800 ms in ``bench/producer.py``.
 ``on_delivery`` callbacks therefore run on whichever thread serves the report (inside ``emit``,
@@ -39,6 +39,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pipeline.codec import EventCodec, default_codec
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError, ConfigError
+from pipeline.native.producer_core import DeliveryCore, ProducerCore
 from pipeline.topology import RAW_TOPIC
 
 DEFAULT_TOPIC = RAW_TOPIC
@@ -66,7 +67,7 @@ PRODUCER_TUNING: dict[str, object] = {
 }
 
 _log = logging.getLogger(__name__)
-_POLL_INTERVAL = 0.1
+_POLL_INTERVAL = 0.01  # the background thread's tick: at most this long between a report and its result
 _ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner picks
 _MAX_REMEMBERED_FAILURES = 100
 # Taken only by the slow paths (a caller starting to wait on a result), never per event.
@@ -124,7 +125,7 @@ class UndeliveredEventsError(AuditSealError):
         super().__init__(message)
 
 
-class DeliveryResult:
+class DeliveryResult(DeliveryCore):
     """The outcome of one ``emit``: pending, then delivered (``partition``, ``offset``) or failed (``error``).
 
     ``await result`` and ``result.wait(timeout)`` return the result once delivered and raise
@@ -132,51 +133,21 @@ class DeliveryResult:
     the broker's acknowledgement, as measured by librdkafka.
     """
 
-    # Five slots set per event (emit's hot path); partition, offset, latency and error are read
-    # from the one tuple the delivery report stores, and waiters share one list.
-    __slots__ = ("event_id", "_callback", "_producer", "_outcome", "_waiting")
+    # The per-event part (state, __init__, and __call__, the delivery report) is compiled in
+    # DeliveryCore; the slots it sets are event_id, _callback, _producer, _outcome, _waiting.
+    __slots__ = ()
 
-    def __init__(
-        self,
-        producer: AuditProducer,
-        event_id: object,
-        callback: Callable[[DeliveryResult], None] | None,
-    ) -> None:
-        self.event_id = event_id
-        self._callback = callback
-        self._producer = producer
-        # (partition, offset, latency, error) once the report arrived; None while pending.
-        self._outcome: tuple[int | None, int | None, float | None, DeliveryError | None] | None = None
-        # threading.Event of wait() callers and (loop, future) of awaiting coroutines, created on first use.
-        self._waiting: list[Any] | None = None
-
-    def __call__(self, kafka_error: KafkaError | None, message: Message) -> None:
-        # librdkafka's delivery report: the result object itself is the per-message callback,
-        # which saves allocating a closure per event.
-        if kafka_error is None:
-            self._outcome = (message.partition(), message.offset(), message.latency(), None)
-        else:
-            self._outcome = (None, None, None, self._producer._delivery_failed(self, kafka_error))
-        # Completion is published (above) before looking for waiters; a waiter registers itself
-        # before checking done(), so (with the GIL ordering these steps) one side always sees the other.
-        waiting = self._waiting
-        if waiting:
-            for waiter in tuple(waiting):
-                if isinstance(waiter, threading.Event):
-                    waiter.set()
-                    continue
-                loop, future = waiter
-                try:
-                    loop.call_soon_threadsafe(_settle, future)
-                except RuntimeError:  # that event loop is closed; nobody is awaiting any more
-                    pass
-        if self._callback is not None:
+    def _wake(self) -> None:
+        # called by the delivery report once the outcome is set, if anyone waits
+        for waiter in tuple(self._waiting):
+            if isinstance(waiter, threading.Event):
+                waiter.set()
+                continue
+            loop, future = waiter
             try:
-                self._callback(self)
-            except Exception:
-                # An exception escaping here would surface from poll() in the poll thread and
-                # stop delivery reports for every other event.
-                _log.exception("on_delivery callback raised for event %s", self.event_id)
+                loop.call_soon_threadsafe(_settle, future)
+            except RuntimeError:  # that event loop is closed; nobody is awaiting any more
+                pass
 
     @property
     def partition(self) -> int | None:
@@ -244,9 +215,11 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class AuditProducer:
+class AuditProducer(ProducerCore):
     """Validates, encodes and durably produces audit events to one topic (default ``audit.raw``).
 
+    ``emit(event, *, key=None, on_delivery=None)`` is compiled, in
+    :class:`pipeline.native.producer_core.ProducerCore`; the rest is here.
     Use as a context manager, or call :meth:`close`: both flush, and raise
     :class:`UndeliveredEventsError` if any event could not be delivered.
     """
@@ -279,8 +252,10 @@ class AuditProducer:
         self._produce = self._producer.produce
         self._poll = self._producer.poll
         self._encode = self.codec.encode
-        self._stopped: AuditSealError | None = None  # set once: fatal error, auth failure or close()
+        self._result_type = DeliveryResult
+        self._stopped = None  # set once: fatal error, auth failure or close()
         self._purge_requested = False
+        self._reports_served = False  # emit() polled since the background thread's last tick
         self._failure_lock = threading.Lock()
         self._failures: list[DeliveryError] = []
         self._failed_count = 0
@@ -291,42 +266,6 @@ class AuditProducer:
         self._poller.start()
 
     # -- emitting -------------------------------------------------------------------------------
-
-    def emit(
-        self,
-        event: Mapping[str, Any],
-        *,
-        key: str | bytes | None = None,
-        on_delivery: Callable[[DeliveryResult], None] | None = None,
-    ) -> DeliveryResult:
-        """Validate, encode and queue ``event``; return its :class:`DeliveryResult` at once.
-
-        Raises InvalidEventError (nothing sent), ProducerQueueFullError, or the error that
-        stopped the producer (AuthenticationError, ProducerFatalError, ProducerClosedError).
-        ``key`` picks the partition (events with one key stay in order); None spreads events.
-        ``on_delivery(result)`` is called once the outcome is known, on whichever thread serves
-        the report (see the module docstring).
-        """
-        if self._stopped is not None:
-            raise self._stopped
-        value = self._encode(event)
-        result = DeliveryResult(self, event.get("event_id"), on_delivery)
-        try:
-            # Positional (topic, value, key, partition, on_delivery): cheaper to parse than keywords.
-            self._produce(self.topic, value, key, _ANY_PARTITION, result)
-        except BufferError:
-            self._produce_when_queue_has_room(value, key, result)
-        except KafkaException as exc:
-            raise self._producer_error(exc) from exc
-        if self._stopped is not None:
-            # Stopped between the check above and produce(): purge this one too, now.
-            self._purge_requested = True
-        try:
-            self._poll(0)
-        except (KafkaException, SystemError) as exc:
-            if not self._fatal_raised(exc):
-                raise
-        return result
 
     def _produce_when_queue_has_room(self, value: bytes, key: str | bytes | None, result: DeliveryResult) -> None:
         deadline = time.monotonic() + self.queue_full_timeout
@@ -450,15 +389,22 @@ class AuditProducer:
     # -- librdkafka callbacks (poll thread) -----------------------------------------------------
 
     def _serve_delivery_reports(self) -> None:
-        while not self._closing.is_set():
-            try:
-                self._producer.poll(_POLL_INTERVAL)
-            except (KafkaException, SystemError) as exc:
-                if not self._fatal_raised(exc):
+        # Every _POLL_INTERVAL, serve the reports that no emit() served meanwhile. While the
+        # application emits, emit's own poll(0) serves them and this thread stays off the GIL:
+        # blocked in poll() instead, it woke for every report and the GIL hand-offs between the
+        # two threads cost ~0.5 µs per event in bench/producer.py.
+        while not self._closing.wait(_POLL_INTERVAL):
+            if self._reports_served:
+                self._reports_served = False
+            else:
+                try:
+                    self._producer.poll(0)
+                except (KafkaException, SystemError) as exc:
+                    if not self._fatal_raised(exc):
+                        _log.exception("serving delivery reports")
+                except Exception:
+                    # This thread must outlive any one bad report, or idle results never complete.
                     _log.exception("serving delivery reports")
-            except Exception:
-                # This thread must outlive any one bad report, or idle results never complete.
-                _log.exception("serving delivery reports")
             if self._purge_requested:
                 self._purge_requested = False
                 # Fail what is queued now, with the cause, instead of letting it retry until

@@ -161,6 +161,19 @@ def test_what_a_consumer_decodes_is_what_was_emitted(producer: AuditProducer, ro
         assert codec.decode(record.value()) == as_decoded(event), f"event {i}"
 
 
+def test_results_complete_while_the_application_is_idle(producer: AuditProducer) -> None:
+    # No flush, no further emit: the background thread serves the reports emit() did not.
+    import asyncio
+
+    first = producer.emit(next(iter(synthetic_events(1, seed=secrets.randbits(32)))))
+    assert first.wait(10).offset is not None
+
+    async def emit_and_await() -> DeliveryResult:
+        return await producer.emit(next(iter(synthetic_events(1, seed=secrets.randbits(32)))))
+
+    assert asyncio.run(asyncio.wait_for(emit_and_await(), 10)).offset is not None
+
+
 def test_every_kind_of_invalid_event_is_refused_and_nothing_is_sent(producer: AuditProducer, role_env) -> None:
     # Bracket the attempts between two valid events with a key of our own: the producer keeps one
     # key's events in order on one partition, so anything sent in between would lie between them.
