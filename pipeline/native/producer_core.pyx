@@ -9,6 +9,9 @@ attributes ``emit`` reads and runs ``emit``; :class:`DeliveryCore` (the base of
 Everything else (errors, flush, close, wait, await) is plain Python in those subclasses.
 """
 
+from cpython.exc cimport PyErr_Fetch, PyErr_Occurred, PyErr_Restore
+from cpython.ref cimport PyObject
+
 import logging
 
 from confluent_kafka import KafkaException
@@ -37,6 +40,23 @@ cdef class DeliveryCore:
     def __call__(self, kafka_error, message):
         # librdkafka's delivery report: the result itself is the per-message callback, which saves
         # allocating a closure per event.
+        cdef PyObject* pending_type
+        cdef PyObject* pending_value
+        cdef PyObject* pending_traceback
+        if not PyErr_Occurred():
+            self._report(kafka_error, message)
+            return
+        # confluent-kafka runs a report with its pending fatal error still set (see
+        # AuditProducer._fatal_raised). Record the outcome with that error put aside, then put it
+        # back: it surfaces as before, a SystemError caused by it, which _fatal_raised handles.
+        PyErr_Fetch(&pending_type, &pending_value, &pending_traceback)
+        try:
+            self._report(kafka_error, message)
+        except BaseException:
+            _log.exception("delivery report of event %s failed", self.event_id)
+        PyErr_Restore(pending_type, pending_value, pending_traceback)
+
+    cdef _report(self, kafka_error, message):
         if kafka_error is None:
             self._outcome = (message.partition(), message.offset(), message.latency(), None)
         else:

@@ -180,9 +180,13 @@ def exported_metrics(module) -> set[str]:
     """The series names of the prometheus_client metrics a module defines."""
     from prometheus_client import Counter, Gauge, Histogram
 
+    from pipeline.metrics import BatchHistogram
+
     names = set()
     for metric in vars(module).values():
-        if isinstance(metric, Counter):
+        if isinstance(metric, BatchHistogram):
+            names |= {f"{metric.name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+        elif isinstance(metric, Counter):
             names.add(f"{metric._name}_total")
         elif isinstance(metric, Histogram):
             names |= {f"{metric._name}_{suffix}" for suffix in ("bucket", "sum", "count")}
