@@ -30,11 +30,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from pipeline.codec import EventCodec, default_codec
 from pipeline.config import KafkaSettings
