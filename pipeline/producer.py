@@ -17,9 +17,10 @@ no duplicates from retries, no reordering within a partition. Nothing is dropped
 
 Delivery reports are served by ``emit`` itself (``poll(0)`` after every 16th produce; one poll
 serves every report that has arrived) and, every 10 ms in which no ``emit`` served them, by one
-background thread per producer, so results also complete while the application is not emitting. Serving them on the emitting thread matters: left to the
-background thread alone, reports wait for the GIL behind the emit loop, and under load the
-produce-to-result latency grew from ~10 ms to ~800 ms in ``bench/producer.py``.
+background thread per producer, so results also complete while the application is not emitting.
+Serving them on the emitting thread matters: left to the background thread alone, reports wait
+for the GIL behind the emit loop, and under load the produce-to-result latency grew from ~10 ms
+to ~800 ms in ``bench/producer.py``.
 ``on_delivery`` callbacks therefore run on whichever thread serves the report (inside ``emit``,
 ``flush``, or the background thread): keep them short and do not call ``emit`` from them.
 """
