@@ -28,7 +28,7 @@ from pipeline.integrity.errors import (
     UnknownKeyError,
 )
 from pipeline.integrity.keyring import Keyring
-from pipeline.integrity.merkle import HASH_SIZE, record_tree_root
+from pipeline.integrity.merkle import HASH_SIZE
 from pipeline.sealer.records import checkpoint_from_record, entry_payload
 
 # kinds of violation, as reported
@@ -72,15 +72,6 @@ class _Chain:
     previous_checkpoint_hash: bytes = GENESIS_HASH
     entries: int = 0
     checkpoints: int = 0
-
-
-def _covers(checkpoint: Checkpoint, chain: _Chain) -> bool:
-    # verify_checkpoint_batch's checks with the Merkle root in one compiled call; only when they
-    # fail does verify_checkpoint_batch run, to name what disagrees
-    hashes = chain.batch_hashes
-    return (checkpoint.chain_id == chain.chain_id and checkpoint.first_seq == chain.batch_first_seq
-            and checkpoint.last_seq == chain.batch_first_seq + len(hashes) - 1
-            and hashes[-1] == checkpoint.chain_head and record_tree_root(hashes) == checkpoint.merkle_root)
 
 
 @dataclass
@@ -200,12 +191,11 @@ class ChainAuditor:
             self._report(CHECKPOINT_CHAIN, chain.chain_id, checkpoint.first_seq, location,
                          "prev_checkpoint_hash does not match the chain's previous checkpoint")
         if chain.batch_hashes:
-            if not _covers(checkpoint, chain):
-                try:
-                    verify_checkpoint_batch(checkpoint, chain.chain_id, chain.batch_first_seq, chain.batch_hashes)
-                except CheckpointMismatchError as exc:
-                    ok = False
-                    self._report(CHECKPOINT_MISMATCH, chain.chain_id, checkpoint.first_seq, location, str(exc))
+            try:  # the Merkle root in one compiled call (merkle.record_tree_root)
+                verify_checkpoint_batch(checkpoint, chain.chain_id, chain.batch_first_seq, chain.batch_hashes)
+            except CheckpointMismatchError as exc:
+                ok = False
+                self._report(CHECKPOINT_MISMATCH, chain.chain_id, checkpoint.first_seq, location, str(exc))
         else:
             ok = False
             self._report(CHECKPOINT_MISMATCH, chain.chain_id, checkpoint.first_seq, location,
