@@ -106,7 +106,16 @@ class ChainSealer:
         """The next chain entry for one raw record: a sealed event if it decodes and validates,
         otherwise a rejection naming why. Never raises for bad input: nothing is dropped."""
         seq = self._seq + 1
-        if self._certainly_valid(value) or (reason := self._refusal(value)) is None:
+        reason = None
+        if source_timestamp_micros < 0:
+            # Kafka's "no timestamp" (-1 ms): the hashed payload holds an unsigned time, so the
+            # record is sealed as a rejection at time 0 that says so, never as a crash loop
+            reason = (f"the raw record has no usable timestamp ({source_timestamp_micros} µs); "
+                      "sealed with source_timestamp_micros 0")
+            source_timestamp_micros = 0
+        elif not self._certainly_valid(value):
+            reason = self._refusal(value)
+        if reason is None:
             encoded, digest = seal_event(self._event_header, self._chain_id_utf8, self._hash, seq,
                                          self.source_partition, source_offset, source_timestamp_micros, value)
             kind = EVENT_KIND
@@ -127,8 +136,8 @@ class ChainSealer:
             self._batch_first_seq = seq
         self._batch_hashes.append(digest)
         self._seq, self._hash = seq, digest
-        self.next_source_offset = self._last_source_offset = source_offset
-        self.next_source_offset += 1
+        self._last_source_offset = source_offset
+        self.next_source_offset = source_offset + 1
         return SealedRecord(kind, encoded, seq, source_timestamp_micros)
 
     def _refusal(self, value: bytes | None) -> str | None:

@@ -88,3 +88,23 @@ def test_a_sealed_event_schema_of_another_layout_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="update it with the schema"):
         chain_sealer._event_header.__wrapped__(Moved)
+
+
+def test_a_raw_record_without_timestamp_is_sealed_as_a_rejection_not_a_crash() -> None:
+    # Kafka's "no timestamp" is -1 ms; the chain payload's time is unsigned.
+    from pipeline.codec import default_codec
+    from pipeline.generate import synthetic_events
+    from pipeline.integrity.chain import ChainHead
+    from pipeline.integrity.keyring import generate_signing_key
+    from pipeline.sealer.chain_sealer import ChainSealer
+    from pipeline.sealer.records import EVENT_KIND, REJECTION_KIND, entry_payload
+
+    value = default_codec().encode(next(iter(synthetic_events(1, seed=1))))
+    sealer = ChainSealer("audit.raw/0", 0, generate_signing_key(), ChainHead.genesis("audit.raw/0"))
+    refused = sealer.seal(value, 7, -1000)
+    assert refused.kind == REJECTION_KIND and refused.source_timestamp_micros == 0
+    record = CODECS.rejection.decode(refused.value)
+    assert "no usable timestamp (-1000 µs)" in record["reason"] and record["source_timestamp_micros"] == 0
+    assert record["raw_sha256"] == hashlib.sha256(value).digest() and record["source_offset"] == 7
+    assert record["hash"] == chain_hash(GENESIS_HASH, 0, entry_payload(REJECTION_KIND, record))
+    assert sealer.seal(value, 8, 1_000).kind == EVENT_KIND  # the chain goes on
