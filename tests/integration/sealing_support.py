@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +89,25 @@ def _any_permission():
     return AclPermissionType.ANY
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a process's metrics endpoint)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def metric_samples(port: int, name: str) -> list[float]:
+    """The values of every sample whose name starts with ``name`` on ``127.0.0.1:port/metrics``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+
+
 def start_sealer(stack, topics: Topics, *, checkpoint_records: int = 2000, checkpoint_ms: int = 200,
-                 log: Path | None = None) -> subprocess.Popen:
+                 log: Path | None = None, metrics_port: int = 0) -> subprocess.Popen:
     """A real sealer worker process (``auditseal seal``) as the sealer role, on the test's topics."""
     env = dict(os.environ, **stack.env("sealer"))
     argv = [sys.executable, "-m", "pipeline.cli", "seal", "--raw-topic", topics.raw, "--sealed-topic",
-            topics.sealed, "--app-id", topics.app_id, "--metrics-port", "0",
+            topics.sealed, "--app-id", topics.app_id, "--metrics-port", str(metrics_port),
             "--checkpoint-records", str(checkpoint_records), "--checkpoint-ms", str(checkpoint_ms)]
     output = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)

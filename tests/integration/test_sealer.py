@@ -19,6 +19,8 @@ from tests.integration.sealing_support import (
     audit,
     create_topics,
     delete_topics,
+    free_port,
+    metric_samples,
     raw_end_offsets,
     sealed_source_offsets,
     start_sealer,
@@ -62,9 +64,30 @@ def test_chains_are_contiguous_and_garbled_records_become_rejections(stack, topi
     assert raw.flush(30) == 0
     _emit(stack, topics, 500, seed=8)
 
-    worker = start_sealer(stack, topics, log=tmp_path / "sealer.log")
+    port = free_port()
+    worker = start_sealer(stack, topics, log=tmp_path / "sealer.log", metrics_port=port)
     try:
         sealed = wait_until_sealed(stack, topics)
+        # what the sealer's Prometheus endpoint says of the same work
+        entries = sum(1 for records in sealed.values() for _, kind, _ in records if kind != CHECKPOINT_KIND)
+        checkpoints = sum(1 for records in sealed.values() for _, kind, _ in records if kind == CHECKPOINT_KIND)
+        assert entries == 1500 + len(garbled) + 1 + 500
+        expected = {  # the counters follow each commit by microseconds, the lag gauge every 5 s
+            "auditseal_sealer_events_sealed_total": entries,
+            "auditseal_sealer_rejections_total": len(garbled) + 1,
+            "auditseal_sealer_checkpoints_total": checkpoints,
+            "auditseal_sealer_seal_latency_seconds_count": entries,
+            'auditseal_sealer_seal_latency_seconds_bucket{le="+Inf"}': entries,
+            "auditseal_sealer_consumer_lag": 0,
+        }
+        deadline = time.monotonic() + 15
+        while True:
+            found = {name: sum(metric_samples(port, name)) for name in expected}
+            lag_series = len(metric_samples(port, "auditseal_sealer_consumer_lag"))
+            if (found, lag_series) == (expected, topics.partitions) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert found == expected and lag_series == topics.partitions
     finally:
         worker.terminate()
         worker.wait(30)

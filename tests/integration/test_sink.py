@@ -8,12 +8,10 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -27,7 +25,15 @@ from pipeline.devstack import s3server
 from pipeline.devstack.stack import LocalStack
 from pipeline.objectlock import PROPERTIES, WRITER_PROPERTIES
 from tests.integration.archive_support import check_archive, seal_in_process, wait_for_archive
-from tests.integration.sealing_support import REPO, create_topics, delete_topics, read_sealed, start_sink
+from tests.integration.sealing_support import (
+    REPO,
+    create_topics,
+    delete_topics,
+    free_port,
+    metric_samples,
+    read_sealed,
+    start_sink,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -56,19 +62,8 @@ def _group() -> str:
     return f"auditseal-sink-test-{secrets.token_hex(4)}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _samples(port: int, name: str) -> list[float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
-
-
 def _metric(port: int, name: str) -> float:
-    return sum(_samples(port, name))
+    return sum(metric_samples(port, name))
 
 
 def _committed(stack, topic: str, group: str, partitions: int) -> list[int]:
@@ -90,16 +85,16 @@ def _stop(process: subprocess.Popen) -> int:
 
 def test_every_sealed_record_is_archived_once_under_compliance_lock(stack, sealed_topics, profile_file, tmp_path):
     topics, sealed, entries = sealed_topics
-    group, port = _group(), _free_port()
+    group, port = _group(), free_port()
     sink = start_sink(stack, topics, "--prefix", "archive/", "--compliance-file", str(profile_file),
                       "--max-records", "700", "--max-age-ms", "500", "--metrics-port", str(port),
                       group=group, log=tmp_path / "sink.log")
     try:
         archive = wait_for_archive(stack, topics.sealed, _expected(sealed), prefix="archive/")
         deadline = time.monotonic() + 10
-        while _samples(port, "auditseal_sink_lag_records") != [0, 0, 0] and time.monotonic() < deadline:
+        while metric_samples(port, "auditseal_sink_lag_records") != [0, 0, 0] and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert _samples(port, "auditseal_sink_lag_records") == [0, 0, 0], "caught up, yet lag reported"
+        assert metric_samples(port, "auditseal_sink_lag_records") == [0, 0, 0], "caught up, yet lag reported"
         assert _metric(port, "auditseal_sink_records_total") == sum(len(records) for records in sealed.values())
         assert _metric(port, "auditseal_sink_objects_total") == len(archive.objects)
     finally:
@@ -141,7 +136,7 @@ def test_encrypted_objects_decrypt_only_with_the_master_key(stack, sealed_topics
 
 def test_s3_outage_mid_stream_commits_nothing_and_loses_nothing(stack, profile_file, tmp_path):
     topics = create_topics(stack, partitions=3)
-    group, port = _group(), _free_port()
+    group, port = _group(), free_port()
     sink = start_sink(stack, topics, "--compliance-file", str(profile_file), "--max-records", "400",
                       "--max-age-ms", "300", "--metrics-port", str(port), group=group, log=tmp_path / "sink.log")
     # sealed records keep arriving for ~14 s, before, during and after the outage
