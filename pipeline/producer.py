@@ -135,7 +135,7 @@ class DeliveryResult(DeliveryCore):
     """
 
     # The per-event part (state, __init__, and __call__, the delivery report) is compiled in
-    # DeliveryCore; the slots it sets are event_id, _callback, _producer, _outcome, _waiting.
+    # DeliveryCore, whose C fields hold event_id, _callback, _producer, _outcome and _waiting.
     __slots__ = ()
 
     def _wake(self) -> None:
