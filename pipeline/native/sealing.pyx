@@ -24,25 +24,17 @@ import hashlib
 
 cdef object _sha256 = hashlib.sha256
 
-# Opcodes of a checker program (pipeline.specialised_checker.checker_program writes them).
-OP_STRING = 1        # a length-prefixed UTF-8 string
-OP_INT = 2           # a 32-bit int
-OP_LONG = 3          # a long
-OP_UUID = 4          # a uuid string in the 36-character text form
-OP_RANGE = 5         # a long in [low, high): two operands (timestamps)
-OP_ENUM = 6          # an enum index: one operand, the symbol count (at most 64)
-OP_NULLABLE = 7      # a union of null and one branch: operands value index, length of the branch program
-OP_REPEAT = 8        # map or array blocks: operands 1 for a map (string keys) else 0, length of the item program
-
-cdef enum:
-    _STRING = 1
-    _INT = 2
-    _LONG = 3
-    _UUID = 4
-    _RANGE = 5
-    _ENUM = 6
-    _NULLABLE = 7
-    _REPEAT = 8
+# Opcodes of a checker program (pipeline.specialised_checker.checker_program writes them); cpdef:
+# the same names serve the C code here and Python there.
+cpdef enum:
+    OP_STRING = 1        # a length-prefixed UTF-8 string
+    OP_INT = 2           # a 32-bit int
+    OP_LONG = 3          # a long
+    OP_UUID = 4          # a uuid string in the 36-character text form
+    OP_RANGE = 5         # a long in [low, high): two operands (timestamps)
+    OP_ENUM = 6          # an enum index: one operand, the symbol count (at most 64)
+    OP_NULLABLE = 7      # a union of null and one branch: operands value index, length of the branch program
+    OP_REPEAT = 8        # map or array blocks: operands 1 for a map (string keys) else 0, length of the item program
 
 cdef enum:
     MAX_VARINT_BYTES = 9  # 63 bits: no reader truncates or wraps a varint this short
@@ -110,19 +102,19 @@ cdef class Checker:
         cdef unsigned char b
         while pc < stop:
             op = program[pc]
-            if op == _STRING:
+            if op == OP_STRING:
                 p = _string(d, p, end)
                 pc += 1
-            elif op == _INT or op == _LONG:
+            elif op == OP_INT or op == OP_LONG:
                 p = _varint(d, p, end, &raw)
                 if p == NOT_SURE:
                     return NOT_SURE
-                if op == _INT:
+                if op == OP_INT:
                     value = _unzigzag(raw)
                     if value < -2147483648 or value > 2147483647:
                         return NOT_SURE
                 pc += 1
-            elif op == _UUID:
+            elif op == OP_UUID:
                 if p + 37 > end or d[p] != 72:  # 36, zig-zag encoded
                     return NOT_SURE
                 for i in range(36):
@@ -134,7 +126,7 @@ cdef class Checker:
                         return NOT_SURE
                 p += 37
                 pc += 1
-            elif op == _RANGE:
+            elif op == OP_RANGE:
                 p = _varint(d, p, end, &raw)
                 if p == NOT_SURE:
                     return NOT_SURE
@@ -142,7 +134,7 @@ cdef class Checker:
                 if value < program[pc + 1] or value >= program[pc + 2]:
                     return NOT_SURE
                 pc += 3
-            elif op == _ENUM:
+            elif op == OP_ENUM:
                 if p >= end:
                     return NOT_SURE
                 b = d[p]
@@ -150,7 +142,7 @@ cdef class Checker:
                 if b & 1 or b >= 2 * program[pc + 1]:
                     return NOT_SURE
                 pc += 2
-            elif op == _NULLABLE:
+            elif op == OP_NULLABLE:
                 if p >= end:
                     return NOT_SURE
                 b = d[p]
@@ -161,7 +153,7 @@ cdef class Checker:
                 elif b != 2 * (1 - program[pc + 1]):
                     return NOT_SURE
                 pc += 3 + body
-            elif op == _REPEAT:
+            elif op == OP_REPEAT:
                 body = program[pc + 2]
                 while True:
                     p = _length(d, p, end, &n)
