@@ -157,8 +157,9 @@ cdef class FlatDecoder:
 
 
 SEALED_EVENT_TYPES = ("string", "long", "bytes", "bytes", "int", "long", "long", "bytes")
-"""The field types EntryScan reads a SealedEvent as: chain_id, seq, prev_hash, hash, source_partition,
-source_offset, source_timestamp_micros, event (pipeline.sealer.records.ENTRY_FIELDS + event)."""
+"""The field types EntryScan reads a SealedEvent as, and pipeline.native.sealing.seal_event writes it as:
+chain_id, seq, prev_hash, hash, source_partition, source_offset, source_timestamp_micros, event
+(pipeline.sealer.records.ENTRY_FIELDS + event)."""
 
 
 cdef class EntryScan:

@@ -18,6 +18,7 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
 from pipeline.integrity.keyring import SigningKey
+from pipeline.native.flat_reader import SEALED_EVENT_TYPES
 from pipeline.native.sealing import seal_event
 from pipeline.schemas import AUDIT_EVENT, default_catalog
 from pipeline.sealer.records import (
@@ -173,7 +174,7 @@ def _event_header(codecs: SealedCodecs) -> bytes:
     # seal_event writes the SealedEvent fields in ENTRY_FIELDS order, then the event: refuse a
     # schema with another layout rather than write records its readers would misread
     fields = tuple((f["name"], f["type"]) for f in codecs.event.schema.parsed["fields"])
-    expected = tuple(zip((*ENTRY_FIELDS, "event"), ("string", "long", "bytes", "bytes", "int", "long", "long", "bytes")))
+    expected = tuple(zip((*ENTRY_FIELDS, "event"), SEALED_EVENT_TYPES))
     if fields != expected:
         raise ConfigError(f"{codecs.event.schema.name} has fields {fields}; pipeline.native.sealing.seal_event "
                           f"writes {expected}: update it with the schema")
