@@ -134,7 +134,7 @@ class DeliveryResult(DeliveryCore):
     the broker's acknowledgement, as measured by librdkafka.
     """
 
-    # The per-event part (state, __init__, and __call__, the delivery report) is compiled in
+    # The per-event part (state, and __call__, the delivery report) is compiled in
     # DeliveryCore, whose C fields hold event_id, _callback, _producer, _outcome and _waiting.
     __slots__ = ()
 

@@ -20,7 +20,10 @@ _log = logging.getLogger("pipeline.producer")
 
 
 cdef class DeliveryCore:
-    """State and delivery report of one emitted event (see :class:`pipeline.producer.DeliveryResult`)."""
+    """State and delivery report of one emitted event (see :class:`pipeline.producer.DeliveryResult`).
+
+    Only ``ProducerCore.emit`` makes them: it sets the fields itself (the others start as None).
+    """
 
     cdef readonly object event_id
     cdef object _callback
@@ -29,13 +32,6 @@ cdef class DeliveryCore:
     cdef public object _outcome
     # threading.Event of wait() callers and (loop, future) of awaiting coroutines, created on first use
     cdef public object _waiting
-
-    def __init__(self, producer, event_id, callback):
-        self.event_id = event_id
-        self._callback = callback
-        self._producer = producer
-        self._outcome = None
-        self._waiting = None
 
     def __call__(self, kafka_error, message):
         # librdkafka's delivery report: the result itself is the per-message callback, which saves
