@@ -41,7 +41,7 @@ RUN groupadd --system --gid 10001 auditseal \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/auditseal
 COPY --from=build /opt/auditseal /opt/auditseal
 # the wire format, the roles file and the compliance profiles are data, looked up through these variables
-# (pipeline.schemas, pipeline.topology, connectors.s3sink.retention); a deployment may mount its own
+# (pipeline.wire.catalog, pipeline.permissions.topology, pipeline.archive.retention); a deployment may mount its own
 COPY schemas /app/schemas
 COPY config /app/config
 ENV PATH=/opt/auditseal/bin:$PATH \

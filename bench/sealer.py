@@ -28,12 +28,12 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import KafkaSettings
-from pipeline.devstack.stack import LocalStack
-from pipeline.event import complete_event
-from pipeline.generate import synthetic_events
-from pipeline.producer import AuditProducer
-from pipeline.sealer.records import EVENT_KIND, sealed_codecs
-from tests.integration.sealing_support import REPO, Topics, create_topics, delete_topics, raw_end_offsets
+from pipeline.dev.stack import LocalStack
+from pipeline.producer.event import complete_event
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.producer.client import AuditProducer
+from pipeline.wire.sealed import EVENT_KIND, sealed_codecs
+from tests.support.sealing import REPO, Topics, create_topics, delete_topics, raw_end_offsets
 
 PARTITIONS = 6
 
@@ -156,7 +156,7 @@ def profile_sealing(stack: LocalStack, worker_rate: float, count: int = 20_000) 
     import cProfile
     import io
 
-    from pipeline.codec import default_codec
+    from pipeline.wire.codec import default_codec
     from pipeline.integrity.keyring import load_signing_key
     from pipeline.sealer.chain_sealer import ChainSealer
 
@@ -199,7 +199,7 @@ def main() -> None:
         started = time.monotonic()
         produce(stack, backlog.raw, args.events)
         print(f"produced {args.events} events in {time.monotonic() - started:.1f}s")
-        seal_argv = [sys.executable, "-m", "pipeline.cli", "seal",
+        seal_argv = [sys.executable, "-m", "pipeline.cli.main", "seal",
                      "--raw-topic", backlog.raw, "--sealed-topic", backlog.sealed, "--app-id", backlog.app_id,
                      "--metrics-port", "0"]
         sealed_rate, sealed_rss, sealed_s = throughput(stack, backlog, args.events, seal_argv, backlog.sealed,
@@ -221,7 +221,7 @@ def main() -> None:
 
         steady = create_topics(stack, partitions=PARTITIONS)
         created.append(steady)
-        steady_argv = [sys.executable, "-m", "pipeline.cli", "seal", "--raw-topic", steady.raw, "--sealed-topic",
+        steady_argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", steady.raw, "--sealed-topic",
                        steady.sealed, "--app-id", steady.app_id, "--metrics-port", "0"]
         p50, p99, n = latency(stack, steady, steady_argv, args.rate, args.seconds)
         print(f"latency at {args.rate} events/s for {args.seconds}s: p50 {p50:.0f} ms, p99 {p99:.0f} ms ({n} samples)")
@@ -238,8 +238,8 @@ _FORWARD_TOPICS: list[str] = []
 def _create_forward_topic(stack: LocalStack, name: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from pipeline.devstack.provision import acl_binding
-    from pipeline.topology import Grant
+    from pipeline.dev.provision import acl_binding
+    from pipeline.permissions.topology import Grant
 
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
     for future in admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)]).values():

@@ -32,16 +32,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.s3sink.batching import Batch, BatchLimits
 from connectors.s3sink.bucket import ArchiveBucket
-from connectors.s3sink.retention import load_profiles
+from pipeline.archive.retention import load_profiles
 from connectors.s3sink.worker import S3Sink, SinkConfig
-from pipeline.codec import default_codec
+from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.devstack.provision import acl_binding
-from pipeline.devstack.stack import LocalStack
-from pipeline.generate import synthetic_events
+from pipeline.dev.provision import acl_binding
+from pipeline.dev.stack import LocalStack
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.keyring import load_signing_key
 from pipeline.sealer.output import ChainWriter
-from pipeline.topology import Grant
+from pipeline.permissions.topology import Grant
 
 PARTITIONS = 6
 CHECKPOINT_EVERY = 2000

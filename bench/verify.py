@@ -27,10 +27,10 @@ from pathlib import Path
 
 import fastavro
 
-from connectors.s3sink.objects import build_object
-from connectors.s3sink.retention import ComplianceProfile
-from pipeline.codec import default_codec
-from pipeline.generate import synthetic_events
+from pipeline.archive.container import build_object
+from pipeline.archive.retention import ComplianceProfile
+from pipeline.wire.codec import default_codec
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring
 from pipeline.sealer.chain_sealer import ChainSealer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.devstack.stack import LocalStack
+from pipeline.dev.stack import LocalStack
 
 
 @pytest.fixture(scope="session")

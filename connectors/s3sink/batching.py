@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from connectors.s3sink.objects import ArchivedInput
+from pipeline.archive.container import ArchivedInput
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
-from connectors.s3sink.layout import parse_key, partition_prefix
-from connectors.s3sink.objects import ArchiveObject
+from pipeline.archive.layout import parse_key, partition_prefix
+from pipeline.archive.container import ArchiveObject
 from pipeline.errors import AuditSealError
 
 log = logging.getLogger(__name__)

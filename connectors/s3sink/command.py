@@ -2,15 +2,16 @@
 
 The sink refuses to start against a bucket that does not enforce WORM. With its own keys (it may
 write locked objects and their retention, never delete) it proves what those keys can prove
-(:func:`pipeline.objectlock.check_bucket_as_writer`): Object Lock and versioning on, a locked
+(:func:`pipeline.archive.objectlock.check_bucket_as_writer`): Object Lock and versioning on, a locked
 probe reads back COMPLIANCE, its retention can be extended but neither shortened nor downgraded.
 Given the bucket admin's keys in ``AUDITSEAL_S3_CHECK_ACCESS_KEY_ID`` /
 ``AUDITSEAL_S3_CHECK_SECRET_ACCESS_KEY``, it runs the full ``auditseal s3 check``
-(:func:`pipeline.objectlock.check_bucket`) with them first, then forgets them.
+(:func:`pipeline.archive.objectlock.check_bucket`) with them first, then forgets them.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
@@ -20,12 +21,12 @@ from pathlib import Path
 
 from connectors.s3sink import metrics
 from connectors.s3sink.bucket import ArchiveBucket
-from connectors.s3sink.encryption import MASTER_KEY_VARIABLE, MasterKey, load_master_key
+from pipeline.archive.encryption import MASTER_KEY_VARIABLE, MasterKey, load_master_key
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.errors import AuditSealError
 from pipeline.metrics import serve_metrics
-from pipeline.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
+from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
 
 log = logging.getLogger("connectors.s3sink")
 
@@ -84,10 +85,10 @@ def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None 
 
 
 def sink_command(args) -> int:
-    """``auditseal sink`` from its parsed options (see ``pipeline/cli.py``)."""
+    """``auditseal sink`` from its parsed options (see ``pipeline/cli/main.py``)."""
     from connectors.s3sink.batching import BatchLimits
-    from connectors.s3sink.encryption import generate_master_key
-    from connectors.s3sink.retention import load_profiles
+    from pipeline.archive.encryption import generate_master_key
+    from pipeline.archive.retention import load_profiles
     from pipeline.errors import ConfigError
 
     if args.generate_master_key:
@@ -109,3 +110,31 @@ def sink_command(args) -> int:
         crash_before_commit=int(crash) if crash else None,
     )
     return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, loglevel=args.loglevel)
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``auditseal sink`` to the command line (entry point ``auditseal.commands``)."""
+    sink = commands.add_parser("sink", help="run the S3 sink: audit.sealed -> Object Lock COMPLIANCE objects",
+                               description="Archive audit.sealed to the bucket in the AWS_*/AUDITSEAL_BUCKET "
+                               "variables as the role in the AUDITSEAL_* variables (README, 'The S3 sink').")
+    sink.add_argument("--profile", help="compliance profile (default: the compliance file's default)")
+    sink.add_argument("--compliance-file", type=Path,
+                      help="profiles file (default $AUDITSEAL_COMPLIANCE_FILE or config/compliance.yaml)")
+    sink.add_argument("--prefix", default="", help="key prefix ending in '/', e.g. archive/ (default: none)")
+    sink.add_argument("--master-key", help="encrypt objects with this master key file (default $AUDITSEAL_MASTER_KEY)")
+    sink.add_argument("--generate-master-key", type=Path, metavar="PATH", help="write a new master key file and exit")
+    sink.add_argument("--key-id", help="with --generate-master-key: its id (default: derived from the key)")
+    sink.add_argument("--max-records", type=int, default=20_000, help="records per object at most (default 20000)")
+    sink.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024,
+                      help="record value bytes per object at most (default 16 MiB)")
+    sink.add_argument("--max-age-ms", type=int, default=10_000,
+                      help="close an object this long after its first record arrived (default 10000)")
+    sink.add_argument("--codec", default="deflate", choices=["deflate", "null"], help="OCF block codec (default deflate)")
+    sink.add_argument("--workers", type=int, default=4, help="objects written in parallel (one per partition)")
+    sink.add_argument("--topic", default="audit.sealed")
+    sink.add_argument("--group", default="auditseal-sink", help="consumer group (must start with auditseal-sink)")
+    sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
+    sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint port (0: off)")
+    sink.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
+    sink.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    sink.set_defaults(handler=sink_command)

@@ -2,7 +2,7 @@
 
 One thread consumes and cuts each partition's records into batches
 (:mod:`connectors.s3sink.batching`); a small pool builds and writes them
-(:mod:`connectors.s3sink.objects`, :mod:`connectors.s3sink.bucket`), one batch at a time per
+(:mod:`pipeline.archive.container`, :mod:`connectors.s3sink.bucket`), one batch at a time per
 partition, partitions in parallel. The consume thread commits a partition's offset (last + 1)
 only after the batch's object and manifest are written, locked and read back, so a crash at any
 moment loses nothing: uncommitted records are read again, and the objects already written for
@@ -30,12 +30,12 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from connectors.s3sink import metrics
 from connectors.s3sink.batching import Batch, BatchLimits, PartitionBatcher
 from connectors.s3sink.bucket import ArchiveBucket, WriteCancelled
-from connectors.s3sink.encryption import MasterKey
-from connectors.s3sink.objects import DEFAULT_DEFLATE_LEVEL, ArchiveObject, build_object
-from connectors.s3sink.retention import ComplianceProfile
+from pipeline.archive.encryption import MasterKey
+from pipeline.archive.container import DEFAULT_DEFLATE_LEVEL, ArchiveObject, build_object
+from pipeline.archive.retention import ComplianceProfile
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError, ConfigError
-from pipeline.topology import SEALED_TOPIC
+from pipeline.wire.topics import SEALED_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@
                                           # topics, bucket and policy, then the Object Lock check
 
 Everything that decides *what* is created comes from the same code as ``dev up``: the roles and topics
-(:mod:`pipeline.topology`), fresh credentials (:class:`~pipeline.devstack.stack.Credentials`), the broker
-configuration (:func:`pipeline.devstack.kafka.server_properties`), and the provisioning itself
-(:func:`~pipeline.devstack.provision.provision_kafka`, :func:`~pipeline.devstack.provision.provision_s3`).
+(:mod:`pipeline.permissions.topology`), fresh credentials (:class:`~pipeline.dev.stack.Credentials`), the broker
+configuration (:func:`pipeline.dev.kafka.server_properties`), and the provisioning itself
+(:func:`~pipeline.dev.provision.provision_kafka`, :func:`~pipeline.dev.provision.provision_s3`).
 What differs is only where things run: each service in its own container, reached by its compose name,
 so certificates also name ``kafka`` and ``s3`` and listeners bind every interface of the container.
 
@@ -27,10 +27,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-from pipeline.devstack import kafka
-from pipeline.devstack.pki import Pki, create_ca, issue_certificate, write_private
-from pipeline.devstack.stack import DEFAULT_PORTS, Credentials
-from pipeline.topology import BUCKET, ROLES
+from pipeline.dev import kafka
+from pipeline.dev.pki import Pki, create_ca, issue_certificate, write_private
+from pipeline.dev.stack import DEFAULT_PORTS, Credentials
+from pipeline.permissions.topology import BUCKET, roles
 
 # Where each container sees its part of the stack volume (docker-compose.yml mounts these sub-paths).
 KAFKA_HOME = Path("/var/lib/auditseal-kafka")  # kafka: sub-path kafka/
@@ -151,7 +151,7 @@ def make_files(stack: Path) -> None:
                                         "ROOT_SECRET_KEY": creds.s3_root_secret}), 0o600, keep=False)
     _own(s3, S3_UID)
 
-    for role in ROLES:
+    for role in roles():
         folder = stack / "roles" / role.name
         _write(folder / "auditseal.env", _env_file(role_env(role.name, creds)), 0o400, keep=False)
         _write(folder / "ca.pem", pki.ca_cert.read_bytes(), keep=False)
@@ -166,15 +166,15 @@ def make_files(stack: Path) -> None:
         os.chown(credentials, PIPELINE_UID, PIPELINE_UID)
         os.chown(pki.ca_cert, PIPELINE_UID, PIPELINE_UID)
     print(f"compose stack files in {stack}: CA, certificates for {', '.join(SERVICE_NAMES)}, "
-          f"{len(ROLES)} roles ({', '.join(r.name for r in ROLES)})")
+          f"{len(roles())} roles ({', '.join(r.name for r in roles())})")
 
 
 def setup(stack: Path) -> int:
     """Users, ACLs and topics in Kafka, users, bucket and policy in S3 (``dev up``'s code), then the
     Object Lock conformance check; exit 0 only if the bucket enforces WORM."""
     from pipeline.config import S3Settings
-    from pipeline.devstack.provision import provision_kafka, provision_s3
-    from pipeline.objectlock import check_bucket
+    from pipeline.dev.provision import provision_kafka, provision_s3
+    from pipeline.archive.objectlock import check_bucket
 
     creds = Credentials(**json.loads((stack / "credentials.json").read_text()))
     ca = str(stack / "pki" / "ca.pem")

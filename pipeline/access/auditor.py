@@ -7,7 +7,7 @@ Two sources, each read with a durable position (:mod:`pipeline.access.tail`):
   (:mod:`pipeline.access.authorizer_log`), allowed and denied alike.
 - ``spool``: access records written by our own reading commands (:mod:`pipeline.access.record`).
 
-Events go to ``audit.raw`` through :class:`~pipeline.producer.AuditProducer` as the
+Events go to ``audit.raw`` through :class:`~pipeline.producer.client.AuditProducer` as the
 ``access-auditor`` role. A batch's position is saved only after every event of the batch is
 delivered: a crash before that replays the batch, and since an event id is derived from the log
 entry itself (file, offset, content), a replayed entry carries the id it had the first time and
@@ -34,9 +34,9 @@ from pipeline.access.authorizer_log import (
     parse_decision,
 )
 from pipeline.access.tail import Batch, Line, Position, RotatingLog, load_positions, save_positions
-from pipeline.emit import event_from_json
-from pipeline.event import new_event
-from pipeline.validation import InvalidEventError
+from pipeline.producer.emit import event_from_json
+from pipeline.producer.event import new_event
+from pipeline.wire.validation import InvalidEventError
 
 AUDITOR_SERVICE = "auditseal-access-auditor"
 BROKER_PRINCIPAL = "User:broker"
@@ -50,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 
 class EventProducer(Protocol):
-    """What the auditor needs of :class:`~pipeline.producer.AuditProducer`."""
+    """What the auditor needs of :class:`~pipeline.producer.client.AuditProducer`."""
 
     def emit(self, event: Any, *, key: str | bytes | None = None) -> object:
         """Validate and queue one event."""
@@ -179,9 +179,9 @@ def run_access_auditor(*, log_file: Path | None = None, spool_file: Path | None 
     """``auditseal access-audit``: run as the role in the ``AUDITSEAL_*`` variables (``access-auditor``)."""
     from pipeline.access.record import spool_path
     from pipeline.config import KafkaSettings
-    from pipeline.devstack.stack import LocalStack
-    from pipeline.producer import AuditProducer
-    from pipeline.topology import AUDIT_TOPICS
+    from pipeline.dev.stack import LocalStack
+    from pipeline.producer.client import AuditProducer
+    from pipeline.wire.topics import AUDIT_TOPICS
 
     settings = KafkaSettings.from_env()
     spool = spool_file or spool_path()

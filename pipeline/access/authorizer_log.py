@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline.event import new_event
+from pipeline.producer.event import new_event
 
 BROKER_SERVICE = "kafka-broker"
 AUDITSEAL_NAME_PREFIX = "auditseal-"

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.devstack.cache import stack_dir
-from pipeline.event import new_event
-from pipeline.validation import validate_event
+from pipeline.dev.cache import stack_dir
+from pipeline.producer.event import new_event
+from pipeline.wire.validation import validate_event
 
 SOURCE_SERVICE = "auditseal"
 

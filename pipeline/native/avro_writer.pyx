@@ -1,18 +1,18 @@
 """The checked Avro writer's fast path, compiled: a schema becomes a small tree of C-level ops.
 
 :func:`compile_native_encoder` has the contract of
-:func:`pipeline.specialised_writer.compile_encoder`, which stays the readable reference: the
+:func:`pipeline.wire.specialised_writer.compile_encoder`, which stays the readable reference: the
 schema (any version in ``schemas/``, parsed at runtime) is turned into one op per schema node
 (record, string, UUID string, timestamp, int, long, boolean, null, enum, map, array, nullable
 union, bytes, fixed), and the ops write straight into one growable C buffer (on the stack for
 the usual event, so encoding allocates only the returned ``bytes``).
 
 The ops are never a second validator with their own rules. Each either writes exactly the
-bytes :mod:`pipeline.validation`'s checked writer writes, after checking everything that writer
+bytes :mod:`pipeline.wire.validation`'s checked writer writes, after checking everything that writer
 checks for the shapes it takes (exact ``dict``/``list``/``tuple``/``int``/``bytes``/``bytearray``,
 ``str`` and its subclasses, UUIDs and timestamps as ``str`` and ``int``), or answers "not mine",
 and then the whole value goes to ``fallback(value)``, the checked writer, which encodes it or
-raises the one precise :class:`~pipeline.validation.InvalidEventError`. Schema nodes without an
+raises the one precise :class:`~pipeline.wire.validation.InvalidEventError`. Schema nodes without an
 op of their own (float, double, unions other than nullable ones, recursive references) run the
 checked writer's compiled closure for that node, and anything it raises also means "not mine".
 """
@@ -31,7 +31,7 @@ from libc.string cimport memcpy
 
 from sys import intern
 
-from pipeline.validation import _INT32, _INT64, _Compiler, _timestamp_bounds
+from pipeline.wire.validation import _INT32, _INT64, _Compiler, _timestamp_bounds
 
 
 cdef extern from "Python.h":
@@ -413,7 +413,7 @@ cdef class NativeEncoder:
 
 
 class _OpCompiler:
-    """Turns a ``fastavro.parse_schema`` result into ops, mirroring ``pipeline.validation._Compiler``."""
+    """Turns a ``fastavro.parse_schema`` result into ops, mirroring ``pipeline.wire.validation._Compiler``."""
 
     def __init__(self, checked):
         self.checked = checked  # the checked writer's compiler, all named types registered
@@ -556,7 +556,7 @@ cdef _Op _integer(object low, object high):
 def compile_native_encoder(parsed_schema, prefix, fallback):
     """Compile ``encode(value) -> prefix + Avro body`` for a ``fastavro.parse_schema`` result.
 
-    Same contract as :func:`pipeline.specialised_writer.compile_encoder`: ``fallback(value)``
+    Same contract as :func:`pipeline.wire.specialised_writer.compile_encoder`: ``fallback(value)``
     must return the same bytes (prefix included) or raise for invalid values; it is called for
     every value the ops do not write themselves. Raises ConfigError for a schema the checked
     writer does not support.

@@ -1,5 +1,5 @@
 # The bytes a sealed event's chain hash covers, shared by the sealer (sealing.pyx) and the verifier
-# (flat_reader.pyx): pipeline.integrity.chain.chain_hash over pipeline.sealer.records.event_payload,
+# (flat_reader.pyx): pipeline.integrity.chain.chain_hash over pipeline.wire.sealed.event_payload,
 #   tag || prev_hash || u64be(seq) || u64be(len(payload)) || payload,
 #   payload = 0x01 || u32be(partition) || u64be(source_offset) || u64be(timestamp micros) || event.
 # Callers check the ranges first (32-byte prev_hash; seq, offset, timestamp >= 0; partition < 2**31).

@@ -1,12 +1,12 @@
 """Compiled strict decoding of flat Avro records, and the verifier's fused pass over archived sealed events.
 
-:class:`FlatDecoder` is the compiled form of :mod:`pipeline.specialised_reader`: the same values for
+:class:`FlatDecoder` is the compiled form of :mod:`pipeline.wire.flat_decoder`: the same values for
 valid input, and on any damage it hands the record to the readable reference decoder, so the
-:class:`~pipeline.codec.CorruptBodyError` and its message are the reference's.
+:class:`~pipeline.wire.codec.CorruptBodyError` and its message are the reference's.
 
 :class:`EntryScan` is the verifier's hot loop over one block of an archived object: each
 ``ArchivedRecord`` is decoded, then its ``SealedEvent`` value, and the chain hash is recomputed
-(:func:`pipeline.integrity.chain.chain_hash` over :func:`pipeline.sealer.records.event_payload`).
+(:func:`pipeline.integrity.chain.chain_hash` over :func:`pipeline.wire.sealed.event_payload`).
 It only *accepts*: a record is taken only if verifying it the readable way would find nothing
 wrong (offset in range and increasing, a well-formed event of the chain being followed, the next
 seq, linking to the head, its hash recomputing). At the first record it cannot accept it stops,
@@ -93,7 +93,7 @@ def type_codes(fields):
 cdef class FlatDecoder:
     """``decode(data, start, end) -> (field values in schema order, position after the record)``.
 
-    The values of :func:`pipeline.specialised_reader.decode_fields`; on damaged input (or input
+    The values of :func:`pipeline.wire.flat_decoder.decode_fields`; on damaged input (or input
     that is not ``bytes``) the call is handed to ``on_damage(fields, data, start, end)``, the
     reference, which raises the error naming the field.
     """
@@ -159,7 +159,7 @@ cdef class FlatDecoder:
 SEALED_EVENT_TYPES = ("string", "long", "bytes", "bytes", "int", "long", "long", "bytes")
 """The field types EntryScan reads a SealedEvent as, and pipeline.native.sealing.seal_event writes it as:
 chain_id, seq, prev_hash, hash, source_partition, source_offset, source_timestamp_micros, event
-(pipeline.sealer.records.ENTRY_FIELDS + event)."""
+(pipeline.wire.sealed.ENTRY_FIELDS + event)."""
 
 
 cdef class EntryScan:

@@ -1,11 +1,11 @@
 # cython: language_level=3
-"""The per-event path of :mod:`pipeline.producer`, compiled: ``emit`` and the delivery report.
+"""The per-event path of :mod:`pipeline.producer.client`, compiled: ``emit`` and the delivery report.
 
 Plain confluent-kafka spends ~1.7 µs per produced message; in Python, ``emit``'s own frame and
 attribute lookups, creating the per-event result and running its delivery report cost another
-~0.8 µs. :class:`ProducerCore` (the base of :class:`~pipeline.producer.AuditProducer`) holds the
+~0.8 µs. :class:`ProducerCore` (the base of :class:`~pipeline.producer.client.AuditProducer`) holds the
 attributes ``emit`` reads and runs ``emit``; :class:`DeliveryCore` (the base of
-:class:`~pipeline.producer.DeliveryResult`) holds a result's state and is its delivery callback.
+:class:`~pipeline.producer.client.DeliveryResult`) holds a result's state and is its delivery callback.
 Everything else (errors, flush, close, wait, await) is plain Python in those subclasses.
 """
 
@@ -16,11 +16,11 @@ import logging
 
 from confluent_kafka import KafkaException
 
-_log = logging.getLogger("pipeline.producer")
+_log = logging.getLogger("pipeline.producer.client")
 
 
 cdef class DeliveryCore:
-    """State and delivery report of one emitted event (see :class:`pipeline.producer.DeliveryResult`).
+    """State and delivery report of one emitted event (see :class:`pipeline.producer.client.DeliveryResult`).
 
     Only ``ProducerCore.emit`` makes them: it sets the fields itself (the others start as None).
     """
@@ -75,7 +75,7 @@ cdef enum:
 
 
 cdef class ProducerCore:
-    """What ``emit`` reads, set by :class:`pipeline.producer.AuditProducer`, and ``emit`` itself."""
+    """What ``emit`` reads, set by :class:`pipeline.producer.client.AuditProducer`, and ``emit`` itself."""
 
     cdef public object topic
     cdef public object _encode           # the codec's (compiled) validating encoder
@@ -88,13 +88,13 @@ cdef class ProducerCore:
     cdef int _unserved                  # emits since emit() last polled
 
     def emit(self, event, *, key=None, on_delivery=None):
-        """Validate, encode and queue ``event``; return its :class:`~pipeline.producer.DeliveryResult` at once.
+        """Validate, encode and queue ``event``; return its :class:`~pipeline.producer.client.DeliveryResult` at once.
 
         Raises InvalidEventError (nothing sent), ProducerQueueFullError, or the error that
         stopped the producer (AuthenticationError, ProducerFatalError, ProducerClosedError).
         ``key`` picks the partition (events with one key stay in order); None spreads events.
         ``on_delivery(result)`` is called once the outcome is known, on whichever thread serves
-        the report (see :mod:`pipeline.producer`).
+        the report (see :mod:`pipeline.producer.client`).
         """
         if self._stopped is not None:
             raise self._stopped

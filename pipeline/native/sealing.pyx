@@ -4,12 +4,12 @@
 Two fast paths, each with a pure-Python reference the unit tests hold it to byte for byte:
 
 - :class:`Checker` runs a small program compiled from the newest AuditEvent schema by
-  :func:`pipeline.specialised_checker.checker_program` over the Avro binary encoding of a raw record,
+  :func:`pipeline.wire.acceptance.checker_program` over the Avro binary encoding of a raw record,
   once, building no values. It answers exactly what the generated Python checker of
-  :mod:`pipeline.specialised_checker` answers: True only for bytes in the plain shape of a valid
+  :mod:`pipeline.wire.acceptance` answers: True only for bytes in the plain shape of a valid
   event, False for "ask the reference path" (never "invalid").
 - :func:`seal_event` hashes one raw event into the chain (:func:`pipeline.integrity.chain.chain_hash`
-  over :func:`pipeline.sealer.records.event_payload`) and encodes its ``SealedEvent`` record, in one
+  over :func:`pipeline.wire.sealed.event_payload`) and encodes its ``SealedEvent`` record, in one
   call and one pass, with the bytes the checked Avro writer gives for the same record.
 """
 
@@ -24,7 +24,7 @@ import hashlib
 
 cdef object _sha256 = hashlib.sha256
 
-# Opcodes of a checker program (pipeline.specialised_checker.checker_program writes them); cpdef:
+# Opcodes of a checker program (pipeline.wire.acceptance.checker_program writes them); cpdef:
 # the same names serve the C code here and Python there.
 cpdef enum:
     OP_STRING = 1        # a length-prefixed UTF-8 string
@@ -243,7 +243,7 @@ def seal_event(bytes header, bytes chain_id, bytes prev_hash, int64_t seq, int64
 
     ``header`` is the SealedEvent schema's single-object header and ``chain_id`` the chain id in
     UTF-8. The hash is :func:`pipeline.integrity.chain.chain_hash` of the event payload of
-    :func:`pipeline.sealer.records.event_payload`; the value is what the checked writer encodes for
+    :func:`pipeline.wire.sealed.event_payload`; the value is what the checked writer encodes for
     the record ``{chain_id, seq, prev_hash, hash, source_partition, source_offset,
     source_timestamp_micros, event}``. ValueError for what those two would refuse: a prev_hash
     that is not 32 bytes, a negative seq, a partition outside [0, 2**31), a negative offset or

@@ -37,8 +37,8 @@ from pipeline.metrics import BatchHistogram
 from pipeline.integrity.keyring import SigningKey
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
 from pipeline.sealer.output import ChainFencedError, ChainWriter
-from pipeline.sealer.records import REJECTION_KIND
-from pipeline.topology import RAW_TOPIC, SEALED_TOPIC
+from pipeline.wire.sealed import REJECTION_KIND
+from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import hashlib
 from functools import lru_cache
 from typing import NamedTuple
 
-from pipeline.codec import DecodeError, EventCodec, default_codec
+from pipeline.wire.codec import DecodeError, EventCodec, default_codec
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
 from pipeline.integrity.keyring import SigningKey
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
 from pipeline.native.sealing import seal_event
-from pipeline.schemas import AUDIT_EVENT, default_catalog
-from pipeline.sealer.records import (
+from pipeline.wire.catalog import AUDIT_EVENT, default_catalog
+from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
     EVENT_KIND,
     REJECTION_KIND,
@@ -32,8 +32,8 @@ from pipeline.sealer.records import (
     rejection_payload,
     sealed_codecs,
 )
-from pipeline.specialised_checker import Checker, compile_checker
-from pipeline.validation import InvalidEventError, validate_event
+from pipeline.wire.acceptance import Checker, compile_checker
+from pipeline.wire.validation import InvalidEventError, validate_event
 
 
 class SealerStateError(AuditSealError):

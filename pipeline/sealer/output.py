@@ -22,7 +22,7 @@ from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError
 from pipeline.integrity.keyring import SigningKey
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
-from pipeline.sealer.records import CHECKPOINT_KIND, KIND_HEADER, chain_id_for, sealed_codecs
+from pipeline.wire.sealed import CHECKPOINT_KIND, KIND_HEADER, chain_id_for, sealed_codecs
 
 log = logging.getLogger(__name__)
 TRANSACTIONAL_PREFIX = "auditseal-sealer"

@@ -22,21 +22,21 @@ from typing import Any
 import fastavro
 from botocore.exceptions import ClientError
 
-from connectors.s3sink.encryption import DecryptionError, MasterKey, decrypt_object
-from connectors.s3sink.layout import (
+from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object
+from pipeline.archive.layout import (
     ArchiveKey,
     ManifestError,
     Manifest,
     parse_key,
 )
-from connectors.s3sink.objects import archived_record_schema, read_archived_records
-from connectors.s3sink.retention import ComplianceProfiles
+from pipeline.archive.container import archived_record_schema, read_archived_records
+from pipeline.archive.retention import ComplianceProfiles
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
-from pipeline.codec import CorruptBodyError
-from pipeline.sealer.records import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.codec import CorruptBodyError
+from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
 from pipeline.native.flat_reader import EntryScan
-from pipeline.specialised_reader import compile_decoder, record_fields
+from pipeline.wire.flat_decoder import compile_decoder, record_fields
 from pipeline.verifier.chains import ChainAuditor, Violation
 
 # violation kinds of the archive level (chain-level kinds are in pipeline.verifier.chains)
@@ -172,7 +172,7 @@ def require_block_end(position: int, end: int, records: int, block_offset: int) 
 def archived_values(container: bytes) -> Iterator[tuple[int, bytes]]:
     """(offset, value) of each ArchivedRecord of an (unencrypted) object's bytes, in file order.
 
-    The same pairs as :func:`connectors.s3sink.objects.read_archived_records`, faster: the records
+    The same pairs as :func:`pipeline.archive.container.read_archived_records`, faster: the records
     of each of :func:`sink_blocks` are decoded by the specialised reader, which also rejects what
     fastavro would let through (a short value, a block with bytes after its last record). A
     container whose header holds another writer schema than the sink's is read by fastavro

@@ -29,7 +29,7 @@ from pipeline.integrity.errors import (
 )
 from pipeline.integrity.keyring import Keyring
 from pipeline.integrity.merkle import HASH_SIZE
-from pipeline.sealer.records import checkpoint_from_record, entry_payload
+from pipeline.wire.sealed import checkpoint_from_record, entry_payload
 
 # kinds of violation, as reported
 ALTERED = "altered_record"          # a record's hash does not recompute from its content
@@ -107,7 +107,7 @@ class ChainAuditor:
     def entry_fields(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, payload: bytes,
                      location: str) -> None:
         """:meth:`entry` for the fields of a strictly decoded entry and its payload
-        (:meth:`pipeline.sealer.records.SealedCodecs.decode_fields`, :func:`~pipeline.sealer.records.entry_payload_of_fields`).
+        (:meth:`pipeline.wire.sealed.SealedCodecs.decode_fields`, :func:`~pipeline.wire.sealed.entry_payload_of_fields`).
 
         The decoder guarantees the types (str, int, bytes); the range of ``seq`` (Avro longs are
         below 2**63) and the size of ``prev_hash`` are checked here, once, before the unchecked hash.

@@ -1,7 +1,7 @@
 """The chart, the compose file and `auditseal dev up` agree on topics, roles and ports.
 
-The source of truth is the code `dev up` runs: pipeline.topology (topics), config/roles.yaml (roles),
-pipeline.devstack.stack.DEFAULT_PORTS and the CLI's defaults (ports).
+The source of truth is the code `dev up` runs: pipeline.permissions.topology (topics), config/roles.yaml (roles),
+pipeline.dev.stack.DEFAULT_PORTS and the CLI's defaults (ports).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from pipeline.cli import build_parser
-from pipeline.devstack.stack import DEFAULT_PORTS
-from pipeline.topology import ALERTS_TOPIC, BUCKET, RAW_TOPIC, ROLE_NAMES, SEALED_TOPIC, TOPICS
+from pipeline.cli.main import build_parser
+from pipeline.dev.stack import DEFAULT_PORTS
+from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC, SEALED_TOPIC, TOPICS
+from pipeline.permissions.topology import BUCKET, role_names
 from tests.deployment.conftest import CHART, REPO, documents
 from tests.deployment.test_compose import compose, load_provisioner
 from tests.deployment.test_helm_chart import pod_specs
@@ -25,7 +26,7 @@ WORKLOAD_ROLES = {"sealer": "sealer", "sink": "sink", "access-auditor": "access-
                   "detector": "detector"}
 # The detector's role arrives with the monitoring issue; until then it is off in the chart and behind a
 # profile in compose, and it is the one workload allowed a role the roles file does not have yet.
-PENDING_ROLES = {"detector"} - set(ROLE_NAMES)
+PENDING_ROLES = {"detector"} - set(role_names())
 METRICS_PORTS = {"sealer": 9464, "sink": 9465, "detector": 9466}
 
 
@@ -91,11 +92,11 @@ def test_chart_workloads_authenticate_as_roles_of_the_roles_file(rendered: dict[
             "detector": "detector"}
     for workload, role in WORKLOAD_ROLES.items():
         assert values[keys[workload]]["credentials"]["username"] == role
-        assert role in ROLE_NAMES or role in PENDING_ROLES, role
+        assert role in role_names() or role in PENDING_ROLES, role
     for name in ("default", "production"):
         for workload, spec in pod_specs(rendered[name]).items():
             username = env_of(spec["containers"][0])["AUDITSEAL_SASL_USERNAME"]
-            assert username in ROLE_NAMES, (name, workload, username)
+            assert username in role_names(), (name, workload, username)
 
 
 def test_compose_services_use_the_roles_of_the_roles_file() -> None:
@@ -108,7 +109,7 @@ def test_compose_services_use_the_roles_of_the_roles_file() -> None:
                 if role in PENDING_ROLES:
                     assert service.get("profiles"), f"{name}: role {role} is not in the roles file yet"
                 else:
-                    assert role in ROLE_NAMES, (name, role)
+                    assert role in role_names(), (name, role)
 
 
 # --- ports ---------------------------------------------------------------------------------------------------
@@ -142,8 +143,8 @@ def test_s3_ports_agree() -> None:
 
 
 def test_versions_agree_with_the_dev_stack() -> None:
-    from pipeline.devstack.kafka import KAFKA_VERSION
-    from pipeline.devstack.s3server import VERSITYGW_VERSION
+    from pipeline.dev.kafka import KAFKA_VERSION
+    from pipeline.dev.s3server import VERSITYGW_VERSION
 
     services = compose()["services"]
     assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
@@ -215,6 +216,6 @@ def test_sink_alerts_use_metrics_the_sink_exports() -> None:
 
 
 def _fake_credentials():
-    from pipeline.devstack.stack import Credentials
+    from pipeline.dev.stack import Credentials
 
     return Credentials.generate()

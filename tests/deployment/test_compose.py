@@ -14,7 +14,7 @@ import yaml
 from cryptography import x509
 
 from pipeline.config import KAFKA_VARIABLES, S3_VARIABLES
-from pipeline.topology import ROLE_NAMES
+from pipeline.permissions.topology import role_names
 from tests.deployment.conftest import COMPOSE_FILE, REPO
 
 PIPELINE_IMAGE = "auditseal/pipeline:0.1.0"
@@ -82,8 +82,8 @@ def stack_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_init_job_gives_every_role_its_environment(stack_files: Path) -> None:
-    assert {p.name for p in (stack_files / "roles").iterdir()} == set(ROLE_NAMES)
-    for role in ROLE_NAMES:
+    assert {p.name for p in (stack_files / "roles").iterdir()} == set(role_names())
+    for role in role_names():
         env_file = stack_files / "roles" / role / "auditseal.env"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o400
         env = dict(line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines())
@@ -94,7 +94,7 @@ def test_init_job_gives_every_role_its_environment(stack_files: Path) -> None:
             assert (stack_files / "roles" / role / Path(env[path_variable]).name).exists(), (role, path_variable)
     key = stack_files / "roles" / "sealer" / "signing-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o400
-    assert not any((stack_files / "roles" / role / "signing-key.pem").exists() for role in ROLE_NAMES if role != "sealer")
+    assert not any((stack_files / "roles" / role / "signing-key.pem").exists() for role in role_names() if role != "sealer")
 
 
 def test_init_job_certificates_name_the_compose_services(stack_files: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.topology import ROLE_NAMES
+from pipeline.permissions.topology import role_names
 from tests.deployment.conftest import CHART, COMPOSE_FILE, REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -69,13 +69,13 @@ def test_installed_commands_start_with_the_image_environment(installed: Path, tm
     assert env["AUDITSEAL_ROLES_FILE"] == "/app/config/roles.yaml" and env["AUDITSEAL_SCHEMAS_DIR"] == "/app/schemas"
     run_env = {**os.environ, "PYTHONPATH": str(installed), "AUDITSEAL_ROLES_FILE": str(REPO / "config" / "roles.yaml"),
                "AUDITSEAL_SCHEMAS_DIR": str(REPO / "schemas"), "AUDITSEAL_STACK_DIR": str(tmp_path)}
-    probe = ("import pipeline, pipeline.cli, pipeline.schemas as s, pipeline.topology as t, pipeline.native.sealing; "
+    probe = ("import pipeline, pipeline.cli.main, pipeline.wire.catalog as s, pipeline.permissions.topology as t, pipeline.native.sealing; "
              "print(pipeline.__file__); print(len(list(s.schemas_dir().glob('*.avsc'))), len(t.ROLE_NAMES)); "
-             "[pipeline.cli.build_parser().parse_args(a) for a in (['access-audit'], ['acl', 'check'], ['s3', 'check'])]")
+             "[pipeline.cli.main.build_parser().parse_args(a) for a in (['access-audit'], ['acl', 'check'], ['s3', 'check'])]")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=run_env)
     assert result.returncode == 0, result.stderr
     module_file, counts = result.stdout.splitlines()
     assert module_file.startswith(str(installed)), module_file
     assert list((installed / "pipeline" / "native").glob("sealing*.so")), "the wheel holds the compiled modules"
-    assert counts.split() == [str(len(list((REPO / "schemas").glob("*.avsc")))), str(len(ROLE_NAMES))]
+    assert counts.split() == [str(len(list((REPO / "schemas").glob("*.avsc")))), str(len(role_names()))]
 

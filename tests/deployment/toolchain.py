@@ -1,7 +1,7 @@
 """The tools the deployment checks need, installed once into the per-user cache by this file.
 
 - helm, built with ``go install`` from the Go module proxy at a pinned release (a few minutes, once; the
-  same Go module and build caches as the S3 server's build, see :mod:`pipeline.devstack.s3server`);
+  same Go module and build caches as the S3 server's build, see :mod:`pipeline.dev.s3server`);
 - a virtualenv with the schema validators from PyPI, kept apart from the project's own venv:
   ``kubernetes-validate`` (the Kubernetes OpenAPI schemas of 1.25-1.37, bundled), the Prometheus Operator
   models of ``cloudcoil`` (ServiceMonitor and PrometheusRule) and ``check-jsonschema`` (it vendors the
@@ -19,9 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.devstack.cache import cache_dir
-from pipeline.devstack.gotools import cache_lock, go_install
-from pipeline.devstack.processes import StackError
+from pipeline.dev.cache import cache_dir
+from pipeline.dev.gotools import cache_lock, go_install
+from pipeline.dev.processes import StackError
 
 HELM_MODULE = "helm.sh/helm/v3"
 HELM_VERSION = "v3.22.0"

@@ -10,11 +10,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from pipeline.access import record_access
 from pipeline.access.auditor import AccessAuditor
-from pipeline.cli import main
-from pipeline.codec import default_codec
+from pipeline.cli.main import main
+from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings
-from pipeline.producer import AuditProducer, DeliveryResult
-from pipeline.topology import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
+from pipeline.producer.client import AuditProducer, DeliveryResult
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 
 pytestmark = pytest.mark.stack
 

@@ -11,13 +11,13 @@ import yaml
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import KafkaSettings
-from pipeline.devstack.provision import acl_lock
+from pipeline.dev.provision import acl_lock
 from pipeline.permissions.acls import AclEntry
 from pipeline.permissions.broker import BrokerAccessError
-from pipeline.permissions.commands import acl_apply, acl_check, acl_plan
-from pipeline.topology import roles_file_path
+from pipeline.cli.acl import acl_apply, acl_check, acl_plan
+from pipeline.permissions.topology import roles_file_path
 
 pytestmark = pytest.mark.stack
 

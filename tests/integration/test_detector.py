@@ -15,14 +15,14 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.codec import EventCodec, default_codec
+from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.config import KafkaSettings
-from pipeline.devstack.provision import acl_binding
-from pipeline.event import new_event
-from pipeline.producer import AuditProducer
-from pipeline.sealer.records import EVENT_KIND
-from pipeline.topology import Grant
-from tests.integration.sealing_support import REPO, create_topics, delete_topics, start_sealer, wait_until_sealed
+from pipeline.dev.provision import acl_binding
+from pipeline.producer.event import new_event
+from pipeline.producer.client import AuditProducer
+from pipeline.wire.sealed import EVENT_KIND
+from pipeline.permissions.topology import Grant
+from tests.support.sealing import REPO, create_topics, delete_topics, start_sealer, wait_until_sealed
 
 pytestmark = pytest.mark.stack
 
@@ -129,7 +129,7 @@ def test_each_rule_fires_on_its_pattern_and_the_alerts_are_sealed(stack, role_en
 
     log = tmp_path / "detector.log"
     detector = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "detect", "--rules", str(rules), "--raw-topic", raw.raw,
+        [sys.executable, "-m", "pipeline.cli.main", "detect", "--rules", str(rules), "--raw-topic", raw.raw,
          "--alerts-topic", alerts_topic, "--app-id", app_id, "--metrics-port", "0", "--loglevel", "warning"],
         env=dict(os.environ, **role_env("detector")), cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     try:

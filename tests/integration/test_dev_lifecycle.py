@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.devstack.processes import port_is_free
+from pipeline.dev.processes import port_is_free
 
 pytestmark = pytest.mark.stack
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def _free_base(count: int = 4, start: int = 29100) -> int:
 
 
 def auditseal(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 

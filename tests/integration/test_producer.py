@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from pipeline.codec import default_codec
+from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings
-from pipeline.generate import synthetic_events
-from pipeline.producer import (
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.producer.client import (
     AuditProducer,
     AuthenticationError,
     AuthorizationError,
@@ -32,8 +32,8 @@ from pipeline.producer import (
     DeliveryResult,
     ProducerQueueFullError,
 )
-from pipeline.topology import RAW_TOPIC, SEALED_TOPIC
-from pipeline.validation import InvalidEventError
+from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
+from pipeline.wire.validation import InvalidEventError
 from tests.unit.test_validation import CASES, VALID, changed
 
 pytestmark = pytest.mark.stack
@@ -261,7 +261,7 @@ def test_a_full_queue_waits_then_refuses_without_dropping(role_env) -> None:
 
 def run_emit(env: Mapping[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "emit", *args],
+        [sys.executable, "-m", "pipeline.cli.main", "emit", *args],
         input=stdin, capture_output=True, text=True, timeout=120,
         env={**os.environ, **env},
     )

@@ -36,12 +36,13 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.config import KafkaSettings
-from pipeline.event import new_event
+from pipeline.producer.event import new_event
 from pipeline.permissions.acls import role_allows
 from pipeline.permissions.broker import read_state
 from pipeline.permissions.invariants import check_invariants
-from pipeline.producer import AuditProducer, AuthorizationError, UndeliveredEventsError
-from pipeline.topology import AUDIT_TOPICS, RAW_TOPIC, ROLE_NAMES, ROLES_FILE, SEALED_TOPIC, role
+from pipeline.producer.client import AuditProducer, AuthorizationError, UndeliveredEventsError
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
+from pipeline.permissions.topology import role, role_names, roles_file
 
 pytestmark = pytest.mark.stack
 
@@ -184,18 +185,18 @@ PROBES: dict[str, tuple[Callable, str, str]] = {
 @pytest.fixture(scope="module")
 def nobody_may_delete_audit_topics(stack):
     """Both the file and the live broker grant nobody a destructive right, or delete_topic is not probed."""
-    for name in ROLE_NAMES:
+    for name in role_names():
         for topic in AUDIT_TOPICS:
             assert not role_allows(role(name), "topic", topic, "delete"), f"roles file lets {name} delete {topic}"
     live = read_state(AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config()))
-    report = check_invariants(live.acls, ROLES_FILE, raw_topic=RAW_TOPIC, sealed_topic=SEALED_TOPIC,
+    report = check_invariants(live.acls, roles_file(), raw_topic=RAW_TOPIC, sealed_topic=SEALED_TOPIC,
                               audit_topics=AUDIT_TOPICS)
     rule = next(r for r in report.rules if r.name == "no_destructive_rights_on_audit_topics")
     assert rule.holds, f"refusing to probe topic deletion: {rule.breaches}"
 
 
 @pytest.mark.parametrize("operation", list(PROBES))
-@pytest.mark.parametrize("role_name", ROLE_NAMES)
+@pytest.mark.parametrize("role_name", role_names())
 def test_broker_decides_as_the_roles_file_says(stack, role_env, role_name, operation, request):
     probe, resource, acl_operation = PROBES[operation]
     if operation == "delete_topic":
@@ -205,7 +206,7 @@ def test_broker_decides_as_the_roles_file_says(stack, role_env, role_name, opera
     assert actual == _expected(role_name, resource, acl_operation)
 
 
-@pytest.mark.parametrize("role_name", [n for n in ROLE_NAMES if not role_allows(role(n), "topic", RAW_TOPIC, "write")])
+@pytest.mark.parametrize("role_name", [n for n in role_names() if not role_allows(role(n), "topic", RAW_TOPIC, "write")])
 def test_audit_producer_reports_a_denied_write_as_an_authorization_error(role_env, role_name):
     event = new_event(actor={"id": "matrix", "type": "SYSTEM"}, action="matrix.probe",
                       resource={"type": "test", "id": "1"}, outcome={"status": "SUCCESS"}, source_service="matrix")

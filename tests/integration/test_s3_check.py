@@ -7,9 +7,9 @@ import json
 import certifi
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import S3Settings
-from pipeline.objectlock import PROPERTIES, check_bucket
+from pipeline.archive.objectlock import PROPERTIES, check_bucket
 
 
 @pytest.mark.stack

@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.config import KafkaSettings
-from pipeline.generate import synthetic_events
-from pipeline.producer import AuditProducer
-from pipeline.sealer.records import CHECKPOINT_KIND, REJECTION_KIND
-from tests.integration.sealing_support import (
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.producer.client import AuditProducer
+from pipeline.wire.sealed import CHECKPOINT_KIND, REJECTION_KIND
+from tests.support.sealing import (
     audit,
     create_topics,
     delete_topics,

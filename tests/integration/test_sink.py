@@ -18,14 +18,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 from connectors.s3sink.command import BucketRefusedError, check_archive_bucket
 
-from connectors.s3sink.encryption import DecryptionError, MasterKey, decrypt_object, generate_master_key
-from connectors.s3sink.layout import Manifest
+from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object, generate_master_key
+from pipeline.archive.layout import Manifest
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.devstack import s3server
-from pipeline.devstack.stack import LocalStack
-from pipeline.objectlock import PROPERTIES, WRITER_PROPERTIES
-from tests.integration.archive_support import check_archive, seal_in_process, wait_for_archive
-from tests.integration.sealing_support import (
+from pipeline.dev import s3server
+from pipeline.dev.stack import LocalStack
+from pipeline.archive.objectlock import PROPERTIES, WRITER_PROPERTIES
+from tests.support.archive import check_archive, seal_in_process, wait_for_archive
+from tests.support.sealing import (
     REPO,
     create_topics,
     delete_topics,
@@ -241,7 +241,7 @@ def test_sink_refuses_to_start_on_a_bucket_without_object_lock(stack, tmp_path):
     sink_keys = stack.env("sink")
     root.put_bucket_policy(Bucket=bucket, Policy=s3server.bucket_policy(bucket, [], [sink_keys["AWS_ACCESS_KEY_ID"]]))
     try:
-        result = subprocess.run([sys.executable, "-m", "pipeline.cli", "sink", "--metrics-port", "0"], cwd=REPO,
+        result = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "sink", "--metrics-port", "0"], cwd=REPO,
                                 env={**os.environ, **sink_keys, "AUDITSEAL_BUCKET": bucket}, capture_output=True,
                                 text=True, timeout=60)
     finally:

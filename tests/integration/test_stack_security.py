@@ -18,8 +18,8 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.config import KafkaSettings
-from pipeline.devstack.pki import create_ca
-from pipeline.topology import RAW_TOPIC, SEALED_TOPIC
+from pipeline.dev.pki import create_ca
+from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
 
 pytestmark = pytest.mark.stack
 

@@ -18,18 +18,18 @@ import signal
 import fastavro
 import pytest
 
-from connectors.s3sink.layout import Manifest, manifest_key, object_key, parse_key, sync_marker
-from connectors.s3sink.objects import archived_record_schema, read_archived_records, summarise
-from pipeline.cli import main
-from pipeline.codec import default_codec
+from pipeline.archive.layout import Manifest, manifest_key, object_key, parse_key, sync_marker
+from pipeline.archive.container import archived_record_schema, read_archived_records, summarise
+from pipeline.cli.main import main
+from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.generate import synthetic_events
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.checkpoint import sign_checkpoint
 from pipeline.integrity.keyring import generate_signing_key, load_signing_key
-from pipeline.producer import AuditProducer
-from pipeline.sealer.records import CHECKPOINT_KIND, checkpoint_from_record, checkpoint_record, sealed_codecs
-from tests.integration.archive_support import wait_for_archive
-from tests.integration.sealing_support import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
+from pipeline.producer.client import AuditProducer
+from pipeline.wire.sealed import CHECKPOINT_KIND, checkpoint_from_record, checkpoint_record, sealed_codecs
+from tests.support.archive import wait_for_archive
+from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
 
 pytestmark = pytest.mark.stack
 
@@ -191,7 +191,7 @@ def test_an_inserted_record(stack, copy, capsys, monkeypatch):
               and rows[i + 1]["offset"] > rows[i]["offset"] + 1 and _decoded(rows[i + 1])[0] == b"event")
     _, following = _decoded(rows[at + 1])
     from pipeline.integrity.chain import chain_hash
-    from pipeline.sealer.records import event_payload
+    from pipeline.wire.sealed import event_payload
 
     event = next(iter(synthetic_events(1, seed=99)))
     forged = dict(following, event=default_codec().encode(event), source_offset=following["source_offset"] + 10**6)

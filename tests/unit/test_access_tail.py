@@ -11,7 +11,7 @@ from pipeline.access.auditor import AccessAuditor
 from pipeline.access.record import record_access
 from pipeline.access.tail import RotatingLog, load_positions
 from pipeline.errors import AuditSealError
-from pipeline.topology import AUDIT_TOPICS
+from pipeline.wire.topics import AUDIT_TOPICS
 
 AUDITOR = "User:access-auditor"
 

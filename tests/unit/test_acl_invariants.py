@@ -6,11 +6,12 @@ import pytest
 
 from pipeline.permissions.acls import AclEntry, desired_acls
 from pipeline.permissions.invariants import check_invariants
-from pipeline.topology import AUDIT_TOPICS, RAW_TOPIC, ROLES, ROLES_FILE, SEALED_TOPIC
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
+from pipeline.permissions.topology import roles, roles_file
 
 
 def _check(*extra: AclEntry):
-    return check_invariants(desired_acls(ROLES) | set(extra), ROLES_FILE, raw_topic=RAW_TOPIC,
+    return check_invariants(desired_acls(roles()) | set(extra), roles_file(), raw_topic=RAW_TOPIC,
                             sealed_topic=SEALED_TOPIC, audit_topics=AUDIT_TOPICS)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pipeline.permissions.acls import AclEntry, allows, desired_acls
 from pipeline.permissions.plan import SCRAM_ITERATIONS, LiveState, compute_plan
-from pipeline.topology import ROLES, ROLES_FILE
+from pipeline.permissions.topology import roles, roles_file
 
-PASSWORDS = {r.name: f"pw-{r.name}" for r in ROLES}
-IN_SYNC_USERS = {r.name: {"SCRAM-SHA-512": SCRAM_ITERATIONS} for r in ROLES} | {"bootstrap": {"SCRAM-SHA-512": 4096}}
+PASSWORDS = {r.name: f"pw-{r.name}" for r in roles()}
+IN_SYNC_USERS = {r.name: {"SCRAM-SHA-512": SCRAM_ITERATIONS} for r in roles()} | {"bootstrap": {"SCRAM-SHA-512": 4096}}
 
 
 def _acl(principal, operation, name="audit.raw", resource="topic", pattern="literal", permission="allow"):
@@ -36,15 +36,15 @@ def test_authorizer_rules():
 
 
 def test_plan_on_an_empty_broker_creates_everything():
-    plan = compute_plan(ROLES_FILE, LiveState(users={}, acls=frozenset()), passwords=PASSWORDS)
-    assert {u for u, _why in plan.users_to_set} == {r.name for r in ROLES}
-    assert set(plan.acls_to_add) == desired_acls(ROLES)
+    plan = compute_plan(roles_file(), LiveState(users={}, acls=frozenset()), passwords=PASSWORDS)
+    assert {u for u, _why in plan.users_to_set} == {r.name for r in roles()}
+    assert set(plan.acls_to_add) == desired_acls(roles())
     assert not plan.acls_to_remove and not plan.problems
 
 
 def test_plan_on_a_matching_broker_says_no_changes():
-    live = LiveState(users=IN_SYNC_USERS, acls=desired_acls(ROLES))
-    plan = compute_plan(ROLES_FILE, live, passwords=PASSWORDS)
+    live = LiveState(users=IN_SYNC_USERS, acls=desired_acls(roles()))
+    plan = compute_plan(roles_file(), live, passwords=PASSWORDS)
     assert plan.changes == 0
     assert plan.describe()[-1] == "no changes: the broker matches the roles file"
 
@@ -64,24 +64,24 @@ def test_plan_removes_managed_drift_and_leaves_other_applications_alone():
         _acl("User:producer", "write", name="test.raw.1234"),
         _acl("User:orders", "idempotent_write", name="kafka-cluster", resource="cluster"),
     ]
-    live = LiveState(users=IN_SYNC_USERS, acls=desired_acls(ROLES) | set(drift) | set(foreign))
-    plan = compute_plan(ROLES_FILE, live, passwords=PASSWORDS)
+    live = LiveState(users=IN_SYNC_USERS, acls=desired_acls(roles()) | set(drift) | set(foreign))
+    plan = compute_plan(roles_file(), live, passwords=PASSWORDS)
     assert set(plan.acls_to_remove) == set(drift)
     assert not plan.acls_to_add and not plan.users_to_set
 
 
 def test_users_unknown_to_the_file_are_listed_and_removed_only_when_pruning():
     users = IN_SYNC_USERS | {"noacl-1": {"SCRAM-SHA-512": 8192}}
-    live = LiveState(users=users, acls=desired_acls(ROLES))
-    kept = compute_plan(ROLES_FILE, live, passwords=PASSWORDS)
+    live = LiveState(users=users, acls=desired_acls(roles()))
+    kept = compute_plan(roles_file(), live, passwords=PASSWORDS)
     assert kept.unmanaged_users == ("noacl-1",) and kept.users_to_remove == () and kept.changes == 0
-    pruned = compute_plan(ROLES_FILE, live, passwords=PASSWORDS, prune_users=True)
+    pruned = compute_plan(roles_file(), live, passwords=PASSWORDS, prune_users=True)
     assert pruned.users_to_remove == ("noacl-1",)  # never the super user bootstrap
 
 
 def test_missing_password_and_unknown_rotation_are_problems_without_leaking_secrets():
     users = {k: v for k, v in IN_SYNC_USERS.items() if k != "siem"}
-    plan = compute_plan(ROLES_FILE, LiveState(users=users, acls=desired_acls(ROLES)),
+    plan = compute_plan(roles_file(), LiveState(users=users, acls=desired_acls(roles())),
                         passwords={k: v for k, v in PASSWORDS.items() if k != "siem"}, rotate=["sealer", "ghost"])
     assert plan.users_to_set == (("sealer", "rotation requested"), ("siem", "new user"))
     assert plan.problems == ("cannot rotate ghost: not a user of the roles file",
@@ -92,6 +92,6 @@ def test_missing_password_and_unknown_rotation_are_problems_without_leaking_secr
 
 def test_weak_iteration_count_is_reset():
     users = IN_SYNC_USERS | {"admin": {"SCRAM-SHA-512": 4096}}
-    plan = compute_plan(ROLES_FILE, LiveState(users=users, acls=desired_acls(ROLES)), passwords=PASSWORDS)
+    plan = compute_plan(roles_file(), LiveState(users=users, acls=desired_acls(roles())), passwords=PASSWORDS)
     assert plan.users_to_set == (("admin", f"4096 iterations, want {SCRAM_ITERATIONS}"),)
 

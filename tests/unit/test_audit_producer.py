@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError
 
 from pipeline.config import KafkaSettings
 from pipeline.errors import ConfigError
-from pipeline.producer import (
+from pipeline.producer.client import (
     PRODUCER_TUNING,
     AuditProducer,
     AuthenticationError,
@@ -32,7 +32,7 @@ from pipeline.producer import (
     ProducerQueueFullError,
     UndeliveredEventsError,
 )
-from pipeline.validation import InvalidEventError
+from pipeline.wire.validation import InvalidEventError
 
 EVENT = {
     "event_id": "0b0e7e6c-3f4a-4a8e-9d21-6c1f1f3a2b10",

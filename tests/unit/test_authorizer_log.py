@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from pipeline.access.authorizer_log import decision_event, entry_event_id, is_audited, parse_decision
-from pipeline.topology import AUDIT_TOPICS
-from pipeline.validation import validate_event
+from pipeline.wire.topics import AUDIT_TOPICS
+from pipeline.wire.validation import validate_event
 
 DENIED = ("[2026-11-26T05:36:34.369Z] INFO Principal = User:producer is Denied operation = DESCRIBE from host = "
           "127.0.0.1 on resource = Topic:LITERAL:audit.sealed for request = Metadata with resourceRefCount = 1 "

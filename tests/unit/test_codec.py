@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import (
+from pipeline.wire.codec import (
     HEADER_SIZE,
     MARKER,
     BadMarkerError,
@@ -24,8 +24,8 @@ from pipeline.codec import (
     default_codec,
 )
 from pipeline.errors import ConfigError
-from pipeline.schemas import SchemaCatalog, fingerprint_of, schemas_dir
-from pipeline.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, InvalidEventError
+from pipeline.wire.catalog import SchemaCatalog, fingerprint_of, schemas_dir
+from pipeline.wire.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, InvalidEventError
 
 FIXED_EVENT = {
     "event_id": "0b0e7e6c-3f4a-4a8e-9d21-6c1f1f3a2b10",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.detector.app import alert_event
-from pipeline.detector.command import rules_path
+from pipeline.cli.detect import rules_path
 from pipeline.detector.rules import (
     Access,
     DetectorConfigError,
@@ -16,8 +16,8 @@ from pipeline.detector.rules import (
     load_detector_config,
     parse_detector_config,
 )
-from pipeline.codec import EventCodec
-from pipeline.validation import validate_event
+from pipeline.wire.codec import EventCodec
+from pipeline.wire.validation import validate_event
 
 HOUR = 3600 * 1_000_000
 DAY = 24 * HOUR

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.codec import default_codec
-from pipeline.emit import emit_lines
+from pipeline.wire.codec import default_codec
+from pipeline.producer.emit import emit_lines
 
 
 class RecordingSink:

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.event import now_micros
-from pipeline.generate import synthetic_events
-from pipeline.validation import validate_event
+from pipeline.producer.event import now_micros
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.validation import validate_event
 
 N = 20_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -1,5 +1,5 @@
 """The compiled sealed entry (pipeline.native.sealing.seal_event) against its references: the chain
-hash of pipeline.integrity.chain over the payload of pipeline.sealer.records, and the SealedEvent
+hash of pipeline.integrity.chain over the payload of pipeline.wire.sealed, and the SealedEvent
 bytes of the checked Avro writer and of fastavro."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pipeline.errors import ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, chain_hash
 from pipeline.native.sealing import seal_event
 from pipeline.sealer import chain_sealer
-from pipeline.sealer.records import event_payload, sealed_codecs
+from pipeline.wire.sealed import event_payload, sealed_codecs
 
 CODECS = sealed_codecs()
 HEADER = bytes(CODECS.event.header)
@@ -92,12 +92,12 @@ def test_a_sealed_event_schema_of_another_layout_is_refused() -> None:
 
 def test_a_raw_record_without_timestamp_is_sealed_as_a_rejection_not_a_crash() -> None:
     # Kafka's "no timestamp" is -1 ms; the chain payload's time is unsigned.
-    from pipeline.codec import default_codec
-    from pipeline.generate import synthetic_events
+    from pipeline.wire.codec import default_codec
+    from pipeline.producer.synthetic import synthetic_events
     from pipeline.integrity.chain import ChainHead
     from pipeline.integrity.keyring import generate_signing_key
     from pipeline.sealer.chain_sealer import ChainSealer
-    from pipeline.sealer.records import EVENT_KIND, REJECTION_KIND, entry_payload
+    from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND, entry_payload
 
     value = default_codec().encode(next(iter(synthetic_events(1, seed=1))))
     sealer = ChainSealer("audit.raw/0", 0, generate_signing_key(), ChainHead.genesis("audit.raw/0"))

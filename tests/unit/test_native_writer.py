@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import default_codec
+from pipeline.wire.codec import default_codec
 from pipeline.native.avro_writer import NativeEncoder, compile_native_encoder
-from pipeline.schemas import default_catalog
-from pipeline.validation import _INT32, _INT64, InvalidEventError, _timestamp_bounds
+from pipeline.wire.catalog import default_catalog
+from pipeline.wire.validation import _INT32, _INT64, InvalidEventError, _timestamp_bounds
 from tests.unit.test_specialised_writer import GENERIC, CountingFallback, _in_range, fastavro_bytes, outcome
 from tests.unit.test_validation import CASES, VALID, changed
 

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from pipeline.codec import default_codec
-from pipeline.generate import synthetic_events
+from pipeline.wire.codec import default_codec
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import Keyring, SigningKey
 from pipeline.sealer.chain_sealer import ChainSealer
-from pipeline.sealer.records import CHECKPOINT_KIND, sealed_codecs
+from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, verify_proof
 
 ISSUED = 1_800_000_000_000_000
@@ -104,7 +104,7 @@ def _edit_event_field(proof):
 def _rehash_edited_entry(proof):
     # a clever tamperer also recomputes the entry's own hash: the Merkle path then fails
     from pipeline.integrity.chain import chain_hash
-    from pipeline.sealer.records import entry_payload
+    from pipeline.wire.sealed import entry_payload
 
     _edit_event_field(proof)
     entry = {k: bytes.fromhex(v) if k in ("prev_hash", "hash", "event") else v for k, v in proof["entry"].items()}
@@ -114,7 +114,7 @@ def _rehash_edited_entry(proof):
 
 def _resign_with(key):
     from pipeline.integrity.checkpoint import checkpoint_hash, sign_checkpoint
-    from pipeline.sealer.records import checkpoint_from_record
+    from pipeline.wire.sealed import checkpoint_from_record
 
     def tamper(proof):
         record = {k: bytes.fromhex(v) if k in ("merkle_root", "chain_head", "prev_checkpoint_hash", "signature",

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.devstack.kafka import BOOTSTRAP_USER, BROKER_PRINCIPAL
+from pipeline.dev.kafka import BOOTSTRAP_USER, BROKER_PRINCIPAL
 from pipeline.permissions.acls import desired_acls, role_allows
 from pipeline.permissions.plan import is_managed
 from pipeline.permissions.roles import MANDATORY_ROLES, Grant, RolesFileError, parse_roles
-from pipeline.topology import AUDIT_TOPICS, RAW_TOPIC, ROLES, ROLES_FILE, SEALED_TOPIC, role, roles_file_path
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
+from pipeline.permissions.topology import role, roles, roles_file, roles_file_path
 
 SHIPPED = yaml.safe_load(roles_file_path().read_text())
 
@@ -27,11 +28,11 @@ def _with(**changes) -> dict:
 
 
 def test_shipped_file_has_the_mandatory_roles_first():
-    assert tuple(r.name for r in ROLES[: len(MANDATORY_ROLES)]) == MANDATORY_ROLES
+    assert tuple(r.name for r in roles()[: len(MANDATORY_ROLES)]) == MANDATORY_ROLES
 
 
 def test_shipped_super_users_are_the_brokers():
-    assert set(ROLES_FILE.super_users) == {BROKER_PRINCIPAL, f"User:{BOOTSTRAP_USER}"}
+    assert set(roles_file().super_users) == {BROKER_PRINCIPAL, f"User:{BOOTSTRAP_USER}"}
 
 
 def test_shipped_grants_keep_the_minimal_rights():
@@ -42,14 +43,14 @@ def test_shipped_grants_keep_the_minimal_rights():
     assert role_allows(role("siem"), "topic", SEALED_TOPIC, "read")
     assert not role_allows(role("siem"), "topic", SEALED_TOPIC, "write")
     assert role_allows(role("admin"), "cluster", "kafka-cluster", "alter")
-    assert not any(role_allows(r, "topic", t, op) for r in ROLES for t in AUDIT_TOPICS
+    assert not any(role_allows(r, "topic", t, op) for r in roles() for t in AUDIT_TOPICS
                    for op in ("delete", "alter", "alter_configs"))
     assert role("sink").s3_access == "write" and role("siem").s3_access == "read"
 
 
 def test_every_declared_acl_is_in_the_managed_scope():
     # otherwise apply could add an ACL it would never remove again
-    assert all(is_managed(acl, ROLES_FILE) for acl in desired_acls(ROLES))
+    assert all(is_managed(acl, roles_file()) for acl in desired_acls(roles()))
 
 
 def test_a_service_gets_its_own_principal_with_the_producer_grants():

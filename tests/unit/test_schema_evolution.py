@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.generate import synthetic_events
-from pipeline.schemas import AUDIT_EVENT, SchemaCatalog, SchemaVersion, compatibility_problems, default_catalog, schemas_dir
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.catalog import AUDIT_EVENT, SchemaCatalog, SchemaVersion, compatibility_problems, default_catalog, schemas_dir
 
 # Fingerprints of released versions. A released file may get better docs, never a different
 # canonical form: records written with it are in the immutable log. Add a line per new version.

@@ -19,8 +19,8 @@ from connectors.s3sink.bucket import (
     WriteCancelled,
     is_transient,
 )
-from connectors.s3sink.objects import build_object
-from connectors.s3sink.retention import ComplianceProfile
+from pipeline.archive.container import build_object
+from pipeline.archive.retention import ComplianceProfile
 
 def _error(code: str, status: int) -> ClientError:
     return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")

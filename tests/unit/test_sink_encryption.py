@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
-from connectors.s3sink.encryption import (
+from pipeline.archive.encryption import (
     DecryptionError,
     MasterKey,
     decrypt_object,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from connectors.s3sink.layout import (
+from pipeline.archive.layout import (
     ChainRange,
     CheckpointRef,
     Encryption,

@@ -10,16 +10,16 @@ from functools import lru_cache
 import fastavro
 import pytest
 
-from connectors.s3sink.encryption import MasterKey, decrypt_object
-from connectors.s3sink.layout import Manifest, sync_marker
-from connectors.s3sink.objects import build_object, entry_position, kind_of, read_archived_records
-from connectors.s3sink.retention import ComplianceProfile
-from pipeline.codec import default_codec
-from pipeline.generate import synthetic_events
+from pipeline.archive.encryption import MasterKey, decrypt_object
+from pipeline.archive.layout import Manifest, sync_marker
+from pipeline.archive.container import build_object, entry_position, kind_of, read_archived_records
+from pipeline.archive.retention import ComplianceProfile
+from pipeline.wire.codec import default_codec
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.checkpoint import checkpoint_hash
 from pipeline.integrity.keyring import generate_signing_key
 from pipeline.sealer.chain_sealer import ChainSealer
-from pipeline.sealer.records import checkpoint_from_record, sealed_codecs
+from pipeline.wire.sealed import checkpoint_from_record, sealed_codecs
 
 PROFILE = ComplianceProfile("soc2", years=1)
 BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

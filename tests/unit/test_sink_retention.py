@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from connectors.s3sink.retention import ComplianceProfile, load_profiles, parse_profiles
+from pipeline.archive.retention import ComplianceProfile, load_profiles, parse_profiles
 from pipeline.errors import ConfigError
 
 UTC = datetime.timezone.utc

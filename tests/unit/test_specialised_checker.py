@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import HEADER_SIZE, DecodeError, EventCodec, default_codec
+from pipeline.wire.codec import HEADER_SIZE, DecodeError, EventCodec, default_codec
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import generate_signing_key
 from pipeline.sealer.chain_sealer import ChainSealer
-from pipeline.sealer.records import EVENT_KIND, REJECTION_KIND
-from pipeline.specialised_checker import checker_program, compile_checker, compile_python_checker
-from pipeline.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, InvalidEventError, validate_event
+from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND
+from pipeline.wire.acceptance import checker_program, compile_checker, compile_python_checker
+from pipeline.wire.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, InvalidEventError, validate_event
 from tests.unit.test_codec import FIXED_HEX, _catalog_with, _v2_with_tenant, valid_events
 
 CODEC = default_codec()

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.s3sink.objects import archived_record_schema, build_object, read_archived_records
-from pipeline.codec import CorruptBodyError, DecodeError
-from pipeline.schemas import default_catalog
-from pipeline.sealer.records import ENTRY_FIELDS, entry_payload, entry_payload_of_fields, sealed_codecs
-from pipeline.specialised_reader import compile_decoder, decode_fields, record_fields
+from pipeline.archive.container import archived_record_schema, build_object, read_archived_records
+from pipeline.wire.codec import CorruptBodyError, DecodeError
+from pipeline.wire.catalog import default_catalog
+from pipeline.wire.sealed import ENTRY_FIELDS, entry_payload, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.flat_decoder import compile_decoder, decode_fields, record_fields
 from pipeline.verifier.archive import archived_values
 from tests.unit.test_sink_objects import PROFILE, _records
 

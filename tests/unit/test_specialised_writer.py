@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.codec import default_codec
-from pipeline.generate import synthetic_events
-from pipeline.specialised_writer import compile_encoder, writer_source
-from pipeline.validation import InvalidEventError, compile_writer
+from pipeline.wire.codec import default_codec
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.specialised_writer import compile_encoder, writer_source
+from pipeline.wire.validation import InvalidEventError, compile_writer
 from tests.unit.test_codec import valid_events
 from tests.unit.test_validation import CASES, VALID, changed
 

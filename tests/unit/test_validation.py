@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from pipeline.errors import AuditSealError
-from pipeline.event import complete_event, new_event
-from pipeline.validation import InvalidEventError, compile_writer, validate_event
+from pipeline.producer.event import complete_event, new_event
+from pipeline.wire.validation import InvalidEventError, compile_writer, validate_event
 
 VALID = {
     "event_id": "0b0e7e6c-3f4a-4a8e-9d21-6c1f1f3a2b10",

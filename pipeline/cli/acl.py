@@ -1,0 +1,106 @@
+"""``auditseal acl plan | apply | check``: the roles file against the live broker, as the admin role.
+
+Exit codes follow the command line's contract: 0 success (``check``: every rule holds), 1 a rule is
+broken or the broker refused, 2 usage or configuration error. Output never contains a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from pipeline.config import KafkaSettings
+from pipeline.errors import ConfigError
+from pipeline.permissions.broker import apply_plan, load_passwords, plan_changes, read_state
+from pipeline.permissions.invariants import check_invariants
+from pipeline.permissions.plan import Plan
+from pipeline.permissions.roles import RolesFile
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
+from pipeline.permissions.topology import load_roles_file
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _admin(env: Mapping[str, str] | None) -> tuple[AdminClient, KafkaSettings]:
+    settings = KafkaSettings.from_env(env)
+    return AdminClient(settings.client_config()), settings
+
+
+def _passwords(credentials: Path | None) -> dict[str, str] | None:
+    if credentials is not None:
+        return load_passwords(credentials)
+    from pipeline.dev.stack import LocalStack
+
+    local = LocalStack().credentials_file
+    return load_passwords(local) if local.exists() else None
+
+
+def _header(settings: KafkaSettings, roles: RolesFile) -> str:
+    return (f"roles file {roles.path} ({len(roles.roles)} roles) against {settings.bootstrap} "
+            f"as {settings.username}")
+
+
+def acl_plan(*, env: Mapping[str, str] | None = None, roles_path: Path | None = None, credentials: Path | None = None,
+             rotate: Sequence[str] = (), prune_users: bool = False, as_json: bool = False,
+             out: Callable[[str], Any] = print) -> int:
+    """Print the users and ACLs ``apply`` would add or remove; exit 0 (also when there are changes), 1 if
+    the plan could not be applied (a user to create has no password)."""
+    roles = load_roles_file(roles_path)
+    admin, settings = _admin(env)
+    passwords = _passwords(credentials)
+    plan = plan_changes(admin, roles, passwords=passwords, rotate=rotate, prune_users=prune_users)
+    _print_plan(plan, settings, roles, as_json, out, heading="plan")
+    return EXIT_FAILED if plan.problems else EXIT_OK
+
+
+def acl_apply(*, env: Mapping[str, str] | None = None, roles_path: Path | None = None, credentials: Path | None = None,
+              rotate: Sequence[str] = (), prune_users: bool = False, as_json: bool = False,
+              out: Callable[[str], Any] = print) -> int:
+    """Make the broker match the roles file, print what was done; a second run changes nothing."""
+    roles = load_roles_file(roles_path)
+    admin, settings = _admin(env)
+    passwords = _passwords(credentials)
+    plan = plan_changes(admin, roles, passwords=passwords, rotate=rotate, prune_users=prune_users)
+    if plan.users_to_set and passwords is None:
+        raise ConfigError("users need a password but no credentials file was found; pass --credentials FILE")
+    apply_plan(admin, plan, passwords=passwords or {})
+    _print_plan(plan, settings, roles, as_json, out, heading="applied")
+    return EXIT_OK
+
+
+def acl_check(*, env: Mapping[str, str] | None = None, roles_path: Path | None = None, as_json: bool = False,
+              out: Callable[[str], Any] = print) -> int:
+    """Prove the separation-of-duties rules on the live broker; exit 1 naming each breach."""
+    roles = load_roles_file(roles_path)
+    admin, settings = _admin(env)
+    live = read_state(admin)
+    report = check_invariants(live.acls, roles, raw_topic=RAW_TOPIC, sealed_topic=SEALED_TOPIC,
+                              audit_topics=AUDIT_TOPICS)
+    if as_json:
+        out(json.dumps({"broker": settings.bootstrap, "roles_file": str(roles.path), "acls": len(live.acls),
+                        **report.as_dict()}, indent=2))
+    else:
+        out(f"separation of duties: {_header(settings, roles)}, {len(live.acls)} ACLs")
+        for rule in report.rules:
+            out(f"  {'PASS' if rule.holds else 'FAIL'}  {rule.name}: {rule.description}")
+            for breach in rule.breaches:
+                out(f"          breach: {breach}")
+        for note in report.notes:
+            out(f"  NOTE  {note}")
+        out("every rule holds" if report.passed else f"rules broken: {', '.join(report.failed())}")
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _print_plan(plan: Plan, settings: KafkaSettings, roles: RolesFile, as_json: bool, out: Callable[[str], Any],
+                heading: str) -> None:
+    if as_json:
+        out(json.dumps({"broker": settings.bootstrap, "roles_file": str(roles.path), "action": heading,
+                        **plan.as_dict()}, indent=2))
+        return
+    out(f"{heading}: {_header(settings, roles)}")
+    for line in plan.describe():
+        out(line)

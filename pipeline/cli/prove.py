@@ -1,0 +1,103 @@
+"""``auditseal prove`` and ``auditseal verify-proof``: the I/O around :mod:`pipeline.verifier.proofs`.
+
+``prove`` reads the archive (``--s3`` or ``--dir``, as ``auditseal verify`` does) object by object in
+chain order until the checkpoint covering the event has been read, and prints or writes the proof;
+exit 0, 1 if no archived event has the id (or no checkpoint covers it yet), 2 on a usage error.
+``verify-proof`` needs only the proof file and the public keyring; exit 0 valid, 1 invalid (saying
+why), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipeline.archive.encryption import decrypt_object, load_master_key
+from pipeline.archive.layout import Manifest
+from pipeline.archive.container import read_archived_records
+from pipeline.errors import ConfigError
+from pipeline.integrity.keyring import load_keyring
+from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
+from pipeline.cli.verify import KEYRING_VARIABLE, _source
+from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, verify_proof
+
+
+def find_proof(source, event_id: str, master_keys=None) -> dict:
+    """The proof of ``event_id`` in an archive source (DirectorySource or BucketSource);
+    ProofNotFoundError if it is not there or not yet covered by a checkpoint."""
+    codecs = sealed_codecs()
+    scope, finder, unproven = None, None, None
+    for entry in source.entries():
+        entry_scope = (entry.key.prefix, entry.key.topic)
+        if entry_scope != scope:
+            if finder is not None and finder.found_at is not None:
+                unproven = finder
+            scope, finder = entry_scope, ProofFinder(event_id)
+        if not entry.versions:
+            continue
+        data = entry.versions[0].read()
+        if entry.manifest_versions:
+            manifest = Manifest.from_bytes(entry.manifest_versions[0].read(), f"{entry.name}.manifest.json")
+            if manifest.encryption is not None:
+                data = decrypt_object(data, entry.name, manifest.encryption, master_keys or {})
+        for row in read_archived_records(data):
+            kind, record = codecs.decode(row["value"])
+            location = f"{entry.name} offset {row['offset']}"
+            if kind == CHECKPOINT_KIND:
+                finder.checkpoint(record, location)
+                if finder.done:
+                    return finder.result()
+            else:
+                finder.entry(kind, record, location)
+    if finder is not None and finder.found_at is None and unproven is not None:
+        finder = unproven
+    if finder is None:
+        raise ProofNotFoundError(f"no archived object under {source.description}")
+    return finder.result()
+
+
+def prove_command(args) -> int:
+    """Run ``auditseal prove``; returns the exit code."""
+    masters = {key.key_id: key for key in (load_master_key(Path(p)) for p in args.master_key or [])}
+    try:
+        proof = find_proof(_source(args), args.event_id, masters)
+    except ProofNotFoundError as exc:
+        print(f"auditseal prove: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(proof, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"auditseal prove: proof of event {args.event_id} (chain {proof['entry']['chain_id']} seq "
+              f"{proof['entry']['seq']}) written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def verify_proof_command(args) -> int:
+    """Run ``auditseal verify-proof``; returns the exit code."""
+    keyring_path = args.keyring or os.environ.get(KEYRING_VARIABLE)
+    if not keyring_path:
+        raise ConfigError(f"no keyring: pass --keyring FILE or set {KEYRING_VARIABLE}")
+    keyring = load_keyring(keyring_path)
+    try:
+        text = Path(args.proof).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the proof {args.proof}: {exc.strerror}") from None
+    try:
+        proof = json.loads(text)
+    except json.JSONDecodeError as exc:
+        print(f"INVALID: {args.proof} is not JSON: {exc}")
+        return 1
+    try:
+        verified = verify_proof(proof, keyring)
+    except InvalidProofError as exc:
+        print(f"INVALID: {exc}")
+        return 1
+    checkpoint = verified.checkpoint
+    print(f"VALID: event {verified.event_id} is entry seq {verified.seq} of chain {verified.chain_id}, "
+          f"included in checkpoint seq {checkpoint.first_seq}..{checkpoint.last_seq} "
+          f"(Merkle root {checkpoint.merkle_root.hex()[:16]}…) signed by key {verified.key.key_id}")
+    return 0

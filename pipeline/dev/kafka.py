@@ -1,0 +1,227 @@
+"""Apache Kafka 4.x in KRaft mode, from the official jars on Maven Central, secured with TLS, SCRAM and ACLs.
+
+Three listeners, all on loopback and all TLS:
+- ``CLIENT`` (SASL_SSL, SCRAM-SHA-512): every user and service.
+- ``INTERNAL`` (SSL, client certificate required): the broker talking to itself.
+- ``CONTROLLER`` (SSL, client certificate required): KRaft quorum traffic.
+The broker's certificate maps to the principal ``User:broker``; the SCRAM user ``bootstrap`` is created
+when storage is formatted and is used only by ``auditseal dev up`` to create users, ACLs and topics.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.dev.processes import ManagedProcess, StackError, run_checked
+
+KAFKA_VERSION = "4.4.0"
+SCALA_VERSION = "2.13"
+LOG4J_VERSION = "2.26.1"
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+BROKER_PRINCIPAL = "User:broker"
+BOOTSTRAP_USER = "bootstrap"
+MIN_JAVA = 17
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.auditseal</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId><version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>{log4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+# AUDITSEAL_MAVEN_REPO points every download at one repository (a corporate mirror, say)
+_MIRROR_SETTINGS = """<settings><mirrors><mirror><id>auditseal-mirror</id><mirrorOf>*</mirrorOf>
+<url>{url}</url></mirror></mirrors></settings>
+"""
+
+_LOG4J2 = """status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log_dir}/server.log
+appender.file.filePattern = {log_dir}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 5
+appender.authorizer.type = RollingFile
+appender.authorizer.name = authorizer
+appender.authorizer.fileName = {log_dir}/kafka-authorizer.log
+appender.authorizer.filePattern = {log_dir}/kafka-authorizer.log.%i
+appender.authorizer.layout.type = PatternLayout
+appender.authorizer.layout.pattern = [%d{{yyyy-MM-dd'T'HH:mm:ss.SSSXXX}}] %p %m (%c)%n
+appender.authorizer.policies.type = Policies
+appender.authorizer.policies.size.type = SizeBasedTriggeringPolicy
+appender.authorizer.policies.size.size = 50MB
+appender.authorizer.strategy.type = DefaultRolloverStrategy
+appender.authorizer.strategy.max = 10
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = DEBUG
+logger.authorizer.additivity = false
+logger.authorizer.appenderRef.authorizer.ref = authorizer
+"""
+
+
+@dataclass(frozen=True)
+class KafkaPorts:
+    """The three loopback ports of the single combined broker/controller."""
+
+    client: int
+    internal: int
+    controller: int
+
+
+def java_executable() -> str:
+    """The ``java`` to run Kafka with (``$JAVA_HOME/bin/java`` first), checked to be Java 17 or newer."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise StackError(
+            f"Java {MIN_JAVA}+ is needed to run Kafka but no `java` was found "
+            "(install a JDK, e.g. `apt-get install openjdk-17-jre-headless`, or set JAVA_HOME)"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise StackError(f"Kafka {KAFKA_VERSION} needs Java {MIN_JAVA}+; {java} is: {out.strip()[:120]}")
+    return java
+
+
+def ensure_jars(cache: Path) -> Path:
+    """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder.
+
+    Maven does the resolution (it verifies checksums and follows the official POMs' dependencies),
+    into a repository inside our cache so nothing lands in ``~/.m2``.
+    """
+    libs = cache / "kafka" / f"{KAFKA_VERSION}" / "libs"
+    done = libs / ".complete"
+    if done.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Apache Maven (`mvn`) is needed once to fetch the Kafka jars from Maven Central; install it")
+    work = cache / "kafka" / KAFKA_VERSION
+    work.mkdir(parents=True, exist_ok=True)
+    pom = work / "pom.xml"
+    pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+    staging = work / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    argv = [mvn, "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
+    mirror = os.environ.get("AUDITSEAL_MAVEN_REPO")
+    if mirror:
+        settings = work / "settings.xml"
+        settings.write_text(_MIRROR_SETTINGS.format(url=mirror))
+        argv += ["-s", str(settings)]
+    run_checked(
+        argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+        f"downloading Kafka {KAFKA_VERSION} from {mirror or 'Maven Central'}",
+    )
+    if not any(staging.glob(f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")):
+        raise StackError(f"downloading Kafka {KAFKA_VERSION}: Maven finished but kafka_{SCALA_VERSION} is missing")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    done.write_text(KAFKA_VERSION + "\n")
+    return libs
+
+
+def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1) -> str:
+    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default."""
+    keystore = pki_dir / "broker.keystore.pem"
+    ca = pki_dir / "ca.pem"
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": node_id,
+        "controller.quorum.voters": f"{node_id}@127.0.0.1:{ports.controller}",
+        "listeners": (
+            f"CLIENT://127.0.0.1:{ports.client},INTERNAL://127.0.0.1:{ports.internal},"
+            f"CONTROLLER://127.0.0.1:{ports.controller}"
+        ),
+        "advertised.listeners": f"CLIENT://localhost:{ports.client},INTERNAL://localhost:{ports.internal}",
+        "listener.security.protocol.map": "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL",
+        "inter.broker.listener.name": "INTERNAL",
+        "controller.listener.names": "CONTROLLER",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.client.scram-sha-512.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "listener.name.internal.ssl.client.auth": "required",
+        "listener.name.controller.ssl.client.auth": "required",
+        "listener.name.client.ssl.client.auth": "none",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": keystore,
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": ca,
+        "ssl.endpoint.identification.algorithm": "https",
+        "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+        "ssl.principal.mapping.rules": r"RULE:^CN=([^,]+),O=.*$/$1/,DEFAULT",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"{BROKER_PRINCIPAL};User:{BOOTSTRAP_USER}",
+        "log.dirs": data_dir,
+        "num.partitions": 1,
+        "default.replication.factor": 1,
+        "min.insync.replicas": 1,
+        "offsets.topic.replication.factor": 1,
+        "offsets.topic.num.partitions": 6,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.num.partitions": 6,
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+        "group.initial.rebalance.delay.ms": 0,
+        "log.flush.interval.messages": 9223372036854775807,
+        "unclean.leader.election.enable": "false",
+    }
+    return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def format_storage(java: str, libs: Path, properties: Path, bootstrap_password: str, log: Path) -> None:
+    """Format KRaft storage once, creating the SCRAM super user that sets the stack up."""
+    scram = f"SCRAM-SHA-512=[name={BOOTSTRAP_USER},password={bootstrap_password}]"
+    run_checked(
+        [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*", STORAGE_TOOL, "format",
+         f"--cluster-id={_cluster_id()}", "-c", str(properties), "--add-scram", scram],
+        "formatting Kafka storage",
+    )
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Path, log4j: Path, heap: str = "1g") -> int:
+    """Start the broker detached; ``process.marker`` must appear in its command line."""
+    argv = [
+        java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j}", f"-Dauditseal.stack={process.marker}",
+        "-cp", f"{libs}/*", MAIN_CLASS, str(properties),
+    ]
+    return process.start(argv)
+
+
+def log4j_properties(log_dir: Path) -> str:
+    """log4j2 configuration: broker log and the authorizer decision log, both rotated by size; the
+    authorizer log's timestamps carry their UTC offset, since the access auditor turns them into events."""
+    return _LOG4J2.format(log_dir=log_dir)
