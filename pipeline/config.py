@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError
 
@@ -45,7 +45,7 @@ class KafkaSettings:
 
     bootstrap: str
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a repr, a log line or an error
     ca_file: str
 
     @classmethod
@@ -80,7 +80,7 @@ class S3Settings:
 
     endpoint_url: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)  # never in a repr, a log line or an error
     ca_bundle: str
     bucket: str
 

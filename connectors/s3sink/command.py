@@ -63,12 +63,8 @@ def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None
     return report
 
 
-def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None, loglevel: str = "info") -> int:
+def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None) -> int:
     """Check the bucket, serve metrics on ``metrics_addr:metrics_port`` (0: none), archive until stopped."""
-    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):  # their debug output includes signed requests
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     kafka = KafkaSettings.from_env()
     s3 = S3Settings.from_env()
     check_archive_bucket(s3)
@@ -109,7 +105,7 @@ def sink_command(args) -> int:
         master_key=master_key_from(args.master_key), instance_id=args.instance_id,
         crash_before_commit=int(crash) if crash else None,
     )
-    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, loglevel=args.loglevel)
+    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -136,5 +132,4 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
     sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint port (0: off)")
     sink.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
-    sink.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     sink.set_defaults(handler=sink_command)
