@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "keyring (exit 0 valid, 1 invalid, 2 usage error)")
     verify_proof.add_argument("proof", metavar="FILE", help="a proof written by auditseal prove")
     verify_proof.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
+    verify_proof.add_argument("--policy", help="C2SP tlog-policy for a tlog-proof file; default $AUDITSEAL_WITNESS_POLICY")
     verify_proof.set_defaults(handler=_verify_proof)
 
     demo = commands.add_parser("demo", help="the whole pipeline end to end on the local stack")

@@ -62,11 +62,12 @@ def wait_listening(process: ManagedProcess, port: int, timeout_s: float = 60.0) 
         time.sleep(0.1)
 
 
-def start_test_witness(home: Path, base_port: int, origins: list[str]) -> RunningWitness:
-    """Start an omniwitness in `home` accepting `origins`, each under its own fresh log key."""
+def start_test_witness(home: Path, base_port: int, origins: list[str],
+                       logs: dict[str, NoteSigner] | None = None) -> RunningWitness:
+    """Start an omniwitness in `home` accepting `origins`, each under its own fresh log key, and `logs`."""
     binary = dev_witness.ensure_binary(cache_dir())
     verifier = dev_witness.ensure_witness_key(home, "witness.test.auditseal.localhost")
-    logs = {origin: NoteSigner(origin, Ed25519PrivateKey.generate()) for origin in origins}
+    logs = {**{origin: NoteSigner(origin, Ed25519PrivateKey.generate()) for origin in origins}, **(logs or {})}
     port = free_extra_port(base_port)
     process = ManagedProcess("test-witness", home / "witness.pid", home / "witness.log", str(home))
     running = RunningWitness(Witness("test-witness", verifier, f"http://127.0.0.1:{port}"), verifier, logs,
