@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature
 
-from pipeline.integrity.chain import GENESIS_HASH, require_hash, require_seq
+from pipeline.integrity.chain import require_hash, require_seq
 from pipeline.integrity.errors import (
     BadSignatureError,
     CheckpointMismatchError,
@@ -264,32 +264,4 @@ def verify_checkpoint_batch(
         raise CheckpointMismatchError(
             f"{checkpoint.describe()}: expected Merkle root {short_hex(checkpoint.merkle_root)}, "
             f"found {short_hex(root)} over the records read back"
-        )
-
-
-def verify_checkpoint_follows(previous: Checkpoint | None, checkpoint: Checkpoint) -> None:
-    """Check that `checkpoint` directly follows `previous` (None: it is the chain's first).
-
-    The first checkpoint of a chain starts at seq 0 with prev_checkpoint_hash GENESIS_HASH;
-    any other starts right after its predecessor's last_seq, in the same chain, and carries
-    its predecessor's checkpoint_hash. Raises CheckpointMismatchError naming what differs.
-    """
-    if previous is None:
-        expected_first, expected_prev = 0, GENESIS_HASH
-    else:
-        if previous.chain_id != checkpoint.chain_id:
-            raise CheckpointMismatchError(
-                f"{checkpoint.describe()}: expected to follow a checkpoint of the same chain, "
-                f"found {previous.describe()}"
-            )
-        expected_first, expected_prev = previous.last_seq + 1, checkpoint_hash(previous)
-    if checkpoint.first_seq != expected_first:
-        raise CheckpointMismatchError(
-            f"{checkpoint.describe()}: expected first_seq {expected_first}, "
-            f"found {checkpoint.first_seq}"
-        )
-    if checkpoint.prev_checkpoint_hash != expected_prev:
-        raise CheckpointMismatchError(
-            f"{checkpoint.describe()}: expected prev_checkpoint_hash {short_hex(expected_prev)}, "
-            f"found {short_hex(checkpoint.prev_checkpoint_hash)}"
         )

@@ -1,12 +1,12 @@
-"""Integrity failures, one type per violation a verifier reports or a caller can act on.
+"""Integrity failures, one type per failure a caller can act on.
+
+The kinds of violation a verification reports are not exceptions: they are the one vocabulary of
+the state machine, :class:`pipeline.integrity.chain_state.ViolationKind`.
 
 Every message says what was expected and what was found, so a verification report can quote it
 as is. Hashes are shown as their first 16 hex characters: enough to tell two apart in a report,
 short enough to read.
 """
-
-from enum import StrEnum
-from typing import ClassVar
 
 from pipeline.errors import AuditSealError, ConfigError
 
@@ -23,69 +23,6 @@ class IntegrityError(AuditSealError):
 
 class MalformedInputError(IntegrityError, ValueError):
     """A hash, sequence number or field has the wrong type, size or range to be encoded at all."""
-
-
-class ChainViolation(StrEnum):
-    """The kinds of chain break a verifier reports; the values are stable strings for JSON."""
-
-    GAP = "gap"
-    DUPLICATE = "duplicate"
-    REORDER = "reorder"
-    HASH_MISMATCH = "hash_mismatch"
-    FORK = "fork"
-    WRONG_CHAIN = "wrong_chain"
-
-
-class ChainError(IntegrityError):
-    """A record does not extend the chain head it was checked against.
-
-    `chain_id` is the chain the record was checked against, `seq` the sequence number the record
-    carries and `expected_seq` the one that should have come next; `kind` says which violation.
-    """
-
-    kind: ClassVar[ChainViolation]
-
-    def __init__(self, chain_id: str, seq: int, expected_seq: int, detail: str) -> None:
-        self.chain_id = chain_id
-        self.seq = seq
-        self.expected_seq = expected_seq
-        super().__init__(f"chain {chain_id!r} seq {seq}: {self.kind.value}: {detail}")
-
-
-class ChainGapError(ChainError):
-    """Records are missing: the record's seq is beyond the next expected one."""
-
-    kind = ChainViolation.GAP
-
-
-class ChainDuplicateError(ChainError):
-    """The record repeats the chain head: same seq, same hash."""
-
-    kind = ChainViolation.DUPLICATE
-
-
-class ChainReorderError(ChainError):
-    """The record's seq precedes the chain head: it arrived out of order or was replayed."""
-
-    kind = ChainViolation.REORDER
-
-
-class ChainHashMismatchError(ChainError):
-    """The record's hash is not the hash of its own prev_hash, seq and payload: it was altered."""
-
-    kind = ChainViolation.HASH_MISMATCH
-
-
-class ChainForkError(ChainError):
-    """A self-consistent record extends a different history than the one verified so far."""
-
-    kind = ChainViolation.FORK
-
-
-class ChainMismatchError(ChainError):
-    """The record belongs to another chain than the head it was checked against."""
-
-    kind = ChainViolation.WRONG_CHAIN
 
 
 class CheckpointError(IntegrityError):

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from pipeline.wire.codec import DecodeError, EventCodec, default_codec
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
+from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
 from pipeline.integrity.keyring import SigningKey
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
@@ -85,16 +86,17 @@ class ChainSealer:
     @classmethod
     def resume(cls, chain_id: str, source_partition: int, signing_key: SigningKey,
                last_checkpoint: dict | None) -> ChainSealer:
-        """The state after the chain's last committed checkpoint record (None: an empty chain)."""
+        """The state after the chain's last committed checkpoint record (None: an empty chain), as
+        :meth:`pipeline.integrity.chain_state.ChainState.after_checkpoint` defines it."""
         if last_checkpoint is None:
             return cls(chain_id, source_partition, signing_key, ChainHead.genesis(chain_id))
         if last_checkpoint["chain_id"] != chain_id:
             raise SealerStateError(f"partition of {chain_id} ends with a checkpoint of {last_checkpoint['chain_id']}")
-        checkpoint = checkpoint_from_record(last_checkpoint)
+        # the state machine's state after that checkpoint, as the verifier would hold it there
+        state = ChainState.after_checkpoint(checkpoint_from_record(last_checkpoint))
         return cls(
-            chain_id, source_partition, signing_key,
-            ChainHead(chain_id, checkpoint.last_seq, checkpoint.chain_head),
-            prev_checkpoint_hash=checkpoint_hash(checkpoint),
+            chain_id, source_partition, signing_key, state.head,
+            prev_checkpoint_hash=state.previous_checkpoint_hash,
             next_source_offset=last_checkpoint["last_source_offset"] + 1,
         )
 

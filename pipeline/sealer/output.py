@@ -22,7 +22,16 @@ from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError
 from pipeline.integrity.keyring import SigningKey
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
-from pipeline.wire.sealed import CHECKPOINT_KIND, KIND_HEADER, chain_id_for, sealed_codecs
+from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    KIND_HEADER,
+    SealedCodecs,
+    chain_id_for,
+    checkpoint_from_record,
+    entry_payload_of_fields,
+    sealed_codecs,
+)
 
 log = logging.getLogger(__name__)
 TRANSACTIONAL_PREFIX = "auditseal-sealer"
@@ -57,26 +66,31 @@ def tail_consumer(settings: KafkaSettings, group_id: str) -> Consumer:
 def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: float = 60.0) -> dict | None:
     """The last committed checkpoint record of a sealed partition (None if it has none).
 
-    Scans back from the end in growing windows. SealerStateError if committed entries follow the
-    last checkpoint: this sealer always ends a transaction with one, so another writer touched it.
+    Scans back from the end in growing windows. The committed tail after that checkpoint goes
+    through the integrity core's state machine (:class:`~pipeline.integrity.chain_state.ChainState`,
+    from :meth:`~pipeline.integrity.chain_state.ChainState.after_checkpoint`; from genesis if the
+    partition has no checkpoint): SealerStateError naming the first violation if it finds any,
+    ``unsigned_tail`` included. This sealer always ends a transaction with a checkpoint, so
+    entries after the last one mean another writer touched the chain.
     """
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
     window = _RECOVERY_WINDOW
     while high > low:
         start = max(low, high - window)
-        found = _scan(consumer, topic, partition, start, timeout)
+        found = _scan(consumer, topic, partition, start, timeout, from_genesis=start == low)
         if found is not None or start == low:
             return found
         window *= 4
     return None
 
 
-def _scan(consumer: Consumer, topic: str, partition: int, start: int, timeout: float) -> dict | None:
-    """The last checkpoint from ``start`` to the end, refusing a committed tail of entries after it."""
+def _scan(consumer: Consumer, topic: str, partition: int, start: int, timeout: float, *,
+          from_genesis: bool) -> dict | None:
+    """The last checkpoint from ``start`` to the end, refusing a tail after it that does not verify."""
     codecs = sealed_codecs()
     where = f"{topic}[{partition}]"
     consumer.assign([TopicPartition(topic, partition, start)])
-    found, entries_after = None, 0
+    found, tail = None, []
     deadline = time.monotonic() + timeout
     while True:
         message = consumer.poll(0.5)
@@ -88,16 +102,52 @@ def _scan(consumer: Consumer, topic: str, partition: int, start: int, timeout: f
             if message.error().code() == KafkaError._PARTITION_EOF:
                 break
             raise SealerStateError(f"{where}: reading the tail failed: {message.error().str()}")
-        if codecs.kind_of(message.value()) == CHECKPOINT_KIND:
-            found, entries_after = codecs.checkpoint.decode(message.value()), 0
-        else:
-            entries_after += 1
+        value = message.value()
+        if _is_checkpoint(codecs, value):
+            found, tail = codecs.checkpoint.decode(value), []
+        else:  # classified once the last checkpoint is known: normally nothing follows it
+            tail.append((message.offset(), value))
     # read to the end (EOF comes at the last stable offset), never to a snapshot of the high watermark:
     # on a live topic that snapshot can fall inside a transaction that commits an instant later
-    if found is not None and entries_after:
+    if found is None and not from_genesis:
+        return None
+    violations = _tail_violations(found, tail, where)
+    if violations:
         raise SealerStateError(
-            f"{where}: {entries_after} committed entries follow the last checkpoint; this sealer always ends "
-            "a transaction with a checkpoint, so another writer touched the chain. Refusing to extend it.")
+            f"{where}: {len(tail)} committed entries follow the last checkpoint, and the state machine finds "
+            f"{len(violations)} violation(s), the first: {violations[0]}; this sealer always ends a transaction "
+            "with a checkpoint, so another writer touched the chain. Refusing to extend it.")
+    return found
+
+
+def _is_checkpoint(codecs: SealedCodecs, value: bytes | None) -> bool:
+    try:
+        return codecs.kind_of(value) == CHECKPOINT_KIND
+    except (TypeError, ValueError):  # not a sealed record at all: the tail's classification names it
+        return False
+
+
+def _tail_violations(checkpoint: dict | None, tail: list[tuple[int, bytes | None]], where: str) -> list[Violation]:
+    # the tail's entries through the state after the checkpoint (None: the chain's genesis)
+    if not tail:
+        return []
+    codecs = sealed_codecs()
+    state = None if checkpoint is None else ChainState.after_checkpoint(checkpoint_from_record(checkpoint))
+    found: list[Violation] = []
+    for offset, value in tail:
+        location = f"{where} offset {offset}"
+        try:
+            kind, fields = codecs.decode_fields(value or b"")
+        except (AuditSealError, ValueError) as exc:
+            found.append(Violation(ViolationKind.MALFORMED, None if state is None else state.chain_id, None,
+                                   location, str(exc)))
+            continue
+        chain_id, seq, prev_hash, claimed = fields[:4]
+        if state is None:
+            state = ChainState(chain_id)
+        found.extend(state.entry(chain_id, seq, prev_hash, claimed, entry_payload_of_fields(kind, fields), location))
+    if state is not None:
+        found.extend(state.finish(f"{where} end"))
     return found
 
 

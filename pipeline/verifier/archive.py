@@ -37,9 +37,9 @@ from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
 from pipeline.native.flat_reader import EntryScan
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
-from pipeline.verifier.chains import ChainAuditor, Violation
+from pipeline.verifier.chains import ChainAuditor, Violation, ViolationKind
 
-# violation kinds of the archive level (chain-level kinds are in pipeline.verifier.chains)
+# violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"
 BAD_MANIFEST = "malformed_manifest"
 MANIFEST_MISMATCH = "manifest_mismatch"          # manifest and object disagree (altered or moved object)
@@ -434,7 +434,7 @@ class ArchiveVerifier:
         try:
             kind, fields = codecs.decode_fields(value)
         except (AuditSealError, ValueError) as exc:  # an undecodable value is reported where it is
-            auditor.violations.append(Violation("malformed_record", None, None, location, str(exc)))
+            auditor.violations.append(Violation(ViolationKind.MALFORMED, None, None, location, str(exc)))
             return
         if kind == CHECKPOINT_KIND:
             auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
