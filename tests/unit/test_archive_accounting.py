@@ -7,9 +7,18 @@ objects holding no chain; each is a violation with its kind and location, while 
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.verifier.archive import FOREIGN_OBJECT, NO_ARCHIVE, NO_CHAIN, ArchiveVerifier, DirectorySource
 from pipeline.cli.main import main
-from tests.unit.test_native_reader import _sealed_partition, _write, signing  # noqa: F401 (fixture)
+from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring
+from tests.unit.test_native_reader import START_MICROS, _sealed_partition, _write
+
+
+@pytest.fixture(scope="module")
+def signing():
+    key = generate_signing_key()
+    return key, Keyring().rotate(key.public_key, START_MICROS - 1)
 
 
 def _archive(root: Path, signing) -> None:
@@ -44,8 +53,6 @@ def test_an_empty_or_mistyped_prefix_is_a_failure(tmp_path, signing, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     keyring = tmp_path / "keyring.json"
-    from pipeline.integrity.keyring import save_keyring
-
     save_keyring(signing[1], keyring)
     assert main(["verify", "--dir", str(empty), "--keyring", str(keyring)]) == 1
     out = capsys.readouterr().out
