@@ -418,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_proof.add_argument("proof", metavar="FILE", help="a proof written by auditseal prove")
     verify_proof.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
     verify_proof.add_argument("--json", action="store_true")
+    verify_proof.add_argument("--policy", help="C2SP tlog-policy for a tlog-proof file; default $AUDITSEAL_WITNESS_POLICY")
     verify_proof.set_defaults(handler=_verify_proof)
 
     demo = commands.add_parser("demo", help="the whole pipeline end to end on the local stack")

@@ -20,12 +20,15 @@ from pipeline.dev.pki import Pki, ensure_pki, write_private
 from pipeline.dev.processes import ManagedProcess, StackError, port_is_free, port_is_open
 from pipeline.permissions.topology import BUCKET, role as role_named, roles
 
-DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070}
+# With AUDITSEAL_DEV_PORT_BASE=N a part takes N + its position here; new parts go at the end.
+DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070,
+                 "witness": 17074}
 _PORT_PURPOSE = {
     "kafka_client": "Kafka client listener (SASL_SSL)",
     "kafka_internal": "Kafka inter-broker listener",
     "kafka_controller": "Kafka KRaft controller listener",
     "s3": "S3 server (versitygw)",
+    "witness": "tlog witness (omniwitness)",
 }
 READY_TIMEOUT_S = 90.0
 
@@ -66,6 +69,10 @@ class LocalStack:
         self.s3_process = ManagedProcess(
             "s3", self.root / "run" / "s3.pid", self.root / "s3" / "s3.log", str(self.root / "s3")
         )
+        self.witness_process = ManagedProcess(
+            "witness", self.root / "run" / "witness.pid", self.root / "witness" / "witness.log",
+            str(self.root / "witness"),
+        )
 
     # ---- files -------------------------------------------------------------------------------
     @property
@@ -98,6 +105,50 @@ class LocalStack:
         save_keyring(Keyring().rotate(key.public_key, time.time_ns() // 1000), self.keyring_file)
 
     @property
+    def witness_policy_file(self) -> Path:
+        """The C2SP tlog-policy of this stack: its chains' log keys, the witness, quorum = that witness."""
+        return self.root / "witness" / "policy.txt"
+
+    def log_name(self) -> str:
+        """This deployment's log name, ``auditseal/<Kafka cluster id>`` (see pipeline.integrity.log_identity)."""
+        from pipeline.integrity.log_identity import default_log_name
+
+        meta = self.root / "kafka" / "data" / "meta.properties"
+        try:
+            lines = meta.read_text().splitlines()
+        except FileNotFoundError:
+            raise StackError(f"no Kafka storage at {meta.parent}; run `auditseal dev up` first") from None
+        for line in lines:
+            if line.startswith("cluster.id="):
+                return default_log_name(line.split("=", 1)[1].strip())
+        raise StackError(f"{meta} names no cluster.id")
+
+    def _witness_logs(self) -> dict[str, str]:
+        """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts)."""
+        from pipeline.integrity.keyring import load_signing_key
+        from pipeline.integrity.log_identity import chain_origin, log_verifier
+        from pipeline.wire.topics import RAW_TOPIC, TOPICS
+
+        key = load_signing_key(self.signing_key_file)
+        partitions = next(spec.partitions for spec in TOPICS if spec.name == RAW_TOPIC)
+        origins = [chain_origin(self.log_name(), f"{RAW_TOPIC}/{n}") for n in range(partitions)]
+        return {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
+
+    def _start_witness(self, binary: Path, ports: dict[str, int]) -> None:
+        from pipeline.dev import witness
+        from pipeline.integrity.note import NoteVerifier
+        from pipeline.integrity.policy import PolicyWitness, format_policy
+
+        home = self.root / "witness"
+        verifier = witness.ensure_witness_key(home)
+        logs = self._witness_logs()
+        url = f"http://127.0.0.1:{ports['witness']}"
+        policy = format_policy([NoteVerifier.from_vkey(v) for v in logs.values()],
+                               [PolicyWitness("dev-witness", verifier, url)], "dev-witness")
+        self.witness_policy_file.write_text(policy)
+        witness.start_witness(self.witness_process, binary, home=home, port=ports["witness"], logs=logs)
+
+    @property
     def authorizer_log(self) -> Path:
         """The broker's log of authorization decisions (input of the access auditor)."""
         return self.root / "kafka" / "logs" / "kafka-authorizer.log"
@@ -105,7 +156,13 @@ class LocalStack:
     def ports(self) -> dict[str, int]:
         """Ports in use by this stack: saved at first ``up``, from ``AUDITSEAL_DEV_PORT_BASE`` or the defaults."""
         if self.settings_file.exists():
-            return json.loads(self.settings_file.read_text())["ports"]
+            saved = json.loads(self.settings_file.read_text())["ports"]
+            # a stack made before a part existed gives the new part the port its base implies
+            base = saved["kafka_client"] - list(DEFAULT_PORTS).index("kafka_client")
+            offset = base - DEFAULT_PORTS["kafka_client"]
+            for position, name in enumerate(DEFAULT_PORTS):
+                saved.setdefault(name, DEFAULT_PORTS[name] if offset == 0 else base + position)
+            return saved
         base = os.environ.get("AUDITSEAL_DEV_PORT_BASE")
         if base:
             try:
@@ -154,6 +211,8 @@ class LocalStack:
             "AWS_CA_BUNDLE": str(self.pki.ca_cert),
             "AUDITSEAL_BUCKET": BUCKET,
             "AUDITSEAL_KEYRING": str(self.keyring_file),
+            "AUDITSEAL_WITNESS_POLICY": str(self.witness_policy_file),
+            "AUDITSEAL_LOG_NAME": self.log_name(),
             **({"AUDITSEAL_SIGNING_KEY": str(self.signing_key_file)} if role_name == "sealer" else {}),
         }
 
@@ -203,6 +262,10 @@ class LocalStack:
         log(f"cache: {self.cache}")
         libs = kafka.ensure_jars(self.cache)
         binary = s3server.ensure_binary(self.cache)
+        from pipeline.dev import witness
+
+        witness_binary = witness.ensure_binary(self.cache)
+        witness_running = self.witness_process.pid() is not None
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
         ensure_pki(self.pki.directory, {"broker": True, "s3": False})
@@ -217,6 +280,10 @@ class LocalStack:
             if not s3_running:
                 self._start_s3(binary, ports, creds)
                 started.append(self.s3_process)
+            if not witness_running:
+                # after Kafka: the log name comes from the cluster id its storage was formatted with
+                self._start_witness(witness_binary, ports)
+                started.append(self.witness_process)
             self._wait_ready(ports)
             from pipeline.dev.provision import provision_kafka, provision_s3, reassert_setup_user
 
@@ -227,12 +294,14 @@ class LocalStack:
             for process in started:
                 process.stop()
             raise
-        log(f"stack up: Kafka on localhost:{ports['kafka_client']} (SASL_SSL), S3 on https://localhost:{ports['s3']}")
+        log(f"stack up: Kafka on localhost:{ports['kafka_client']} (SASL_SSL), S3 on https://localhost:{ports['s3']}, "
+            f"witness on http://127.0.0.1:{ports['witness']} (policy {self.witness_policy_file})")
         log(f"connection profiles: `auditseal dev env --role ROLE` (credentials in {self.credentials_file})")
 
     def _check_ports(self, ports: dict[str, int], kafka_running: bool, s3_running: bool) -> None:
+        witness_running = self.witness_process.pid() is not None
         for name, port in ports.items():
-            ours = s3_running if name == "s3" else kafka_running
+            ours = {"s3": s3_running, "witness": witness_running}.get(name, kafka_running)
             if not ours and not port_is_free("127.0.0.1", port):
                 raise StackError(
                     f"port {port} ({_PORT_PURPOSE[name]}) is already in use by another program; "
@@ -262,7 +331,8 @@ class LocalStack:
 
     def _wait_ready(self, ports: dict[str, int]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        waiting = {"kafka": (self.kafka_process, ports["kafka_client"]), "s3": (self.s3_process, ports["s3"])}
+        waiting = {"kafka": (self.kafka_process, ports["kafka_client"]), "s3": (self.s3_process, ports["s3"]),
+                   "witness": (self.witness_process, ports["witness"])}
         while waiting:
             for name, (process, port) in list(waiting.items()):
                 if process.pid() is None:
@@ -277,7 +347,7 @@ class LocalStack:
     # ---- down / status -----------------------------------------------------------------------
     def down(self, purge: bool = False, log=print) -> None:
         """Stop the processes this stack started (by pid); with ``purge`` also delete its state."""
-        for process in (self.s3_process, self.kafka_process):
+        for process in (self.witness_process, self.s3_process, self.kafka_process):
             if process.stop():
                 log(f"stopped {process.name}")
         if purge and self.root.exists():
@@ -291,7 +361,8 @@ class LocalStack:
         ports = self.ports()
         report: dict[str, Any] = {"stack_dir": str(self.root), "cache_dir": str(self.cache), "parts": {}}
         for name, process, port in (("kafka", self.kafka_process, ports["kafka_client"]),
-                                    ("s3", self.s3_process, ports["s3"])):
+                                    ("s3", self.s3_process, ports["s3"]),
+                                    ("witness", self.witness_process, ports["witness"])):
             pid = process.pid()
             part = {"pid": pid, "port": port, "listening": port_is_open("127.0.0.1", port) if pid else False}
             part["healthy"], part["detail"] = self._probe(name) if part["listening"] else (False, "not running")
@@ -309,6 +380,8 @@ class LocalStack:
                 admin = AdminClient(KafkaSettings.from_env(self.setup_env("kafka")).client_config())
                 metadata = admin.list_topics(timeout=5)
                 return True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)"
+            if name == "witness":
+                return self._probe_witness()
             from pipeline.config import S3Settings
 
             s3 = S3Settings.from_env(self.setup_env("s3")).client()
@@ -316,3 +389,15 @@ class LocalStack:
             return True, f"bucket {BUCKET}: Object Lock {lock.get('ObjectLockEnabled')}"
         except Exception as exc:  # a status probe reports any failure as unhealthy, with its reason
             return False, f"{type(exc).__name__}: {exc}"
+
+    def _probe_witness(self) -> tuple[bool, str]:
+        """A real tlog-witness request: an empty add-checkpoint must be refused with 400 Bad Request."""
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.ports()["witness"], timeout=5)
+        try:
+            connection.request("POST", "/add-checkpoint", body=b"")
+            status = connection.getresponse().status
+        finally:
+            connection.close()
+        return status == 400, f"add-checkpoint of nothing answered {status} (expected 400)"

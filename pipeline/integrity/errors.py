@@ -56,3 +56,31 @@ class KeyFileError(KeyringError):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class MalformedNoteError(IntegrityError, ValueError):
+    """A C2SP signed note, checkpoint body, cosignature, proof file or key does not parse."""
+
+
+class NoteVerificationError(IntegrityError):
+    """A signed note carries no verifying signature of the key it must be signed by.
+
+    Raised too when a signature line names a known key (name and key hash) and does not
+    verify: per C2SP signed-note such a note is malformed, whatever the other lines say.
+    """
+
+
+class ConsistencyProofError(IntegrityError):
+    """Two tree heads are not shown consistent: the later one does not extend the earlier."""
+
+
+class InclusionProofError(IntegrityError):
+    """An inclusion proof does not lead from its entry to the tree head's root hash."""
+
+
+class QuorumError(IntegrityError):
+    """A tree head lacks the cosignatures its witness policy's quorum requires."""
+
+
+class PolicyError(ConfigError):
+    """A C2SP tlog-policy file does not parse or is inconsistent (exit code 2)."""

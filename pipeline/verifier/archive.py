@@ -30,6 +30,7 @@ from pipeline.archive.layout import (
     parse_key,
 )
 from pipeline.archive.container import archived_record_schema, read_archived_records
+from pipeline.archive.objectlock import PROBE_PREFIX
 from pipeline.archive.retention import ComplianceProfiles
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
@@ -50,6 +51,9 @@ NOT_LOCKED = "not_locked"
 RETENTION_TOO_SHORT = "retention_too_short"
 HIDDEN = "delete_marker"                         # someone tried to delete the object (versions remain)
 TAIL_TRUNCATED = "tail_truncated"
+FOREIGN_OBJECT = "unknown_object"                # a key under the prefix that the archive layout does not use
+NO_ARCHIVE = "no_archive"                        # nothing under the prefix: an empty or mistyped prefix proves nothing
+NO_CHAIN = "no_chain"                            # objects, but no chain entry or checkpoint in any of them
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ class DirectorySource:
         self.root = root
         self.prefix = prefix
         self.description = f"dir {root}"
+        self.foreign: list[str] = []  # names under the prefix the layout does not use, filled by entries()
 
     def entries(self) -> Iterator[ArchiveEntry]:
         """Every archived object under the prefix, in (topic, partition, first offset) order."""
@@ -215,8 +220,12 @@ class DirectorySource:
             if not path.is_file():
                 continue
             name = path.relative_to(self.root).as_posix()
+            if not name.startswith(self.prefix):
+                continue
             key = parse_key(name)
-            if key is None or not name.startswith(self.prefix):
+            if key is None:
+                if not name.startswith(PROBE_PREFIX):
+                    self.foreign.append(name)
                 continue
             entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
             version = ObjectVersion(None, path.read_bytes)
@@ -232,6 +241,7 @@ class BucketSource:
         self.bucket = bucket
         self.prefix = prefix
         self.description = f"s3://{bucket}/{prefix}"
+        self.foreign: list[str] = []  # keys (with version ids) the layout does not use, filled by entries()
 
     def entries(self) -> Iterator[ArchiveEntry]:
         """Every archived object under the prefix with all its versions, in key order."""
@@ -241,6 +251,9 @@ class BucketSource:
             for item in page.get("Versions", []):
                 key = parse_key(item["Key"])
                 if key is None:
+                    # conformance probes of `s3 check` live at the bucket's root, outside any archive prefix
+                    if not item["Key"].startswith(PROBE_PREFIX):
+                        self.foreign.append(f"{item['Key']} (version {item['VersionId']})")
                     continue
                 entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
                 version = self._version(item["Key"], item["VersionId"], item["LastModified"])
@@ -305,7 +318,22 @@ class ArchiveVerifier:
         if auditor is not None:
             auditor.finish()
             report.absorb(auditor, scope or "")
+        self._account_for_everything(source, report)
         return report
+
+    def _account_for_everything(self, source, report: Report) -> None:
+        # Every name under the prefix is part of the archive or reported, and an archive that holds no
+        # chain proves nothing: a verification of it must not read as INTACT.
+        for name in getattr(source, "foreign", []):
+            report.add(Violation(FOREIGN_OBJECT, None, None, name,
+                                 "not a key of the archive layout ({prefix}{topic}/{partition:03d}/"
+                                 "{first:020d}-{last:020d}.avro[.enc][.manifest.json]): planted, renamed or foreign"))
+        if report.objects == 0:
+            report.add(Violation(NO_ARCHIVE, None, None, source.description,
+                                 "no archived object under this prefix: an empty or mistyped prefix proves nothing"))
+        elif not report.last_seq:
+            report.add(Violation(NO_CHAIN, None, None, source.description,
+                                 f"{report.objects} object(s) but no chain entry or checkpoint in any of them"))
 
     def _violation(self, report: Report, kind: str, entry: ArchiveEntry, detail: str, chain_id=None, seq=None):
         report.add(Violation(kind, chain_id, seq, entry.name, detail))
