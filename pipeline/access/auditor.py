@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import datetime
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,16 +34,18 @@ from pipeline.access.authorizer_log import (
     is_audited,
     parse_decision,
 )
+from pipeline.access.metadata_watch import MetadataWatch, rotation_user
 from pipeline.access.tail import Batch, Line, Position, RotatingLog, load_positions, save_positions
 from pipeline.producer.emit import event_from_json
 from pipeline.producer.event import new_event
 from pipeline.wire.validation import InvalidEventError
 
 AUDITOR_SERVICE = "auditseal-access-auditor"
-BROKER_PRINCIPAL = "User:broker"
-# the pipeline's own data plane: only their denials are forwarded (see is_audited)
-ROUTINE_PRINCIPALS = frozenset({"User:producer", "User:sealer", "User:sink", "User:detector"})
-AUTHORIZER, SPOOL = "authorizer", "spool"
+BROKER_PRINCIPAL = "Cert:broker"
+# the pipeline's own data plane (and the broker replicating): their routine allowed requests are not
+# forwarded, everything else they do is (see is_audited)
+ROUTINE_PRINCIPALS = frozenset({"User:producer", "User:sealer", "User:sink", "User:detector", BROKER_PRINCIPAL})
+AUTHORIZER, SPOOL, METADATA = "authorizer", "spool", "metadata"
 BATCH_LINES = 1000
 FLUSH_TIMEOUT_S = 60.0
 
@@ -72,7 +75,8 @@ class AccessAuditor:
         state_file: Path,
         own_principal: str,
         audit_topics: Collection[str],
-        ignored_principals: Collection[str] = (BROKER_PRINCIPAL,),
+        routine_principals: Collection[str] = ROUTINE_PRINCIPALS,
+        metadata_log: Path | None = None,
         start_at_end: bool = False,
     ) -> None:
         self.producer = producer
@@ -82,8 +86,13 @@ class AccessAuditor:
         self.state_file = state_file
         self.own_principal = own_principal
         self.audit_topics = frozenset(audit_topics)
-        self.ignored = frozenset(ignored_principals) | {own_principal}
+        # the auditor's own writes to audit.raw are routine: forwarding each would make an event per event
+        self.routine = frozenset(routine_principals) | {own_principal}
         self.positions: dict[str, Position] = load_positions(state_file)
+        self.metadata = None
+        if metadata_log is not None:
+            self.metadata = MetadataWatch(metadata_log, state_file.with_name(state_file.stem + ".metadata.json"),
+                                          start_at_end=start_at_end)
         if start_at_end:
             for name, log in self.sources.items():
                 end = log.end_position()
@@ -113,6 +122,17 @@ class AccessAuditor:
             lines_read += len(batch.lines)
             events_sent += len(events)
             drained = drained and len(batch.lines) < BATCH_LINES
+        if self.metadata is not None:
+            # read after the spool, so a rotation announced by `acl apply --rotate` is known before its record
+            events = self.metadata.read(BATCH_LINES)
+            for event in events:
+                self.producer.emit(event, key=event["resource"]["id"])
+            if events:
+                self.producer.flush(FLUSH_TIMEOUT_S)
+            self.metadata.commit()
+            lines_read += len(events)
+            events_sent += len(events)
+            drained = drained and len(events) < BATCH_LINES
         return lines_read, events_sent, drained
 
     def run(self, *, once: bool = False, poll_interval: float = 0.5,
@@ -146,8 +166,7 @@ class AccessAuditor:
     def _authorizer_event(self, line: Line) -> dict[str, Any] | None:
         decision = parse_decision(line.text.decode("utf-8", errors="replace"))
         if decision is None or not is_audited(decision, audit_topics=self.audit_topics,
-                                              ignored_principals=self.ignored,
-                                              routine_principals=ROUTINE_PRINCIPALS):
+                                              routine_principals=self.routine):
             return None
         return decision_event(decision, entry_event_id(line.source_id, line.offset, line.text))
 
@@ -156,7 +175,11 @@ class AccessAuditor:
             obj = json.loads(line.text)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-            return event_from_json(obj)
+            event = event_from_json(obj)
+            user = rotation_user(event)
+            if user is not None and self.metadata is not None:
+                self.metadata.announce_rotation(user, _micros(event["occurred_at"]))
+            return event
         except (ValueError, InvalidEventError) as exc:
             # a record we cannot forward is itself recorded, so it cannot vanish unnoticed
             reason = f"unreadable access record at byte {line.offset} of {path}: {exc}"
@@ -174,7 +197,13 @@ class AccessAuditor:
                          source_service=AUDITOR_SERVICE)
 
 
-def run_access_auditor(*, log_file: Path | None = None, spool_file: Path | None = None, state_file: Path | None = None,
+def _micros(value: Any) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1_000_000)
+    return int(value)
+
+
+def run_access_auditor(*, metadata_log: Path | None = None, log_file: Path | None = None, spool_file: Path | None = None, state_file: Path | None = None,
                        once: bool = False, start_at_end: bool = False, poll_interval: float = 0.5) -> int:
     """``auditseal access-audit``: run as the role in the ``AUDITSEAL_*`` variables (``access-auditor``)."""
     from pipeline.access.record import spool_path
@@ -186,11 +215,15 @@ def run_access_auditor(*, log_file: Path | None = None, spool_file: Path | None 
     settings = KafkaSettings.from_env()
     spool = spool_file or spool_path()
     auditor_state = state_file or spool.parent / "access-auditor.position.json"
+    if metadata_log is None:
+        local = LocalStack().root / "kafka" / "data" / "__cluster_metadata-0"
+        metadata_log = local if local.is_dir() else None
     with AuditProducer(settings, config={"client.id": AUDITOR_SERVICE}) as producer:
         producer.check()
         auditor = AccessAuditor(
             producer, authorizer_log=log_file or LocalStack().authorizer_log, spool=spool, state_file=auditor_state,
             own_principal=f"User:{settings.username}", audit_topics=AUDIT_TOPICS, start_at_end=start_at_end,
+            metadata_log=metadata_log,
         )
         total = auditor.run(once=once, poll_interval=poll_interval)
     print(f"access-audit: {total} event(s) forwarded; position saved in {auditor_state}")
