@@ -35,6 +35,7 @@ from pipeline.access.authorizer_log import (
     parse_decision,
 )
 from pipeline.access.metadata_watch import MetadataWatch, rotation_user
+from pipeline.access.trail_watch import TrailWatch
 from pipeline.access.tail import Batch, Line, Position, RotatingLog, load_positions, save_positions
 from pipeline.producer.emit import event_from_json
 from pipeline.producer.event import new_event
@@ -77,6 +78,7 @@ class AccessAuditor:
         audit_topics: Collection[str],
         routine_principals: Collection[str] = ROUTINE_PRINCIPALS,
         metadata_log: Path | None = None,
+        trail: TrailWatch | None = None,
         start_at_end: bool = False,
     ) -> None:
         self.producer = producer
@@ -89,6 +91,7 @@ class AccessAuditor:
         # the auditor's own writes to audit.raw are routine: forwarding each would make an event per event
         self.routine = frozenset(routine_principals) | {own_principal}
         self.positions: dict[str, Position] = load_positions(state_file)
+        self.trail = trail
         self.metadata = None
         if metadata_log is not None:
             self.metadata = MetadataWatch(metadata_log, state_file.with_name(state_file.stem + ".metadata.json"),
@@ -122,6 +125,16 @@ class AccessAuditor:
             lines_read += len(batch.lines)
             events_sent += len(events)
             drained = drained and len(batch.lines) < BATCH_LINES
+        if self.trail is not None:
+            log_resource = {"type": "kafka.authorizer_log", "id": str(self.sources[AUTHORIZER].path)}
+            events = [self._auditor_event(f.action, log_resource, f.reason,
+                                          str(uuid.uuid5(EVENT_ID_NAMESPACE, f"trail/{f.key}")), status=f.status)
+                      for f in self.trail.tick(time.time())]
+            for event in events:
+                self.producer.emit(event, key=event["actor"]["id"])
+            if events:
+                self.producer.flush(FLUSH_TIMEOUT_S)
+            events_sent += len(events)
         if self.metadata is not None:
             # read after the spool, so a rotation announced by `acl apply --rotate` is known before its record
             events = self.metadata.read(BATCH_LINES)
@@ -165,6 +178,8 @@ class AccessAuditor:
 
     def _authorizer_event(self, line: Line) -> dict[str, Any] | None:
         decision = parse_decision(line.text.decode("utf-8", errors="replace"))
+        if decision is not None and self.trail is not None:
+            self.trail.observe(decision)
         if decision is None or not is_audited(decision, audit_topics=self.audit_topics,
                                               routine_principals=self.routine):
             return None
@@ -191,9 +206,10 @@ class AccessAuditor:
         return self._auditor_event("authorizer_log.gap", {"type": "file", "id": str(path)}, gap,
                                    str(uuid.uuid5(EVENT_ID_NAMESPACE, f"gap/{path}/{gap}")))
 
-    def _auditor_event(self, action: str, resource: dict[str, str], reason: str, event_id: str) -> dict[str, Any]:
+    def _auditor_event(self, action: str, resource: dict[str, str], reason: str, event_id: str,
+                       status: str = "FAILURE") -> dict[str, Any]:
         return new_event(event_id=event_id, actor={"id": self.own_principal, "type": "SYSTEM"}, action=action,
-                         resource=resource, outcome={"status": "FAILURE", "reason": reason[:1000]},
+                         resource=resource, outcome={"status": status, "reason": reason[:1000]},
                          source_service=AUDITOR_SERVICE)
 
 
@@ -203,8 +219,23 @@ def _micros(value: Any) -> int:
     return int(value)
 
 
+def trail_watch(settings: Any, *, interval: float, timeout: float) -> TrailWatch:
+    """The watch on the authorizer log of the cluster ``settings`` reach, probing as their principal."""
+    from confluent_kafka.admin import AdminClient
+
+    from pipeline.access.broker_logger import authorizer_levels
+    from pipeline.wire.topics import RAW_TOPIC
+
+    admin = AdminClient(settings.client_config())
+    return TrailWatch(own_principal=f"User:{settings.username}", probe_topic=RAW_TOPIC,
+                      probe=lambda: admin.list_topics(RAW_TOPIC, timeout=10),
+                      read_levels=lambda: authorizer_levels(settings, sorted(admin.list_topics(timeout=10).brokers)),
+                      interval=interval, timeout=timeout)
+
+
 def run_access_auditor(*, metadata_log: Path | None = None, log_file: Path | None = None, spool_file: Path | None = None, state_file: Path | None = None,
-                       once: bool = False, start_at_end: bool = False, poll_interval: float = 0.5) -> int:
+                       once: bool = False, start_at_end: bool = False, poll_interval: float = 0.5,
+                       trail_interval: float = 10.0, trail_timeout: float = 30.0) -> int:
     """``auditseal access-audit``: run as the role in the ``AUDITSEAL_*`` variables (``access-auditor``)."""
     from pipeline.access.record import spool_path
     from pipeline.config import KafkaSettings
@@ -224,6 +255,7 @@ def run_access_auditor(*, metadata_log: Path | None = None, log_file: Path | Non
             producer, authorizer_log=log_file or LocalStack().authorizer_log, spool=spool, state_file=auditor_state,
             own_principal=f"User:{settings.username}", audit_topics=AUDIT_TOPICS, start_at_end=start_at_end,
             metadata_log=metadata_log,
+            trail=None if once else trail_watch(settings, interval=trail_interval, timeout=trail_timeout),
         )
         total = auditor.run(once=once, poll_interval=poll_interval)
     print(f"access-audit: {total} event(s) forwarded; position saved in {auditor_state}")

@@ -108,7 +108,8 @@ def _access_audit(args: argparse.Namespace) -> int:
     from pipeline.access.auditor import run_access_auditor
 
     return run_access_auditor(metadata_log=args.metadata_log, log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
-                              start_at_end=args.start_at_end, poll_interval=args.poll_interval)
+                              start_at_end=args.start_at_end, poll_interval=args.poll_interval,
+                              trail_interval=args.trail_interval, trail_timeout=args.trail_timeout)
 
 
 def _emit(args: argparse.Namespace) -> int:
@@ -272,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--start-at-end", action="store_true",
                         help="without a saved position, start at the end of the log instead of its oldest entry")
     access.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
+    access.add_argument("--trail-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="how often to check the authorizer logger's level and probe the log (default 10)")
+    access.add_argument("--trail-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="a probe not logged within this long is an authorizer_log.silent event (default 30)")
     access.set_defaults(handler=_access_audit)
 
     from pipeline.producer.emit import attribute

@@ -29,7 +29,10 @@ import yaml
 from pipeline.errors import ConfigError
 
 RULE_NAMES = ("denied_burst", "new_topic_read", "off_hours_read", "new_principal", "verification_failure",
-              "credential_change", "destructive_act", "acl_change")
+              "credential_change", "destructive_act", "acl_change", "trail_tampering")
+# the access auditor's findings about its own inputs: the trail silenced, stalled or cut
+TRAIL_ACTIONS = frozenset({"authorizer_log.level", "authorizer_log.silent", "authorizer_log.gap", "metadata_log.gap",
+                           "access_record.reject"})
 CREDENTIAL_ACTIONS = ("user.credential_set", "user.credential_delete")
 CONFIG_ACTIONS = ("config.set", "config.delete")
 ACL_ACTIONS = ("acl.create", "acl.delete")
@@ -101,6 +104,7 @@ _RULE_KEYS = {
     "credential_change": {"announced_severity", "principals"},
     "destructive_act": {"topics", "config_keys"},
     "acl_change": {"principals", "topics"},
+    "trail_tampering": {"actions"},
 }
 
 
@@ -157,7 +161,7 @@ def _rule(name: str, entry: Any, where: str) -> RuleConfig | None:
     for key, value in (("severity", severity), ("announced_severity", announced)):
         if value not in SEVERITIES:
             raise DetectorConfigError(f"{where}: {key}: expected one of {', '.join(SEVERITIES)}, found {value!r}")
-    base = RuleConfig(name)
+    base = RuleConfig(name, actions=TRAIL_ACTIONS) if name == "trail_tampering" else RuleConfig(name)
     return RuleConfig(
         name, severity,
         threshold=_number(entry, "threshold", base.threshold, where, int, minimum=1),
@@ -294,6 +298,7 @@ def judge(access: Access, profile: Mapping[str, Any] | None, bucket: Mapping[str
     alerts += credential_change(access, config.rule("credential_change"))
     alerts += destructive_act(access, config.rule("destructive_act"))
     alerts += acl_change(access, config.rule("acl_change"), config.declared_acls)
+    alerts += trail_tampering(access, config.rule("trail_tampering"))
     if not learning:
         alerts += new_principal(access, profile, config.rule("new_principal"))
         if profile is not None and access.action in config.read_actions:
@@ -463,6 +468,16 @@ def acl_change(access: Access, rule: RuleConfig | None, declared: frozenset[str]
     return [Alert(alert.rule, severity, binding.get("principal", access.principal), alert.key, alert.window_start,
                   alert.window_end, alert.count, alert.threshold, alert.summary, alert.evidence_event_ids,
                   alert.attributes)]
+
+
+def trail_tampering(access: Access, rule: RuleConfig | None) -> list[Alert]:
+    """An alert for every failure the access auditor reports about its own inputs: the authorizer logger
+    turned down, the log silent while it probes it, entries rotated or deleted before they were read."""
+    if rule is None or access.action not in rule.actions or access.status != "FAILURE":
+        return []
+    return [_single(access, rule, f"event-{access.event_id}",
+                    f"the audit trail's input is impaired ({access.action}): {access.reason or 'no reason given'}",
+                    {"action": access.action, "reason": access.reason or ""})]
 
 
 def _single(access: Access, rule: RuleConfig, key: str, summary: str, attributes: Mapping[str, str]) -> Alert:

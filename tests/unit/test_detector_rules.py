@@ -231,3 +231,13 @@ def test_acl_grants_outside_the_roles_file_are_alerted_and_declared_ones_are_not
     assert [(a.rule, a.severity, a.attributes["change"]) for a in alerts] == [
         ("acl_change", "CRITICAL", "granted"), ("acl_change", "WARNING", "revoked")]
     assert alerts[0].principal == "User:admin"
+
+
+@pytest.mark.parametrize("action", ["authorizer_log.level", "authorizer_log.silent", "metadata_log.gap"])
+def test_an_impaired_trail_is_critical_and_its_restoration_is_not_alerted(action):
+    failed = Access("t1", "User:access-auditor", action, "kafka.authorizer_log", "log", "FAILURE", T0, "WARN",
+                    "auditseal-access-auditor")
+    restored = Access("t2", "User:access-auditor", action, "kafka.authorizer_log", "log", "SUCCESS", T0 + 1, "DEBUG",
+                      "auditseal-access-auditor")
+    raised = _replay([failed, restored])
+    assert _rules(raised) == ["trail_tampering"] and raised[0][0].severity == "CRITICAL"
