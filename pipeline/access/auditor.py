@@ -1,18 +1,24 @@
 """The access auditor (``auditseal access-audit``): the audit trail of the audit trail.
 
-Two sources, each read with a durable position (:mod:`pipeline.access.tail`):
+Its sources, each read with a durable position (:mod:`pipeline.access.tail`):
 
 - ``authorizer``: the broker's authorizer log. Each decision about an audit topic, an ``auditseal-``
-  consumer group, or a change of ACLs, credentials or broker configs becomes an AuditEvent
-  (:mod:`pipeline.access.authorizer_log`), allowed and denied alike.
+  consumer group or transactional id, or a cluster right beyond DESCRIBE becomes an AuditEvent
+  (:mod:`pipeline.access.authorizer_log`), allowed and denied alike, except the routine requests of the
+  pipeline's own data plane.
+- ``authentication``: refused connections (:mod:`pipeline.access.authentication_log`).
 - ``spool``: access records written by our own reading commands (:mod:`pipeline.access.record`).
+- ``metadata``: the KRaft metadata log, for the details the authorizer log lacks: which user's credential,
+  which ACL binding, which config key (:mod:`pipeline.access.metadata_watch`).
+
+A :class:`~pipeline.access.trail_watch.TrailWatch` checks meanwhile that the authorizer log is still written.
 
 Events go to ``audit.raw`` through :class:`~pipeline.producer.client.AuditProducer` as the
 ``access-auditor`` role. A batch's position is saved only after every event of the batch is
 delivered: a crash before that replays the batch, and since an event id is derived from the log
 entry itself (file, offset, content), a replayed entry carries the id it had the first time and
-the duplicate is recognisable downstream. Decisions made for the broker's own principal and for the
-auditor itself are not forwarded: the auditor's writes to ``audit.raw`` are logged as allowed
+the duplicate is recognisable downstream. The routine allowed requests of the broker's own principal and
+of the auditor itself are not forwarded: the auditor's writes to ``audit.raw`` are logged as allowed
 decisions, and forwarding them would produce an event per event, forever.
 """
 
@@ -27,6 +33,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline.access.authentication_log import failed_authentication_event, parse_failed_authentication
 from pipeline.access.authorizer_log import (
     EVENT_ID_NAMESPACE,
     decision_event,
@@ -46,7 +53,7 @@ BROKER_PRINCIPAL = "Cert:broker"
 # the pipeline's own data plane (and the broker replicating): their routine allowed requests are not
 # forwarded, everything else they do is (see is_audited)
 ROUTINE_PRINCIPALS = frozenset({"User:producer", "User:sealer", "User:sink", "User:detector", BROKER_PRINCIPAL})
-AUTHORIZER, SPOOL, METADATA = "authorizer", "spool", "metadata"
+AUTHORIZER, AUTHENTICATION, SPOOL, METADATA = "authorizer", "authentication", "spool", "metadata"
 BATCH_LINES = 1000
 FLUSH_TIMEOUT_S = 60.0
 
@@ -79,10 +86,13 @@ class AccessAuditor:
         routine_principals: Collection[str] = ROUTINE_PRINCIPALS,
         metadata_log: Path | None = None,
         trail: TrailWatch | None = None,
+        authentication_log: Path | None = None,
         start_at_end: bool = False,
     ) -> None:
         self.producer = producer
         self.sources = {AUTHORIZER: RotatingLog(authorizer_log)}
+        if authentication_log is not None:
+            self.sources[AUTHENTICATION] = RotatingLog(authentication_log)
         if spool is not None:
             self.sources[SPOOL] = RotatingLog(spool)
         self.state_file = state_file
@@ -171,7 +181,14 @@ class AccessAuditor:
             _log.error("%s: %s", log.path, batch.gap)
             events.append(self._gap_event(log.path, batch.gap))
         for line in batch.lines:
-            event = self._authorizer_event(line) if source == AUTHORIZER else self._spool_event(log.path, line)
+            if source == AUTHENTICATION:
+                failure = parse_failed_authentication(line.text.decode("utf-8", errors="replace"))
+                event = None if failure is None else failed_authentication_event(
+                    failure, entry_event_id(line.source_id, line.offset, line.text))
+            elif source == AUTHORIZER:
+                event = self._authorizer_event(line)
+            else:
+                event = self._spool_event(log.path, line)
             if event is not None:
                 events.append(event)
         return events
@@ -233,7 +250,8 @@ def trail_watch(settings: Any, *, interval: float, timeout: float) -> TrailWatch
                       interval=interval, timeout=timeout)
 
 
-def run_access_auditor(*, metadata_log: Path | None = None, log_file: Path | None = None, spool_file: Path | None = None, state_file: Path | None = None,
+def run_access_auditor(*, metadata_log: Path | None = None, authentication_log: Path | None = None,
+                       log_file: Path | None = None, spool_file: Path | None = None, state_file: Path | None = None,
                        once: bool = False, start_at_end: bool = False, poll_interval: float = 0.5,
                        trail_interval: float = 10.0, trail_timeout: float = 30.0) -> int:
     """``auditseal access-audit``: run as the role in the ``AUDITSEAL_*`` variables (``access-auditor``)."""
@@ -249,12 +267,13 @@ def run_access_auditor(*, metadata_log: Path | None = None, log_file: Path | Non
     if metadata_log is None:
         local = LocalStack().root / "kafka" / "data" / "__cluster_metadata-0"
         metadata_log = local if local.is_dir() else None
+    authentication_log = authentication_log or LocalStack().root / "kafka" / "logs" / "kafka-authentication.log"
     with AuditProducer(settings, config={"client.id": AUDITOR_SERVICE}) as producer:
         producer.check()
         auditor = AccessAuditor(
             producer, authorizer_log=log_file or LocalStack().authorizer_log, spool=spool, state_file=auditor_state,
             own_principal=f"User:{settings.username}", audit_topics=AUDIT_TOPICS, start_at_end=start_at_end,
-            metadata_log=metadata_log,
+            metadata_log=metadata_log, authentication_log=authentication_log,
             trail=None if once else trail_watch(settings, interval=trail_interval, timeout=trail_timeout),
         )
         total = auditor.run(once=once, poll_interval=poll_interval)

@@ -3,7 +3,7 @@
 :class:`MetadataWatch` reads the segments of ``__cluster_metadata-0`` on the controller's disk from a durable
 position (segment, byte, next offset) and maps each change decoded by :mod:`pipeline.access.metadata_log`
 to an event: ``user.credential_set`` / ``user.credential_delete`` naming the user (and whether the credential
-was created or changed, and whether ``auditseal acl apply --rotate`` announced it), ``acl.create`` /
+was created or changed, and whether ``auditseal acl apply`` (or ``dev up``) announced it), ``acl.create`` /
 ``acl.delete`` with the binding, ``config.set`` / ``config.delete`` naming the resource and the key (and the
 value, unless it is a secret), ``topic.create`` / ``topic.delete``.
 
@@ -81,7 +81,7 @@ class MetadataWatch:
         return sorted(found)
 
     def announce_rotation(self, user: str, at_micros: int) -> None:
-        """Remember that ``acl apply --rotate`` announced a new credential for ``user``."""
+        """Remember that ``acl apply`` announced a new credential for ``user``."""
         self.announced[user] = max(at_micros, self.announced.get(user, 0))
 
     def read(self, max_changes: int = 1000) -> list[dict[str, Any]]:

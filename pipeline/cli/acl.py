@@ -67,10 +67,29 @@ def acl_apply(*, env: Mapping[str, str] | None = None, roles_path: Path | None =
     plan = plan_changes(admin, roles, passwords=passwords, rotate=rotate, prune_users=prune_users)
     if plan.users_to_set and passwords is None:
         raise ConfigError("users need a password but no credentials file was found; pass --credentials FILE")
-    _announce_rotations(plan, settings)
     apply_plan(admin, plan, passwords=passwords or {})
     _print_plan(plan, settings, roles, as_json, out, heading="applied")
     return EXIT_OK
+
+
+def configured_super_users(server_properties: Path | None) -> tuple[str, ...] | None:
+    """``super.users`` from a broker's ``server.properties`` (default: the local stack's, if there is one);
+    None when there is no such file to read."""
+    if server_properties is None:
+        from pipeline.dev.stack import LocalStack
+
+        server_properties = LocalStack().root / "kafka" / "server.properties"
+        if not server_properties.exists():
+            return None
+    try:
+        lines = server_properties.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {server_properties}: {exc.strerror or exc}") from None
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "super.users":
+            return tuple(p.strip() for p in value.split(";") if p.strip())
+    return ()
 
 
 def configured_super_users(server_properties: Path | None) -> tuple[str, ...] | None:

@@ -107,7 +107,8 @@ def _acl(args: argparse.Namespace) -> int:
 def _access_audit(args: argparse.Namespace) -> int:
     from pipeline.access.auditor import run_access_auditor
 
-    return run_access_auditor(metadata_log=args.metadata_log, log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
+    return run_access_auditor(metadata_log=args.metadata_log, authentication_log=args.authentication_log,
+                              log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
                               start_at_end=args.start_at_end, poll_interval=args.poll_interval,
                               trail_interval=args.trail_interval, trail_timeout=args.trail_timeout)
 
@@ -264,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     access = commands.add_parser("access-audit",
                                  help="turn the broker's authorizer decisions into access events in audit.raw")
     access.add_argument("--log", type=Path, help="authorizer log (default: the local stack's kafka-authorizer.log)")
+    access.add_argument("--authentication-log", type=Path,
+                        help="the broker's failed-authentication log (default: the local stack's "
+                             "kafka-authentication.log)")
     access.add_argument("--metadata-log", type=Path,
                         help="the controller's __cluster_metadata-0 folder, whose changes (credentials, ACLs, configs, "
                              "topics) become events with their details (default: the local stack's)")

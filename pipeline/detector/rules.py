@@ -407,7 +407,7 @@ def verification_failure(access: Access, rule: RuleConfig | None) -> list[Alert]
 
 def credential_change(access: Access, rule: RuleConfig | None) -> list[Alert]:
     """An alert for every SCRAM credential set or deleted (``principals``, if given, limits it to those users):
-    at ``severity`` unless ``auditseal acl apply --rotate`` announced it (``announced_severity``)."""
+    at ``severity`` unless ``auditseal acl apply`` (or ``dev up``) announced it (``announced_severity``)."""
     if rule is None or access.action not in CREDENTIAL_ACTIONS:
         return []
     user = access.resource_id
@@ -416,7 +416,7 @@ def credential_change(access: Access, rule: RuleConfig | None) -> list[Alert]:
     announced = access.attributes.get("rotation_announced") == "yes"
     what = "deleted" if access.action == "user.credential_delete" else access.attributes.get("change", "set")
     summary = (f"SCRAM credential of {user} {what}"
-               + (" (announced by acl apply --rotate)" if announced else " outside `auditseal acl apply --rotate`"))
+               + (" (announced by auditseal acl apply)" if announced else " outside `auditseal acl apply`"))
     alert = _single(access, rule, f"event-{access.event_id}", summary,
                     {"user": user, "change": what, "rotation_announced": "yes" if announced else "no",
                      "metadata_offset": access.attributes.get("metadata_offset", "")})

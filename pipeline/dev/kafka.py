@@ -82,8 +82,25 @@ appender.authorizer.policies.size.type = SizeBasedTriggeringPolicy
 appender.authorizer.policies.size.size = 50MB
 appender.authorizer.strategy.type = DefaultRolloverStrategy
 appender.authorizer.strategy.max = 10
+appender.authentication.type = RollingFile
+appender.authentication.name = authentication
+appender.authentication.fileName = {log_dir}/kafka-authentication.log
+appender.authentication.filePattern = {log_dir}/kafka-authentication.log.%i
+appender.authentication.layout.type = PatternLayout
+appender.authentication.layout.pattern = [%d{{yyyy-MM-dd'T'HH:mm:ss.SSSXXX}}] %p %m (%c)%n
+appender.authentication.policies.type = Policies
+appender.authentication.policies.size.type = SizeBasedTriggeringPolicy
+appender.authentication.policies.size.size = 50MB
+appender.authentication.strategy.type = DefaultRolloverStrategy
+appender.authentication.strategy.max = 10
+appender.authentication.filter.threshold.type = ThresholdFilter
+appender.authentication.filter.threshold.level = INFO
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = file
+# failed authentications ("Failed authentication with /address ...") in a file of their own, for the access auditor
+logger.authentication.name = org.apache.kafka.common.network.Selector
+logger.authentication.level = INFO
+logger.authentication.appenderRef.authentication.ref = authentication
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = DEBUG
 logger.authorizer.additivity = false
@@ -254,6 +271,6 @@ def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Pat
 
 
 def log4j_properties(log_dir: Path) -> str:
-    """log4j2 configuration: broker log and the authorizer decision log, both rotated by size; the
-    authorizer log's timestamps carry their UTC offset, since the access auditor turns them into events."""
+    """log4j2 configuration: broker log, the authorizer decision log and the failed-authentication log, rotated
+    by size; the latter two's timestamps carry their UTC offset, since the access auditor turns them into events."""
     return _LOG4J2.format(log_dir=log_dir)

@@ -125,6 +125,7 @@ def apply_plan(admin: AdminClient, plan: Plan, *, passwords: Mapping[str, str]) 
         raise ConfigError("the plan cannot be applied: " + "; ".join(plan.problems))
     if plan.changes:
         require_cluster_rights(admin, "alter")
+    announce_credentials(plan)
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upserts = [UserScramCredentialUpsertion(user, info, passwords[user].encode()) for user, _why in plan.users_to_set]
     if upserts:
@@ -141,6 +142,18 @@ def apply_plan(admin: AdminClient, plan: Plan, *, passwords: Mapping[str, str]) 
         for user, future in admin.alter_user_scram_credentials(deletions).items():
             _result(future, f"deleting user {user}")
     _wait_until_visible(admin, plan)
+
+
+def announce_credentials(plan: Plan) -> None:
+    """Record, before they are made, the credentials this plan sets (``acl apply``, ``--rotate`` included, and
+    ``dev up``): the access auditor marks those credential changes as announced, and the detector alerts on
+    every other change of a credential as made outside ``acl apply``."""
+    from pipeline.access.metadata_watch import ROTATE_ACTION
+    from pipeline.access.record import record_access
+
+    for user, why in plan.users_to_set:
+        record_access(action=ROTATE_ACTION, resource={"type": "kafka.user", "id": user},
+                      attributes={"via": "auditseal acl apply", "why": why})
 
 
 def _wait_until_visible(admin: AdminClient, plan: Plan) -> None:

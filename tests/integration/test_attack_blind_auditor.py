@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 
 import pytest
 
 from pipeline.access.auditor import AccessAuditor, trail_watch
 from pipeline.access.broker_logger import BrokerLoggerError, authorizer_levels, set_authorizer_level
 from pipeline.cli.acl import acl_check
-from pipeline.cli.detect import rules_path
 from pipeline.config import KafkaSettings
-from pipeline.detector.rules import access_from_event, judge, load_detector_config
 from pipeline.dev.provision import acl_lock
-from pipeline.permissions.acls import AclEntry, desired_acls
-from pipeline.permissions.topology import roles
+from pipeline.permissions.acls import AclEntry
 from pipeline.wire.topics import AUDIT_TOPICS
-from tests.support.access import RecordingProducer, read_back
+from tests.support.access import RecordingProducer, detector_alerts, read_back
 
 pytestmark = pytest.mark.stack
 
@@ -100,13 +96,7 @@ def test_silencing_the_authorizer_log_is_recorded_and_alerted(stack, role_env, t
     assert "kafka.authorizer.logger is WARN (was DEBUG)" in level["outcome"]["reason"]
     assert any(e["action"] == "acl.create" and e["resource"]["id"] == GRANT.describe() for e in events)
 
-    config = replace(load_detector_config(rules_path(None)),
-                     declared_acls=frozenset(a.describe() for a in desired_acls(roles())))
-    alerts = []
-    for event in events:
-        access = access_from_event(event, config, own_principal="User:detector")
-        if access is not None:
-            alerts += judge(access, None, None, config=config, learning_started=None, window_start=0).alerts
+    alerts = detector_alerts(events)
     rules = {(a.rule, a.severity) for a in alerts}
     assert ("trail_tampering", "CRITICAL") in rules and ("acl_change", "CRITICAL") in rules
     assert _check(admin_env)[0] == 0

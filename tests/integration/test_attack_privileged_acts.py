@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import replace
 
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
@@ -28,13 +27,10 @@ from confluent_kafka.admin import (
 from pipeline.access.auditor import AccessAuditor
 from pipeline.cli.acl import acl_apply, acl_check
 from pipeline.config import KafkaSettings
-from pipeline.detector.rules import access_from_event, judge, load_detector_config
 from pipeline.dev.provision import acl_lock
-from pipeline.permissions.acls import AclEntry, desired_acls
-from pipeline.permissions.topology import roles
-from pipeline.cli.detect import rules_path
+from pipeline.permissions.acls import AclEntry
 from pipeline.wire.topics import AUDIT_TOPICS, SEALED_TOPIC
-from tests.support.access import RecordingProducer, read_back
+from tests.support.access import RecordingProducer, detector_alerts, read_back
 
 pytestmark = pytest.mark.stack
 
@@ -65,18 +61,6 @@ def _wait(condition, what: str, timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.3)
-
-
-def _alerts(events: list[dict]) -> list:
-    """The detector's verdicts over the recorded events (its rules, with the roles file's ACLs declared)."""
-    config = replace(load_detector_config(rules_path(None)),
-                     declared_acls=frozenset(a.describe() for a in desired_acls(roles())))
-    raised = []
-    for event in events:
-        access = access_from_event(event, config, own_principal="User:detector")
-        if access is not None:
-            raised += judge(access, None, None, config=config, learning_started=None, window_start=0).alerts
-    return raised
 
 
 def test_reset_and_grant_act_revoke_are_recorded_with_details_and_alerted(stack, role_env, tmp_path, monkeypatch):
@@ -143,7 +127,7 @@ def test_reset_and_grant_act_revoke_are_recorded_with_details_and_alerted(stack,
     assert any(e["actor"]["id"] == "User:admin" and e["attributes"]["request_api"] == "AlterUserScramCredentials"
                for e in broker)
 
-    alerts = [(a.rule, a.severity, a.principal) for a in _alerts(events)]
+    alerts = [(a.rule, a.severity, a.principal) for a in detector_alerts(events)]
     assert ("credential_change", "CRITICAL", "User:sealer") in alerts
     assert ("credential_change", "INFO", "User:sealer") in alerts
     assert ("acl_change", "CRITICAL", "User:admin") in alerts

@@ -45,3 +45,34 @@ def read_back(env, results: list[DeliveryResult]) -> list[dict]:
     finally:
         consumer.close()
     return events
+
+
+def detector_alerts(events: list[dict]) -> list:
+    """The alerts the detector's rules (config/detector.yaml, the roles file's ACLs declared) raise over ``events``,
+    replayed in order with in-memory tables as the Faust agent keeps them."""
+    from dataclasses import replace
+
+    from pipeline.cli.detect import rules_path
+    from pipeline.detector.rules import access_from_event, judge, load_detector_config
+    from pipeline.permissions.acls import desired_acls
+    from pipeline.permissions.topology import roles
+
+    config = replace(load_detector_config(rules_path(None)),
+                     declared_acls=frozenset(a.describe() for a in desired_acls(roles())))
+    profiles: dict = {}
+    buckets: dict = {}
+    started = None
+    raised = []
+    for event in events:
+        access = access_from_event(event, config, own_principal="User:detector")
+        if access is None:
+            continue
+        window = access.occurred_at // (config.burst_window * 1_000_000)
+        verdict = judge(access, profiles.get(access.principal), buckets.get((access.principal, window)),
+                        config=config, learning_started=started, window_start=window * config.burst_window * 1_000_000)
+        profiles[access.principal] = verdict.profile
+        if verdict.bucket is not None:
+            buckets[(access.principal, window)] = verdict.bucket
+        started = verdict.learning_started
+        raised += verdict.alerts
+    return raised

@@ -120,3 +120,21 @@ def test_event_ids_are_stable_per_entry_and_distinct_for_identical_text():
     assert entry_event_id("a" * 64, 10, line) == entry_event_id("a" * 64, 10, line)
     assert entry_event_id("a" * 64, 10, line) != entry_event_id("a" * 64, 500, line)
     assert entry_event_id("a" * 64, 10, line) != entry_event_id("b" * 64, 10, line)
+
+
+def test_a_failed_authentication_line_becomes_a_denied_event():
+    from pipeline.access.authentication_log import failed_authentication_event, parse_failed_authentication
+
+    line = ("[2026-12-01T19:35:43.674+00:00] INFO [SocketServer listenerType=BROKER, nodeId=1] Failed authentication "
+            "with /127.0.0.1 (channelId=127.0.0.1:20300-127.0.0.1:56788-1-47) (Authentication failed during "
+            "authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512) "
+            "(org.apache.kafka.common.network.Selector)")
+    failure = parse_failed_authentication(line)
+    assert (failure.address, failure.listener, failure.mechanism) == ("127.0.0.1", "127.0.0.1:20300", "SCRAM-SHA-512")
+    event = failed_authentication_event(failure, "7c4b1a4e-5d2f-4c55-9a0e-1f3b2c4d5e6f")
+    validate_event(event)
+    assert event["actor"]["id"] == "unauthenticated@127.0.0.1" and event["outcome"]["status"] == "DENIED"
+    ssl = line.replace("Authentication failed during authentication due to invalid credentials with SASL mechanism "
+                       "SCRAM-SHA-512", "SSL handshake failed")
+    assert parse_failed_authentication(ssl).mechanism == "TLS"
+    assert parse_failed_authentication("[2026-12-01T19:35:43.674+00:00] INFO something else") is None
