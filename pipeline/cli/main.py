@@ -165,15 +165,17 @@ def _acl(args: argparse.Namespace) -> int:
 
     run = {"plan": commands.acl_plan, "apply": commands.acl_apply, "check": commands.acl_check}[args.acl_command]
     options = {"rotate": args.rotate, "prune_users": args.prune_users, "credentials": args.credentials} \
-        if args.acl_command != "check" else {}
+        if args.acl_command != "check" else {"server_properties": args.server_properties}
     return run(roles_path=args.roles, as_json=args.json, **options)
 
 
 def _access_audit(args: argparse.Namespace) -> int:
     from pipeline.access.auditor import run_access_auditor
 
-    return run_access_auditor(log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
-                              start_at_end=args.start_at_end, poll_interval=args.poll_interval)
+    return run_access_auditor(metadata_log=args.metadata_log, authentication_log=args.authentication_log,
+                              log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
+                              start_at_end=args.start_at_end, poll_interval=args.poll_interval,
+                              trail_interval=args.trail_interval, trail_timeout=args.trail_timeout)
 
 
 def _emit(args: argparse.Namespace) -> int:
@@ -356,17 +358,31 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--rotate", action="append", default=[], metavar="USER",
                              help="set USER's password from the credentials file again (repeatable)")
             sub.add_argument("--prune-users", action="store_true", help="also delete users not in the roles file")
+        else:
+            sub.add_argument("--server-properties", type=Path,
+                             help="the broker's server.properties, to prove super.users (hidden from the admin API) "
+                                  "is the roles file's (default: the local stack's, when it exists)")
         sub.set_defaults(handler=_acl)
 
     access = commands.add_parser("access-audit",
                                  help="turn the broker's authorizer decisions into access events in audit.raw")
     access.add_argument("--log", type=Path, help="authorizer log (default: the local stack's kafka-authorizer.log)")
+    access.add_argument("--authentication-log", type=Path,
+                        help="the broker's failed-authentication log (default: the local stack's "
+                             "kafka-authentication.log)")
+    access.add_argument("--metadata-log", type=Path,
+                        help="the controller's __cluster_metadata-0 folder, whose changes (credentials, ACLs, configs, "
+                             "topics) become events with their details (default: the local stack's)")
     access.add_argument("--spool", type=Path, help="access records of our own commands (default $AUDITSEAL_ACCESS_SPOOL)")
     access.add_argument("--state", type=Path, help="durable position file (default: next to the spool)")
     access.add_argument("--once", action="store_true", help="forward what is there now, then exit")
     access.add_argument("--start-at-end", action="store_true",
                         help="without a saved position, start at the end of the log instead of its oldest entry")
     access.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
+    access.add_argument("--trail-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="how often to check the authorizer logger's level and probe the log (default 10)")
+    access.add_argument("--trail-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="a probe not logged within this long is an authorizer_log.silent event (default 30)")
     access.set_defaults(handler=_access_audit)
 
     from pipeline.producer.emit import attribute

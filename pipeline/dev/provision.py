@@ -21,20 +21,15 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
     ResourceType,
-    ScramCredentialInfo,
-    ScramMechanism,
-    UserScramCredentialUpsertion,
 )
 from confluent_kafka.error import KafkaError
 
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev import s3server
-from pipeline.dev.kafka import BOOTSTRAP_USER
 from pipeline.dev.cache import stack_dir
 from pipeline.dev.processes import StackError
 from pipeline.permissions.acls import grant_entry
-from pipeline.permissions.broker import apply_plan, plan_changes
-from pipeline.permissions.plan import SCRAM_ITERATIONS
+from pipeline.permissions.broker import apply_plan, plan_changes, remove_super_user_credentials
 from pipeline.wire.topics import TOPICS
 from pipeline.permissions.topology import BUCKET, Grant, roles, roles_file
 
@@ -87,26 +82,17 @@ def _admin_when_ready(config: Mapping[str, object], who: str, timeout: float = 9
             time.sleep(0.5)
 
 
-def reassert_setup_user(broker_tls: Mapping[str, str], creds, timeout: float = 90.0) -> None:
-    """Set the setup user's SCRAM credential again, as the broker itself (mutual TLS on the internal listener).
-
-    After ``make test`` a restarted broker has been seen to reject every SCRAM login, the setup user's
-    included, while a stack restarted after other use accepts them; the cause is not found yet. The
-    broker's own certificate is a super user that needs no password, so the stack repairs itself here;
-    the role users are re-asserted right after by the roles file's apply.
-    """
-    admin = _admin_when_ready(broker_tls, "on its internal listener", timeout)
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-    upsert = [UserScramCredentialUpsertion(BOOTSTRAP_USER, info, creds.kafka_bootstrap_password.encode())]
-    _wait_all(admin.alter_user_scram_credentials(upsert), "re-asserting the setup user")
-
-
 def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:
     """Apply the roles file (each role's SCRAM-SHA-512 user and ACLs, with ``auditseal acl apply``'s code),
     then create the audit topics with their explicit configs. Like topic configs, ACLs are re-asserted:
     a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do)."""
     admin = _admin_when_ready(KafkaSettings.from_env(env).client_config(), "as the setup user")
     with acl_lock(stack_dir()):
+        # a SCRAM credential named like a super user (the setup user's of stacks formatted before super users
+        # became certificate-only, or one an attacker set) is deleted: it must not exist, even unusable
+        removed = remove_super_user_credentials(admin, roles_file())
+        if removed:
+            log(f"kafka: deleted SCRAM credential(s) named like a super user: {', '.join(removed)}")
         plan = plan_changes(admin, roles_file(), passwords=creds.kafka)
         apply_plan(admin, plan, passwords=creds.kafka)
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=t.configs())

@@ -217,7 +217,7 @@ class LocalStack:
         }
 
     def broker_tls_config(self) -> dict[str, str]:
-        """librdkafka settings that log in as the broker itself (``User:broker``, a super user) with its
+        """librdkafka settings that connect as the broker itself (``Cert:broker``, a super user) with its
         certificate, on the internal mutual-TLS listener: for repairing the stack, never for a role."""
         return {
             "bootstrap.servers": f"localhost:{self.ports()['kafka_internal']}",
@@ -234,11 +234,12 @@ class LocalStack:
         creds = self.credentials()
         ports = self.ports()
         if kind == "kafka":
+            # the setup super user has no password at all: its certificate, on the internal mTLS listener
             return {
-                "AUDITSEAL_BOOTSTRAP": f"localhost:{ports['kafka_client']}",
-                "AUDITSEAL_SASL_USERNAME": kafka.BOOTSTRAP_USER,
-                "AUDITSEAL_SASL_PASSWORD": creds.kafka_bootstrap_password,
+                "AUDITSEAL_BOOTSTRAP": f"localhost:{ports['kafka_internal']}",
                 "AUDITSEAL_CA_FILE": str(self.pki.ca_cert),
+                "AUDITSEAL_SSL_CERT_FILE": str(self.pki.cert(kafka.BOOTSTRAP_USER)),
+                "AUDITSEAL_SSL_KEY_FILE": str(self.pki.key(kafka.BOOTSTRAP_USER)),
             }
         return {
             "AWS_ENDPOINT_URL": f"https://localhost:{ports['s3']}",
@@ -268,7 +269,7 @@ class LocalStack:
         witness_running = self.witness_process.pid() is not None
         self.root.mkdir(parents=True, exist_ok=True)
         self.settings_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
-        ensure_pki(self.pki.directory, {"broker": True, "s3": False})
+        ensure_pki(self.pki.directory, {"broker": True, "s3": False, kafka.BOOTSTRAP_USER: True})
         creds = self._ensure_credentials()
         self._ensure_keys()
         started: list[ManagedProcess] = []
@@ -285,9 +286,8 @@ class LocalStack:
                 self._start_witness(witness_binary, ports)
                 started.append(self.witness_process)
             self._wait_ready(ports)
-            from pipeline.dev.provision import provision_kafka, provision_s3, reassert_setup_user
+            from pipeline.dev.provision import provision_kafka, provision_s3
 
-            reassert_setup_user(self.broker_tls_config(), creds)
             provision_kafka(self.setup_env("kafka"), creds, log=log)
             provision_s3(binary, self.setup_env("s3"), creds, log=log)
         except BaseException:
@@ -317,9 +317,10 @@ class LocalStack:
         kafka_ports = kafka.KafkaPorts(ports["kafka_client"], ports["kafka_internal"], ports["kafka_controller"])
         properties.write_text(kafka.server_properties(data_dir=home / "data", pki_dir=self.pki.directory, ports=kafka_ports))
         log4j.write_text(kafka.log4j_properties(home / "logs"))
+        builder = kafka.ensure_principal_builder(self.cache, libs)
         if not (home / "data" / "meta.properties").exists():
-            kafka.format_storage(java, libs, properties, creds.kafka_bootstrap_password, log4j)
-        kafka.start_broker(self.kafka_process, java, libs, properties, log4j)
+            kafka.format_storage(java, libs, properties, log4j, builder)
+        kafka.start_broker(self.kafka_process, java, libs, properties, log4j, builder)
 
     def _start_s3(self, binary: Path, ports: dict[str, int], creds: Credentials) -> None:
         home = self.root / "s3"
