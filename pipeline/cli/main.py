@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     for plugin in entry_points(group=COMMANDS_ENTRY_POINT):
         plugin.load()(commands)
 
+    from pipeline.cli.siem import register as register_siem
+
+    register_siem(commands)  # export, siem-bridge
+
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")
     for action, text in (("plan", "show the users and ACLs apply would add or remove"),

@@ -128,8 +128,9 @@ class PartitionMapper:
                            "merkle_root: damaged log, run auditseal verify")
         inclusions: dict[int, Inclusion] = {}
         if problem is None:
+            covering = ocsf.covering_checkpoint(record, checkpoint.position)
             for index, path in enumerate(inclusion_proofs(leaves)):
-                inclusions[id(entries[index])] = Inclusion(record, checkpoint.position, index, len(leaves), path)
+                inclusions[id(entries[index])] = Inclusion(covering, index, len(leaves), path)
         documents = self._render(held, inclusions, problem)
         documents.append(self._checkpoint_document(checkpoint))
         return documents
@@ -187,11 +188,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def mappers(topic: str, *, format: str = "ocsf", product_version: str | None = None) -> Callable[[int], PartitionMapper]:
-    """A factory of PartitionMappers of ``topic`` sharing one set of codecs."""
+def mappers(*, format: str = "ocsf", product_version: str | None = None) -> Callable[[str, int], PartitionMapper]:
+    """A factory ``make(topic, partition)`` of PartitionMappers sharing one set of codecs."""
     codecs, event_codec = sealed_codecs(), default_codec()
 
-    def make(partition: int) -> PartitionMapper:
+    def make(topic: str, partition: int) -> PartitionMapper:
         return PartitionMapper(topic, partition, format=format, product_version=product_version, codecs=codecs,
                                event_codec=event_codec)
 

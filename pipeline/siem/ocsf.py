@@ -114,11 +114,23 @@ class Position:
 
 
 @dataclass(frozen=True)
+class CoveringCheckpoint:
+    """A checkpoint's evidence and OCSF signature, rendered once and shared by every entry of its batch."""
+
+    evidence: Mapping[str, Any]
+    signature: Mapping[str, Any]
+
+
+def covering_checkpoint(checkpoint: Mapping[str, Any], position: Position) -> CoveringCheckpoint:
+    """The rendered evidence of a checkpoint record read at ``position``."""
+    return CoveringCheckpoint(checkpoint_evidence(checkpoint, position), checkpoint_signature(checkpoint))
+
+
+@dataclass(frozen=True)
 class Inclusion:
     """The covering checkpoint of an entry and the entry's RFC 6962 audit path in its batch."""
 
-    checkpoint: Mapping[str, Any]
-    checkpoint_position: Position
+    covering: CoveringCheckpoint
     leaf_index: int
     tree_size: int
     audit_path: Sequence[bytes]
@@ -238,7 +250,7 @@ def _entry_attestation(record: Mapping[str, Any], inclusion: Inclusion | None) -
         attestation["prev_event"] = {"uid": entry_uid(chain_id, seq - 1),
                                      "fingerprint": _hex_fingerprint(record["prev_hash"], CHAIN_SERIALIZATION)}
     if inclusion is not None:
-        attestation["signatures"] = [checkpoint_signature(inclusion.checkpoint)]
+        attestation["signatures"] = [inclusion.covering.signature]
     return attestation
 
 
@@ -253,7 +265,7 @@ def _entry_evidence(kind: str, record: Mapping[str, Any], payload: bytes, positi
         "sealed": position.as_dict(),
     }
     if inclusion is not None:
-        evidence["checkpoint"] = checkpoint_evidence(inclusion.checkpoint, inclusion.checkpoint_position)
+        evidence["checkpoint"] = inclusion.covering.evidence
         evidence["inclusion"] = {"leaf_index": inclusion.leaf_index, "tree_size": inclusion.tree_size,
                                  "audit_path": [node.hex() for node in inclusion.audit_path]}
     if evidence_error is not None:
