@@ -31,7 +31,7 @@ DAEMONS = frozenset({"seal", "sink", "detect", "access-audit"})
 # the optional dependencies of `pip install 'auditseal[pipeline]'`: a missing one is an installation
 # problem the user can fix (exit 2), not a crash
 PIPELINE_EXTRA_MODULES = frozenset({"faust", "mode", "boto3", "botocore", "yaml", "cryptography", "prometheus_client",
-                                    "psutil", "cramjam", "aiokafka"})
+                                    "psutil", "cramjam", "aiokafka", "orjson", "tqdm", "pkcs11"})
 
 
 def log_level(value: str) -> str:
@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for plugin in entry_points(group=COMMANDS_ENTRY_POINT):
         plugin.load()(commands)
+
+    from pipeline.cli.siem import register as register_siem
+
+    register_siem(commands)  # export, siem-bridge
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")

@@ -137,22 +137,28 @@ def java_executable() -> str:
 
 
 def ensure_jars(cache: Path) -> Path:
-    """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder.
+    """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder."""
+    pom = _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
+    return resolve_jars(cache, cache / "kafka" / KAFKA_VERSION, pom, f"Kafka {KAFKA_VERSION}",
+                        f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")
+
+
+def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar: str) -> Path:
+    """Resolve the runtime dependencies of ``pom_text`` into ``work/libs`` once; return that folder.
 
     Maven does the resolution (it verifies checksums and follows the official POMs' dependencies),
-    into a repository inside our cache so nothing lands in ``~/.m2``.
+    into a repository inside our cache (``cache/m2``) so nothing lands in ``~/.m2``.
     """
-    libs = cache / "kafka" / f"{KAFKA_VERSION}" / "libs"
+    libs = work / "libs"
     done = libs / ".complete"
     if done.exists():
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise StackError("Apache Maven (`mvn`) is needed once to fetch the Kafka jars from Maven Central; install it")
-    work = cache / "kafka" / KAFKA_VERSION
+        raise StackError(f"Apache Maven (`mvn`) is needed once to fetch {what} from Maven Central; install it")
     work.mkdir(parents=True, exist_ok=True)
     pom = work / "pom.xml"
-    pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+    pom.write_text(pom_text)
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     argv = [mvn, "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
@@ -163,13 +169,13 @@ def ensure_jars(cache: Path) -> Path:
         argv += ["-s", str(settings)]
     run_checked(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"downloading Kafka {KAFKA_VERSION} from {mirror or 'Maven Central'}",
+        f"downloading {what} from {mirror or 'Maven Central'}",
     )
-    if not any(staging.glob(f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")):
-        raise StackError(f"downloading Kafka {KAFKA_VERSION}: Maven finished but kafka_{SCALA_VERSION} is missing")
+    if not (staging / expected_jar).exists():
+        raise StackError(f"downloading {what}: Maven finished but {expected_jar} is missing")
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
-    done.write_text(KAFKA_VERSION + "\n")
+    done.write_text(what + "\n")
     return libs
 
 
