@@ -16,10 +16,11 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.dev.processes import ManagedProcess, StackError, run_checked
+from pipeline.dev.processes import ManagedProcess, StackError, run_checked, run_with_progress
 
 KAFKA_VERSION = "4.4.0"
 SCALA_VERSION = "2.13"
@@ -29,6 +30,12 @@ STORAGE_TOOL = "kafka.tools.StorageTool"
 BROKER_PRINCIPAL = "User:broker"
 BOOTSTRAP_USER = "bootstrap"
 MIN_JAVA = 17
+# Kafka writes a metadata snapshot at least this often while there are new records. Without a snapshot
+# a restarted broker replays the metadata log, and Kafka 3.5-4.4's ScramDelta.apply() can then lose every
+# SCRAM user (see README, "SCRAM users lost on a restart"); a snapshot taken before the restart avoids the
+# replay of a user's deletion. Kafka's default is an hour.
+SNAPSHOT_INTERVAL_MS = 10_000
+_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)\b")
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -109,11 +116,12 @@ def java_executable() -> str:
     return java
 
 
-def ensure_jars(cache: Path) -> Path:
+def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
     """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder.
 
     Maven does the resolution (it verifies checksums and follows the official POMs' dependencies),
-    into a repository inside our cache so nothing lands in ``~/.m2``.
+    into a repository inside our cache so nothing lands in ``~/.m2``. ``log`` shows how far it is
+    (jars downloaded so far, the latest one's name) while it runs, once per cache.
     """
     libs = cache / "kafka" / f"{KAFKA_VERSION}" / "libs"
     done = libs / ".complete"
@@ -128,15 +136,26 @@ def ensure_jars(cache: Path) -> Path:
     pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    argv = [mvn, "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
+    # not -q: Maven's "Downloaded from" lines are the progress shown (Maven's own plugins count too)
+    argv = [mvn, "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
     mirror = os.environ.get("AUDITSEAL_MAVEN_REPO")
     if mirror:
         settings = work / "settings.xml"
         settings.write_text(_MIRROR_SETTINGS.format(url=mirror))
         argv += ["-s", str(settings)]
-    run_checked(
+    downloaded: list[str] = []
+
+    def progress(line: str) -> str | None:
+        match = _DOWNLOADED.search(line)
+        if match is None:
+            return None
+        downloaded.append(match.group(1))
+        return f"{len(downloaded)} jars ({match.group(1)})"
+
+    run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"downloading Kafka {KAFKA_VERSION} from {mirror or 'Maven Central'}",
+        f"kafka: downloading Kafka {KAFKA_VERSION} and its dependencies from {mirror or 'Maven Central'} (once)",
+        log=log, progress=progress, timeout=1800,
     )
     if not any(staging.glob(f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")):
         raise StackError(f"downloading Kafka {KAFKA_VERSION}: Maven finished but kafka_{SCALA_VERSION} is missing")
@@ -192,6 +211,7 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
         "group.initial.rebalance.delay.ms": 0,
         "log.flush.interval.messages": 9223372036854775807,
         "unclean.leader.election.enable": "false",
+        "metadata.log.max.snapshot.interval.ms": SNAPSHOT_INTERVAL_MS,
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 

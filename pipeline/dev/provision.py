@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,18 +87,45 @@ def _admin_when_ready(config: Mapping[str, object], who: str, timeout: float = 9
             time.sleep(0.5)
 
 
-def reassert_setup_user(broker_tls: Mapping[str, str], creds, timeout: float = 90.0) -> None:
-    """Set the setup user's SCRAM credential again, as the broker itself (mutual TLS on the internal listener).
+def expected_users(creds) -> dict[str, str]:
+    """Every SCRAM user the local stack needs, with its password: the setup user and each role's user."""
+    return {BOOTSTRAP_USER: creds.kafka_bootstrap_password, **{r.name: creds.kafka[r.name] for r in roles()}}
 
-    After ``make test`` a restarted broker has been seen to reject every SCRAM login, the setup user's
-    included, while a stack restarted after other use accepts them; the cause is not found yet. The
-    broker's own certificate is a super user that needs no password, so the stack repairs itself here;
-    the role users are re-asserted right after by the roles file's apply.
+
+def users_without_credential(admin: AdminClient, names: Collection[str]) -> list[str]:
+    """The users among ``names`` for which the broker holds no SCRAM-SHA-512 credential (a super user's
+    or the admin role's client: it needs cluster DESCRIBE)."""
+    described = admin.describe_user_scram_credentials()
+    try:
+        present = {user for user, description in described.result(timeout=30).items()
+                   if any(info.mechanism == ScramMechanism.SCRAM_SHA_512 for info in description.scram_credential_infos)}
+    except KafkaException as exc:
+        raise StackError(f"describing SCRAM users failed: {exc.args[0].str()}") from None
+    return sorted(set(names) - present)
+
+
+def reassert_users(broker_tls: Mapping[str, str], creds, *, new_cluster: bool = False, timeout: float = 90.0,
+                   log=print) -> list[str]:
+    """Give every user the stack expects (:func:`expected_users`) its SCRAM credential again if the broker
+    lacks it, as the broker itself (mutual TLS on the internal listener); returns the users repaired.
+
+    Kafka 3.5 to 4.4 can lose every SCRAM user when a broker replays a metadata log in which a user was
+    deleted (``ScramDelta.apply()`` removes from the map it iterates; README, "SCRAM users lost on a
+    restart"). Then no password works, the setup user's included; the broker's own certificate is a
+    super user that needs none, so the stack repairs itself here, for the roles' users too, since
+    ``acl apply`` only sets users the roles file has. On a ``new_cluster`` they are simply created.
     """
     admin = _admin_when_ready(broker_tls, "on its internal listener", timeout)
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-    upsert = [UserScramCredentialUpsertion(BOOTSTRAP_USER, info, creds.kafka_bootstrap_password.encode())]
-    _wait_all(admin.alter_user_scram_credentials(upsert), "re-asserting the setup user")
+    expected = expected_users(creds)
+    missing = users_without_credential(admin, expected)
+    if missing:
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+        upsert = [UserScramCredentialUpsertion(user, info, expected[user].encode()) for user in missing]
+        _wait_all(admin.alter_user_scram_credentials(upsert), "re-asserting SCRAM users")
+        if not new_cluster:
+            log(f"kafka: REPAIRED: the broker had lost the SCRAM credential of {', '.join(missing)}; set again "
+                "(see README, \"SCRAM users lost on a restart\")")
+    return missing
 
 
 def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.dev import kafka, s3server
 from pipeline.dev.cache import cache_dir, stack_dir
 from pipeline.dev.pki import Pki, ensure_pki, write_private
-from pipeline.dev.processes import ManagedProcess, StackError, port_is_free, port_is_open
+from pipeline.dev.processes import ManagedProcess, StackError, make_private, port_is_free, port_is_open
 from pipeline.permissions.topology import BUCKET, role as role_named, roles
 
 DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070}
@@ -63,6 +63,7 @@ class LocalStack:
         self.kafka_process = ManagedProcess(
             "kafka", self.root / "run" / "kafka.pid", self.root / "kafka" / "logs" / "kafka.out", str(self.root)
         )
+        self._formatted_now = False  # set when this object formats the broker's storage (a new cluster)
         self.s3_process = ManagedProcess(
             "s3", self.root / "run" / "s3.pid", self.root / "s3" / "s3.log", str(self.root / "s3")
         )
@@ -201,9 +202,10 @@ class LocalStack:
         self._check_ports(ports, kafka_running, s3_running)
         java = kafka.java_executable() if not kafka_running else None
         log(f"cache: {self.cache}")
-        libs = kafka.ensure_jars(self.cache)
-        binary = s3server.ensure_binary(self.cache)
+        libs = kafka.ensure_jars(self.cache, log=log)
+        binary = s3server.ensure_binary(self.cache, log=log)
         self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
         self.settings_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
         ensure_pki(self.pki.directory, {"broker": True, "s3": False})
         creds = self._ensure_credentials()
@@ -218,9 +220,9 @@ class LocalStack:
                 self._start_s3(binary, ports, creds)
                 started.append(self.s3_process)
             self._wait_ready(ports)
-            from pipeline.dev.provision import provision_kafka, provision_s3, reassert_setup_user
+            from pipeline.dev.provision import provision_kafka, provision_s3, reassert_users
 
-            reassert_setup_user(self.broker_tls_config(), creds)
+            reassert_users(self.broker_tls_config(), creds, new_cluster=self._formatted_now, log=log)
             provision_kafka(self.setup_env("kafka"), creds, log=log)
             provision_s3(binary, self.setup_env("s3"), creds, log=log)
         except BaseException:
@@ -242,7 +244,8 @@ class LocalStack:
 
     def _start_kafka(self, java: str, libs: Path, ports: dict[str, int], creds: Credentials) -> None:
         home = self.root / "kafka"
-        (home / "logs").mkdir(parents=True, exist_ok=True)
+        make_private(home)
+        (home / "logs").mkdir(mode=0o700, exist_ok=True)
         properties = home / "server.properties"
         log4j = home / "log4j2.properties"
         kafka_ports = kafka.KafkaPorts(ports["kafka_client"], ports["kafka_internal"], ports["kafka_controller"])
@@ -250,10 +253,13 @@ class LocalStack:
         log4j.write_text(kafka.log4j_properties(home / "logs"))
         if not (home / "data" / "meta.properties").exists():
             kafka.format_storage(java, libs, properties, creds.kafka_bootstrap_password, log4j)
+            self._formatted_now = True
+            make_private(home / "data")  # the storage tool ran with the caller's umask
         kafka.start_broker(self.kafka_process, java, libs, properties, log4j)
 
     def _start_s3(self, binary: Path, ports: dict[str, int], creds: Credentials) -> None:
         home = self.root / "s3"
+        make_private(home)
         s3server.start_server(
             self.s3_process, binary, port=ports["s3"], root_access=creds.s3_root_access,
             root_secret=creds.s3_root_secret, cert=self.pki.cert("s3"), key=self.pki.key("s3"),
@@ -306,6 +312,14 @@ class LocalStack:
 
                 from pipeline.config import KafkaSettings
 
+                from pipeline.dev.provision import expected_users, users_without_credential
+
+                # as the broker itself first: it needs no SCRAM credential, so it can tell which are missing
+                broker = AdminClient(self.broker_tls_config())
+                missing = users_without_credential(broker, expected_users(self.credentials()))
+                if missing:  # those roles cannot log in (README, "SCRAM users lost on a restart")
+                    return False, f"no SCRAM credential on the broker for {', '.join(missing)} " \
+                                  "(`auditseal dev up` sets them again)"
                 admin = AdminClient(KafkaSettings.from_env(self.setup_env("kafka")).client_config())
                 metadata = admin.list_topics(timeout=5)
                 return True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)"

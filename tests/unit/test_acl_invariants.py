@@ -63,3 +63,13 @@ def test_unknown_principals_are_noted():
     report = _check(_acl("User:mallory", "read", name="audit.sealed"))
     assert report.passed
     assert any("User:mallory" in note for note in report.notes)
+
+
+def test_a_role_without_scram_credential_is_a_breach():
+    from pipeline.permissions.invariants import every_role_has_credential
+
+    names = [r.name for r in roles()]
+    assert every_role_has_credential(roles_file(), names).holds
+    rule = every_role_has_credential(roles_file(), [n for n in names if n not in ("sealer", "sink")] + ["alice"])
+    assert rule.name == "every_role_has_credential" and not rule.holds
+    assert [b.split()[0] for b in rule.breaches] == ["User:sealer", "User:sink"]
