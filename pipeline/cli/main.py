@@ -21,7 +21,7 @@ def _dev_up(args: argparse.Namespace) -> int:
     from pipeline.dev.stack import LocalStack
 
     stack = LocalStack()
-    stack.up()
+    stack.up(brokers=args.brokers)
     if not args.no_check:
         return _print_s3_check(stack.env("admin"), as_json=False)
     return EXIT_OK
@@ -43,7 +43,7 @@ def _dev_status(args: argparse.Namespace) -> int:
     else:
         for name, part in report["parts"].items():
             state = "healthy" if part["healthy"] else "DOWN"
-            print(f"{name:6} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
+            print(f"{name:7} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
         print(f"stack folder: {report['stack_dir']}")
     return EXIT_OK if report["healthy"] else EXIT_FAILED
 
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = dev_commands.add_parser("up", help="start the stack (idempotent)")
     up.add_argument("--no-check", action="store_true", help="skip the Object Lock conformance check")
+    up.add_argument("--brokers", type=int, choices=[1, 3],
+                    help="Kafka nodes of a new stack: 1 (default) or a 3-node KRaft cluster (replication 3, min ISR 2)")
     up.set_defaults(handler=_dev_up)
     down = dev_commands.add_parser("down", help="stop the processes the stack started")
     down.add_argument("--purge", action="store_true", help="also delete data, certificates and credentials")

@@ -165,14 +165,20 @@ def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
     return libs
 
 
-def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1) -> str:
-    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default."""
+def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1,
+                      quorum: dict[int, int] | None = None, replicas: int = 1) -> str:
+    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default.
+
+    ``quorum`` maps each node id of a cluster to its controller port (default: this node alone);
+    ``replicas`` is the replication factor of internal topics (and min ISR 2 from 3 replicas on)."""
     keystore = pki_dir / "broker.keystore.pem"
     ca = pki_dir / "ca.pem"
+    voters = quorum or {node_id: ports.controller}
+    min_isr = 2 if replicas >= 3 else 1
     lines = {
         "process.roles": "broker,controller",
         "node.id": node_id,
-        "controller.quorum.voters": f"{node_id}@127.0.0.1:{ports.controller}",
+        "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{port}" for n, port in sorted(voters.items())),
         "listeners": (
             f"CLIENT://127.0.0.1:{ports.client},INTERNAL://127.0.0.1:{ports.internal},"
             f"CONTROLLER://127.0.0.1:{ports.controller}"
@@ -199,12 +205,12 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
         "super.users": f"{BROKER_PRINCIPAL};User:{BOOTSTRAP_USER}",
         "log.dirs": data_dir,
         "num.partitions": 1,
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
-        "offsets.topic.replication.factor": 1,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": 6,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": 6,
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
@@ -216,12 +222,14 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def format_storage(java: str, libs: Path, properties: Path, bootstrap_password: str, log: Path) -> None:
-    """Format KRaft storage once, creating the SCRAM super user that sets the stack up."""
+def format_storage(java: str, libs: Path, properties: Path, bootstrap_password: str, log: Path,
+                   cluster_id: str | None = None) -> None:
+    """Format KRaft storage once, creating the SCRAM super user that sets the stack up (every node of a
+    cluster is formatted with the same ``cluster_id``)."""
     scram = f"SCRAM-SHA-512=[name={BOOTSTRAP_USER},password={bootstrap_password}]"
     run_checked(
         [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*", STORAGE_TOOL, "format",
-         f"--cluster-id={_cluster_id()}", "-c", str(properties), "--add-scram", scram],
+         f"--cluster-id={cluster_id or _cluster_id()}", "-c", str(properties), "--add-scram", scram],
         "formatting Kafka storage",
     )
 

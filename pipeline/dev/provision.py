@@ -6,6 +6,7 @@ from the roles file with the same code as ``auditseal acl apply`` (:mod:`pipelin
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -128,23 +129,26 @@ def reassert_users(broker_tls: Mapping[str, str], creds, *, new_cluster: bool = 
     return missing
 
 
-def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:
+def provision_kafka(env: Mapping[str, str], creds, log=print, replicas: int | None = None) -> None:
     """Apply the roles file (each role's SCRAM-SHA-512 user and ACLs, with ``auditseal acl apply``'s code),
     then create the audit topics with their explicit configs. Like topic configs, ACLs are re-asserted:
-    a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do)."""
+    a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do).
+    ``replicas`` (a cluster's 3) overrides the topics' replication factor, with ``min.insync.replicas=2``."""
     admin = _admin_when_ready(KafkaSettings.from_env(env).client_config(), "as the setup user")
     with acl_lock(stack_dir()):
         plan = plan_changes(admin, roles_file(), passwords=creds.kafka)
         apply_plan(admin, plan, passwords=creds.kafka)
+    topics = [dataclasses.replace(t, replication_factor=replicas, min_insync_replicas=replicas - 1)
+              if replicas and replicas > 1 else t for t in TOPICS]
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=t.configs())
-           for t in TOPICS]
+           for t in topics]
     _wait_all(admin.create_topics(new), "creating topics",
               tolerate=lambda e: e.code() == KafkaError.TOPIC_ALREADY_EXISTS)
     # topics that already existed get their configs re-asserted, so a hand edit does not survive `up`
     resources = [
         ConfigResource(ResourceType.TOPIC, t.name,
                        incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in t.configs().items()])
-        for t in TOPICS
+        for t in topics
     ]
     _wait_all(admin.incremental_alter_configs(resources), "asserting topic configs")
     log(f"kafka: roles file {roles_file().path.name} applied ({len(roles())} users; {len(plan.users_to_set)} user(s) set, "

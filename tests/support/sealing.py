@@ -36,13 +36,15 @@ class Topics:
     app_id: str
 
 
-def create_topics(stack, partitions: int = 3) -> Topics:
-    """Fresh raw and sealed topics, and ACLs for producer, sealer, verifier and sink on them."""
+def create_topics(stack, partitions: int = 3, replication_factor: int = 1) -> Topics:
+    """Fresh raw and sealed topics, and ACLs for producer, sealer, verifier and sink on them; with more
+    than one replica (a cluster) ``min.insync.replicas`` is one less, as for the audit topics."""
     suffix = secrets.token_hex(4)
     topics = Topics(f"test.raw.{suffix}", f"test.sealed.{suffix}", partitions, f"auditseal-sealer-test-{suffix}")
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)
-                                   for name in (topics.raw, topics.sealed)])
+    config = {"min.insync.replicas": str(replication_factor - 1)} if replication_factor > 1 else {}
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=replication_factor,
+                                            config=config) for name in (topics.raw, topics.sealed)])
     for future in futures.values():
         future.result(timeout=30)
     grants = [
