@@ -26,6 +26,7 @@ from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.errors import AuditSealError
 from pipeline.metrics import serve_metrics
+from pipeline.preflight import check_kafka
 from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
 
 log = logging.getLogger("connectors.s3sink")
@@ -67,6 +68,7 @@ def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None 
     """Check the bucket, serve metrics on ``metrics_addr:metrics_port`` (0: none), archive until stopped."""
     kafka = KafkaSettings.from_env()
     s3 = S3Settings.from_env()
+    check_kafka(kafka, [config.topic])  # librdkafka would retry a bad login or a dead broker forever
     check_archive_bucket(s3)
     serve_metrics(metrics_port, metrics_addr)
     bucket = ArchiveBucket(s3.client(), s3.bucket,

@@ -259,9 +259,11 @@ def run_access_auditor(*, metadata_log: Path | None = None, authentication_log: 
     from pipeline.config import KafkaSettings
     from pipeline.dev.stack import LocalStack
     from pipeline.producer.client import AuditProducer
-    from pipeline.wire.topics import AUDIT_TOPICS
+    from pipeline.preflight import check_kafka
+    from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC
 
     settings = KafkaSettings.from_env()
+    check_kafka(settings, [RAW_TOPIC])  # one line and exit 2 on a bad login or a dead broker, not a retry loop
     spool = spool_file or spool_path()
     auditor_state = state_file or spool.parent / "access-auditor.position.json"
     if metadata_log is None:

@@ -6,6 +6,7 @@ broken or the broker refused, 2 usage or configuration error. Output never conta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from pipeline.config import KafkaSettings
 from pipeline.errors import ConfigError
 from pipeline.permissions.broker import apply_plan, load_passwords, plan_changes, read_broker_security, read_state
-from pipeline.permissions.invariants import check_invariants
+from pipeline.permissions.invariants import check_invariants, every_role_has_credential
 from pipeline.permissions.plan import Plan
 from pipeline.permissions.roles import RolesFile
 from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
@@ -134,6 +135,7 @@ def acl_check(*, env: Mapping[str, str] | None = None, roles_path: Path | None =
     report = check_invariants(live.acls, roles, raw_topic=RAW_TOPIC, sealed_topic=SEALED_TOPIC,
                               audit_topics=AUDIT_TOPICS, users=live.users, brokers=read_broker_security(admin),
                               configured_super_users=configured_super_users(server_properties))
+    report = dataclasses.replace(report, rules=report.rules + (every_role_has_credential(roles, live.users),))
     if as_json:
         out(json.dumps({"broker": settings.bootstrap, "roles_file": str(roles.path), "acls": len(live.acls),
                         **report.as_dict()}, indent=2))

@@ -73,10 +73,10 @@ def _dev_up(args: argparse.Namespace) -> int:
 
     stack = LocalStack()
     if not args.json:
-        stack.up()
+        stack.up(brokers=args.brokers)
         return EXIT_OK if args.no_check else _print_s3_check(stack.env("admin"), as_json=False)
     # progress on stderr, one JSON document on stdout: the stack's health and the bucket's WORM check
-    stack.up(log=lambda line: print(line, file=sys.stderr))
+    stack.up(brokers=args.brokers, log=lambda line: print(line, file=sys.stderr))
     check = None if args.no_check else _s3_check_report(stack.env("admin"))
     status = stack.status()
     print(json.dumps({**status, "credentials_file": str(stack.credentials_file), "s3_check": check and check.as_dict(),
@@ -100,7 +100,7 @@ def _dev_status(args: argparse.Namespace) -> int:
     else:
         for name, part in report["parts"].items():
             state = "healthy" if part["healthy"] else "DOWN"
-            print(f"{name:6} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
+            print(f"{name:7} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
         print(f"stack folder: {report['stack_dir']}")
     return EXIT_OK if report["healthy"] else EXIT_FAILED
 
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = dev_commands.add_parser("up", help="start the stack (idempotent)")
     up.add_argument("--no-check", action="store_true", help="skip the Object Lock conformance check")
     up.add_argument("--json", action="store_true", help="progress on stderr, the stack's health as JSON on stdout")
+    up.add_argument("--brokers", type=int, choices=[1, 3],
+                    help="Kafka nodes of a new stack: 1 (default) or a 3-node KRaft cluster (replication 3, min ISR 2)")
     up.set_defaults(handler=_dev_up)
     down = dev_commands.add_parser("down", help="stop the processes the stack started")
     down.add_argument("--purge", action="store_true", help="also delete data, certificates and credentials")

@@ -108,6 +108,10 @@ def verify_command(args) -> int:
         raise ConfigError(f"no keyring: pass --keyring FILE or set {KEYRING_VARIABLE}")
     keyring = load_keyring(keyring_path)
     source = _source(args)
+    if args.kafka:  # before the scan: a bad login or a dead broker ends here in seconds, not after it
+        from pipeline.preflight import check_kafka
+
+        check_kafka(KafkaSettings.from_env(), [args.kafka_topic])
     masters = {key.key_id: key for key in (load_master_key(Path(p)) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
     verifier = ArchiveVerifier(keyring, profiles, masters, _progress())

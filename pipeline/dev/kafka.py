@@ -20,10 +20,11 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.dev.processes import ManagedProcess, StackError, run_checked
+from pipeline.dev.processes import ManagedProcess, StackError, run_checked, run_with_progress
 
 KAFKA_VERSION = "4.4.0"
 SCALA_VERSION = "2.13"
@@ -39,6 +40,12 @@ SUPER_USERS = (BROKER_PRINCIPAL, BOOTSTRAP_PRINCIPAL)
 PRINCIPAL_BUILDER = "dev.auditseal.kafka.CertificatePrincipalBuilder"
 _PRINCIPAL_BUILDER_SOURCE = Path(__file__).parent / "java" / "dev" / "auditseal" / "kafka" / "CertificatePrincipalBuilder.java"
 MIN_JAVA = 17
+# Kafka writes a metadata snapshot at least this often while there are new records. Without a snapshot
+# a restarted broker replays the metadata log, and Kafka 3.5-4.4's ScramDelta.apply() can then lose every
+# SCRAM user (see README, "SCRAM users lost on a restart"); a snapshot taken before the restart avoids the
+# replay of a user's deletion. Kafka's default is an hour.
+SNAPSHOT_INTERVAL_MS = 10_000
+_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)\b")
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -136,18 +143,20 @@ def java_executable() -> str:
     return java
 
 
-def ensure_jars(cache: Path) -> Path:
+def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
     """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder."""
     pom = _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
     return resolve_jars(cache, cache / "kafka" / KAFKA_VERSION, pom, f"Kafka {KAFKA_VERSION}",
-                        f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")
+                        f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar", log=log)
 
 
-def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar: str) -> Path:
+def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar: str,
+                 log: Callable[[str], object] = print) -> Path:
     """Resolve the runtime dependencies of ``pom_text`` into ``work/libs`` once; return that folder.
 
     Maven does the resolution (it verifies checksums and follows the official POMs' dependencies),
-    into a repository inside our cache (``cache/m2``) so nothing lands in ``~/.m2``.
+    into a repository inside our cache (``cache/m2``) so nothing lands in ``~/.m2``. ``log`` shows how
+    far it is (jars downloaded so far, the latest one's name) while it runs, once per cache.
     """
     libs = work / "libs"
     done = libs / ".complete"
@@ -161,15 +170,26 @@ def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar
     pom.write_text(pom_text)
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    argv = [mvn, "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
+    # not -q: Maven's "Downloaded from" lines are the progress shown (Maven's own plugins count too)
+    argv = [mvn, "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
     mirror = os.environ.get("AUDITSEAL_MAVEN_REPO")
     if mirror:
         settings = work / "settings.xml"
         settings.write_text(_MIRROR_SETTINGS.format(url=mirror))
         argv += ["-s", str(settings)]
-    run_checked(
+    downloaded: list[str] = []
+
+    def progress(line: str) -> str | None:
+        match = _DOWNLOADED.search(line)
+        if match is None:
+            return None
+        downloaded.append(match.group(1))
+        return f"{len(downloaded)} jars ({match.group(1)})"
+
+    run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"downloading {what} from {mirror or 'Maven Central'}",
+        f"downloading {what} from {mirror or 'Maven Central'} (once)",
+        log=log, progress=progress, timeout=1800,
     )
     if not (staging / expected_jar).exists():
         raise StackError(f"downloading {what}: Maven finished but {expected_jar} is missing")
@@ -198,14 +218,20 @@ def ensure_principal_builder(cache: Path, libs: Path) -> Path:
     return classes
 
 
-def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1) -> str:
-    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default."""
+def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1,
+                      quorum: dict[int, int] | None = None, replicas: int = 1) -> str:
+    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default.
+
+    ``quorum`` maps each node id of a cluster to its controller port (default: this node alone);
+    ``replicas`` is the replication factor of internal topics (and min ISR 2 from 3 replicas on)."""
     keystore = pki_dir / "broker.keystore.pem"
     ca = pki_dir / "ca.pem"
+    voters = quorum or {node_id: ports.controller}
+    min_isr = 2 if replicas >= 3 else 1
     lines = {
         "process.roles": "broker,controller",
         "node.id": node_id,
-        "controller.quorum.voters": f"{node_id}@127.0.0.1:{ports.controller}",
+        "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{port}" for n, port in sorted(voters.items())),
         "listeners": (
             f"CLIENT://127.0.0.1:{ports.client},INTERNAL://127.0.0.1:{ports.internal},"
             f"CONTROLLER://127.0.0.1:{ports.controller}"
@@ -234,27 +260,30 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
         "super.users": ";".join(SUPER_USERS),
         "log.dirs": data_dir,
         "num.partitions": 1,
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
-        "offsets.topic.replication.factor": 1,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": 6,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": 6,
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
         "group.initial.rebalance.delay.ms": 0,
         "log.flush.interval.messages": 9223372036854775807,
         "unclean.leader.election.enable": "false",
+        "metadata.log.max.snapshot.interval.ms": SNAPSHOT_INTERVAL_MS,
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def format_storage(java: str, libs: Path, properties: Path, log: Path, principal_builder: Path) -> None:
-    """Format KRaft storage once. No SCRAM user is created: the setup identity is a certificate."""
+def format_storage(java: str, libs: Path, properties: Path, log: Path, principal_builder: Path,
+                   cluster_id: str | None = None) -> None:
+    """Format KRaft storage once (every node of a cluster with the same ``cluster_id``). No SCRAM user is
+    created: the setup identity is a certificate."""
     run_checked(
         [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*:{principal_builder}", STORAGE_TOOL, "format",
-         f"--cluster-id={_cluster_id()}", "-c", str(properties)],
+         f"--cluster-id={cluster_id or _cluster_id()}", "-c", str(properties)],
         "formatting Kafka storage",
     )
 

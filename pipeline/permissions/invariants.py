@@ -246,3 +246,15 @@ def _notes(allows: list[AclEntry], roles: RolesFile) -> list[str]:
         notes.append(f"ACLs for principal(s) not in the roles file: {', '.join(strangers)} "
                      "(`auditseal acl plan` shows them for removal)")
     return notes
+
+
+def every_role_has_credential(roles: RolesFile, users: Iterable[str]) -> RuleResult:
+    """Each role of the roles file has a SCRAM user on the broker (``users``: the users the broker lists).
+
+    A role without one cannot log in: its part of the pipeline stops. Kafka 3.5 to 4.4 can lose every
+    SCRAM user on a broker restart (README, "SCRAM users lost on a restart"); this rule shows it.
+    """
+    present = set(users)
+    breaches = tuple(f"{role.principal} has no SCRAM credential on the broker (cannot log in; `acl apply` "
+                     "sets it again)" for role in roles.roles if role.name not in present)
+    return RuleResult("every_role_has_credential", "every role of the roles file has a SCRAM credential", breaches)

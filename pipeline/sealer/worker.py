@@ -7,6 +7,7 @@ import os
 from pipeline.config import KafkaSettings
 from pipeline.errors import ConfigError
 from pipeline.integrity.keyring import load_signing_key
+from pipeline.preflight import check_kafka
 from pipeline.sealer.app import SealerConfig, create_app
 
 SIGNING_KEY_VARIABLE = "AUDITSEAL_SIGNING_KEY"
@@ -31,6 +32,7 @@ def run_worker(*, signing_key: str | None, metrics_port: int, config: SealerConf
 
     settings = KafkaSettings.from_env()
     key = load_signing_key(signing_key_path(signing_key))
+    check_kafka(settings, [config.raw_topic, config.sealed_topic])  # Faust would retry a bad login forever
     app = create_app(settings, key, config)
     serve_metrics(metrics_port, metrics_addr)
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

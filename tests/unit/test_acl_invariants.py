@@ -118,3 +118,11 @@ def test_cluster_rights_beyond_the_file_fail(acl, named):
                               sealed_topic=SEALED_TOPIC, audit_topics=AUDIT_TOPICS)
     assert "cluster_rights_as_declared" in report.failed()
     assert any(named in breach for breach in _breaches(report, "cluster_rights_as_declared"))
+def test_a_role_without_scram_credential_is_a_breach():
+    from pipeline.permissions.invariants import every_role_has_credential
+
+    names = [r.name for r in roles()]
+    assert every_role_has_credential(roles_file(), names).holds
+    rule = every_role_has_credential(roles_file(), [n for n in names if n not in ("sealer", "sink")] + ["alice"])
+    assert rule.name == "every_role_has_credential" and not rule.holds
+    assert [b.split()[0] for b in rule.breaches] == ["User:sealer", "User:sink"]
