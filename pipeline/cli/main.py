@@ -51,7 +51,9 @@ def _dev_status(args: argparse.Namespace) -> int:
 def _dev_env(args: argparse.Namespace) -> int:
     from pipeline.dev.stack import LocalStack
 
-    for name, value in LocalStack().env(args.role).items():
+    stack = LocalStack()
+    variables = {**stack.env(args.role), **(stack.custody_env() if args.keys else {})}
+    for name, value in variables.items():
         print(f"export {name}={shlex.quote(value)}")
     return EXIT_OK
 
@@ -206,10 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_dev_status)
     env = dev_commands.add_parser("env", help="print export lines for one role")
     env.add_argument("--role", required=True, choices=role_names())
+    env.add_argument("--keys", action="store_true",
+                     help="also the sealer's token and keyring variables (for `auditseal keys`)")
     env.set_defaults(handler=_dev_env)
 
     seal = commands.add_parser("seal", help="run a sealer worker (Faust): audit.raw -> audit.sealed")
-    seal.add_argument("--signing-key", help="Ed25519 private key (PEM); default $AUDITSEAL_SIGNING_KEY")
+    seal.add_argument("--signing-key", help="Ed25519 private key (PEM) or a directory of them; default "
+                      "$AUDITSEAL_SIGNING_KEY (unset when the key is in a PKCS#11 token: AUDITSEAL_PKCS11_*)")
     seal.add_argument("--checkpoint-records", type=int, default=2000,
                       help="at most this many raw records per batch and checkpoint (default 2000)")
     seal.add_argument("--checkpoint-ms", type=int, default=100,
@@ -239,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for plugin in entry_points(group=COMMANDS_ENTRY_POINT):
         plugin.load()(commands)
+
+    from pipeline.cli import keys
+
+    keys.register(commands)
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.integrity.chain import GENESIS_HASH, chain_hash, chain_hash_unchecked
 from pipeline.integrity.checkpoint import (
     Checkpoint,
+    check_key_not_compromised,
     checkpoint_hash,
     verify_checkpoint_batch,
     verify_checkpoint_signature,
@@ -23,6 +24,7 @@ from pipeline.integrity.checkpoint import (
 from pipeline.integrity.errors import (
     BadSignatureError,
     CheckpointMismatchError,
+    CompromisedKeyError,
     KeyNotValidError,
     MalformedInputError,
     UnknownKeyError,
@@ -40,6 +42,7 @@ FORK = "fork"                       # prev_hash does not link to the previous en
 BAD_SIGNATURE = "bad_signature"
 UNKNOWN_KEY = "unknown_key"
 KEY_NOT_VALID = "key_not_valid"
+COMPROMISED_KEY = "compromised_key"            # signed by a revoked key at or after its compromise time
 CHECKPOINT_MISMATCH = "checkpoint_mismatch"    # root, head or range disagree with the entries
 CHECKPOINT_CHAIN = "checkpoint_chain_broken"   # prev_checkpoint_hash or seq continuity broken
 UNCHECKPOINTED = "unsigned_tail"               # entries no checkpoint covers
@@ -176,7 +179,10 @@ class ChainAuditor:
         chain = self._chain(checkpoint.chain_id)
         ok = True
         try:
-            verify_checkpoint_signature(checkpoint, self.keyring)
+            check_key_not_compromised(checkpoint, verify_checkpoint_signature(checkpoint, self.keyring))
+        except CompromisedKeyError as exc:
+            ok = False
+            self._report(COMPROMISED_KEY, chain.chain_id, checkpoint.last_seq, location, str(exc))
         except UnknownKeyError as exc:
             ok = False
             self._report(UNKNOWN_KEY, chain.chain_id, checkpoint.last_seq, location, str(exc))
