@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     verify.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
     verify.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
-    verify.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    verify.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     verify.add_argument("--compliance-file", help="compliance profiles (default config/compliance.yaml)")
     verify.add_argument("--kafka", action="store_true",
                         help="also check the archive reaches the sealed topic's head (AUDITSEAL_* variables)")
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("event_id", metavar="EVENT_ID", help="the AuditEvent's event_id (UUID)")
     prove.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     prove.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
-    prove.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    prove.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     prove.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     prove.set_defaults(handler=_prove)
 

@@ -129,6 +129,12 @@ class Pkcs11MasterKey:
         with self._token.lock:
             return bytes(self._key.sign(message, mechanism=Mechanism.AES_CMAC))
 
+    def derive_data_key(self, object_key: str, plaintext: bytes) -> tuple[bytes, bytes]:
+        """(data key, nonce) of one object: SP 800-108 counter mode over the token's AES-CMAC."""
+        from pipeline.archive.encryption import kbkdf_cmac_data_key
+
+        return kbkdf_cmac_data_key(self.cmac, object_key, plaintext)
+
     def wrap(self, data_key: bytes) -> bytes:
         """AES-KW (RFC 3394) of ``data_key`` by the token: the data key enters it as a session object."""
         from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass

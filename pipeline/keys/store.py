@@ -19,7 +19,6 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.integrity.keyring import (
-    SigningKey,
     generate_signing_key,
     load_signing_key,
     save_signing_key,

@@ -336,3 +336,59 @@ def test_export_prints_the_keyring_and_c2sp_verifier_keys(stack, custody):
     assert [k["key_id"] for k in document["keys"]] == [e.key_id for e in keyring]
     assert document["keys"][0]["verifier_key"].startswith("example.org/audit+")
     assert "recorded as event" in exported.stderr
+
+
+def test_the_archive_master_key_in_the_token_encrypts_and_decrypts_the_archive(stack, tmp_path):
+    from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object, encrypt_object
+    from pipeline.archive.layout import Manifest
+    from pipeline.config import S3Settings
+    from pipeline.keys.master import load_master_key_spec
+    from tests.support.archive import check_archive, seal_in_process, wait_for_archive
+    from tests.support.sealing import start_sink
+
+    stack.hsm.use_conf()
+    os.environ.update({k: v for k, v in stack.hsm.env("auditseal-archive").items()})
+    try:
+        master = load_master_key_spec("pkcs11:auditseal-master")
+    finally:
+        for name in stack.hsm.env("auditseal-archive"):
+            if name != "SOFTHSM2_CONF":
+                os.environ.pop(name, None)
+    # deterministic, so a retried write rewrites the same bytes
+    assert encrypt_object(b"container", "k.avro.enc", master) == encrypt_object(b"container", "k.avro.enc", master)
+    topics = create_topics(stack, partitions=2)
+    profile = tmp_path / "compliance.yaml"
+    profile.write_text("version: 1\ndefault: test\nprofiles:\n  test: {retention: 1d, why: tests}\n")
+    try:
+        entries = seal_in_process(stack, topics, 2_000, seed=51)
+        sealed = read_sealed(stack, topics)
+        prefix = f"hsm-{secrets.token_hex(3)}/"
+        sink = start_sink(stack, topics, "--prefix", prefix, "--compliance-file", str(profile), "--max-age-ms", "500",
+                          "--metrics-port", "0", group=f"auditseal-sink-test-{secrets.token_hex(4)}",
+                          log=tmp_path / "sink.log", env={"AUDITSEAL_MASTER_KEY": "pkcs11:auditseal-master"})
+        try:
+            archive = wait_for_archive(stack, topics.sealed, {p: [o for o, _, _ in r] for p, r in sealed.items()},
+                                       prefix=prefix)
+        finally:
+            sink.send_signal(signal.SIGTERM)
+            assert sink.wait(60) == 0, (tmp_path / "sink.log").read_text()
+        assert all(key.endswith(".avro.enc") for key in archive.objects)
+        auditor = check_archive(stack, archive, sealed, master_key=master)
+        assert auditor.violations == [] and auditor.entries_checked == entries
+        key, versions = next(iter(archive.objects.items()))
+        manifest = Manifest.from_bytes(archive.manifests[key][0])
+        assert manifest.encryption.master_key_id == master.key_id
+        with pytest.raises(DecryptionError, match="does not unwrap"):
+            decrypt_object(versions[0], key, manifest.encryption, MasterKey(master.key_id, bytes(32)))
+        # the verifier reaches the same key through its own login to the archive token
+        settings = S3Settings.from_env(stack.env("verifier"))
+        verify = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "verify", "--s3",
+                                 f"s3://{settings.bucket}/{prefix}{topics.sealed}/", "--compliance-file", str(profile),
+                                 "--master-key", "pkcs11:auditseal-master", "--json"],
+                                env={**os.environ, **stack.env("verifier")}, cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        report = json.loads(verify.stdout)
+        assert report["intact"] and report["records"]["entries"] == entries
+    finally:
+        delete_topics(stack, topics)

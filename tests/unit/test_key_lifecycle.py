@@ -186,3 +186,27 @@ def test_times_parse_from_iso_8601_now_or_microseconds() -> None:
         parse_time("2026-12-01T19:00:00")
     with pytest.raises(ConfigError, match="expected a time like"):
         parse_time("tomorrow")
+
+
+def test_the_token_data_key_derivation_is_nist_sp800_108_counter_mode_over_aes_cmac() -> None:
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+    from cryptography.hazmat.primitives.kdf.kbkdf import CounterLocation, KBKDFCMAC, Mode
+
+    from pipeline.archive.encryption import kbkdf_cmac_data_key
+
+    master = bytes(range(32))
+
+    def aes_cmac(message: bytes) -> bytes:
+        mac = cmac.CMAC(algorithms.AES(master))
+        mac.update(message)
+        return mac.finalize()
+
+    plaintext = b"object container bytes"
+    context = b"audit.sealed/000/x.avro.enc" + b"\x00" + __import__("hashlib").sha256(plaintext).digest()
+    reference = KBKDFCMAC(algorithm=algorithms.AES, mode=Mode.CounterMode, length=44, rlen=4, llen=4,
+                          location=CounterLocation.BeforeFixed, label=b"auditseal/sink/data-key/kbkdf-cmac/v1",
+                          context=context, fixed=None).derive(master)
+    data_key, nonce = kbkdf_cmac_data_key(aes_cmac, "audit.sealed/000/x.avro.enc", plaintext)
+    assert data_key + nonce == reference and len(data_key) == 32 and len(nonce) == 12
+    assert kbkdf_cmac_data_key(aes_cmac, "audit.sealed/000/y.avro.enc", plaintext)[0] != data_key
