@@ -210,3 +210,25 @@ def test_the_token_data_key_derivation_is_nist_sp800_108_counter_mode_over_aes_c
     data_key, nonce = kbkdf_cmac_data_key(aes_cmac, "audit.sealed/000/x.avro.enc", plaintext)
     assert data_key + nonce == reference and len(data_key) == 32 and len(nonce) == 12
     assert kbkdf_cmac_data_key(aes_cmac, "audit.sealed/000/y.avro.enc", plaintext)[0] != data_key
+
+
+def test_the_token_configuration_names_what_is_missing(tmp_path: Path) -> None:
+    from pipeline.keys.errors import Pkcs11ModuleError, TokenNotFoundError, TokenPinError
+    from pipeline.keys.pkcs11 import Pkcs11Config, open_token
+
+    assert Pkcs11Config.from_env({}) is None, "no module: key files"
+    module = {"AUDITSEAL_PKCS11_MODULE": "/usr/lib/softhsm/libsofthsm2.so"}
+    with pytest.raises(TokenNotFoundError, match="AUDITSEAL_PKCS11_TOKEN"):
+        Pkcs11Config.from_env(module)
+    token = {**module, "AUDITSEAL_PKCS11_TOKEN": "audit"}
+    with pytest.raises(TokenPinError, match="no PIN for token 'audit'"):
+        Pkcs11Config.from_env(token)
+    with pytest.raises(TokenPinError, match="not both"):
+        Pkcs11Config.from_env({**token, "AUDITSEAL_PKCS11_PIN": "1", "AUDITSEAL_PKCS11_PIN_FILE": "/x"})
+    with pytest.raises(TokenPinError, match="cannot read the PIN file"):
+        Pkcs11Config.from_env({**token, "AUDITSEAL_PKCS11_PIN_FILE": str(tmp_path / "missing")})
+    (tmp_path / "pin").write_text("1234\n")
+    config = Pkcs11Config.from_env({**token, "AUDITSEAL_PKCS11_PIN_FILE": str(tmp_path / "pin")})
+    assert config.pin == "1234" and "1234" not in repr(config)
+    with pytest.raises(Pkcs11ModuleError, match="no such file"):
+        open_token(Pkcs11Config(str(tmp_path / "libnothing.so"), "audit", "1234"))
