@@ -21,7 +21,8 @@ from pathlib import Path
 
 from connectors.s3sink import metrics
 from connectors.s3sink.bucket import ArchiveBucket
-from pipeline.archive.encryption import MASTER_KEY_VARIABLE, MasterKey, load_master_key
+from pipeline.archive.encryption import MASTER_KEY_VARIABLE, KeyEncryptionKey
+from pipeline.keys.master import load_master_key_spec
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.errors import AuditSealError
@@ -39,10 +40,11 @@ class BucketRefusedError(AuditSealError):
     """The bucket failed the WORM check; the sink does not start."""
 
 
-def master_key_from(path: str | None) -> MasterKey | None:
-    """The master key of ``--master-key`` or ``$AUDITSEAL_MASTER_KEY``; None: objects are not encrypted."""
-    chosen = path or os.environ.get(MASTER_KEY_VARIABLE)
-    return load_master_key(Path(chosen)) if chosen else None
+def master_key_from(spec: str | None) -> KeyEncryptionKey | None:
+    """The master key of ``--master-key`` or ``$AUDITSEAL_MASTER_KEY`` (a file, or ``pkcs11:LABEL`` in the
+    token); None: objects are not encrypted."""
+    chosen = spec or os.environ.get(MASTER_KEY_VARIABLE)
+    return load_master_key_spec(chosen) if chosen else None
 
 
 def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None) -> ConformanceReport:
@@ -119,7 +121,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     sink.add_argument("--compliance-file", type=Path,
                       help="profiles file (default $AUDITSEAL_COMPLIANCE_FILE or config/compliance.yaml)")
     sink.add_argument("--prefix", default="", help="key prefix ending in '/', e.g. archive/ (default: none)")
-    sink.add_argument("--master-key", help="encrypt objects with this master key file (default $AUDITSEAL_MASTER_KEY)")
+    sink.add_argument("--master-key", help="encrypt objects with this master key: a file, or pkcs11:LABEL for a key in the "
+                      "AUDITSEAL_PKCS11_* token (default $AUDITSEAL_MASTER_KEY)")
     sink.add_argument("--generate-master-key", type=Path, metavar="PATH", help="write a new master key file and exit")
     sink.add_argument("--key-id", help="with --generate-master-key: its id (default: derived from the key)")
     sink.add_argument("--max-records", type=int, default=20_000, help="records per object at most (default 20000)")

@@ -112,7 +112,9 @@ def _dev_env(args: argparse.Namespace) -> int:
     if args.role not in role_names():
         raise ConfigError(f"unknown role {args.role!r}; expected one of {', '.join(role_names())}")
 
-    for name, value in LocalStack().env(args.role).items():
+    stack = LocalStack()
+    variables = {**stack.env(args.role), **(stack.custody_env() if args.keys else {})}
+    for name, value in variables.items():
         print(f"export {name}={shlex.quote(value)}")
     return EXIT_OK
 
@@ -314,10 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_dev_status)
     env = dev_commands.add_parser("env", help="print export lines for one role")
     env.add_argument("--role", required=True, help="a role of the roles file (producer, sealer, sink, ...)")
+    env.add_argument("--keys", action="store_true",
+                     help="also the sealer's token and keyring variables (for `auditseal keys`)")
     env.set_defaults(handler=_dev_env)
 
     seal = commands.add_parser("seal", help="run a sealer worker (Faust): audit.raw -> audit.sealed")
-    seal.add_argument("--signing-key", help="Ed25519 private key (PEM); default $AUDITSEAL_SIGNING_KEY")
+    seal.add_argument("--signing-key", help="Ed25519 private key (PEM) or a directory of them; default "
+                      "$AUDITSEAL_SIGNING_KEY (unset when the key is in a PKCS#11 token: AUDITSEAL_PKCS11_*)")
     seal.add_argument("--checkpoint-records", type=int, default=2000,
                       help="at most this many raw records per batch and checkpoint (default 2000)")
     seal.add_argument("--checkpoint-ms", type=int, default=100,
@@ -349,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.siem import register as register_siem
 
     register_siem(commands)  # export, siem-bridge
+    from pipeline.cli import keys
+
+    keys.register(commands)
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")
@@ -418,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     verify.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
     verify.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
-    verify.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    verify.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     verify.add_argument("--compliance-file", help="compliance profiles (default config/compliance.yaml)")
     verify.add_argument("--kafka", action="store_true",
                         help="also check the archive reaches the sealed topic's head (AUDITSEAL_* variables)")
@@ -431,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("event_id", metavar="EVENT_ID", help="the AuditEvent's event_id (UUID)")
     prove.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     prove.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
-    prove.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    prove.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     prove.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     prove.set_defaults(handler=_prove)
 

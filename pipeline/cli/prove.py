@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.archive.encryption import decrypt_object, load_master_key
+from pipeline.archive.encryption import decrypt_object
+from pipeline.keys.master import load_master_key_spec
 from pipeline.archive.layout import Manifest
 from pipeline.archive.container import read_archived_records
 from pipeline.errors import ConfigError
@@ -62,7 +63,7 @@ def find_proof(source, event_id: str, master_keys=None) -> dict:
 
 def prove_command(args) -> int:
     """Run ``auditseal prove``; returns the exit code."""
-    masters = {key.key_id: key for key in (load_master_key(Path(p)) for p in args.master_key or [])}
+    masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     try:
         proof = find_proof(_source(args), args.event_id, masters)
     except ProofNotFoundError as exc:

@@ -100,7 +100,7 @@ def render(report: Report) -> str:
 
 def verify_command(args) -> int:
     """Run ``auditseal verify``; returns the exit code."""
-    from pipeline.archive.encryption import load_master_key
+    from pipeline.keys.master import load_master_key_spec
     from pipeline.archive.retention import load_profiles
 
     keyring_path = args.keyring or os.environ.get(KEYRING_VARIABLE)
@@ -112,7 +112,7 @@ def verify_command(args) -> int:
         from pipeline.preflight import check_kafka
 
         check_kafka(KafkaSettings.from_env(), [args.kafka_topic])
-    masters = {key.key_id: key for key in (load_master_key(Path(p)) for p in args.master_key or [])}
+    masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
     verifier = ArchiveVerifier(keyring, profiles, masters, _progress())
     report = verifier.verify(source)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.dev import cluster, kafka, s3server
 from pipeline.dev.cache import cache_dir, stack_dir
+from pipeline.dev.hsm import ARCHIVE_TOKEN, SIGNING_TOKEN, DevHsm
 from pipeline.dev.pki import Pki, ensure_pki, write_private
 from pipeline.dev.processes import ManagedProcess, StackError, make_private, port_is_free, port_is_open
 from pipeline.permissions.topology import BUCKET, role as role_named, roles
@@ -85,25 +86,53 @@ class LocalStack:
         return self.root / "stack.json"
 
     @property
-    def signing_key_file(self) -> Path:
-        """The sealer's Ed25519 private key (mode 0600); never leaves the sealer's env."""
-        return self.root / "keys" / "sealer-signing-key.pem"
+    def hsm(self) -> DevHsm:
+        """The stack's SoftHSM2 tokens (``hsm/``): the sealer's signing keys and the archive's master key."""
+        return DevHsm(self.root / "hsm")
 
     @property
     def keyring_file(self) -> Path:
         """The public keyring verifiers and SIEMs check checkpoints against."""
         return self.root / "keys" / "keyring.json"
 
-    def _ensure_keys(self) -> None:
-        from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring, save_signing_key
+    def custody_env(self, token: str = SIGNING_TOKEN) -> dict[str, str]:
+        """The variables that reach one of the stack's tokens (the sealer's by default) and the keyring:
+        what the sealer and ``auditseal keys`` read."""
+        return {**self.hsm.env(token), "AUDITSEAL_KEYRING": str(self.keyring_file)}
 
-        if self.signing_key_file.exists():
-            return
-        self.signing_key_file.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.signing_key_file.parent, 0o700)
-        key = generate_signing_key()
-        save_signing_key(key, self.signing_key_file)
-        save_keyring(Keyring().rotate(key.public_key, time.time_ns() // 1000), self.keyring_file)
+    def signer(self):
+        """The sealer's signer of the keyring's active key, in the stack's token (for tests and benchmarks)."""
+        from pipeline.integrity.keyring import load_keyring
+        from pipeline.keys.store import SigningKeyStore
+
+        self.hsm.use_conf()
+        active = load_keyring(self.keyring_file).active
+        if active is None:
+            raise StackError(f"the keyring {self.keyring_file} has no active key: run `auditseal keys rotate`")
+        return SigningKeyStore(self.custody_env()).require_signers()[active.key_id]
+
+    def _ensure_keys(self, log=print) -> None:
+        # dev up creates the sealer's key in the token (and, for a stack made before the token existed,
+        # rotates the keyring from its key file to it) and the archive's master key in the other token
+        from pipeline.integrity.keyring import Keyring, load_keyring, save_keyring
+        from pipeline.keys.pkcs11 import DEFAULT_MASTER_LABEL, Pkcs11Config, open_token
+        from pipeline.keys.store import SigningKeyStore
+
+        self.hsm.ensure(log)
+        self.hsm.use_conf()
+        self.keyring_file.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keyring_file.parent, 0o700)
+        store = SigningKeyStore(self.custody_env())
+        held = store.signers()
+        keyring = load_keyring(self.keyring_file) if self.keyring_file.exists() else Keyring()
+        active = keyring.active
+        if active is None or active.key_id not in held:
+            signer = next((key for key_id, key in held.items() if key_id not in keyring), None) or store.generate()
+            save_keyring(keyring.rotate(signer.public_key, time.time_ns() // 1000), self.keyring_file)
+            log(f"sealer signing key {signer.key_id} created in SoftHSM2 token {SIGNING_TOKEN}")
+        archive = open_token(Pkcs11Config.from_env(self.hsm.env(ARCHIVE_TOKEN)))
+        if archive.master_key_count(DEFAULT_MASTER_LABEL) == 0:
+            archive.generate_master_key(DEFAULT_MASTER_LABEL, "mk-dev-" + secrets.token_hex(6))
 
     @property
     def witness_policy_file(self) -> Path:
@@ -126,11 +155,13 @@ class LocalStack:
 
     def _witness_logs(self) -> dict[str, str]:
         """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts)."""
-        from pipeline.integrity.keyring import load_signing_key
+        from pipeline.integrity.keyring import load_keyring
         from pipeline.integrity.log_identity import chain_origin, log_verifier
         from pipeline.wire.topics import RAW_TOPIC, TOPICS
 
-        key = load_signing_key(self.signing_key_file)
+        key = load_keyring(self.keyring_file).active  # the sealer's key in its token (public half)
+        if key is None:
+            raise StackError(f"the keyring {self.keyring_file} has no active key; `auditseal dev up` creates it")
         partitions = next(spec.partitions for spec in TOPICS if spec.name == RAW_TOPIC)
         origins = [chain_origin(self.log_name(), f"{RAW_TOPIC}/{n}") for n in range(partitions)]
         return {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
@@ -225,7 +256,9 @@ class LocalStack:
             "AUDITSEAL_KEYRING": str(self.keyring_file),
             "AUDITSEAL_WITNESS_POLICY": str(self.witness_policy_file),
             "AUDITSEAL_LOG_NAME": self.log_name(),
-            **({"AUDITSEAL_SIGNING_KEY": str(self.signing_key_file)} if role_name == "sealer" else {}),
+            # the sealer signs in its token; the sink and the verifier reach the master key in theirs
+            **(self.hsm.env(SIGNING_TOKEN) if role_name == "sealer" else {}),
+            **(self.hsm.env(ARCHIVE_TOKEN) if role_name in ("sink", "verifier") else {}),
         }
 
     def broker_tls_config(self) -> dict[str, str]:
@@ -292,7 +325,7 @@ class LocalStack:
         self.settings_file.write_text(json.dumps({"ports": ports, "brokers": count}, indent=2) + "\n")
         ensure_pki(self.pki.directory, {"broker": True, "s3": False, kafka.BOOTSTRAP_USER: True})
         creds = self._ensure_credentials()
-        self._ensure_keys()
+        self._ensure_keys(log)
         started: list[ManagedProcess] = []
         try:
             if not kafka_running:

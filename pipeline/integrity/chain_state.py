@@ -44,6 +44,7 @@ from typing import Any
 from pipeline.integrity.chain import GENESIS_HASH, GENESIS_SEQ, ChainHead, chain_hash
 from pipeline.integrity.checkpoint import (
     Checkpoint,
+    check_key_not_compromised,
     checkpoint_hash,
     verify_checkpoint_batch,
     verify_checkpoint_signature,
@@ -51,6 +52,7 @@ from pipeline.integrity.checkpoint import (
 from pipeline.integrity.errors import (
     BadSignatureError,
     CheckpointMismatchError,
+    CompromisedKeyError,
     KeyNotValidError,
     MalformedInputError,
     UnknownKeyError,
@@ -72,6 +74,7 @@ class ViolationKind(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KEY = "unknown_key"
     KEY_NOT_VALID = "key_not_valid"
+    COMPROMISED_KEY = "compromised_key"  # signed by a revoked key at or after its compromise time
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     CHECKPOINT_CHAIN = "checkpoint_chain_broken"
     UNCHECKPOINTED = "unsigned_tail"
@@ -102,6 +105,7 @@ _SIGNATURE_KINDS = (
     (UnknownKeyError, ViolationKind.UNKNOWN_KEY),
     (KeyNotValidError, ViolationKind.KEY_NOT_VALID),
     (BadSignatureError, ViolationKind.BAD_SIGNATURE),
+    (CompromisedKeyError, ViolationKind.COMPROMISED_KEY),
 )
 
 
@@ -235,8 +239,9 @@ class ChainState:
         found: list[Violation] = []
         if keyring is not None:
             try:
-                verify_checkpoint_signature(checkpoint, keyring)
-            except (UnknownKeyError, KeyNotValidError, BadSignatureError) as exc:
+                # a valid signature by a key revoked as compromised proves nothing (keys revoke)
+                check_key_not_compromised(checkpoint, verify_checkpoint_signature(checkpoint, keyring))
+            except (UnknownKeyError, KeyNotValidError, BadSignatureError, CompromisedKeyError) as exc:
                 kind = next(kind for error, kind in _SIGNATURE_KINDS if isinstance(exc, error))
                 found.append(Violation(kind, self.chain_id, checkpoint.last_seq, location, str(exc)))
         continuity = self._continuity(checkpoint)

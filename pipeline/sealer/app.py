@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 
 from pipeline.config import KafkaSettings
 from pipeline.metrics import BatchHistogram
-from pipeline.integrity.keyring import SigningKey
+from pipeline.integrity.keyring import KeySchedule
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
 from pipeline.sealer.output import ChainFencedError, ChainWriter
 from pipeline.wire.sealed import REJECTION_KIND
@@ -88,7 +88,7 @@ class _Batch:
 class Sealer:
     """The chains this worker owns, opened when their partition is assigned and dropped when it is revoked."""
 
-    def __init__(self, settings: KafkaSettings, signing_key: SigningKey, config: SealerConfig) -> None:
+    def __init__(self, settings: KafkaSettings, signing_key: KeySchedule, config: SealerConfig) -> None:
         self.settings = settings
         self.signing_key = signing_key
         self.config = config
@@ -304,7 +304,7 @@ class BatchWorker(Protocol):
     def close(self) -> None: ...
 
 
-def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerConfig = SealerConfig()) -> faust.App:
+def create_app(settings: KafkaSettings, signing_key: KeySchedule, config: SealerConfig = SealerConfig()) -> faust.App:
     """The Faust app of one sealer worker, authenticated as ``settings`` (the sealer role)."""
     app = worker_app(Sealer(settings, signing_key, config), f"{config.app_id}-worker", settings.bootstrap)
     return app

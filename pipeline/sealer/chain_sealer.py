@@ -18,7 +18,7 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
-from pipeline.integrity.keyring import SigningKey
+from pipeline.integrity.keyring import KeySchedule
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
 from pipeline.native.sealing import seal_event
 from pipeline.wire.catalog import AUDIT_EVENT, default_catalog
@@ -58,7 +58,7 @@ class ChainSealer:
     :class:`ChainHead` only when asked for.
     """
 
-    def __init__(self, chain_id: str, source_partition: int, signing_key: SigningKey, head: ChainHead, *,
+    def __init__(self, chain_id: str, source_partition: int, signing_key: KeySchedule, head: ChainHead, *,
                  prev_checkpoint_hash: bytes = GENESIS_HASH, next_source_offset: int | None = None,
                  codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None) -> None:
         if head.chain_id != chain_id:
@@ -84,7 +84,7 @@ class ChainSealer:
         return ChainHead(self.chain_id, self._seq, self._hash)
 
     @classmethod
-    def resume(cls, chain_id: str, source_partition: int, signing_key: SigningKey,
+    def resume(cls, chain_id: str, source_partition: int, signing_key: KeySchedule,
                last_checkpoint: dict | None) -> ChainSealer:
         """The state after the chain's last committed checkpoint record (None: an empty chain), as
         :meth:`pipeline.integrity.chain_state.ChainState.after_checkpoint` defines it."""
@@ -160,7 +160,8 @@ class ChainSealer:
             chain_id=self.chain_id, first_seq=self._batch_first_seq, record_hashes=self._batch_hashes,
             prev_checkpoint_hash=self.prev_checkpoint_hash, issued_at_micros=issued_at_micros,
         )
-        signed = sign_checkpoint(unsigned, self.signing_key)
+        # the key valid at the checkpoint's own time: a rotation takes effect exactly at its instant
+        signed = sign_checkpoint(unsigned, self.signing_key.signer_at(issued_at_micros))
         self.prev_checkpoint_hash = checkpoint_hash(signed)
         self._batch_hashes = []
         return SealedRecord(CHECKPOINT_KIND, self.codecs.checkpoint.encode(

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError
-from pipeline.integrity.keyring import SigningKey
+from pipeline.integrity.keyring import KeySchedule
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
 from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
 from pipeline.wire.sealed import (
@@ -155,7 +155,7 @@ class ChainWriter:
     """Owns one chain: fences older writers, recovers the state, writes batch + checkpoint atomically."""
 
     def __init__(self, settings: KafkaSettings, *, raw_topic: str, sealed_topic: str, partition: int,
-                 signing_key: SigningKey, group_prefix: str = TRANSACTIONAL_PREFIX) -> None:
+                 signing_key: KeySchedule, group_prefix: str = TRANSACTIONAL_PREFIX) -> None:
         self.settings = settings
         self.raw_topic = raw_topic
         self.sealed_topic = sealed_topic

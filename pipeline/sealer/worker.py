@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from pipeline.config import KafkaSettings
 from pipeline.errors import ConfigError
-from pipeline.integrity.keyring import load_signing_key
+from pipeline.keys.store import sealer_key_schedule
 from pipeline.preflight import check_kafka
 from pipeline.sealer.app import SealerConfig, create_app
-
-SIGNING_KEY_VARIABLE = "AUDITSEAL_SIGNING_KEY"
-
-
-def signing_key_path(explicit: str | None = None) -> str:
-    """The sealer's private key file: ``--signing-key`` or ``$AUDITSEAL_SIGNING_KEY``."""
-    path = explicit or os.environ.get(SIGNING_KEY_VARIABLE)
-    if not path:
-        raise ConfigError(f"no signing key: pass --signing-key or set {SIGNING_KEY_VARIABLE} "
-                          "(`auditseal dev env --role sealer` sets it for the local stack)")
-    return path
 
 
 def run_worker(*, signing_key: str | None, metrics_port: int, config: SealerConfig, loglevel: str = "info",
@@ -31,9 +18,10 @@ def run_worker(*, signing_key: str | None, metrics_port: int, config: SealerConf
     from pipeline.metrics import serve_metrics
 
     settings = KafkaSettings.from_env()
-    key = load_signing_key(signing_key_path(signing_key))
+    # a PKCS#11 token or key files (pipeline.keys.store); a wrong PIN, module or label stops here, exit 2
+    keys = sealer_key_schedule(signing_key)
     check_kafka(settings, [config.raw_topic, config.sealed_topic])  # Faust would retry a bad login forever
-    app = create_app(settings, key, config)
+    app = create_app(settings, keys, config)
     serve_metrics(metrics_port, metrics_addr)
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 

@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 from botocore.exceptions import ClientError
 
-from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object
+from pipeline.archive.encryption import DecryptionError, KeyEncryptionKey, decrypt_object
 from pipeline.archive.layout import (
     ArchiveKey,
     ManifestError,
@@ -288,7 +288,7 @@ class ArchiveVerifier:
 
     keyring: Keyring
     profiles: ComplianceProfiles | None = None
-    master_keys: dict[str, MasterKey] = field(default_factory=dict)
+    master_keys: dict[str, KeyEncryptionKey] = field(default_factory=dict)
     progress: Callable[[int, str], None] | None = None
 
     def verify(self, source) -> Report:

@@ -25,7 +25,7 @@ from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.checkpoint import sign_checkpoint
-from pipeline.integrity.keyring import generate_signing_key, load_signing_key
+from pipeline.integrity.keyring import generate_signing_key
 from pipeline.producer.client import AuditProducer
 from pipeline.wire.sealed import CHECKPOINT_KIND, checkpoint_from_record, checkpoint_record, sealed_codecs
 from tests.support.archive import wait_for_archive
@@ -270,7 +270,7 @@ def test_a_checkpoint_signed_by_an_unknown_key(stack, copy, capsys, monkeypatch)
     code, report = _verify(capsys, monkeypatch, stack, "--dir", str(copy))
     assert code == 1
     assert _found(report, "unknown_key", key, checkpoint.chain_id, checkpoint.last_seq), report["violations"]
-    assert load_signing_key(stack.signing_key_file).key_id != stranger.key_id
+    assert stack.signer().key_id != stranger.key_id
 
 
 def test_the_bucket_archive_verifies(stack, archived, capsys, monkeypatch):
