@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--kafka", action="store_true",
                         help="also check the archive reaches the sealed topic's head (AUDITSEAL_* variables)")
     verify.add_argument("--kafka-topic", default="audit.sealed")
+    verify.add_argument("--kafka-grace", type=float, metavar="SECONDS",
+                        help="with --kafka: entries sealed less than this long ago may be missing from the archive "
+                        "(the sink's lag, a notice); older ones missing are a truncated tail (default 300)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 

@@ -172,7 +172,15 @@ class ChainAuditor:
     def checkpoint(self, record: Mapping[str, Any], location: str) -> None:
         """Check one checkpoint against the entries since the previous one and the keyring."""
         self.checkpoints_checked += 1
-        checkpoint = checkpoint_from_record(record)
+        try:
+            checkpoint = checkpoint_from_record(record)
+        except MalformedInputError as exc:  # a field out of its domain: that field's violation, here
+            chain = self._chain(record["chain_id"])
+            self._report(MALFORMED, chain.chain_id, record["last_seq"], location, f"checkpoint: {exc}")
+            # the batch it claims stays unverified (reported here, once); the next checkpoint links to it
+            chain.batch_hashes, chain.previous_checkpoint_hash = [], record["checkpoint_hash"]
+            chain.checkpoints += 1
+            return
         chain = self._chain(checkpoint.chain_id)
         ok = True
         try:
@@ -204,7 +212,8 @@ class ChainAuditor:
             self.checkpoints_valid += 1
         chain.batch_hashes = []
         chain.previous_checkpoint = checkpoint
-        chain.previous_checkpoint_hash = checkpoint_hash(checkpoint)
+        # an unsigned checkpoint (reported above) has no hash of its own: the next one links to the stored one
+        chain.previous_checkpoint_hash = checkpoint_hash(checkpoint) if checkpoint.is_signed else record["checkpoint_hash"]
         chain.checkpoints += 1
 
     def finish(self, location: str = "end of log") -> list[Violation]:
