@@ -139,6 +139,8 @@ class Sealer:
             "heartbeat.interval.ms": max(500, config.session_timeout_ms // 5),
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
+            # partitions added to the raw topic are seen (and become new chains) within this
+            "topic.metadata.refresh.interval.ms": 10_000,
         }))
 
     # ---- group membership (callbacks run inside consume(), between batches) ------------------------
@@ -148,10 +150,25 @@ class Sealer:
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        opened = list(self.executor.map(lambda tp: (tp, self._open(tp.partition)), partitions))
+        opened = list(self.executor.map(lambda tp: (tp, self._try_open(tp.partition)), partitions))
         for tp, chain in opened:
-            tp.offset = chain.sealer.next_source_offset
+            if chain is not None:
+                tp.offset = chain.sealer.next_source_offset
         consumer.assign([tp for tp, _ in opened])
+        waiting = [tp for tp, chain in opened if chain is None]
+        if waiting:
+            consumer.pause(waiting)
+
+    def _try_open(self, partition: int) -> _Chain | None:
+        # a chain that cannot be opened now (fenced, or no sealed partition yet) waits, paused, and is
+        # retried every _REOPEN_AFTER_S; its lag grows meanwhile (and alerts), the other chains go on
+        try:
+            return self._open(partition)
+        except ChainFencedError as exc:
+            log.error("%s", exc)
+            self.paused[partition] = time.monotonic()
+            self.committed.setdefault(partition, 0)
+            return None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -225,7 +242,9 @@ class Sealer:
                 self.paused.pop(partition)
                 self._forget(partition)
                 continue
-            chain = self._open(partition)
+            chain = self._try_open(partition)
+            if chain is None:
+                continue
             self.consumer.seek(TopicPartition(self.config.raw_topic, partition, chain.sealer.next_source_offset))
             self.consumer.resume([tp])
 

@@ -54,6 +54,11 @@ class ChainFencedError(AuditSealError):
     """Another sealer took this chain over (or its transaction failed); this worker must let it go."""
 
 
+class NoSealedPartitionError(ChainFencedError):
+    """The raw partition has no partition of the same number on the sealed topic to be sealed into
+    (partitions were added to the raw topic only); the chain waits until it exists."""
+
+
 class RecordTooLargeError(ChainFencedError):
     """The broker refused a batch for a record's size: the topic takes less than the sealer was told.
     ``largest`` is the size of the batch's largest value; the chain is reopened sealing it as a rejection."""
@@ -270,13 +275,24 @@ class ChainWriter:
         except KafkaException as exc:
             raise ChainFencedError(f"{self.chain_id}: init_transactions failed: {exc.args[0].str()}") from exc
         self._producer = producer
-        tail, self.raw_low_watermark = self._read_tail(timeout)
+        try:
+            tail, self.raw_low_watermark = self._read_tail(timeout)
+        except NoSealedPartitionError:
+            self.close()
+            raise
         return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail, self.max_record_bytes)
 
     def _read_tail(self, timeout: float) -> tuple[dict | None, int]:
         consumer = tail_consumer(self.settings, self.group_id)
         try:
             raw_low, _ = consumer.get_watermark_offsets(TopicPartition(self.raw_topic, self.partition), timeout=timeout)
+            sealed = consumer.list_topics(self.sealed_topic, timeout=timeout).topics.get(self.sealed_topic)
+            if sealed is None or self.partition not in sealed.partitions:
+                count = len(sealed.partitions) if sealed is not None else 0
+                raise NoSealedPartitionError(
+                    f"{self.chain_id}: {self.sealed_topic} has {count} partitions, none numbered {self.partition}: "
+                    f"add partitions to {self.sealed_topic} up to those of {self.raw_topic} (the chain of raw "
+                    f"partition N is sealed into partition N); it starts at genesis once the partition exists")
             self.strays = []
             tail = last_checkpoint(consumer, self.sealed_topic, self.partition, timeout, chain_id=self.chain_id,
                                    public_key=self.signing_key.public_key,

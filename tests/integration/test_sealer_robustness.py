@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
 
 from pipeline.config import KafkaSettings
 from pipeline.producer.client import AuditProducer
@@ -28,6 +28,7 @@ from pipeline.integrity.chain import chain_hash
 from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, entry_payload, sealed_codecs
 from tests.support.sealing import (
     REPO,
+    Topics,
     audit,
     create_topics,
     delete_topics,
@@ -278,3 +279,47 @@ def _read_chains(stack, topics) -> dict[int, list]:
     finally:
         consumer.close()
     return out
+
+
+def test_a_partition_added_to_the_raw_topic_is_a_new_chain_at_genesis_and_no_crash_loop(stack, topics, tmp_path):
+    settings = KafkaSettings.from_env(stack.env("producer"))
+    with AuditProducer(settings, topic=topics.raw) as producer:
+        for event in synthetic_events(200, seed=71):
+            producer.emit(event)
+    port = free_port()
+    log = tmp_path / "sealer.log"
+    worker = start_sealer(stack, topics, log=log, metrics_port=port)
+    admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
+    try:
+        wait_until_sealed(stack, topics)
+        # the admin adds a partition to audit.raw only, and a producer writes to it at once
+        for future in admin.create_partitions([NewPartitions(topics.raw, 3)]).values():
+            future.result(timeout=30)
+        raw = Producer(settings.client_config(**{"enable.idempotence": True}))
+        for event in synthetic_events(50, seed=72):
+            raw.produce(topics.raw, default_codec().encode(event), partition=2)
+        assert raw.flush(30) == 0
+        deadline = time.monotonic() + 90
+        while "none numbered 2" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert "none numbered 2" in log.read_text(), "the sealer never saw the new partition"
+        time.sleep(6)  # a lag report
+        assert worker.poll() is None, "the sealer stopped on a new raw partition"
+        lag = {line.split('chain="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+               for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+               .splitlines() if line.startswith("auditseal_sealer_consumer_lag{")}
+        assert lag.get(f"{topics.raw}/2") == 50, lag
+        # the sealed topic gets its partition too: the chain starts at genesis
+        for future in admin.create_partitions([NewPartitions(topics.sealed, 3)]).values():
+            future.result(timeout=30)
+        wide = Topics(topics.raw, topics.sealed, 3, topics.app_id)
+        sealed = wait_until_sealed(stack, wide, timeout=120)
+        assert worker.poll() is None
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    ends = raw_end_offsets(stack, wide)
+    assert sealed_source_offsets(sealed) == {p: list(range(end)) for p, end in ends.items()}
+    assert sealed[2][0][2]["seq"] == 0 and sealed[2][0][2]["chain_id"] == f"{topics.raw}/2"
+    assert audit(stack, sealed).violations == []
+    assert "Traceback" not in log.read_text()
