@@ -7,7 +7,9 @@ each violation with its kind, object, chain and sequence number. Exit 0 intact, 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -221,10 +223,17 @@ def verify_command(args) -> int:
     return 0 if report.intact else 1
 
 
+ACCESS_RECORD_USER_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"
+ACCESS_RECORD_PASSWORD_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"
+
+
 def _record_access(args, report: Report) -> None:
+    # The run's access record goes to the access spool; where no access auditor forwards that spool
+    # (a Kubernetes Job's scratch folder, a compose tmpfs), the deployment gives the verifier
+    # credentials that may write audit.raw and it delivers the record itself, or fails saying so.
     from pipeline.access.record import record_access
 
-    record_access(
+    event = record_access(
         action="archive.verify",
         resource={"type": "s3.prefix" if args.s3 else "archive.dir", "id": args.s3 or str(args.dir)},
         status="SUCCESS" if report.intact else "FAILURE",
@@ -232,3 +241,29 @@ def _record_access(args, report: Report) -> None:
         + ", ".join(sorted(report.violation_counts)),
         attributes={"objects": str(report.objects), "records": str(report.records)},
     )
+    if os.environ.get(ACCESS_RECORD_USER_VARIABLE):
+        deliver_access_record(event)
+
+
+def deliver_access_record(event: dict) -> None:
+    """Write one access record to ``audit.raw`` as ``$AUDITSEAL_ACCESS_RECORD_SASL_USERNAME`` (password in
+    ``$AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD``; broker and CA as for the verifier); AuditSealError if it
+    is not delivered."""
+    from pipeline.producer.client import AuditProducer
+
+    password = os.environ.get(ACCESS_RECORD_PASSWORD_VARIABLE)
+    if not password:
+        raise ConfigError(f"{ACCESS_RECORD_USER_VARIABLE} is set but {ACCESS_RECORD_PASSWORD_VARIABLE} is not")
+    verifier = KafkaSettings.from_env()
+    settings = KafkaSettings(verifier.bootstrap, os.environ[ACCESS_RECORD_USER_VARIABLE], password, verifier.ca_file)
+    # one message on failure, below: the client's own log lines (librdkafka's, the producer's) would repeat it
+    logging.getLogger("pipeline.producer.client").setLevel(logging.CRITICAL)
+    producer = AuditProducer(settings, config={"log_level": 2, "message.timeout.ms": 30_000})
+    try:
+        producer.emit(event, key=event["actor"]["id"])
+        producer.close(30)  # flushes: raises unless delivered
+    except AuditSealError as exc:
+        with contextlib.suppress(AuditSealError):
+            producer.close(0)  # stops its thread; it raises the failure reported below again
+        raise AuditSealError(f"the access record of this verification ({event['event_id']}) was not delivered "
+                             f"to audit.raw as {settings.username}: {exc}") from None

@@ -141,3 +141,15 @@ def test_prometheus_rule_carries_the_alerts_file(rendered: dict[str, str]) -> No
     alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize("name", ["default", "production"])
+def test_the_verifier_job_delivers_its_own_access_record(rendered: dict[str, str], name: str) -> None:
+    # the Job's spool is its scratch folder, which no access auditor reads (issue 14)
+    spec = pod_specs(rendered[name])["auditseal-verifier"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"]["value"] == "access-auditor"
+    secret = env["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    auditor = next(s for n, s in pod_specs(rendered[name]).items() if n.startswith("auditseal-access-auditor"))
+    auditor_secret = {e["name"]: e for e in auditor["containers"][0]["env"]}["AUDITSEAL_SASL_PASSWORD"]
+    assert secret == auditor_secret["valueFrom"]["secretKeyRef"]
