@@ -15,9 +15,10 @@ import argparse
 import dataclasses
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.s3sink import metrics
 from connectors.s3sink.bucket import ArchiveBucket
@@ -25,7 +26,7 @@ from pipeline.archive.encryption import MASTER_KEY_VARIABLE, KeyEncryptionKey
 from pipeline.keys.master import load_master_key_spec
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.errors import AuditSealError
+from pipeline.errors import AuditSealError, ConfigError
 from pipeline.metrics import serve_metrics
 from pipeline.preflight import check_kafka
 from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
@@ -71,7 +72,11 @@ def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None 
     kafka = KafkaSettings.from_env()
     s3 = S3Settings.from_env()
     check_kafka(kafka, [config.topic])  # librdkafka would retry a bad login or a dead broker forever
-    check_archive_bucket(s3)
+    try:
+        check_archive_bucket(s3)
+    except (BotoCoreError, ClientError) as exc:
+        # an unreachable endpoint, a missing bucket, a wrong key: the sink cannot start with this configuration
+        raise ConfigError(f"s3://{s3.bucket} at {s3.endpoint_url}: {exc}") from None
     serve_metrics(metrics_port, metrics_addr)
     bucket = ArchiveBucket(s3.client(), s3.bucket,
                            on_retry=lambda operation, _exc: metrics.RETRIES.labels(operation).inc())
@@ -89,7 +94,6 @@ def sink_command(args) -> int:
     from connectors.s3sink.batching import BatchLimits
     from pipeline.archive.encryption import generate_master_key
     from pipeline.archive.retention import load_profiles
-    from pipeline.errors import ConfigError
 
     if args.generate_master_key:
         key = generate_master_key(args.generate_master_key, args.key_id)

@@ -93,26 +93,6 @@ def configured_super_users(server_properties: Path | None) -> tuple[str, ...] | 
     return ()
 
 
-def configured_super_users(server_properties: Path | None) -> tuple[str, ...] | None:
-    """``super.users`` from a broker's ``server.properties`` (default: the local stack's, if there is one);
-    None when there is no such file to read."""
-    if server_properties is None:
-        from pipeline.dev.stack import LocalStack
-
-        server_properties = LocalStack().root / "kafka" / "server.properties"
-        if not server_properties.exists():
-            return None
-    try:
-        lines = server_properties.read_text().splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {server_properties}: {exc.strerror or exc}") from None
-    for line in lines:
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "super.users":
-            return tuple(p.strip() for p in value.split(";") if p.strip())
-    return ()
-
-
 def _announce_rotations(plan: Plan, settings: KafkaSettings) -> None:
     # recorded before the change, so the access auditor knows a rotation was asked for when the new
     # credential shows in the metadata log; any other credential change of a role is alerted as unannounced

@@ -148,9 +148,13 @@ def _seal(args: argparse.Namespace) -> int:
     from pipeline.sealer.worker import run_worker
 
     config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
-                          max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000)
+                          max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000,
+                          **({"max_message_bytes": args.sealed_max_message_bytes}
+                             if args.sealed_max_message_bytes is not None else {}))
+    if not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port {args.metrics_port}: must be 0 (off) to 65535")
     run_worker(signing_key=args.signing_key, metrics_port=args.metrics_port, config=config, loglevel=args.loglevel,
-               metrics_addr=args.metrics_addr)
+               metrics_addr=args.metrics_addr, state=args.state_dir)
     return EXIT_OK
 
 
@@ -332,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--raw-topic", default="audit.raw")
     seal.add_argument("--sealed-topic", default="audit.sealed")
     seal.add_argument("--app-id", default="auditseal-sealer", help="Faust app id = consumer group")
+    seal.add_argument("--sealed-max-message-bytes", type=int,
+                      help="the sealed topic's max.message.bytes: a larger sealed event is sealed as a rejection "
+                      "(default: the audit topics' 1048576)")
+    seal.add_argument("--state-dir", help="local state folder (default $AUDITSEAL_STATE_DIR or "
+                      "$XDG_STATE_HOME/auditseal, i.e. ~/.local/state/auditseal)")
     seal.set_defaults(handler=_seal)
 
     detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events in "
@@ -431,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--kafka", action="store_true",
                         help="also check the archive reaches the sealed topic's head (AUDITSEAL_* variables)")
     verify.add_argument("--kafka-topic", default="audit.sealed")
+    verify.add_argument("--kafka-grace", type=float, metavar="SECONDS",
+                        help="with --kafka: entries sealed less than this long ago may be missing from the archive "
+                        "(the sink's lag, a notice); older ones missing are a truncated tail (default 300)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 

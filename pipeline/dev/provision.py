@@ -22,6 +22,9 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
     ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 from confluent_kafka.error import KafkaError
 
@@ -31,6 +34,7 @@ from pipeline.dev.cache import stack_dir
 from pipeline.dev.processes import StackError
 from pipeline.permissions.acls import grant_entry
 from pipeline.permissions.broker import apply_plan, plan_changes, remove_super_user_credentials
+from pipeline.permissions.plan import SCRAM_ITERATIONS
 from pipeline.wire.topics import TOPICS
 from pipeline.permissions.topology import BUCKET, Grant, roles, roles_file
 

@@ -125,6 +125,7 @@ class ChainState:
     batch_hashes: list[bytes] = field(default_factory=list)
     previous_checkpoint: Checkpoint | None = None
     previous_checkpoint_hash: bytes = GENESIS_HASH
+    expected_first_seq: int = 0  # of the next checkpoint: the seq after the previous one's last
     entries: int = 0
     checkpoints: int = 0
 
@@ -136,7 +137,7 @@ class ChainState:
         """
         return cls(checkpoint.chain_id, checkpoint.last_seq, checkpoint.chain_head,
                    batch_first_seq=checkpoint.last_seq + 1, previous_checkpoint=checkpoint,
-                   previous_checkpoint_hash=checkpoint_hash(checkpoint))
+                   previous_checkpoint_hash=checkpoint_hash(checkpoint), expected_first_seq=checkpoint.last_seq + 1)
 
     @property
     def head(self) -> ChainHead:
@@ -258,18 +259,32 @@ class ChainState:
             found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq, location,
                                    f"{checkpoint.describe()}: expected the entries it signs, found none before it"))
         self.batch_hashes = []
-        self.batch_first_seq = checkpoint.last_seq + 1
+        self.batch_first_seq = self.expected_first_seq = checkpoint.last_seq + 1
         self.previous_checkpoint = checkpoint
         self.previous_checkpoint_hash = checkpoint_hash(checkpoint)
+        self.checkpoints += 1
+        return found
+
+    def unreadable_checkpoint(self, last_seq: int, stored_hash: bytes, location: str,
+                              problem: str) -> Sequence[Violation]:
+        """A checkpoint record with a field out of its domain (an empty or short signature, a key id that is
+        not 16 hex digits): that field's violation, here, once. The batch it claims stays unverified; the
+        next checkpoint is held to follow it (its ``last_seq`` and the ``checkpoint_hash`` it stored), so one
+        bad field is one finding and the rest of the chain is still checked."""
+        found = (Violation(ViolationKind.MALFORMED, self.chain_id, last_seq, location, f"checkpoint: {problem}"),)
+        self.batch_hashes = []
+        self.batch_first_seq = self.expected_first_seq = last_seq + 1
+        self.previous_checkpoint_hash = stored_hash
         self.checkpoints += 1
         return found
 
     def _continuity(self, checkpoint: Checkpoint) -> str | None:
         # what differs between the checkpoint and the one it should follow, or None
         previous = self.previous_checkpoint
-        expected_first = 0 if previous is None else previous.last_seq + 1
+        expected_first = self.expected_first_seq
         if checkpoint.first_seq != expected_first:
-            after = "it is the chain's first" if previous is None else f"after {previous.describe()}"
+            after = (f"after {previous.describe()}" if previous is not None else "it is the chain's first"
+                     if expected_first == 0 else f"after an unreadable checkpoint ending at seq {expected_first - 1}")
             return f"{checkpoint.describe()}: expected first_seq {expected_first}, found {checkpoint.first_seq} ({after})"
         if checkpoint.prev_checkpoint_hash != self.previous_checkpoint_hash:
             return (f"{checkpoint.describe()}: expected prev_checkpoint_hash "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -132,3 +133,16 @@ def test_the_sealer_can_sign_through_a_pkcs11_module_instead_of_its_key_file(tmp
     assert _sealer_entrypoint_env(tmp_path, {"AUDITSEAL_PKCS11_MODULE": ""})["AUDITSEAL_SIGNING_KEY"]
     with_hsm = _sealer_entrypoint_env(tmp_path, {"AUDITSEAL_PKCS11_MODULE": "/opt/hsm/libpkcs11.so"})
     assert "AUDITSEAL_SIGNING_KEY" not in with_hsm and with_hsm["AUDITSEAL_PKCS11_MODULE"] == "/opt/hsm/libpkcs11.so"
+
+
+def test_the_verifier_can_deliver_its_own_access_record(stack_files: Path) -> None:
+    # its spool is a tmpfs no access auditor reads: it writes the record to audit.raw itself (issue 14)
+    def env_of(role: str) -> dict[str, str]:
+        text = (stack_files / "roles" / role / "auditseal.env").read_text()
+        return {k: shlex.split(v)[0] if v else v
+                for k, v in (line.removeprefix("export ").split("=", 1) for line in text.splitlines())}
+
+    verifier, auditor = env_of("verifier"), env_of("access-auditor")
+    assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] == "access-auditor"
+    assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"] == auditor["AUDITSEAL_SASL_PASSWORD"]
+    assert not [r for r in role_names() if r != "verifier" and "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME" in env_of(r)]

@@ -172,3 +172,15 @@ def test_a_pkcs11_module_without_token_or_pin_is_refused(helm: Helm) -> None:
     result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.pkcs11.module=/opt/hsm/lib.so",
                       "--set", "sealer.pkcs11.token=audit")
     assert result.returncode != 0 and "sealer.pkcs11.pinSecret" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["default", "production"])
+def test_the_verifier_job_delivers_its_own_access_record(rendered: dict[str, str], name: str) -> None:
+    # the Job's spool is its scratch folder, which no access auditor reads (issue 14)
+    spec = pod_specs(rendered[name])["auditseal-verifier"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"]["value"] == "access-auditor"
+    secret = env["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    auditor = next(s for n, s in pod_specs(rendered[name]).items() if n.startswith("auditseal-access-auditor"))
+    auditor_secret = {e["name"]: e for e in auditor["containers"][0]["env"]}["AUDITSEAL_SASL_PASSWORD"]
+    assert secret == auditor_secret["valueFrom"]["secretKeyRef"]
