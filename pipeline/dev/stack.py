@@ -140,6 +140,8 @@ class LocalStack:
     # ---- env ---------------------------------------------------------------------------------
     def env(self, role_name: str) -> dict[str, str]:
         """The variables every AuditSeal command reads, for ``role_name`` on this stack."""
+        from pipeline.privacy.provision import privacy_env
+
         role_named(role_name)
         creds = self.credentials()
         ports = self.ports()
@@ -155,6 +157,7 @@ class LocalStack:
             "AUDITSEAL_BUCKET": BUCKET,
             "AUDITSEAL_KEYRING": str(self.keyring_file),
             **({"AUDITSEAL_SIGNING_KEY": str(self.signing_key_file)} if role_name == "sealer" else {}),
+            **privacy_env(role_name, self.signing_key_file.parent, creds.kafka),
         }
 
     def broker_tls_config(self) -> dict[str, str]:

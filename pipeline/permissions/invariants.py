@@ -11,6 +11,7 @@ DESIGN.md, "Permission model" (anchors: Kafka's StandardAuthorizer, AWS IAM sepa
 - only the sealer writes ``audit.sealed``; only producers, the access auditor and the detector (which seals
   its alerts as events) write ``audit.raw``;
 - readers cannot write: a role the file gives no topic write holds none on the broker either.
+- only the privacy and investigator roles read the data subjects' keys (``audit.keys``).
 
 The check is conservative: DENY ACLs are not credited, because a DENY can be removed as easily as
 the ALLOW it hides, and a rule must hold on the ALLOWs alone. Super users bypass ACLs altogether;
@@ -26,6 +27,7 @@ from typing import Any
 
 from pipeline.permissions.acls import WILDCARD_PRINCIPAL, AclEntry
 from pipeline.permissions.roles import RolesFile
+from pipeline.wire.topics import KEYS_TOPIC
 
 DESTRUCTIVE_OPERATIONS = {
     "delete": "can delete the topic and its records",
@@ -90,10 +92,12 @@ def check_invariants(
         _no_write_and_delete(allows),
         _only_writers(allows, sealed_topic, roles.principals_of_kind("sealer"), "only_sealer_writes_sealed",
                       f"only the sealer writes {sealed_topic}"),
-        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor", "detector"),
+        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor", "detector", "privacy"),
                       "only_producers_write_raw",
-                      f"only producers, the access auditor and the detector (its alert events) write {raw_topic}"),
+                      f"only producers, the access auditor, the detector (its alert events) and the privacy role "
+                      f"(erasure records) write {raw_topic}"),
         _readers_cannot_write(allows, roles),
+        _only_key_readers(allows, roles.principals_of_kind("privacy", "investigator")),
     )
     return CheckReport(rules=rules, super_users=roles.super_users, notes=tuple(_notes(allows, roles)))
 
@@ -134,6 +138,16 @@ def _only_writers(allows: list[AclEntry], topic: str, permitted: frozenset[str],
                 if acl.matches_resource("topic", topic) and acl.operation in WRITE_OPERATIONS
                 and acl.principal not in permitted]
     return RuleResult(name, description, tuple(breaches))
+
+
+def _only_key_readers(allows: list[AclEntry], permitted: frozenset[str]) -> RuleResult:
+    breaches = [f"{acl.principal} can read {KEYS_TOPIC} via `{acl.describe()}`"
+                for acl in allows
+                if acl.matches_resource("topic", KEYS_TOPIC) and acl.operation in ("read", "all")
+                and acl.principal not in permitted]
+    return RuleResult("only_privacy_roles_read_keys",
+                      f"only the privacy and investigator roles read the data subjects' keys ({KEYS_TOPIC})",
+                      tuple(breaches))
 
 
 def _readers_cannot_write(allows: list[AclEntry], roles: RolesFile) -> RuleResult:

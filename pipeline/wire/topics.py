@@ -13,6 +13,8 @@ RAW_TOPIC = "audit.raw"
 SEALED_TOPIC = "audit.sealed"
 ALERTS_TOPIC = "audit.alerts"
 AUDIT_TOPICS = (RAW_TOPIC, SEALED_TOPIC, ALERTS_TOPIC)
+# data subjects' keys (compacted, destroyable: not an audit topic); configured in pipeline.privacy.keystore
+KEYS_TOPIC = "audit.keys"
 
 DAY_MS = 24 * 60 * 60 * 1000
 
