@@ -71,6 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     erase.add_argument("--no-wait", action="store_true", help="do not wait for the key records to be compacted "
                        "off disk (they go within max.compaction.lag.ms)")
     erase.add_argument("--compaction-timeout", type=float, default=180.0, metavar="SECONDS")
+    erase.add_argument("--raw-topic", default=None, help="where the erasure record goes (default audit.raw)")
     erase.set_defaults(handler=erase_command)
 
 
@@ -190,7 +191,7 @@ def erase_command(args: argparse.Namespace) -> int:
             store.erase(pseudonym, _operator(), "")  # raises: already erased, or unknown subject
         event = erasure_event(pseudonym, pseudonym_key.version, key_ids, args.reason)
         # sealed first: if destroying then fails, the log says so and a second run finishes it
-        with AuditProducer(config={"log_level": 2}) as producer:
+        with AuditProducer(config={"log_level": 2}, **({"topic": args.raw_topic} if args.raw_topic else {})) as producer:
             result = producer.emit(event, key=pseudonym)
             producer.flush(60)
         erasure = store.erase(pseudonym, event["actor"]["id"], str(event["event_id"]))

@@ -137,6 +137,7 @@ class KeyStore:
         self._follower: threading.Thread | None = None
         self._closing = threading.Event()
         self._follow_error: str | None = None
+        self._fatal: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -199,10 +200,15 @@ class KeyStore:
                     positions[tp.partition] = max(positions[tp.partition], tp.offset)
         self._producer = Producer(self.settings.client_config(**{
             "enable.idempotence": True, "acks": "all", "linger.ms": 0, "client.id": "auditseal-keystore",
-            "allow.auto.create.topics": False, "message.timeout.ms": int(self.timeout * 1000)}))
+            "allow.auto.create.topics": False, "message.timeout.ms": int(self.timeout * 1000),
+            "error_cb": self._on_producer_error, "log_level": 2}))
         self._follower = threading.Thread(target=self._follow, name="auditseal-keystore-follow", daemon=True)
         self._follower.start()
         return self
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error.str()
 
     def close(self) -> None:
         """Stop following the topic and drop every unwrapped key."""
@@ -215,7 +221,10 @@ class KeyStore:
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
-            self._producer.flush(self.timeout)
+            try:
+                self._producer.flush(self.timeout)
+            except (KafkaException, SystemError):
+                pass  # every write already waited for its acknowledgement in _write; nothing is pending
             self._producer = None
 
     def __enter__(self) -> KeyStore:
@@ -281,18 +290,30 @@ class KeyStore:
             raise KeyStoreUnavailableError(f"key store {self.topic} is not open")
         failures: list[str] = []
 
-        def report(error, message) -> None:
-            if error is not None:
-                failures.append(f"{message.key().decode()}: {error.str()}")
+        def reporter(name: str):
+            # no Message method here: confluent-kafka runs a report with a fatal error still pending
+            def report(error, _message) -> None:
+                if error is not None:
+                    failures.append(f"{name}: {error.str()}")
+            return report
 
-        for name, value in records:
-            self._producer.produce(self.topic, value=value, key=name.encode(), on_delivery=report)
-        pending = self._producer.flush(self.timeout)
-        if pending or failures:
+        try:
+            for name, value in records:
+                self._producer.produce(self.topic, value=value, key=name.encode(), on_delivery=reporter(name))
+            pending = self._producer.flush(self.timeout)
+        except (KafkaException, SystemError, BufferError) as exc:
+            # a fatal producer error (e.g. no right to write) surfaces from flush
+            context = exc.__cause__ or exc.__context__
+            cause = self._fatal or (context.args[0].str() if isinstance(context, KafkaException) else str(exc))
+            self._producer = None
+            raise KeyStoreUnavailableError(f"key store {self.topic} at {self.settings.bootstrap} refused the write "
+                                           f"as {self.settings.username}: {cause}") from None
+        if pending or failures or self._fatal:
             raise KeyStoreUnavailableError(
                 f"key store {self.topic} at {self.settings.bootstrap} did not acknowledge "
-                f"{pending + len(failures)} of {len(records)} record(s) within {self.timeout}s"
-                + (f" ({failures[0]})" if failures else ""))
+                f"{pending + len(failures)} of {len(records)} record(s) within {self.timeout}s as "
+                f"{self.settings.username}" + (f" ({failures[0]})" if failures else "")
+                + (f" ({self._fatal})" if self._fatal else ""))
 
     # -- pseudonym keys -------------------------------------------------------------------------
 
