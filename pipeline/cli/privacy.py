@@ -74,6 +74,44 @@ def register(commands: argparse._SubParsersAction) -> None:
     erase.add_argument("--raw-topic", default=None, help="where the erasure record goes (default audit.raw)")
     erase.set_defaults(handler=erase_command)
 
+    keystore = commands.add_parser("keystore", help="back up and restore the key store (privacy role)")
+    actions = keystore.add_subparsers(dest="keystore_command", required=True, metavar="ACTION")
+    backup = actions.add_parser("backup", help="write every live record of the key store to a file (mode 600)")
+    backup.add_argument("--out", required=True, metavar="FILE")
+    backup.add_argument("--topic", default=None, help="the key store topic (default audit.keys)")
+    backup.set_defaults(handler=keystore_backup_command)
+    restore = actions.add_parser("restore", help="write a backup back into the key store (never an erased key)")
+    restore.add_argument("backup_file", metavar="FILE")
+    restore.add_argument("--topic", default=None, help="the key store topic (default audit.keys)")
+    restore.set_defaults(handler=keystore_restore_command)
+
+
+def keystore_backup_command(args: argparse.Namespace) -> int:
+    """Run ``auditseal keystore backup``."""
+    from pipeline.privacy.backup import backup
+    from pipeline.privacy.keystore import keystore_settings
+    from pipeline.wire.topics import KEYS_TOPIC
+
+    topic = args.topic or KEYS_TOPIC
+    count = backup(keystore_settings(os.environ), topic, Path(args.out))
+    print(f"backed up {count} record(s) of {topic} to {args.out}; keep it apart from the KEK, and no longer than "
+          "an erasure may take to be complete")
+    return EXIT_OK
+
+
+def keystore_restore_command(args: argparse.Namespace) -> int:
+    """Run ``auditseal keystore restore``."""
+    from pipeline.privacy.backup import restore
+    from pipeline.privacy.keystore import keystore_from_env
+    from pipeline.wire.topics import KEYS_TOPIC
+
+    with keystore_from_env(topic=args.topic or KEYS_TOPIC) as store:
+        written, erased = restore(store, Path(args.backup_file))
+    print(f"restored {written} record(s) into {store.topic}; keys of {len(erased)} erased subject(s) left out"
+          + (f": {', '.join(erased)}" if erased else "")
+          + "; now erase again every subject erased in the log since the backup was taken")
+    return EXIT_OK
+
 
 # -- reveal ---------------------------------------------------------------------------------------
 

@@ -315,6 +315,10 @@ class KeyStore:
                 f"{self.settings.username}" + (f" ({failures[0]})" if failures else "")
                 + (f" ({self._fatal})" if self._fatal else ""))
 
+    def write_records(self, records: list[tuple[str, bytes | None]]) -> None:
+        """Write raw records of this topic's format (what a restore does); durable when it returns."""
+        self._write(records)
+
     # -- pseudonym keys -------------------------------------------------------------------------
 
     def pseudonym_key(self) -> PseudonymKey:

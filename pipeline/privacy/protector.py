@@ -113,10 +113,14 @@ class Protector:
         return out
 
     def _actor(self, actor: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-        cache_key = tuple(actor.get(name) for name in self._actor_fields) + (actor.get("type"),)
+        try:
+            # the whole actor, extra (invalid) keys included: the validator must see what was given
+            cache_key: object = frozenset(actor.items())
+        except TypeError:  # an unhashable value: not cached, the validator will name it
+            cache_key = None
         with self._lock:
-            hit = self._actors.get(cache_key)
-        if hit is not None and len(actor) == len(hit[0]):
+            hit = self._actors.get(cache_key) if cache_key is not None else None
+        if hit is not None:
             return hit
         subject = self.pseudonym_key.subject_pseudonym(actor["id"])
         cipher = self.store.cipher_for(subject)
@@ -131,8 +135,9 @@ class Protector:
             fields.append({"field": dotted, "subject": subject, "key_id": cipher.key_id,
                            "ciphertext": cipher.encrypt(dotted, value)})
         result = (new_actor, fields)
-        with self._lock:
-            self._actors[cache_key] = result
+        if cache_key is not None:
+            with self._lock:
+                self._actors[cache_key] = result
         return result
 
     def _attributes(self, attributes: Any, flagged: Any) -> tuple[dict[str, str], list[dict[str, str]]]:

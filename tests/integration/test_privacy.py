@@ -30,7 +30,7 @@ from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import EVENT_KIND
 from tests.support.archive import wait_for_archive
-from tests.support.datascan import scan
+from pipeline.privacy.residue import scan
 from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
 
 pytestmark = pytest.mark.stack
@@ -310,3 +310,65 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     assert any("/kafka/" in p for p in found[CANARY.encode()]) and any("/s3/" in p for p in found[CANARY.encode()])
     leaks = {needle: paths for needle, paths in found.items() if needle != CANARY.encode()}
     assert leaks == {}, leaks
+
+
+# -- losing the key store, backup and restore -----------------------------------------------------
+
+
+def test_backup_and_restore_bring_keys_back_but_never_an_erased_one(stack, tmp_path, monkeypatch, capsys):
+    from pipeline.privacy.backup import BackupFileError, backup, restore
+    from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, PseudonymKeyMissingError, SubjectErasedError
+    from confluent_kafka.admin import NewTopic
+
+    setup = KafkaSettings.from_env(stack.setup_env("kafka"))
+    kek = load_master_key(stack.root / "keys" / "kek.json")
+    admin = AdminClient(setup.client_config())
+    topic = f"test.keys.{RUN}"
+
+    def create():
+        for future in admin.create_topics([NewTopic(topic, 1, 1, config=KEYS_TOPIC_CONFIGS)]).values():
+            future.result(timeout=30)
+
+    def delete():
+        for future in admin.delete_topics([topic]).values():
+            future.result(timeout=30)
+
+    create()
+    try:
+        with KeyStore(setup, kek, topic=topic) as store:
+            pseudonym_key = store.ensure_pseudonym_key()
+            alice, bob = pseudonym_key.subject_pseudonym("alice"), pseudonym_key.subject_pseudonym("bob")
+            alice_cipher, bob_cipher = store.cipher_for(alice), store.cipher_for(bob)
+            alice_secret = alice_cipher.encrypt("actor.id", "alice")
+            store.erase(bob, "User:privacy", "e-bob")
+        path = tmp_path / "keys.backup"
+        assert backup(setup, topic, path) == 4  # pseudonym key, alice's key, bob's erasure, no tombstone
+        assert path.stat().st_mode & 0o777 == 0o600 and b"alice" not in path.read_bytes()
+
+        delete()  # the key store is lost: nobody may go on as if nothing happened
+        with pytest.raises(KeyStoreUnavailableError, match=f"key store {topic}"):
+            KeyStore(setup, kek, topic=topic, timeout=10).open()
+        create()
+        with KeyStore(setup, kek, topic=topic) as empty:
+            with pytest.raises(PseudonymKeyMissingError, match="holds no pseudonym key"):
+                Protector(empty)  # a producer refuses rather than invent new pseudonyms
+            written, erased = restore(empty, path)
+        assert (written, erased) == (3, [bob])
+
+        with KeyStore(setup, kek, topic=topic) as restored:
+            assert restored.pseudonym_key() == pseudonym_key  # the same pseudonyms as before the loss
+            assert restored.cipher(alice, alice_cipher.key_id).decrypt("actor.id", alice_secret) == "alice"
+            with pytest.raises(SubjectErasedError, match="erased on .* by User:privacy"):
+                restored.cipher(bob, bob_cipher.key_id)
+        path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+        with KeyStore(setup, kek, topic=topic) as restored, pytest.raises(BackupFileError, match="truncated"):
+            restore(restored, path)
+    finally:
+        delete()
+
+    # the command, against the real key store, as the privacy role
+    _env(monkeypatch, stack, "privacy")
+    out = tmp_path / "audit-keys.backup"
+    capsys.readouterr()
+    assert main(["keystore", "backup", "--out", str(out)]) == 0
+    assert f"to {out}" in capsys.readouterr().out and json.loads(out.read_text().splitlines()[0])["records"] >= 2

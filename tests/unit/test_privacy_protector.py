@@ -155,3 +155,14 @@ def test_the_detector_rules_work_on_pseudonyms() -> None:
     pseudonym = protector.subject_pseudonym("alice@example.org")
     assert [a.rule for a in alerts] == ["denied_burst"] and alerts[0].principal == pseudonym
     assert "alice" not in alerts[0].summary
+
+
+def test_an_invalid_actor_is_never_hidden_behind_a_cached_valid_one() -> None:
+    protector = Protector(MemoryKeys())  # type: ignore[arg-type]
+    valid = _event()
+    CODEC.encode(protector.protect(valid))
+    invalid = _event(actor={**valid["actor"], "nickname": "al"})
+    with pytest.raises(InvalidEventError, match="nickname"):
+        CODEC.encode(protector.protect(invalid))
+    with pytest.raises(InvalidEventError, match="actor.source_ip"):
+        CODEC.encode(protector.protect(_event(actor={**valid["actor"], "source_ip": ["not", "a", "string"]})))

@@ -1,4 +1,7 @@
-"""Search every byte of the stack's data folders for given values, through the compression on disk.
+"""Residue: search every byte of data folders for given values, through the compression on disk.
+
+What proves an erasure physically happened: the erased subject's values and its destroyed key must be
+in no file of the stack (Kafka log segments, the S3 server's data, the key store), in any form.
 
 A plain byte search would miss a value inside a compressed Kafka batch (producers send lz4) or a
 deflate block of an archived container file, so each file is searched three ways: its raw bytes;
@@ -70,5 +73,6 @@ def scan(roots: Iterable[Path], needles: Iterable[bytes]) -> dict[bytes, list[st
             for needle in needles:
                 if any(needle in view for view in contents):
                     found.setdefault(needle, []).append(str(path))
-    assert files, f"nothing to scan under {list(roots)}"
+    if not files:
+        raise FileNotFoundError(f"nothing to scan under {', '.join(map(str, roots))}")
     return found
