@@ -55,6 +55,21 @@ def _events(count: int, seed: int) -> list[dict]:
     return out
 
 
+def wait_writable(settings: KafkaSettings, topic: str, timeout: float = 60) -> None:
+    """Until the producer role's fresh ACLs on ``topic`` are in force (a probe record is acknowledged)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome: list = []
+        probe = Producer(settings.client_config(**{"message.timeout.ms": 5000}))
+        probe.produce(topic, b"probe", on_delivery=lambda err, _m: outcome.append(err))
+        probe.flush(10)
+        if outcome and outcome[0] is None:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic} not writable as {settings.username} within {timeout}s: {outcome}")
+        time.sleep(1)
+
+
 def emit_rate(settings: KafkaSettings, topic: str, events: list[dict], protector: Protector | None) -> float:
     """Events/s of one AuditProducer (with ``protector`` if given) until every event is acknowledged."""
     with AuditProducer(settings, topic=topic, protector=protector) as producer:
@@ -70,6 +85,7 @@ def emit_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store:
     """Step 1."""
     topics = create_topics(stack, partitions=PARTITIONS)
     settings = KafkaSettings.from_env(stack.env("producer"))
+    wait_writable(settings, topics.raw)
     try:
         protector = Protector(store)
         off, on = [], []
@@ -99,9 +115,11 @@ def seal_side_by_side(stack: LocalStack, events: list[dict], store: KeyStore) ->
     for mode, protector in (("off", None), ("on", Protector(store))):
         topics = create_topics(stack, partitions=PARTITIONS)
         try:
+            wait_writable(settings, topics.raw)
             emit_rate(settings, topics.raw, events, protector)
             argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", topics.raw, "--sealed-topic",
                     topics.sealed, "--app-id", topics.app_id, "--metrics-port", "0"]
+            # the events, the warm-up event and the probe (sealed as a rejection, not counted)
             rate, rss, seconds = throughput(stack, topics, len(events) + 1, argv, topics.sealed, "verifier")
             rates[mode] = rate
             print(f"  seal, encryption {mode:3}: {rate:10,.0f} events/s ({len(events) + 1} in {seconds:.1f}s), "

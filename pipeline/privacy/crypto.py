@@ -3,7 +3,7 @@
 Three primitives, each from a standard and from ``cryptography`` (never hand-written):
 
 - **Pseudonyms**: HMAC-SHA-256 (RFC 2104) under the versioned pseudonym key, over a domain-separated
-  ``field || value``, truncated to 128 bits and written ``p<version>.<32 hex>``. Equal values of one
+  ``field || value``, truncated to 128 bits and written ``p<version>.<22 base64url>``. Equal values of one
   field give equal pseudonyms, so a SIEM and the detector correlate "the same actor" without plaintext;
   without the key nobody can compute one, with it anybody can test a guess (see README, "Personal data").
   The data subject's own pseudonym is the pseudonym of its id in the field ``subject``, which is also
@@ -40,7 +40,7 @@ SUBJECT_FIELD = "subject"
 
 _PSEUDONYM_DOMAIN = b"auditseal/pseudonym/v1\x00"
 _FIELD_DOMAIN = b"auditseal/protected-field/v1"
-_PSEUDONYM = re.compile(r"p([1-9][0-9]*)\.([0-9a-f]{32})")
+_PSEUDONYM = re.compile(r"p([1-9][0-9]*)\.([A-Za-z0-9_-]{22})")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -68,10 +68,11 @@ class PseudonymKey:
             raise ValueError(f"a pseudonym key is a version >= 1 and {PSEUDONYM_KEY_BYTES} bytes")
 
     def pseudonym(self, field_name: str, value: str) -> str:
-        """``p<version>.<hex>``: the keyed pseudonym of ``value`` in ``field_name``."""
+        """``p<version>.<base64url>``: the keyed pseudonym of ``value`` in ``field_name``."""
         message = _PSEUDONYM_DOMAIN + field_name.encode() + b"\x00" + value.encode()
         digest = hmac.digest(self.material, message, "sha256")[:PSEUDONYM_BYTES]
-        return f"p{self.version}.{digest.hex()}"
+        # base64url rather than hex: 22 characters instead of 32, in every event, four times
+        return f"p{self.version}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode('ascii')}"
 
     def subject_pseudonym(self, subject_id: str) -> str:
         """The pseudonym of a data subject (what ``actor.id`` holds for a protected actor)."""
@@ -79,7 +80,7 @@ class PseudonymKey:
 
 
 def is_pseudonym(text: str) -> bool:
-    """True if ``text`` has the form of a pseudonym (``p<version>.<32 hex>``)."""
+    """True if ``text`` has the form of a pseudonym (``p<version>.<22 base64url characters>``)."""
     return _PSEUDONYM.fullmatch(text) is not None
 
 

@@ -199,7 +199,8 @@ def test_reveal_with_a_wrong_kek_says_so(stack, pipeline_run, monkeypatch, capsy
 
 def test_a_truncated_ciphertext_is_one_clear_error(stack, pipeline_run):
     with keystore_from_env(stack.env("investigator")) as store:
-        event = Protector(store).protect(_event(CAROL, "t"))  # carol has a key: nothing is created
+        event = dict(Protector(store).protect(_event(CAROL, "t")))  # carol has a key: nothing is created
+        event[PROTECTED_FIELDS] = [dict(f) for f in event[PROTECTED_FIELDS]]  # the protector's are shared
         event[PROTECTED_FIELDS][1]["ciphertext"] = event[PROTECTED_FIELDS][1]["ciphertext"][:-4]
         revealed = reveal(event, store)
     assert revealed["actor.id"]["value"] == CAROL["id"]

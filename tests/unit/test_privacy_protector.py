@@ -166,3 +166,18 @@ def test_an_invalid_actor_is_never_hidden_behind_a_cached_valid_one() -> None:
         CODEC.encode(protector.protect(invalid))
     with pytest.raises(InvalidEventError, match="actor.source_ip"):
         CODEC.encode(protector.protect(_event(actor={**valid["actor"], "source_ip": ["not", "a", "string"]})))
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_events)
+def test_the_encoder_splices_the_cached_fields_into_the_same_bytes(event: dict) -> None:
+    protector = Protector(MemoryKeys())  # type: ignore[arg-type]
+    encode = protector.encoder(CODEC.encode)
+    event = {**event, "actor": {**event["actor"], "type": "USER"}}
+    first, second = encode(event), encode(dict(event))  # the second takes the spliced path
+    assert first == second == CODEC.encode(protector.protect(event)) == CODEC.encode_checked(protector.protect(event))
+    flagged = {**event, "attributes": {"mail": "m@x"}, "personal_attributes": {"mail": "m"}}
+    assert encode(flagged) == CODEC.encode(protector.protect(flagged))
+    invalid = {**event, "action": 7}
+    with pytest.raises(InvalidEventError, match="action"):
+        encode(invalid)  # the spliced path still validates the event
