@@ -205,7 +205,10 @@ def _emit(args: argparse.Namespace) -> int:
     # (librdkafka's and the producer's) would only repeat it.
     logging.getLogger("pipeline.producer.client").setLevel(logging.CRITICAL)
     sent, invalid, undelivered, event_ids = 0, [], 0, []
-    with AuditProducer(config={"log_level": 2}) as producer:  # AUDITSEAL_* variables
+    from pipeline.cli.privacy import emit_protector
+
+    with emit_protector(args.protect) as protector, \
+            AuditProducer(config={"log_level": 2}, protector=protector) as producer:  # AUDITSEAL_* variables
         producer.check()  # a wrong password or a missing topic fails here, in seconds
         if args.generate is not None:
             for event in synthetic_events(args.generate, args.seed):
@@ -217,6 +220,8 @@ def _emit(args: argparse.Namespace) -> int:
             event = event_from_options(**{name: getattr(args, name) for name in (*required, "reason")},
                                        actor_type=args.actor_type, outcome=args.outcome,
                                        attributes=args.attributes)
+            if args.personal_attributes:
+                event["personal_attributes"] = dict(args.personal_attributes)
             try:
                 producer.emit(event)
                 sent = 1
@@ -428,7 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("--attr", dest="attributes", action="append", default=[], metavar="KEY=VALUE",
                       type=attribute, help="an extra attribute (repeatable)")
     emit.add_argument("--json", action="store_true", help="the summary (and event ids) as one JSON object on stdout")
+    emit.add_argument("--protect", action="store_true", help="encrypt personal fields under their subjects' keys "
+                      "(key store as AUDITSEAL_KEYSTORE_USERNAME, KEK in AUDITSEAL_KEK_FILE)")
+    emit.add_argument("--personal-attr", dest="personal_attributes", action="append", default=[],
+                      metavar="KEY=SUBJECT", type=attribute, help="with --protect: attribute KEY is personal data "
+                      "of SUBJECT (repeatable)")
     emit.set_defaults(handler=_emit)
+
+    from pipeline.cli.privacy import register as register_privacy
+
+    register_privacy(commands)
 
     verify = commands.add_parser("verify", help="prove the archive is complete and untouched (exit 0 intact, "
                                  "1 violations, 2 usage error)")

@@ -209,10 +209,23 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
         print(f"    {role} tries to read {topic}: {outcome}")
 
     _step(5, "wait until every raw event is sealed and every sealed record archived")
-    raw_ends = _end_offsets(stack, RAW_TOPIC)
-    _wait("sealing", lambda: all(_sealed_heads(stack).get(p, {}).get("last_source_offset", -1) >= end - 1
-                                 for p, end in raw_ends.items() if end), services)
-    heads = _sealed_heads(stack)
+    reader = S3Settings.from_env(stack.env("verifier"))
+    s3_reader = reader.client()
+
+    def settle() -> tuple[dict[int, int], dict[int, dict]]:
+        raw_ends = _end_offsets(stack, RAW_TOPIC)
+        _wait("sealing", lambda: all(_sealed_heads(stack).get(p, {}).get("last_source_offset", -1) >= end - 1
+                                     for p, end in raw_ends.items() if end), services)
+        heads = _sealed_heads(stack)
+
+        def archived() -> bool:
+            reached = _archived_heads(s3_reader, reader.bucket)
+            return all(reached.get(c["chain_id"], -1) >= c["last_seq"] for c in heads.values())
+
+        _wait("archiving", archived, services)
+        return raw_ends, heads
+
+    raw_ends, heads = settle()
     from pipeline.integrity.keyring import load_keyring
 
     active = load_keyring(stack.keyring_file).active
@@ -220,14 +233,6 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
         raise DemoError("after the rotation, the chains' new heads should be signed by the new key")
     head_list = ", ".join(f"{c['chain_id']}@{c['last_seq']}" for c in heads.values())
     print(f"    sealed: {sum(raw_ends.values())} raw records in {len(heads)} chains, heads {head_list}")
-    reader = S3Settings.from_env(stack.env("verifier"))
-    s3_reader = reader.client()
-
-    def archived() -> bool:
-        reached = _archived_heads(s3_reader, reader.bucket)
-        return all(reached.get(c["chain_id"], -1) >= c["last_seq"] for c in heads.values())
-
-    _wait("archiving", archived, services)
 
     _step(6, f"verify the archive: auditseal verify --s3 s3://{reader.bucket}/{ARCHIVE_PREFIX}")
     result = _run(stack, "verifier", ["verify", "--s3", f"s3://{reader.bucket}/{ARCHIVE_PREFIX}"])
@@ -258,12 +263,18 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
           + _refused(lambda: s3.put_object_retention(Bucket=admin_s3.bucket, Key=key, VersionId=version,
                                                      Retention={"Mode": "COMPLIANCE", "RetainUntilDate": shorter})))
 
-    _step(8, "summary")
+    _step(8, "erase a simulated user from the immutable log (crypto-shredding, GDPR Art. 17)")
+    from pipeline.privacy.demo import erase_demo_user
+
+    erase_demo_user(stack, _run, settle, f"s3://{reader.bucket}/{ARCHIVE_PREFIX}", stack.root / "demo")
+
+    _step(9, "summary")
     print(f"""    {DEMO_EVENTS} generated events and the demo's extra records were sealed into {len(heads)} hash chains
     with Ed25519-signed Merkle checkpoints, archived under COMPLIANCE Object Lock, and verified intact.
     The signing keys live in SoftHSM2 (PKCS#11, non-extractable); the key was rotated mid-stream without
     stopping the sealer, and the checkpoints of both keys verify, each inside its key's validity window.
     Invalid input was refused at the producer with the line and reason, or sealed as a rejection.
+    One user was erased by destroying its key: the archive still verifies, its data is unreadable and gone.
     Where to look next:
       auditseal verify --s3 s3://{reader.bucket}/{ARCHIVE_PREFIX} --json   (as the verifier role)
       auditseal acl check                                  (as the admin role)

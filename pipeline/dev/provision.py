@@ -155,6 +155,9 @@ def provision_kafka(env: Mapping[str, str], creds, log=print, replicas: int | No
         for t in topics
     ]
     _wait_all(admin.incremental_alter_configs(resources), "asserting topic configs")
+    from pipeline.privacy.provision import ensure_kek, provision_keystore
+
+    provision_keystore(admin, env, ensure_kek(stack_dir() / "keys"), log=log)
     log(f"kafka: roles file {roles_file().path.name} applied ({len(roles())} users; {len(plan.users_to_set)} user(s) set, "
         f"{len(plan.acls_to_add)} ACL(s) added, {len(plan.acls_to_remove)} removed), "
         f"topics {', '.join(t.name for t in TOPICS)}")

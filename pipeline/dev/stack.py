@@ -240,6 +240,8 @@ class LocalStack:
     # ---- env ---------------------------------------------------------------------------------
     def env(self, role_name: str) -> dict[str, str]:
         """The variables every AuditSeal command reads, for ``role_name`` on this stack."""
+        from pipeline.privacy.provision import privacy_env
+
         role_named(role_name)
         creds = self.credentials()
         ports = self.ports()
@@ -259,6 +261,7 @@ class LocalStack:
             # the sealer signs in its token; the sink and the verifier reach the master key in theirs
             **(self.hsm.env(SIGNING_TOKEN) if role_name == "sealer" else {}),
             **(self.hsm.env(ARCHIVE_TOKEN) if role_name in ("sink", "verifier") else {}),
+            **privacy_env(role_name, self.signing_key_file.parent, creds.kafka),
         }
 
     def broker_tls_config(self) -> dict[str, str]:

@@ -17,7 +17,8 @@ DESIGN.md, "Permission model" (anchors: Kafka's StandardAuthorizer, AWS IAM sepa
 - super users are reachable by certificate only: every broker runs the certificate principal builder
   (``Cert:`` principals for certificates, ``User:`` for SCRAM; it refuses a ``User:`` super user), only
   mutual-TLS and SCRAM listeners exist, no SCRAM credential carries a super user's name, and, where the
-  broker's ``server.properties`` can be read, ``super.users`` is exactly the file's.
+  broker's ``server.properties`` can be read, ``super.users`` is exactly the file's;
+- only the privacy and investigator roles read the data subjects' keys (``audit.keys``).
 
 The check is conservative: DENY ACLs are not credited, because a DENY can be removed as easily as
 the ALLOW it hides, and a rule must hold on the ALLOWs alone. Super users bypass ACLs altogether;
@@ -33,6 +34,7 @@ from typing import Any
 
 from pipeline.permissions.acls import WILDCARD_PRINCIPAL, AclEntry
 from pipeline.permissions.roles import CERTIFICATE_PRINCIPAL_TYPE, RolesFile
+from pipeline.wire.topics import KEYS_TOPIC
 
 PRINCIPAL_BUILDER = "dev.auditseal.kafka.CertificatePrincipalBuilder"
 # cluster operations nobody may hold: broker/logger config changes, and the brokers' own RPCs
@@ -111,11 +113,13 @@ def check_invariants(
         _no_write_and_delete(allows),
         _only_writers(allows, sealed_topic, roles.principals_of_kind("sealer"), "only_sealer_writes_sealed",
                       f"only the sealer writes {sealed_topic}"),
-        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor", "detector"),
+        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor", "detector", "privacy"),
                       "only_producers_write_raw",
-                      f"only producers, the access auditor and the detector (its alert events) write {raw_topic}"),
+                      f"only producers, the access auditor, the detector (its alert events) and the privacy role "
+                      f"(erasure records) write {raw_topic}"),
         _readers_cannot_write(allows, roles),
         _cluster_rights(allows, roles),
+        _only_key_readers(allows, roles.principals_of_kind("privacy", "investigator")),
     )
     if users is not None and brokers is not None:
         rules += _super_users(roles, frozenset(users), brokers, configured_super_users)
@@ -158,6 +162,16 @@ def _only_writers(allows: list[AclEntry], topic: str, permitted: frozenset[str],
                 if acl.matches_resource("topic", topic) and acl.operation in WRITE_OPERATIONS
                 and acl.principal not in permitted]
     return RuleResult(name, description, tuple(breaches))
+
+
+def _only_key_readers(allows: list[AclEntry], permitted: frozenset[str]) -> RuleResult:
+    breaches = [f"{acl.principal} can read {KEYS_TOPIC} via `{acl.describe()}`"
+                for acl in allows
+                if acl.matches_resource("topic", KEYS_TOPIC) and acl.operation in ("read", "all")
+                and acl.principal not in permitted]
+    return RuleResult("only_privacy_roles_read_keys",
+                      f"only the privacy and investigator roles read the data subjects' keys ({KEYS_TOPIC})",
+                      tuple(breaches))
 
 
 def _readers_cannot_write(allows: list[AclEntry], roles: RolesFile) -> RuleResult:

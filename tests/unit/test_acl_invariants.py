@@ -24,7 +24,8 @@ def test_the_shipped_roles_satisfy_every_rule():
     assert report.passed, report.as_dict()
     assert {r.name for r in report.rules} == {
         "no_destructive_rights_on_audit_topics", "no_principal_writes_and_deletes", "only_sealer_writes_sealed",
-        "only_producers_write_raw", "readers_cannot_write", "cluster_rights_as_declared"}
+        "only_producers_write_raw", "readers_cannot_write", "cluster_rights_as_declared",
+        "only_privacy_roles_read_keys"}
     assert report.super_users == ("Cert:broker", "Cert:bootstrap")
     assert any("User:admin" in note and "cluster ALTER" in note for note in report.notes)
 
@@ -41,6 +42,9 @@ def test_the_shipped_roles_satisfy_every_rule():
     (_acl("User:sealer", "write"), "only_producers_write_raw", "User:sealer can write audit.raw"),
     (_acl("User:siem", "write", name="scratch"), "readers_cannot_write", "siem (declared without any write)"),
     (_acl("User:*", "write", name="scratch"), "readers_cannot_write", "verifier"),
+    (_acl("User:siem", "read", name="audit.keys"), "only_privacy_roles_read_keys", "User:siem can read audit.keys"),
+    (_acl("User:*", "read", name="audit.k", pattern="prefixed"), "only_privacy_roles_read_keys", "User:*"),
+    (_acl("User:sink", "all", name="audit.keys"), "only_privacy_roles_read_keys", "User:sink"),
 ])
 def test_each_breach_is_caught_and_named(acl, rule, named):
     report = _check(acl)
