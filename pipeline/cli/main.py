@@ -27,7 +27,7 @@ COMMANDS_ENTRY_POINT = "auditseal.commands"
 LOG_LEVEL_VARIABLE = "AUDITSEAL_LOG_LEVEL"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # daemons report what they do; one-shot commands speak only through their output unless asked
-DAEMONS = frozenset({"seal", "sink", "detect", "access-audit"})
+DAEMONS = frozenset({"seal", "sink", "detect", "access-audit", "siem-bridge"})
 # the optional dependencies of `pip install 'auditseal[pipeline]'`: a missing one is an installation
 # problem the user can fix (exit 2), not a crash
 PIPELINE_EXTRA_MODULES = frozenset({"faust", "mode", "boto3", "botocore", "yaml", "cryptography", "prometheus_client",

@@ -261,7 +261,7 @@ class LocalStack:
             # the sealer signs in its token; the sink and the verifier reach the master key in theirs
             **(self.hsm.env(SIGNING_TOKEN) if role_name == "sealer" else {}),
             **(self.hsm.env(ARCHIVE_TOKEN) if role_name in ("sink", "verifier") else {}),
-            **privacy_env(role_name, self.signing_key_file.parent, creds.kafka),
+            **privacy_env(role_name, self.keyring_file.parent, creds.kafka),
         }
 
     def broker_tls_config(self) -> dict[str, str]:
