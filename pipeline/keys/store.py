@@ -24,7 +24,7 @@ from pipeline.integrity.keyring import (
     save_signing_key,
 )
 from pipeline.keys import pkcs11
-from pipeline.keys.errors import KeyLabelError
+from pipeline.keys.errors import KeyLabelError, NoSigningKeyError
 from pipeline.keys.schedule import KeyringSchedule
 
 SIGNING_KEY_VARIABLE = "AUDITSEAL_SIGNING_KEY"
@@ -117,8 +117,6 @@ def sealer_key_schedule(signing_key: str | None = None, env: Mapping[str, str] |
     Raises a KeyCustodyError (exit 2) for a missing module or token, a wrong PIN or no key under the label,
     and NoSigningKeyError (exit 2 too, as a ConfigError below) when no key held here may sign now.
     """
-    from pipeline.keys.errors import NoSigningKeyError
-
     env = os.environ if env is None else env
     store = SigningKeyStore(env, signing_key)
     try:

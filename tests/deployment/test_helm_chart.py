@@ -99,7 +99,7 @@ def test_secrets_come_from_existing_secrets_in_production(rendered: dict[str, st
             for spec in pod_specs(rendered["production"]).values()
             for c in spec["containers"] for e in c["env"] if "valueFrom" in e}
     assert refs == {"auditseal-sealer-scram", "auditseal-sink-credentials", "auditseal-access-auditor-scram",
-                    "auditseal-verifier-credentials"}
+                    "auditseal-verifier-credentials", "auditseal-hsm-pin"}
 
 
 def test_sealer_replicas_beyond_the_raw_partitions_are_refused(helm: Helm) -> None:
@@ -151,7 +151,7 @@ HSM_VALUES = ["--set", "sealer.pkcs11.module=/opt/hsm/lib/libpkcs11.so", "--set"
 
 
 def test_the_sealer_signs_through_a_pkcs11_module_when_one_is_given(helm: Helm, validate_manifests) -> None:
-    manifests = helm.template("-f", str(PRODUCTION_VALUES), *HSM_VALUES)
+    manifests = helm.template(*HSM_VALUES)
     assert validate_manifests(manifests) == []
     spec = pod_specs(manifests)["auditseal-sealer"]
     (container,) = spec["containers"]
@@ -164,6 +164,10 @@ def test_the_sealer_signs_through_a_pkcs11_module_when_one_is_given(helm: Helm, 
     assert "initContainers" not in spec, "no key file to copy"
     assert not any(v.get("secret", {}).get("secretName") == "auditseal-signing-key" for v in spec["volumes"])
     assert {"name": "hsm", "mountPath": "/opt/hsm"} in container["volumeMounts"]
+    # the production example keeps the key in an HSM too
+    production = pod_specs(helm.template("-f", str(PRODUCTION_VALUES)))["auditseal-sealer"]
+    production_env = {e["name"] for c in production["containers"] for e in c["env"]}
+    assert "AUDITSEAL_PKCS11_MODULE" in production_env and "AUDITSEAL_SIGNING_KEY" not in production_env
 
 
 def test_a_pkcs11_module_without_token_or_pin_is_refused(helm: Helm) -> None:
