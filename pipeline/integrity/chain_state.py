@@ -265,7 +265,8 @@ class ChainState:
         expected_first = 0 if previous is None else previous.last_seq + 1
         if checkpoint.first_seq != expected_first:
             after = "it is the chain's first" if previous is None else f"after {previous.describe()}"
-            return f"{checkpoint.describe()}: expected first_seq {expected_first}, found {checkpoint.first_seq} ({after})"
+            return (f"{checkpoint.describe()}: expected first_seq {expected_first}, "
+                    f"found {checkpoint.first_seq} ({after})")
         if checkpoint.prev_checkpoint_hash != self.previous_checkpoint_hash:
             return (f"{checkpoint.describe()}: expected prev_checkpoint_hash "
                     f"{short_hex(self.previous_checkpoint_hash)} (the chain's previous checkpoint), "

@@ -158,6 +158,17 @@ def test_padded_timestamp_varints_get_the_reference_decision(pad_to: int) -> Non
     assert_same_decision(data)
 
 
+def test_a_timestamp_varint_wider_than_64_bits_is_left_to_the_reference() -> None:
+    # fastavro drops the bits above the 64th, so these bytes decode to a valid time; the check is
+    # strict (pipeline.native.varint's rule) and leaves them to the reference, which decides
+    wide = bytearray(zigzag_varint(1_735_689_600_000_000, 10))
+    wide[-1] |= 0x02
+    data = with_timestamp(bytes(wide))
+    assert not CHECK(data)
+    assert reference_reason(data) is None
+    assert_same_decision(data)
+
+
 @pytest.mark.parametrize("case", ["negative enum index", "enum index past the symbols", "negative union index",
                                   "union index 2", "uuid in braces", "uuid without hyphens", "uuid not hex",
                                   "negative map block count", "trailing byte", "older schema fingerprint"])
