@@ -38,6 +38,7 @@ from pipeline.wire.codec import HEADER_SIZE
 from pipeline.integrity.checkpoint import checkpoint_hash
 from pipeline.wire.catalog import default_catalog
 from pipeline.wire.sealed import checkpoint_from_record, sealed_codecs
+from pipeline.wire.varint import read_long
 
 SYNC_INTERVAL = 256 * 1024
 """Bytes of records per OCF block: large enough for deflate to work well, small enough to resync after damage."""
@@ -83,28 +84,15 @@ def kind_of(value: bytes) -> str:
     return _kinds_by_header().get(value[:HEADER_SIZE], KIND_UNKNOWN)
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    """An Avro (zigzag varint) long at ``position``, and the position after it."""
-    shift = result = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (result >> 1) ^ -(result & 1), position
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def entry_position(value: bytes) -> tuple[str, int]:
     """(chain_id, seq) of a sealed event or rejection, read from the first two fields of its body
-    without decoding the rest; ValueError or IndexError if the bytes are too short."""
-    length, position = _varint(value, HEADER_SIZE)
+    without decoding the rest (varints read by :mod:`pipeline.wire.varint`); ValueError if the bytes
+    are too short or damaged."""
+    length, position = read_long(value, HEADER_SIZE, len(value))
     end = position + length
     if length < 0 or end > len(value):
         raise ValueError("chain_id runs past the end of the record")
-    seq, _ = _varint(value, end)
+    seq, _ = read_long(value, end, len(value))
     return value[position:end].decode("utf-8"), seq
 
 

@@ -285,7 +285,8 @@ class ChainState:
         if checkpoint.first_seq != expected_first:
             after = (f"after {previous.describe()}" if previous is not None else "it is the chain's first"
                      if expected_first == 0 else f"after an unreadable checkpoint ending at seq {expected_first - 1}")
-            return f"{checkpoint.describe()}: expected first_seq {expected_first}, found {checkpoint.first_seq} ({after})"
+            return (f"{checkpoint.describe()}: expected first_seq {expected_first}, "
+                    f"found {checkpoint.first_seq} ({after})")
         if checkpoint.prev_checkpoint_hash != self.previous_checkpoint_hash:
             return (f"{checkpoint.describe()}: expected prev_checkpoint_hash "
                     f"{short_hex(self.previous_checkpoint_hash)} (the chain's previous checkpoint), "

@@ -1,7 +1,7 @@
 """The checked Avro writer's fast path, compiled: a schema becomes a small tree of C-level ops.
 
-:func:`compile_native_encoder` has the contract of
-:func:`pipeline.wire.specialised_writer.compile_encoder`, which stays the readable reference: the
+:func:`compile_native_encoder` is the fast path of :mod:`pipeline.wire.validation`'s checked writer,
+its readable reference, which production runs for every value the ops hand over: the
 schema (any version in ``schemas/``, parsed at runtime) is turned into one op per schema node
 (record, string, UUID string, timestamp, int, long, boolean, null, enum, map, array, nullable
 union, bytes, fixed), and the ops write straight into one growable C buffer (on the stack for
@@ -26,8 +26,10 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_CheckExact, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_Check, PyUnicode_CheckExact
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy
+
+from pipeline.native.varint cimport MAX_VARINT_BYTES, put_long
 
 from sys import intern
 
@@ -95,23 +97,12 @@ cdef inline int _put(Buffer* out, const char* data, Py_ssize_t n) except -1:
     return 0
 
 
-cdef inline int _put_varint(Buffer* out, uint64_t z) except -1:
-    # Room for the longest varint (10 bytes) first, then no more checks.
-    if out.size + 10 > out.capacity:
-        _grow(out, 10)
-    cdef char* p = out.data + out.size
-    while z >= 0x80:
-        p[0] = <char>((z & 0x7F) | 0x80)
-        p += 1
-        z >>= 7
-    p[0] = <char>z
-    out.size = p + 1 - out.data
-    return 0
-
-
 cdef inline int _put_long(Buffer* out, int64_t n) except -1:
-    # Zig-zag, as Avro writes int and long (and lengths and counts).
-    return _put_varint(out, (<uint64_t>n << 1) ^ <uint64_t>(n >> 63))
+    # Zig-zag, as Avro writes int and long (and lengths and counts): pipeline.native.varint's codec.
+    if out.size + MAX_VARINT_BYTES > out.capacity:
+        _grow(out, MAX_VARINT_BYTES)
+    out.size += put_long(<unsigned char*>out.data + out.size, n)
+    return 0
 
 
 cdef inline int _put_bytes_value(Buffer* out, object bytes_value) except -1:
@@ -556,7 +547,7 @@ cdef _Op _integer(object low, object high):
 def compile_native_encoder(parsed_schema, prefix, fallback):
     """Compile ``encode(value) -> prefix + Avro body`` for a ``fastavro.parse_schema`` result.
 
-    Same contract as :func:`pipeline.wire.specialised_writer.compile_encoder`: ``fallback(value)``
+    ``fallback(value)`` (the checked writer, :meth:`pipeline.wire.codec.EventCodec.encode_checked`)
     must return the same bytes (prefix included) or raise for invalid values; it is called for
     every value the ops do not write themselves. Raises ConfigError for a schema the checked
     writer does not support.

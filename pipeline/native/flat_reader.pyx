@@ -21,6 +21,7 @@ from libc.stdint cimport INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int64_t, ui
 from libc.string cimport memcmp, memcpy
 
 from pipeline.native.chain_input cimport CHAIN_HASH_SIZE, event_hash_input
+from pipeline.native.varint cimport read_long
 
 import hashlib
 
@@ -34,32 +35,6 @@ cdef enum:
 _TYPE_CODES = {"string": STRING, "bytes": BYTES, "int": INT, "long": LONG}
 
 cdef Py_ssize_t HASH_SIZE = CHAIN_HASH_SIZE
-
-
-cdef inline bint read_long(const unsigned char* data, Py_ssize_t* position, Py_ssize_t end,
-                           int64_t* out) noexcept nogil:
-    # The zig-zag varint at position[0]; False where the reference decoder raises (ends early,
-    # longer than 10 bytes, or a value that does not fit in 64 bits).
-    cdef uint64_t value = 0, byte
-    cdef int shift = 0
-    cdef Py_ssize_t p = position[0]
-    while True:
-        if p >= end:
-            return False
-        byte = data[p]
-        p += 1
-        if shift == 63:
-            if byte > 1:  # continues past 10 bytes, or sets bits above the 64th
-                return False
-            value |= byte << 63
-            break
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            break
-        shift += 7
-    position[0] = p
-    out[0] = <int64_t>((value >> 1) ^ (<uint64_t>0 - (value & 1)))
-    return True
 
 
 cdef inline bint read_length(const unsigned char* data, Py_ssize_t* position, Py_ssize_t end,
@@ -166,7 +141,7 @@ cdef class EntryScan:
     """The verifier's fused fast path over the ArchivedRecords of one object (module docstring).
 
     Per object the verifier calls :meth:`expect_offsets`; per chain it calls :meth:`follow` with
-    the auditor's chain state, after handling a record in Python, which reads and sets
+    the chain's state (the integrity core's state machine), after handling a record in Python, which reads and sets
     ``previous_offset`` (the offset of the last record seen) as the scan does.
     :meth:`scan` accepts records and updates that state exactly as the Python path would for them.
     """
@@ -177,7 +152,7 @@ cdef class EntryScan:
     cdef object sha256
     cdef int64_t first_offset, last_offset
     cdef public int64_t previous_offset
-    cdef public object chain          # the auditor's _Chain being followed, or None
+    cdef public object chain          # the ChainState being followed, or None
     cdef public list seq_range        # the object's [first seq, last seq] of that chain
     cdef bytes chain_id
 
@@ -209,7 +184,8 @@ cdef class EntryScan:
             self.first_offset, self.last_offset = max(first_offset, INT64_MIN), min(last_offset, INT64_MAX)
 
     def follow(self, chain, list seq_range):
-        """Accept entries of ``chain`` (an auditor ``_Chain``; None: accept none) from now on;
+        """Accept entries of ``chain`` (its :class:`~pipeline.integrity.chain_state.ChainState`; None:
+        accept none) from now on;
         ``seq_range`` is the object's [first seq, last seq] of it, updated as entries are accepted."""
         self.chain, self.seq_range = chain, seq_range
         self.chain_id = None if chain is None else chain.chain_id.encode("utf-8")
@@ -303,7 +279,7 @@ cdef class EntryScan:
                                                  raw + v, event_length)).digest()
             if memcmp(PyBytes_AS_STRING(recomputed), claimed, HASH_SIZE) != 0:
                 break
-            # accepted: what ChainAuditor._link and the verifier's record loop do for a clean entry
+            # accepted: what ChainState.link and the verifier's record loop do for a clean entry
             if not batch:
                 chain.batch_first_seq = seq
             batch.append(recomputed)

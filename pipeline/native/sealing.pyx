@@ -1,13 +1,16 @@
 # cython: language_level=3
 """The sealer's per-event work, compiled: the acceptance check of raw records and the sealed entry.
 
-Two fast paths, each with a pure-Python reference the unit tests hold it to byte for byte:
+Two fast paths, each held by the differential tests to the readable path production also runs.
+Varints are read and written by :mod:`pipeline.native.varint` (strict: at most 10 bytes, 64 bits).
 
 - :class:`Checker` runs a small program compiled from the newest AuditEvent schema by
   :func:`pipeline.wire.acceptance.checker_program` over the Avro binary encoding of a raw record,
-  once, building no values. It answers exactly what the generated Python checker of
-  :mod:`pipeline.wire.acceptance` answers: True only for bytes in the plain shape of a valid
-  event, False for "ask the reference path" (never "invalid").
+  once, building no values. True only for bytes in the plain shape of a valid event, False for
+  "ask the reference path" (never "invalid"). Its reference is that path itself, the decision the
+  sealer takes for every record the check is not sure of: ``EventCodec.decode`` (fastavro) then
+  ``validate_event``; the differential tests (tests/differential/test_acceptance_check.py) hold
+  the check to "True only where the reference accepts", on generated, mutated and garbled bytes.
 - :func:`seal_event` hashes one raw event into the chain (:func:`pipeline.integrity.chain.chain_hash`
   over :func:`pipeline.wire.sealed.event_payload`) and encodes its ``SealedEvent`` record, in one
   call and one pass, with the bytes the checked Avro writer gives for the same record.
@@ -15,10 +18,11 @@ Two fast paths, each with a pure-Python reference the unit tests hold it to byte
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t
 from libc.string cimport memcmp, memcpy
 
 from pipeline.native.chain_input cimport CHAIN_HASH_SIZE, event_hash_input
+from pipeline.native.varint cimport long_size, put_long, read_long
 
 import hashlib
 
@@ -37,31 +41,14 @@ cpdef enum:
     OP_REPEAT = 8        # map or array blocks: operands 1 for a map (string keys) else 0, length of the item program
 
 cdef enum:
-    MAX_VARINT_BYTES = 9  # 63 bits: no reader truncates or wraps a varint this short
     NOT_SURE = -1
 
 
-cdef inline Py_ssize_t _varint(const unsigned char* d, Py_ssize_t p, Py_ssize_t end, uint64_t* out) noexcept:
-    # the raw (zig-zag encoded) varint at p, at most MAX_VARINT_BYTES long; NOT_SURE otherwise
-    cdef uint64_t value = 0
-    cdef int shift = 0
-    cdef unsigned char b
-    cdef int i
-    for i in range(MAX_VARINT_BYTES):
-        if p >= end:
-            return NOT_SURE
-        b = d[p]
-        p += 1
-        value |= (<uint64_t>(b & 0x7F)) << shift
-        if b < 0x80:
-            out[0] = value
-            return p
-        shift += 7
-    return NOT_SURE
-
-
-cdef inline int64_t _unzigzag(uint64_t raw) noexcept:
-    return <int64_t>(raw >> 1) ^ -(<int64_t>(raw & 1))
+cdef inline Py_ssize_t _long(const unsigned char* d, Py_ssize_t p, Py_ssize_t end, int64_t* out) noexcept:
+    # the long at p (pipeline.native.varint's strict rule) and the position after it; NOT_SURE if damaged
+    if not read_long(d, &p, end, out):
+        return NOT_SURE
+    return p
 
 
 cdef inline bint _is_hex(unsigned char c) noexcept:
@@ -95,7 +82,6 @@ cdef class Checker:
                          Py_ssize_t stop) except -2:
         # the position after the values of program[pc:stop] read from p; NOT_SURE if not the plain shape
         cdef long long[::1] program = self._program
-        cdef uint64_t raw
         cdef int64_t value
         cdef Py_ssize_t n, i, body
         cdef long long op
@@ -106,13 +92,11 @@ cdef class Checker:
                 p = _string(d, p, end)
                 pc += 1
             elif op == OP_INT or op == OP_LONG:
-                p = _varint(d, p, end, &raw)
+                p = _long(d, p, end, &value)
                 if p == NOT_SURE:
                     return NOT_SURE
-                if op == OP_INT:
-                    value = _unzigzag(raw)
-                    if value < -2147483648 or value > 2147483647:
-                        return NOT_SURE
+                if op == OP_INT and (value < -2147483648 or value > 2147483647):
+                    return NOT_SURE
                 pc += 1
             elif op == OP_UUID:
                 if p + 37 > end or d[p] != 72:  # 36, zig-zag encoded
@@ -127,10 +111,9 @@ cdef class Checker:
                 p += 37
                 pc += 1
             elif op == OP_RANGE:
-                p = _varint(d, p, end, &raw)
+                p = _long(d, p, end, &value)
                 if p == NOT_SURE:
                     return NOT_SURE
-                value = _unzigzag(raw)
                 if value < program[pc + 1] or value >= program[pc + 2]:
                     return NOT_SURE
                 pc += 3
@@ -180,12 +163,12 @@ cdef class Checker:
 
 
 cdef inline Py_ssize_t _length(const unsigned char* d, Py_ssize_t p, Py_ssize_t end, Py_ssize_t* n) noexcept:
-    # a length or block count; a negative one (zig-zag sign bit set) is not the plain shape
-    cdef uint64_t raw
-    p = _varint(d, p, end, &raw)
-    if p == NOT_SURE or raw & 1:
+    # a length or block count; a negative one is not the plain shape
+    cdef int64_t value
+    p = _long(d, p, end, &value)
+    if p == NOT_SURE or value < 0:
         return NOT_SURE
-    n[0] = <Py_ssize_t>(raw >> 1)
+    n[0] = <Py_ssize_t>value
     return p
 
 
@@ -211,28 +194,8 @@ cdef enum:
     HASH_SIZE = CHAIN_HASH_SIZE
 
 
-cdef inline Py_ssize_t _put_long(unsigned char* out, Py_ssize_t p, int64_t value) noexcept:
-    # Avro long: zig-zag, then a little-endian base-128 varint
-    cdef uint64_t z = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
-    while z >= 0x80:
-        out[p] = <unsigned char>(z & 0x7F | 0x80)
-        z >>= 7
-        p += 1
-    out[p] = <unsigned char>z
-    return p + 1
-
-
-cdef inline Py_ssize_t _long_size(int64_t value) noexcept:
-    cdef uint64_t z = (<uint64_t>value << 1) ^ <uint64_t>(value >> 63)
-    cdef Py_ssize_t size = 1
-    while z >= 0x80:
-        z >>= 7
-        size += 1
-    return size
-
-
 cdef inline Py_ssize_t _put_bytes(unsigned char* out, Py_ssize_t p, const char* data, Py_ssize_t size) noexcept:
-    p = _put_long(out, p, size)
+    p = p + put_long(out + p, size)
     memcpy(out + p, data, size)
     return p + size
 
@@ -264,20 +227,20 @@ def seal_event(bytes header, bytes chain_id, bytes prev_hash, int64_t seq, int64
 
     cdef Py_ssize_t header_size = PyBytes_GET_SIZE(header)
     cdef Py_ssize_t chain_id_size = PyBytes_GET_SIZE(chain_id)
-    cdef Py_ssize_t size = (header_size + _long_size(chain_id_size) + chain_id_size + _long_size(seq)
-                            + 2 * (1 + HASH_SIZE) + _long_size(source_partition) + _long_size(source_offset)
-                            + _long_size(source_timestamp_micros) + _long_size(event_size) + event_size)
+    cdef Py_ssize_t size = (header_size + long_size(chain_id_size) + chain_id_size + long_size(seq)
+                            + 2 * (1 + HASH_SIZE) + long_size(source_partition) + long_size(source_offset)
+                            + long_size(source_timestamp_micros) + long_size(event_size) + event_size)
     cdef unsigned char* out
     cdef bytes value = PyBytes_FromStringAndSize(NULL, size)
     out = <unsigned char*>PyBytes_AS_STRING(value)
     memcpy(out, PyBytes_AS_STRING(header), header_size)
     cdef Py_ssize_t p = _put_bytes(out, header_size, PyBytes_AS_STRING(chain_id), chain_id_size)
-    p = _put_long(out, p, seq)
+    p = p + put_long(out + p, seq)
     p = _put_bytes(out, p, PyBytes_AS_STRING(prev_hash), HASH_SIZE)
     p = _put_bytes(out, p, PyBytes_AS_STRING(digest), HASH_SIZE)
-    p = _put_long(out, p, source_partition)
-    p = _put_long(out, p, source_offset)
-    p = _put_long(out, p, source_timestamp_micros)
+    p = p + put_long(out + p, source_partition)
+    p = p + put_long(out + p, source_offset)
+    p = p + put_long(out + p, source_timestamp_micros)
     p = _put_bytes(out, p, PyBytes_AS_STRING(event), event_size)
     assert p == size
     return value, digest

@@ -13,7 +13,7 @@ import hashlib
 from functools import lru_cache
 from typing import NamedTuple
 
-from pipeline.wire.codec import DecodeError, EventCodec, default_codec
+from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
@@ -33,8 +33,7 @@ from pipeline.wire.sealed import (
     rejection_payload,
     sealed_codecs,
 )
-from pipeline.wire.acceptance import Checker, compile_checker
-from pipeline.wire.validation import InvalidEventError, validate_event
+from pipeline.wire.acceptance import Checker, compile_checker, refusal
 
 
 class SealerStateError(AuditSealError):
@@ -164,13 +163,7 @@ class ChainSealer:
     def _refusal(self, value: bytes | None) -> str | None:
         # The reference decision, for what the one-pass check is not sure of (seal() asks it
         # first): any record of an older schema version, and every invalid record.
-        if value is None:
-            return "empty record value (a tombstone): an audit event was expected"
-        try:
-            validate_event(self.event_codec.decode(value))
-        except (DecodeError, InvalidEventError) as exc:
-            return str(exc)
-        return None
+        return refusal(self.event_codec, value)
 
     def checkpoint(self, issued_at_micros: int) -> SealedRecord:
         """Close the batch: a checkpoint over the entries sealed since the last one, signed."""

@@ -13,7 +13,7 @@ records and on generated ones). Where fastavro is lenient with damaged input, th
 strict and raises :class:`~pipeline.wire.codec.CorruptBodyError` naming the field and the problem:
 
 - a varint longer than 10 bytes, or one whose value does not fit in 64 bits (fastavro drops the
-  high bits);
+  high bits): the rule of :mod:`pipeline.wire.varint`, the one varint codec;
 - an ``int`` outside the 32-bit range (fastavro returns it);
 - a negative length, or a length running past the end (fastavro returns a short value);
 - a string that is not UTF-8.
@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipeline.wire import varint
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.native.flat_reader import FlatDecoder
 
@@ -38,7 +39,6 @@ in ``data[start:end]`` (it need not fill it: the caller checks what follows)."""
 
 SUPPORTED_TYPES = frozenset({"string", "bytes", "int", "long"})
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-_MAX_VARINT_BYTES = 10
 
 
 def record_fields(parsed_schema: Any) -> tuple[tuple[str, str], ...] | None:
@@ -52,20 +52,12 @@ def record_fields(parsed_schema: Any) -> tuple[tuple[str, str], ...] | None:
 
 
 def read_long(data: bytes, position: int, end: int, name: str) -> tuple[int, int]:
-    """The zig-zag varint ``long`` at ``position`` and the position after it; CorruptBodyError if damaged."""
-    value = shift = 0
-    for count in range(_MAX_VARINT_BYTES):
-        if position >= end:
-            raise CorruptBodyError(f"field {name}: the record ends inside its varint")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            if value >> 64:
-                raise CorruptBodyError(f"field {name}: varint value does not fit in 64 bits")
-            return (value >> 1) ^ -(value & 1), position
-        shift += 7
-    raise CorruptBodyError(f"field {name}: varint longer than {_MAX_VARINT_BYTES} bytes")
+    """The zig-zag varint ``long`` at ``position`` (:func:`pipeline.wire.varint.read_long`, strict) and the
+    position after it; CorruptBodyError naming the field if damaged."""
+    try:
+        return varint.read_long(data, position, end)
+    except varint.VarintError as exc:
+        raise CorruptBodyError(f"field {name}: {exc}") from None
 
 
 def decode_fields(fields: tuple[tuple[str, str], ...], data: bytes, start: int, end: int) -> tuple[tuple[Any, ...], int]:

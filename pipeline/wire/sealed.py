@@ -80,7 +80,7 @@ def entry_payload(kind: bytes, record: Mapping[str, Any]) -> bytes:
 def entry_payload_of_fields(kind: bytes, fields: tuple[Any, ...]) -> bytes:
     """:func:`entry_payload` of an entry decoded by :meth:`SealedCodecs.decode_fields` (values in ENTRY_FIELDS order)."""
     if kind == EVENT_KIND:
-        return _EVENT_TAG + _SOURCE.pack(fields[4], fields[5], fields[6]) + fields[7]
+        return event_payload(*fields[4:8])
     return rejection_payload(*fields[4:])
 
 

@@ -7,9 +7,10 @@ the encoder can never accept a value the validator would reject. The bytes are i
 ``fastavro.schemaless_writer``'s (the unit tests check this on generated events); fastavro's own
 writer is not used on the hot path because it costs about three times as much per event and
 reports problems without the field path. In front of it, :mod:`pipeline.native.avro_writer`
-(compiled; its readable reference is :mod:`pipeline.wire.specialised_writer`) is a fast path for the
-common shapes of values, which hands everything else, including every invalid value, to this
-checked writer.
+(compiled) is a fast path for the common shapes of values, which hands everything else, including
+every invalid value, to this checked writer: the checked writer is its readable reference, and
+the differential tests (tests/differential/test_native_writer.py) hold the two to the same bytes
+and the same errors. Varints are :mod:`pipeline.wire.varint`'s.
 
 A rejected value raises one :class:`InvalidEventError` naming the field path (``actor.source_ip``,
 ``attributes['region']``) and the problem: missing, wrong type (expected vs found), enum symbol
@@ -38,6 +39,11 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.errors import AuditSealError, ConfigError
+from pipeline.wire.varint import LENGTH_TABLE_SIZE as _LENGTH_TABLE_SIZE
+from pipeline.wire.varint import LENGTHS as _LENGTH
+from pipeline.wire.varint import encode_eight_byte_long as _micros_varint
+from pipeline.wire.varint import encode_length as _length
+from pipeline.wire.varint import encode_long as _zigzag
 
 Writer = Callable[[bytearray, Any], None]
 """A compiled schema node: checks a value and appends its Avro binary encoding."""
@@ -97,52 +103,6 @@ def _found(value: Any) -> str:
 
 def _type_error(expected: str, value: Any) -> _Problem:
     return _Problem(expected=expected, value=value)
-
-
-# Varints (zig-zag encoded longs and lengths) below 2**12 come from tables: nearly every length
-# in an audit event is small, and a table lookup is several times cheaper than the loop.
-_SMALL_VARINT = tuple(bytes((z,)) for z in range(128))
-_LENGTH_TABLE_SIZE = 4096
-
-
-def _varint(z: int) -> bytes:
-    if z < 0x80:
-        return _SMALL_VARINT[z]
-    buf = bytearray()
-    while z >= 0x80:
-        buf.append(z & 0x7F | 0x80)
-        z >>= 7
-    buf.append(z)
-    return bytes(buf)
-
-
-def _zigzag(n: int) -> bytes:
-    return _varint((n << 1) ^ (n >> 63))
-
-
-_LENGTH = tuple(_zigzag(n) for n in range(_LENGTH_TABLE_SIZE))
-
-
-def _length(n: int) -> bytes:
-    return _LENGTH[n] if n < _LENGTH_TABLE_SIZE else _zigzag(n)
-
-
-def _micros_varint(micros: int) -> bytes:
-    # Within [2000, 2100) the zig-zag value 2*micros is in [2**49, 2**56): always 8 varint
-    # bytes, so the loop is unrolled (the timestamp is on every event).
-    z = micros << 1
-    return bytes(
-        (
-            z & 0x7F | 0x80,
-            z >> 7 & 0x7F | 0x80,
-            z >> 14 & 0x7F | 0x80,
-            z >> 21 & 0x7F | 0x80,
-            z >> 28 & 0x7F | 0x80,
-            z >> 35 & 0x7F | 0x80,
-            z >> 42 & 0x7F | 0x80,
-            z >> 49,
-        )
-    )
 
 
 def _is_integer(value: Any) -> bool:

@@ -27,7 +27,10 @@ from pipeline.keys.store import SigningKeyStore
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import complete_event
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.verifier.chains import COMPROMISED_KEY, ChainAuditor
+from pipeline.integrity.chain_state import ViolationKind
+from pipeline.verifier.chains import ChainAuditor
+
+COMPROMISED_KEY = ViolationKind.COMPROMISED_KEY
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND
 from pipeline.wire.topics import RAW_TOPIC

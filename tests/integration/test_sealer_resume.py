@@ -52,7 +52,8 @@ def _append_behind_the_sealers_back(stack, topics, values: list[bytes]) -> None:
     # another writer holding the sealer's credentials, outside any transaction of the chain's id
     producer = Producer(KafkaSettings.from_env(stack.env("sealer")).client_config(**{"enable.idempotence": False}))
     for value in values:
-        producer.produce(topics.sealed, value, chain_id_for(topics.raw, 0).encode(), partition=0, headers=[(KIND_HEADER, b"event")])
+        producer.produce(topics.sealed, value, chain_id_for(topics.raw, 0).encode(), partition=0,
+                         headers=[(KIND_HEADER, b"event")])
     assert producer.flush(30) == 0
 
 

@@ -36,6 +36,8 @@ from pipeline.verifier import archive
 from pipeline.verifier.archive import ArchiveVerifier, DirectorySource, sink_blocks
 from tests.unit.test_merkle import LEAF_INPUTS, REFERENCE_LEAF_HASHES, ROOTS
 
+pytestmark = pytest.mark.differential
+
 FLAT_SCHEMAS = {family: default_catalog().latest(family).parsed
                 for family in ("sealed_event", "rejection", "checkpoint", "archived_record")}
 _VALUES = {

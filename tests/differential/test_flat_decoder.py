@@ -1,4 +1,5 @@
-"""The generated decoders read exactly fastavro's values from valid records, and name the damage in
+"""The compiled flat decoder (FlatDecoder, from compile_decoder) reads exactly fastavro's values from valid
+records, and names the damage (as the reference decode_fields words it) in
 damaged ones where fastavro would crash or return a short or wrapped value."""
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pipeline.wire.sealed import ENTRY_FIELDS, entry_payload, entry_payload_of_f
 from pipeline.wire.flat_decoder import compile_decoder, decode_fields, record_fields
 from pipeline.verifier.archive import archived_values
 from tests.unit.test_sink_objects import PROFILE, _records
+
+pytestmark = pytest.mark.differential
 
 FLAT_SCHEMAS = {family: default_catalog().latest(family).parsed
                 for family in ("sealed_event", "rejection", "checkpoint", "archived_record")}
