@@ -20,7 +20,7 @@ from pipeline.archive.encryption import generate_master_key, load_master_key
 from pipeline.cli.main import main
 from pipeline.config import KafkaSettings
 from pipeline.dev.provision import acl_binding
-from pipeline.permissions.topology import Grant
+from pipeline.permissions.topology import Grant, role_names
 from pipeline.privacy.crypto import unwrap_key
 from pipeline.privacy.keystore import KeyStore, KeyStoreUnavailableError, keystore_from_env
 from pipeline.privacy.protector import PROTECTED_FIELDS, Protector, reveal
@@ -149,6 +149,34 @@ def test_the_siem_cannot_read_the_key_store(stack):
     with pytest.raises(KeyStoreUnavailableError, match="(?i)authoriz.*as siem"):
         KeyStore(KafkaSettings.from_env(stack.env("siem")), load_master_key(stack.root / "keys" / "kek.json"),
                  timeout=10).open()
+
+
+@pytest.mark.parametrize("role_name", role_names())
+def test_only_the_privacy_roles_read_and_only_privacy_writes_the_key_store(stack, role_name):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from pipeline.wire.topics import KEYS_TOPIC
+
+    settings = KafkaSettings.from_env(stack.env(role_name))
+    consumer = Consumer(settings.client_config(**{"group.id": "auditseal-keystore-probe", "enable.auto.commit": False,
+                                                  "auto.offset.reset": "earliest"}))
+    consumer.assign([TopicPartition(KEYS_TOPIC, 0, 0)])
+    message = consumer.poll(10)
+    consumer.close()
+    read_error = message.error().str() if message is not None and message.error() else None
+    if role_name in ("privacy", "investigator"):
+        assert message is not None and read_error is None, read_error
+    else:
+        assert read_error is not None and "authorization failed" in read_error.lower(), (role_name, read_error)
+    outcome: list = []
+    producer = Producer(settings.client_config(**{"message.timeout.ms": 10000, "enable.idempotence": False}))
+    # a tombstone of a key that never existed: harmless if it were accepted, and only privacy's may be
+    producer.produce(KEYS_TOPIC, key=f"probe/{RUN}".encode(), value=None, on_delivery=lambda e, _m: outcome.append(e))
+    producer.flush(15)
+    if role_name == "privacy":
+        assert outcome == [None]
+    else:
+        assert outcome and outcome[0] is not None and "authorization" in outcome[0].str().lower(), (role_name, outcome)
 
 
 def test_a_key_store_that_is_down_refuses_the_emit_and_sends_nothing(stack, monkeypatch, capsys):
