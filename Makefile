@@ -50,6 +50,7 @@ bench: venv
 	$(BIN)/python -m bench.sealer
 	$(BIN)/python -m bench.sink
 	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.privacy
 
 clean:
 	-$(BIN)/auditseal dev down --purge
