@@ -93,6 +93,7 @@ def pipeline_run(stack, tmp_path_factory):
         pseudonyms["bob"] = protector.subject_pseudonym(f"bob-{RUN}")
         kek = store.kek
         wrapped = store.wrapped_keys(pseudonyms["alice"])
+        key_ids = store.key_ids(pseudonyms["alice"])
     destroyed = [w for w in wrapped.values()] + [base64.b64encode(w) for w in wrapped.values()]
     materials = [unwrap_key(kek.key, w, "alice's key", kek.key_id) for w in wrapped.values()]
     destroyed += materials + [base64.b64encode(m) for m in materials] + [m.hex().encode() for m in materials]
@@ -115,6 +116,7 @@ def pipeline_run(stack, tmp_path_factory):
 
     seal_and_archive()
     yield {"topics": topics, "prefix": prefix, "ids": ids, "pseudonyms": pseudonyms, "destroyed": destroyed,
+           "key_ids": key_ids,
            "seal_and_archive": seal_and_archive, "profile": profile, "work": work}
     delete_topics(stack, topics)
 
@@ -123,6 +125,10 @@ def pipeline_run(stack, tmp_path_factory):
 def access_spool(monkeypatch, tmp_path):
     monkeypatch.setenv("AUDITSEAL_ACCESS_SPOOL", str(tmp_path / "access.jsonl"))
     return tmp_path / "access.jsonl"
+
+
+def cached_key_ids(run) -> set[str]:
+    return set(run["key_ids"])
 
 
 def _reveal(capsys, monkeypatch, stack, run, *event_ids, kek_file=None):
@@ -280,6 +286,11 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     # before: the key store's segment holds alice's wrapped key (so the scan below looks for something real)
     before = scan([stack.root / "kafka" / "data"], run["destroyed"])
     assert any("audit.keys-0" in path for paths in before.values() for path in paths), before
+    # a producer running during the erasure: it has alice's key cached
+    running_store = keystore_from_env(stack.env("producer")).open()
+    running = Protector(running_store)
+    cached_key = running.protect(_event(ALICE, "before"))[PROTECTED_FIELDS][0]["key_id"]
+    assert cached_key in cached_key_ids(run)
     _env(monkeypatch, stack, "privacy")
     assert main(["erase", ALICE["id"], "--reason", "GDPR Art. 17 request 2026-118", "--certificate",
                  str(certificate), "--raw-topic", run["topics"].raw]) == 0, capsys.readouterr().err
@@ -291,6 +302,12 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     capsys.readouterr()
     assert main(["erase", ALICE["id"], "--reason", "again", "--raw-topic", run["topics"].raw]) == 1
     assert f"was already erased on {cert['erased_at']} by User:privacy" in capsys.readouterr().err
+
+    # the running producer saw the tombstones: it never encrypts under the destroyed key again
+    assert running_store.key_ids(run["pseudonyms"]["alice"]) == ()
+    after = running.protect(_event(ALICE, "after"))[PROTECTED_FIELDS][0]["key_id"]
+    running_store.close()
+    assert after != cached_key and after not in cert["destroyed_key_ids"]
 
     run["seal_and_archive"]()  # the erasure record is sealed and archived like any event
 
