@@ -231,6 +231,20 @@ def test_reveal_with_a_wrong_kek_says_so(stack, pipeline_run, monkeypatch, capsy
                for f in result[pipeline_run["ids"]["carol"][0]]["fields"].values())
 
 
+def test_reveal_and_erase_usage_errors_are_one_line_each(stack, pipeline_run, monkeypatch, capsys):
+    missing = "00000000-0000-4000-8000-000000000000"
+    code, result, _ = _reveal(capsys, monkeypatch, stack, pipeline_run, missing)
+    assert code == 1 and result[missing]["error"].startswith(f"no archived event {missing} under ")
+    monkeypatch.delenv("AUDITSEAL_KEK_FILE")
+    assert main(["reveal", missing, "--reason", "x", "--dir", "."]) == 2
+    assert capsys.readouterr().err.startswith("auditseal: configuration error: personal-data protection needs the "
+                                               "key-encryption key: set AUDITSEAL_KEK_FILE")
+    _env(monkeypatch, stack, "privacy")
+    assert main(["erase", ALICE["id"], "--reason", "  "]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reason must say why" in err
+
+
 def test_a_truncated_ciphertext_is_one_clear_error(stack, pipeline_run):
     with keystore_from_env(stack.env("investigator")) as store:
         event = dict(Protector(store).protect(_event(CAROL, "t")))  # carol has a key: nothing is created
