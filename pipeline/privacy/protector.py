@@ -209,7 +209,9 @@ class Protector:
                     hit = actors.get(tuple(event["actor"].items()))
                 except (KeyError, AttributeError, TypeError):
                     hit = None
-                if hit is not None and hit is not _NOT_PERSONAL and hit[2] is not None:
+                if hit is _NOT_PERSONAL:
+                    return encode(event)
+                if hit is not None and hit[2] is not None:
                     out = dict(event)
                     out["actor"] = hit[0]
                     data = encode(out)

@@ -20,7 +20,7 @@ from pipeline.archive.encryption import generate_master_key, load_master_key
 from pipeline.cli.main import main
 from pipeline.config import KafkaSettings
 from pipeline.dev.provision import acl_binding
-from pipeline.permissions.topology import Grant
+from pipeline.permissions.topology import Grant, role_names
 from pipeline.privacy.crypto import unwrap_key
 from pipeline.privacy.keystore import KeyStore, KeyStoreUnavailableError, keystore_from_env
 from pipeline.privacy.protector import PROTECTED_FIELDS, Protector, reveal
@@ -93,6 +93,7 @@ def pipeline_run(stack, tmp_path_factory):
         pseudonyms["bob"] = protector.subject_pseudonym(f"bob-{RUN}")
         kek = store.kek
         wrapped = store.wrapped_keys(pseudonyms["alice"])
+        key_ids = store.key_ids(pseudonyms["alice"])
     destroyed = [w for w in wrapped.values()] + [base64.b64encode(w) for w in wrapped.values()]
     materials = [unwrap_key(kek.key, w, "alice's key", kek.key_id) for w in wrapped.values()]
     destroyed += materials + [base64.b64encode(m) for m in materials] + [m.hex().encode() for m in materials]
@@ -115,6 +116,7 @@ def pipeline_run(stack, tmp_path_factory):
 
     seal_and_archive()
     yield {"topics": topics, "prefix": prefix, "ids": ids, "pseudonyms": pseudonyms, "destroyed": destroyed,
+           "key_ids": key_ids,
            "seal_and_archive": seal_and_archive, "profile": profile, "work": work}
     delete_topics(stack, topics)
 
@@ -123,6 +125,10 @@ def pipeline_run(stack, tmp_path_factory):
 def access_spool(monkeypatch, tmp_path):
     monkeypatch.setenv("AUDITSEAL_ACCESS_SPOOL", str(tmp_path / "access.jsonl"))
     return tmp_path / "access.jsonl"
+
+
+def cached_key_ids(run) -> set[str]:
+    return set(run["key_ids"])
 
 
 def _reveal(capsys, monkeypatch, stack, run, *event_ids, kek_file=None):
@@ -149,6 +155,34 @@ def test_the_siem_cannot_read_the_key_store(stack):
     with pytest.raises(KeyStoreUnavailableError, match="(?i)authoriz.*as siem"):
         KeyStore(KafkaSettings.from_env(stack.env("siem")), load_master_key(stack.root / "keys" / "kek.json"),
                  timeout=10).open()
+
+
+@pytest.mark.parametrize("role_name", role_names())
+def test_only_the_privacy_roles_read_and_only_privacy_writes_the_key_store(stack, role_name):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from pipeline.wire.topics import KEYS_TOPIC
+
+    settings = KafkaSettings.from_env(stack.env(role_name))
+    consumer = Consumer(settings.client_config(**{"group.id": "auditseal-keystore-probe", "enable.auto.commit": False,
+                                                  "auto.offset.reset": "earliest"}))
+    consumer.assign([TopicPartition(KEYS_TOPIC, 0, 0)])
+    message = consumer.poll(10)
+    consumer.close()
+    read_error = message.error().str() if message is not None and message.error() else None
+    if role_name in ("privacy", "investigator"):
+        assert message is not None and read_error is None, read_error
+    else:
+        assert read_error is not None and "authorization failed" in read_error.lower(), (role_name, read_error)
+    outcome: list = []
+    producer = Producer(settings.client_config(**{"message.timeout.ms": 10000, "enable.idempotence": False}))
+    # a tombstone of a key that never existed: harmless if it were accepted, and only privacy's may be
+    producer.produce(KEYS_TOPIC, key=f"probe/{RUN}".encode(), value=None, on_delivery=lambda e, _m: outcome.append(e))
+    producer.flush(15)
+    if role_name == "privacy":
+        assert outcome == [None]
+    else:
+        assert outcome and outcome[0] is not None and "authorization" in outcome[0].str().lower(), (role_name, outcome)
 
 
 def test_a_key_store_that_is_down_refuses_the_emit_and_sends_nothing(stack, monkeypatch, capsys):
@@ -195,6 +229,20 @@ def test_reveal_with_a_wrong_kek_says_so(stack, pipeline_run, monkeypatch, capsy
     assert code == 1
     assert all("does not unwrap with KEK 'kek-1'" in f["error"]
                for f in result[pipeline_run["ids"]["carol"][0]]["fields"].values())
+
+
+def test_reveal_and_erase_usage_errors_are_one_line_each(stack, pipeline_run, monkeypatch, capsys):
+    missing = "00000000-0000-4000-8000-000000000000"
+    code, result, _ = _reveal(capsys, monkeypatch, stack, pipeline_run, missing)
+    assert code == 1 and result[missing]["error"].startswith(f"no archived event {missing} under ")
+    monkeypatch.delenv("AUDITSEAL_KEK_FILE")
+    assert main(["reveal", missing, "--reason", "x", "--dir", "."]) == 2
+    assert capsys.readouterr().err.startswith("auditseal: configuration error: personal-data protection needs the "
+                                               "key-encryption key: set AUDITSEAL_KEK_FILE")
+    _env(monkeypatch, stack, "privacy")
+    assert main(["erase", ALICE["id"], "--reason", "  "]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reason must say why" in err
 
 
 def test_a_truncated_ciphertext_is_one_clear_error(stack, pipeline_run):
@@ -252,6 +300,11 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     # before: the key store's segment holds alice's wrapped key (so the scan below looks for something real)
     before = scan([stack.root / "kafka" / "data"], run["destroyed"])
     assert any("audit.keys-0" in path for paths in before.values() for path in paths), before
+    # a producer running during the erasure: it has alice's key cached
+    running_store = keystore_from_env(stack.env("producer")).open()
+    running = Protector(running_store)
+    cached_key = running.protect(_event(ALICE, "before"))[PROTECTED_FIELDS][0]["key_id"]
+    assert cached_key in cached_key_ids(run)
     _env(monkeypatch, stack, "privacy")
     assert main(["erase", ALICE["id"], "--reason", "GDPR Art. 17 request 2026-118", "--certificate",
                  str(certificate), "--raw-topic", run["topics"].raw]) == 0, capsys.readouterr().err
@@ -263,6 +316,12 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     capsys.readouterr()
     assert main(["erase", ALICE["id"], "--reason", "again", "--raw-topic", run["topics"].raw]) == 1
     assert f"was already erased on {cert['erased_at']} by User:privacy" in capsys.readouterr().err
+
+    # the running producer saw the tombstones: it never encrypts under the destroyed key again
+    assert running_store.key_ids(run["pseudonyms"]["alice"]) == ()
+    after = running.protect(_event(ALICE, "after"))[PROTECTED_FIELDS][0]["key_id"]
+    running_store.close()
+    assert after != cached_key and after not in cert["destroyed_key_ids"]
 
     run["seal_and_archive"]()  # the erasure record is sealed and archived like any event
 

@@ -39,7 +39,7 @@ from tests.unit.test_validation import CASES, VALID, changed
 pytestmark = pytest.mark.stack
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-OPTIONAL_DEFAULTS = {"request_id": None, "trace_id": None, "attributes": {}}
+OPTIONAL_DEFAULTS = {"request_id": None, "trace_id": None, "attributes": {}, "protected_fields": []}
 ACTOR_DEFAULTS = {"source_ip": None, "user_agent": None, "session_id": None}
 
 
