@@ -43,7 +43,7 @@ def _dev_status(args: argparse.Namespace) -> int:
     else:
         for name, part in report["parts"].items():
             state = "healthy" if part["healthy"] else "DOWN"
-            print(f"{name:6} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
+            print(f"{name:7} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
         print(f"stack folder: {report['stack_dir']}")
     return EXIT_OK if report["healthy"] else EXIT_FAILED
 
