@@ -44,6 +44,7 @@ from typing import Any
 from pipeline.integrity.chain import GENESIS_HASH, GENESIS_SEQ, ChainHead, chain_hash
 from pipeline.integrity.checkpoint import (
     Checkpoint,
+    check_key_not_compromised,
     checkpoint_hash,
     verify_checkpoint_batch,
     verify_checkpoint_signature,
@@ -51,6 +52,7 @@ from pipeline.integrity.checkpoint import (
 from pipeline.integrity.errors import (
     BadSignatureError,
     CheckpointMismatchError,
+    CompromisedKeyError,
     KeyNotValidError,
     MalformedInputError,
     UnknownKeyError,
@@ -72,6 +74,7 @@ class ViolationKind(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     UNKNOWN_KEY = "unknown_key"
     KEY_NOT_VALID = "key_not_valid"
+    COMPROMISED_KEY = "compromised_key"  # signed by a revoked key at or after its compromise time
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     CHECKPOINT_CHAIN = "checkpoint_chain_broken"
     UNCHECKPOINTED = "unsigned_tail"
@@ -102,6 +105,7 @@ _SIGNATURE_KINDS = (
     (UnknownKeyError, ViolationKind.UNKNOWN_KEY),
     (KeyNotValidError, ViolationKind.KEY_NOT_VALID),
     (BadSignatureError, ViolationKind.BAD_SIGNATURE),
+    (CompromisedKeyError, ViolationKind.COMPROMISED_KEY),
 )
 
 
@@ -121,6 +125,7 @@ class ChainState:
     batch_hashes: list[bytes] = field(default_factory=list)
     previous_checkpoint: Checkpoint | None = None
     previous_checkpoint_hash: bytes = GENESIS_HASH
+    expected_first_seq: int = 0  # of the next checkpoint: the seq after the previous one's last
     entries: int = 0
     checkpoints: int = 0
 
@@ -132,7 +137,7 @@ class ChainState:
         """
         return cls(checkpoint.chain_id, checkpoint.last_seq, checkpoint.chain_head,
                    batch_first_seq=checkpoint.last_seq + 1, previous_checkpoint=checkpoint,
-                   previous_checkpoint_hash=checkpoint_hash(checkpoint))
+                   previous_checkpoint_hash=checkpoint_hash(checkpoint), expected_first_seq=checkpoint.last_seq + 1)
 
     @property
     def head(self) -> ChainHead:
@@ -235,8 +240,9 @@ class ChainState:
         found: list[Violation] = []
         if keyring is not None:
             try:
-                verify_checkpoint_signature(checkpoint, keyring)
-            except (UnknownKeyError, KeyNotValidError, BadSignatureError) as exc:
+                # a valid signature by a key revoked as compromised proves nothing (keys revoke)
+                check_key_not_compromised(checkpoint, verify_checkpoint_signature(checkpoint, keyring))
+            except (UnknownKeyError, KeyNotValidError, BadSignatureError, CompromisedKeyError) as exc:
                 kind = next(kind for error, kind in _SIGNATURE_KINDS if isinstance(exc, error))
                 found.append(Violation(kind, self.chain_id, checkpoint.last_seq, location, str(exc)))
         continuity = self._continuity(checkpoint)
@@ -253,18 +259,32 @@ class ChainState:
             found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq, location,
                                    f"{checkpoint.describe()}: expected the entries it signs, found none before it"))
         self.batch_hashes = []
-        self.batch_first_seq = checkpoint.last_seq + 1
+        self.batch_first_seq = self.expected_first_seq = checkpoint.last_seq + 1
         self.previous_checkpoint = checkpoint
         self.previous_checkpoint_hash = checkpoint_hash(checkpoint)
+        self.checkpoints += 1
+        return found
+
+    def unreadable_checkpoint(self, last_seq: int, stored_hash: bytes, location: str,
+                              problem: str) -> Sequence[Violation]:
+        """A checkpoint record with a field out of its domain (an empty or short signature, a key id that is
+        not 16 hex digits): that field's violation, here, once. The batch it claims stays unverified; the
+        next checkpoint is held to follow it (its ``last_seq`` and the ``checkpoint_hash`` it stored), so one
+        bad field is one finding and the rest of the chain is still checked."""
+        found = (Violation(ViolationKind.MALFORMED, self.chain_id, last_seq, location, f"checkpoint: {problem}"),)
+        self.batch_hashes = []
+        self.batch_first_seq = self.expected_first_seq = last_seq + 1
+        self.previous_checkpoint_hash = stored_hash
         self.checkpoints += 1
         return found
 
     def _continuity(self, checkpoint: Checkpoint) -> str | None:
         # what differs between the checkpoint and the one it should follow, or None
         previous = self.previous_checkpoint
-        expected_first = 0 if previous is None else previous.last_seq + 1
+        expected_first = self.expected_first_seq
         if checkpoint.first_seq != expected_first:
-            after = "it is the chain's first" if previous is None else f"after {previous.describe()}"
+            after = (f"after {previous.describe()}" if previous is not None else "it is the chain's first"
+                     if expected_first == 0 else f"after an unreadable checkpoint ending at seq {expected_first - 1}")
             return f"{checkpoint.describe()}: expected first_seq {expected_first}, found {checkpoint.first_seq} ({after})"
         if checkpoint.prev_checkpoint_hash != self.previous_checkpoint_hash:
             return (f"{checkpoint.describe()}: expected prev_checkpoint_hash "

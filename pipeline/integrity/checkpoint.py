@@ -43,12 +43,13 @@ from pipeline.integrity.chain import require_hash, require_seq
 from pipeline.integrity.errors import (
     BadSignatureError,
     CheckpointMismatchError,
+    CompromisedKeyError,
     KeyNotValidError,
     MalformedInputError,
     UnknownKeyError,
     short_hex,
 )
-from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, SigningKey
+from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, Signer
 from pipeline.integrity.merkle import record_tree_root
 
 CHECKPOINT_DOMAIN_TAG = b"auditseal/checkpoint/v1\x00"
@@ -182,8 +183,8 @@ def build_checkpoint(
     )
 
 
-def sign_checkpoint(checkpoint: Checkpoint, signing_key: SigningKey) -> Checkpoint:
-    """The checkpoint with the signing key's key_id and Ed25519 signature (RFC 8032 5.1.6).
+def sign_checkpoint(checkpoint: Checkpoint, signing_key: Signer) -> Checkpoint:
+    """The checkpoint with the signer's key_id and Ed25519 signature (RFC 8032 5.1.6).
 
     The key id is part of the signed bytes, so it is set before signing; any previous key id
     and signature are replaced.
@@ -231,6 +232,20 @@ def verify_checkpoint_signature(checkpoint: Checkpoint, keyring: Keyring) -> Key
             f"under key {entry.key_id}: the checkpoint or its signature was altered"
         ) from None
     return entry
+
+
+def check_key_not_compromised(checkpoint: Checkpoint, entry: KeyringEntry) -> None:
+    """Raise CompromisedKeyError if `entry` was revoked as compromised at or before the checkpoint's time.
+
+    Call after verify_checkpoint_signature: a valid signature by a stolen key proves nothing. The issue
+    time is the signer's claim, so a thief can backdate it below the compromise time; only a witness
+    cosignature made before that time can vouch for such a checkpoint (not checked here).
+    """
+    if entry.compromised_at(checkpoint.issued_at_micros):
+        raise CompromisedKeyError(
+            f"{checkpoint.describe()}: signed by key {entry.key_id} at {checkpoint.issued_at_micros}, "
+            f"after its compromise at {entry.compromised_since_micros} (revoked): its signature proves nothing"
+        )
 
 
 def verify_checkpoint_batch(

@@ -37,6 +37,10 @@ class KeyNotValidError(CheckpointError):
     """The checkpoint's key exists but its validity window does not contain the issue time."""
 
 
+class CompromisedKeyError(CheckpointError):
+    """The checkpoint verifies, but under a key revoked as compromised at or before its issue time."""
+
+
 class BadSignatureError(CheckpointError):
     """The checkpoint's signature does not verify under its key: the checkpoint was altered."""
 

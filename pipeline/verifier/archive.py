@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 from botocore.exceptions import ClientError
 
-from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object
+from pipeline.archive.encryption import DecryptionError, KeyEncryptionKey, decrypt_object
 from pipeline.archive.layout import (
     ArchiveKey,
     ManifestError,
@@ -50,10 +50,13 @@ UNREADABLE = "unreadable_object"
 NOT_LOCKED = "not_locked"
 RETENTION_TOO_SHORT = "retention_too_short"
 HIDDEN = "delete_marker"                         # someone tried to delete the object (versions remain)
-TAIL_TRUNCATED = "tail_truncated"
 FOREIGN_OBJECT = "unknown_object"                # a key under the prefix that the archive layout does not use
 NO_ARCHIVE = "no_archive"                        # nothing under the prefix: an empty or mistyped prefix proves nothing
 NO_CHAIN = "no_chain"                            # objects, but no chain entry or checkpoint in any of them
+TAIL_TRUNCATED = "tail_truncated"              # sealed long enough ago to be archived, and not in the archive
+STRAY_RECORD = "stray_record"                  # a record on the sealed topic no valid checkpoint backs
+# notices: reported, never a violation (the exit code and the access record stay "intact")
+NOT_YET_ARCHIVED = "not_yet_archived"          # sealed within the grace period: the sink's lag
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,11 @@ class Report:
     violation_counts: dict[str, int] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
+    notices: list[Violation] = field(default_factory=list)
+
+    def notice(self, notice: Violation) -> None:
+        """Keep a finding that is not a violation (severity warning: e.g. the sink's lag)."""
+        self.notices.append(notice)
 
     def add(self, violation: Violation) -> None:
         """Count a violation, keeping it as an example if its kind has few yet."""
@@ -133,6 +141,7 @@ class Report:
             "chains": {chain_id: {"last_seq": seq} for chain_id, seq in sorted(self.last_seq.items())},
             "violation_counts": dict(sorted(self.violation_counts.items())),
             "violations": [v.as_dict() for v in self.violations],
+            "notices": [dict(n.as_dict(), severity="warning") for n in self.notices],
         }
 
 
@@ -288,7 +297,7 @@ class ArchiveVerifier:
 
     keyring: Keyring
     profiles: ComplianceProfiles | None = None
-    master_keys: dict[str, MasterKey] = field(default_factory=dict)
+    master_keys: dict[str, KeyEncryptionKey] = field(default_factory=dict)
     progress: Callable[[int, str], None] | None = None
 
     def verify(self, source) -> Report:

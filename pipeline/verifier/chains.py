@@ -74,7 +74,12 @@ class ChainAuditor:
     def checkpoint(self, record: Mapping[str, Any], location: str) -> None:
         """Check one checkpoint against the entries since the previous one and the keyring."""
         self.checkpoints_checked += 1
-        checkpoint = checkpoint_from_record(record)
+        try:
+            checkpoint = checkpoint_from_record(record)
+        except MalformedInputError as exc:  # a field out of its domain: that field's violation, here
+            self.violations.extend(self._chain(record["chain_id"]).unreadable_checkpoint(
+                record["last_seq"], record["checkpoint_hash"], location, str(exc)))
+            return
         found = self._chain(checkpoint.chain_id).checkpoint(checkpoint, location, self.keyring)
         if found:
             self.violations.extend(found)

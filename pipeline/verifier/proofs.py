@@ -35,7 +35,12 @@ from pipeline.wire.codec import default_codec
 from pipeline.errors import AuditSealError
 from pipeline.integrity.chain import chain_hash
 from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
-from pipeline.integrity.checkpoint import Checkpoint, checkpoint_hash, verify_checkpoint_signature
+from pipeline.integrity.checkpoint import (
+    Checkpoint,
+    check_key_not_compromised,
+    checkpoint_hash,
+    verify_checkpoint_signature,
+)
 from pipeline.integrity.errors import IntegrityError, MalformedInputError
 from pipeline.integrity.keyring import Keyring, KeyringEntry
 from pipeline.integrity.merkle import inclusion_proof, record_leaf_hash, verify_inclusion
@@ -197,6 +202,7 @@ def verify_proof(proof: Any, keyring: Keyring) -> VerifiedProof:
                                 "of the tree the Merkle root signs")
     try:
         key = verify_checkpoint_signature(checkpoint, keyring)
+        check_key_not_compromised(checkpoint, key)
     except IntegrityError as exc:
         raise InvalidProofError(f"checkpoint signature: {exc}") from None
     if record["checkpoint_hash"] != checkpoint_hash(checkpoint):

@@ -69,11 +69,13 @@ def test_up_status_env_down_purge(second_stack_env):
     assert names == ["AUDITSEAL_BOOTSTRAP", "AUDITSEAL_SASL_USERNAME", "AUDITSEAL_SASL_PASSWORD",
                      "AUDITSEAL_CA_FILE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                      "AWS_CA_BUNDLE", "AUDITSEAL_BUCKET", "AUDITSEAL_KEYRING", "AUDITSEAL_WITNESS_POLICY",
-                     "AUDITSEAL_LOG_NAME", "AUDITSEAL_SIGNING_KEY"]
+                     "AUDITSEAL_LOG_NAME", "AUDITSEAL_PKCS11_MODULE", "AUDITSEAL_PKCS11_TOKEN",
+                     "AUDITSEAL_PKCS11_PIN_FILE", "SOFTHSM2_CONF"]
     assert "export AUDITSEAL_SASL_USERNAME=sealer" in exports
     verifier = auditseal("dev", "env", "--role", "verifier", env=env).stdout
-    assert "AUDITSEAL_KEYRING=" in verifier and "AUDITSEAL_SIGNING_KEY" not in verifier
-    assert stat.S_IMODE((stack_dir / "keys" / "sealer-signing-key.pem").stat().st_mode) == 0o600
+    assert "AUDITSEAL_KEYRING=" in verifier and "AUDITSEAL_PKCS11_TOKEN=auditseal-sealer" not in verifier
+    assert "export AUDITSEAL_PKCS11_TOKEN=auditseal-sealer" in exports
+    assert stat.S_IMODE((stack_dir / "hsm" / "auditseal-sealer.pin").stat().st_mode) == 0o600
     assert json.loads(first_credentials)["kafka"]["sealer"] in exports[2]
 
     again = auditseal("dev", "up", "--no-check", env=env)

@@ -29,7 +29,7 @@ def topics(stack):
 
 def _writer(stack, topics) -> ChainWriter:
     return ChainWriter(KafkaSettings.from_env(stack.env("sealer")), raw_topic=topics.raw,
-                       sealed_topic=topics.sealed, partition=0, signing_key=load_signing_key(stack.signing_key_file))
+                       sealed_topic=topics.sealed, partition=0, signing_key=stack.signer())
 
 
 def _events(count: int, seed: int) -> list[bytes]:
@@ -72,7 +72,7 @@ def test_an_entry_appended_after_the_last_checkpoint_is_refused_as_an_unsigned_t
     sealed = _seal_one_batch(stack, topics, _events(5, seed=4))
     # the attacker extends the chain correctly (the next seq, linked to the head): only the missing
     # signature gives it away
-    forger = ChainSealer(chain_id_for(topics.raw, 0), 0, load_signing_key(stack.signing_key_file), sealed.head,
+    forger = ChainSealer(chain_id_for(topics.raw, 0), 0, stack.signer(), sealed.head,
                          prev_checkpoint_hash=sealed.prev_checkpoint_hash)
     _append_behind_the_sealers_back(stack, topics, [forger.seal(_events(1, seed=5)[0], 5, ISSUED + 5).value])
     writer = _writer(stack, topics)
@@ -86,7 +86,7 @@ def test_an_entry_appended_after_the_last_checkpoint_is_refused_as_an_unsigned_t
 def test_a_forked_entry_after_the_last_checkpoint_is_named(stack, topics):
     _seal_one_batch(stack, topics, _events(3, seed=6))
     # a second history from genesis, appended after the sealer's checkpoint
-    other = ChainSealer.resume(chain_id_for(topics.raw, 0), 0, load_signing_key(stack.signing_key_file), None)
+    other = ChainSealer.resume(chain_id_for(topics.raw, 0), 0, stack.signer(), None)
     _append_behind_the_sealers_back(stack, topics, [other.seal(_events(1, seed=7)[0], 0, ISSUED).value])
     writer = _writer(stack, topics)
     try:
@@ -99,7 +99,7 @@ def test_a_forked_entry_after_the_last_checkpoint_is_named(stack, topics):
 
 def test_entries_without_any_checkpoint_are_refused_not_resumed_at_genesis(stack, topics):
     # before the state machine, a partition with entries but no checkpoint resumed at seq 0: a fork
-    forger = ChainSealer.resume(chain_id_for(topics.raw, 0), 0, load_signing_key(stack.signing_key_file), None)
+    forger = ChainSealer.resume(chain_id_for(topics.raw, 0), 0, stack.signer(), None)
     events = _events(2, seed=8)
     _append_behind_the_sealers_back(stack, topics,
                                     [forger.seal(value, n, ISSUED + n).value for n, value in enumerate(events)])

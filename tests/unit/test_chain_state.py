@@ -5,7 +5,6 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import pytest
 
 from pipeline.integrity.chain import GENESIS_HASH, GENESIS_SEQ, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
