@@ -1,0 +1,188 @@
+"""Getting each chain's newest tree head cosigned, off the sealing path.
+
+The sealer hands a head over with :meth:`HeadSubmitter.offer` (no I/O: it only records the head and the
+leaves appended since the previous one) and goes on sealing; a background thread (or a caller of
+:meth:`HeadSubmitter.submit_due`) submits the newest head of each chain to every witness at most once per
+``min_interval_s``. So a witness that is down or slow delays cosigning, never sealing: the delay is
+:meth:`HeadSubmitter.lag_seconds`, the age of the oldest head no witness quorum has cosigned yet.
+
+Per chain the submitter keeps the history tree's compact range at the smallest size any witness holds and
+the leaves since, which is all a consistency proof from any witnessed size needs
+(:func:`pipeline.integrity.history_tree.consistency_proof_from`). A witness that refuses a head (422: the
+history does not extend what it cosigned; or it holds a larger tree than the head) is reported through
+``on_refused`` and not asked again for that chain: that is an alarm for a human, not a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pipeline.integrity.history_tree import HistoryTree, consistency_proof_from
+from pipeline.integrity.note import Note, parse_note
+from pipeline.integrity.tree_head import parse_tree_head
+from pipeline.witness.client import (
+    Witness,
+    WitnessError,
+    WitnessRefusedError,
+    WitnessUnavailableError,
+    cosign_head,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _ChainHeads:
+    base: HistoryTree
+    leaves: list[bytes] = field(default_factory=list)
+    latest: bytes | None = None
+    latest_size: int = 0
+    waiting_since: float | None = None  # when the oldest head not yet cosigned by every witness was offered
+    witnessed: dict[str, int] = field(default_factory=dict)  # witness name -> size it holds
+    refused: dict[str, str] = field(default_factory=dict)  # witness name -> why it refused this chain
+    last_attempt: float = float("-inf")
+    cosigned: Note | None = None  # the newest head with the cosignatures gathered for it
+
+
+class HeadSubmitter:
+    """Submits each chain's newest head to `witnesses`, at most once per `min_interval_s` per chain."""
+
+    def __init__(self, witnesses: Sequence[Witness], *, min_interval_s: float = 1.0,
+                 on_cosigned: Callable[[str, Note], None] | None = None,
+                 on_refused: Callable[[str, WitnessError], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.witnesses = list(witnesses)
+        self.min_interval_s = min_interval_s
+        self.on_cosigned = on_cosigned
+        self.on_refused = on_refused
+        self.clock = clock
+        self._chains: dict[str, _ChainHeads] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def track(self, origin: str, tree: HistoryTree) -> None:
+        """Start a chain at the tree it has now (after a restart: the frontier of its last head)."""
+        with self._lock:
+            self._chains[origin] = _ChainHeads(base=tree, latest_size=tree.size)
+
+    def offer(self, origin: str, signed_head: bytes, new_leaves: Sequence[bytes]) -> None:
+        """Record the chain's newest signed head and the leaf hashes appended since the previous offer.
+
+        No I/O, never blocks on a witness. Raises ValueError if the head's size is not the tree's.
+        """
+        size = parse_tree_head(parse_note(signed_head).text).size
+        with self._lock:
+            chain = self._chains[origin]
+            if size != chain.latest_size + len(new_leaves):
+                raise ValueError(f"{origin}: a head of size {size} after size {chain.latest_size} "
+                                 f"needs {size - chain.latest_size} new leaves, found {len(new_leaves)}")
+            chain.leaves.extend(new_leaves)
+            chain.latest, chain.latest_size = signed_head, size
+            if chain.waiting_since is None:
+                chain.waiting_since = self.clock()
+
+    def lag_seconds(self, origin: str) -> float:
+        """How long the oldest head not yet cosigned by every witness has waited (0 if none waits)."""
+        with self._lock:
+            since = self._chains[origin].waiting_since
+        return 0.0 if since is None else self.clock() - since
+
+    def cosigned_head(self, origin: str) -> Note | None:
+        """The newest head with the cosignatures gathered for it so far (None before the first)."""
+        with self._lock:
+            return self._chains[origin].cosigned
+
+    def refusals(self, origin: str) -> dict[str, str]:
+        """Witness name -> why it refused this chain's history."""
+        with self._lock:
+            return dict(self._chains[origin].refused)
+
+    def submit_due(self) -> None:
+        """Submit every chain's newest head whose interval has passed to the witnesses that lack it."""
+        now = self.clock()
+        with self._lock:
+            due = [(origin, chain) for origin, chain in self._chains.items()
+                   if chain.latest is not None and now - chain.last_attempt >= self.min_interval_s
+                   and any(self._wants(chain, w) for w in self.witnesses)]
+            for _, chain in due:
+                chain.last_attempt = now
+        for origin, chain in due:
+            self._submit(origin, chain)
+
+    def _wants(self, chain: _ChainHeads, witness: Witness) -> bool:
+        return witness.name not in chain.refused and chain.witnessed.get(witness.name) != chain.latest_size
+
+    def _submit(self, origin: str, chain: _ChainHeads) -> None:
+        with self._lock:  # a consistent snapshot: offer() may add leaves meanwhile
+            head, size, base, leaves = chain.latest, chain.latest_size, chain.base, list(chain.leaves)
+        assert head is not None
+        note = parse_note(head)
+        for witness in self.witnesses:
+            if not self._wants(chain, witness):
+                continue
+
+            def proof_from(old: int) -> list[bytes]:
+                if old == 0:
+                    return []  # the empty tree is a prefix of every tree
+                if old < base.size:
+                    raise WitnessRefusedError(witness.name, 409, "Conflict", f"it holds size {old}, older than the "
+                                              f"size {base.size} this sealer can prove from: re-read the chain")
+                return consistency_proof_from(base.extended(leaves[: old - base.size]), leaves[old - base.size:])
+
+            try:
+                cosigned, _ = cosign_head(witness, head, chain.witnessed.get(witness.name, base.size), proof_from)
+            except WitnessUnavailableError as exc:
+                log.warning("%s: %s; cosigning is delayed, sealing goes on", origin, exc)
+                continue
+            except WitnessError as exc:
+                log.error("%s: %s", origin, exc)
+                with self._lock:
+                    chain.refused[witness.name] = str(exc)
+                if self.on_refused:
+                    self.on_refused(origin, exc)
+                continue
+            with self._lock:
+                chain.witnessed[witness.name] = size
+                merged = cosigned if chain.cosigned is None or chain.cosigned.text != note.text else Note(
+                    note.text, chain.cosigned.signatures + tuple(s for s in cosigned.signatures
+                                                                 if s not in chain.cosigned.signatures))
+                chain.cosigned = merged
+            if self.on_cosigned:
+                self.on_cosigned(origin, merged)
+        self._settle(chain)
+
+    def _settle(self, chain: _ChainHeads) -> None:
+        # Move the base up to the smallest size a witness holds and drop the leaves below it.
+        with self._lock:
+            active = [chain.witnessed.get(w.name, chain.base.size) for w in self.witnesses if w.name not in chain.refused]
+            if active and all(size == chain.latest_size for size in active):
+                chain.waiting_since = None
+            low = min(active, default=chain.base.size)
+            if low > chain.base.size:
+                step = low - chain.base.size
+                chain.base = chain.base.extended(chain.leaves[:step])
+                del chain.leaves[:step]
+
+    # ---- the background thread --------------------------------------------------------------------------
+    def start(self, poll_s: float = 0.2) -> None:
+        """Run :meth:`submit_due` every `poll_s` seconds in a daemon thread until :meth:`stop`."""
+        def run() -> None:
+            while not self._stop.wait(poll_s):
+                try:
+                    self.submit_due()
+                except Exception:  # a bug must not stop cosigning silently: log it and go on with the next round
+                    log.exception("witness submission round failed")
+
+        self._thread = threading.Thread(target=run, name="witness-submitter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread (a submission under way finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
