@@ -29,12 +29,14 @@ from pipeline.config import KafkaSettings, S3Settings
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.metrics import serve_metrics
 from pipeline.preflight import check_kafka
-from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
+from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer, with_exposure
 
 log = logging.getLogger("connectors.s3sink")
 
 CHECK_KEY_VARIABLES = ("AUDITSEAL_S3_CHECK_ACCESS_KEY_ID", "AUDITSEAL_S3_CHECK_SECRET_ACCESS_KEY")
 CRASH_VARIABLE = "AUDITSEAL_SINK_CRASH_BEFORE_COMMIT"
+RECHECK_INTERVAL_S = 3600.0
+CHECK_ACTION = "bucket.check"
 
 
 class BucketRefusedError(AuditSealError):
@@ -48,8 +50,11 @@ def master_key_from(spec: str | None) -> KeyEncryptionKey | None:
     return load_master_key_spec(chosen) if chosen else None
 
 
-def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None) -> ConformanceReport:
-    """The WORM check the sink runs before it starts (module docstring); BucketRefusedError if it fails."""
+def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None, *,
+                         profile=None) -> ConformanceReport:
+    """The WORM check the sink runs before it starts and every hour (module docstring); with the compliance
+    ``profile`` also the bucket policy and default retention (:func:`~pipeline.archive.objectlock.check_exposure`).
+    BucketRefusedError if it fails."""
     env = dict(os.environ) if env is None else env
     if all(env.get(name) for name in CHECK_KEY_VARIABLES):
         admin = dataclasses.replace(settings, access_key_id=env[CHECK_KEY_VARIABLES[0]],
@@ -59,6 +64,8 @@ def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None
     else:
         report = check_bucket_as_writer(settings.client(), settings.bucket)
         how = "writer check with the sink's keys"
+    if profile is not None:
+        report = with_exposure(report, settings.client(), profile)
     if not report.passed:
         details = "; ".join(f"{r.name}: {r.detail}" for r in report.results if not r.holds)
         raise BucketRefusedError(f"s3://{settings.bucket} at {settings.endpoint_url} fails the WORM check "
@@ -67,13 +74,53 @@ def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None
     return report
 
 
-def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None) -> int:
-    """Check the bucket, serve metrics on ``metrics_addr:metrics_port`` (0: none), archive until stopped."""
+def record_bucket_check(settings: S3Settings, *, failure: str | None) -> None:
+    """Leave the check's outcome in the access spool (the access auditor seals it; the detector alerts on a
+    FAILURE), so a bucket opened behind the sink's back is an event, not only a log line."""
+    from pipeline.access.record import record_access
+
+    record_access(action=CHECK_ACTION, resource={"type": "s3.bucket", "id": f"s3://{settings.bucket}"},
+                  status="FAILURE" if failure else "SUCCESS", reason=failure[:1000] if failure else None,
+                  attributes={"endpoint": settings.endpoint_url})
+
+
+def checked_bucket(settings: S3Settings, profile) -> None:
+    """:func:`check_archive_bucket` with its outcome recorded (:func:`record_bucket_check`)."""
+    try:
+        check_archive_bucket(settings, profile=profile)
+    except BucketRefusedError as exc:
+        record_bucket_check(settings, failure=str(exc))
+        raise
+    record_bucket_check(settings, failure=None)
+
+
+def watch_bucket(settings: S3Settings, profile, stop: threading.Event, interval: float,
+                 failures: list[BaseException]) -> threading.Thread:
+    """Re-check the bucket every ``interval`` seconds until ``stop``; a failed check is recorded, logged, kept in
+    ``failures`` and stops the sink (it archives into a proven bucket or not at all)."""
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                checked_bucket(settings, profile)
+            except BucketRefusedError as exc:
+                log.error("%s", exc)
+                failures.append(exc)
+                stop.set()
+
+    thread = threading.Thread(target=run, name="bucket-recheck", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None,
+             recheck_interval: float = RECHECK_INTERVAL_S) -> int:
+    """Check the bucket, serve metrics on ``metrics_addr:metrics_port`` (0: none), archive until stopped,
+    re-checking the bucket every ``recheck_interval`` seconds (exit 1 if a re-check fails)."""
     kafka = KafkaSettings.from_env()
     s3 = S3Settings.from_env()
     check_kafka(kafka, [config.topic])  # librdkafka would retry a bad login or a dead broker forever
     try:
-        check_archive_bucket(s3)
+        checked_bucket(s3, config.profile)
     except (BotoCoreError, ClientError) as exc:
         # an unreachable endpoint, a missing bucket, a wrong key: the sink cannot start with this configuration
         raise ConfigError(f"s3://{s3.bucket} at {s3.endpoint_url}: {exc}") from None
@@ -82,11 +129,13 @@ def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None 
                            on_retry=lambda operation, _exc: metrics.RETRIES.labels(operation).inc())
     stop = threading.Event()
     install_stop_handlers(stop)
+    failures: list[BaseException] = []
+    watch_bucket(s3, config.profile, stop, recheck_interval, failures)
     log.info("archiving %s as %s (group %s) to s3://%s/%s, profile %s (%s), codec %s, %s", config.topic,
              kafka.username, config.group_id, s3.bucket, config.prefix, config.profile.name, config.profile.retention,
              config.codec, f"encrypted with master key {config.master_key.key_id}" if config.master_key else "unencrypted")
     S3Sink(kafka, bucket, config).run(stop)
-    return 0
+    return 1 if failures else 0
 
 
 def sink_command(args) -> int:
@@ -113,7 +162,10 @@ def sink_command(args) -> int:
         master_key=master_key_from(args.master_key), instance_id=args.instance_id,
         crash_before_commit=int(crash) if crash else None,
     )
-    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
+    if args.recheck_interval <= 0:
+        raise ConfigError("--recheck-interval must be positive")
+    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                    recheck_interval=args.recheck_interval)
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -141,4 +193,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
     sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint port (0: off)")
     sink.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
+    sink.add_argument("--recheck-interval", type=float, default=RECHECK_INTERVAL_S, metavar="SECONDS",
+                      help="re-prove the bucket (WORM, policy, default retention) this often; a failure is an event "
+                           "and stops the sink (default 3600)")
     sink.set_defaults(handler=sink_command)

@@ -267,3 +267,43 @@ def check_bucket_as_writer(s3, bucket: str) -> ConformanceReport:
         except ClientError as exc:
             results.append(PropertyResult(name, False, f"unexpected server error: {exc}"))
     return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
+
+
+EXPOSURE_PROPERTIES = ("bucket_policy_opens_nothing", "default_retention_matches_profile")
+
+
+def check_exposure(s3, bucket: str, profile) -> tuple[PropertyResult, PropertyResult]:
+    """What the bucket's configuration grants beyond its locks (:mod:`pipeline.archive.bucket_policy`): the
+    policy opens nothing to anonymous/all principals and grants nobody a delete or lock-changing right, and
+    a default retention rule, if any, is COMPLIANCE for ``profile``'s period (a ComplianceProfile)."""
+    from pipeline.archive.bucket_policy import default_retention_breaches, describe, policy_breaches
+
+    try:
+        policy = s3.get_bucket_policy(Bucket=bucket).get("Policy")
+        breaches = policy_breaches(policy)
+        policy_result = PropertyResult(EXPOSURE_PROPERTIES[0], not breaches, describe(breaches) or (
+            "no bucket policy" if policy is None else "grants no anonymous access, no delete, no lock change"))
+    except ClientError as exc:
+        if _error_code(exc) == "NoSuchBucketPolicy":
+            policy_result = PropertyResult(EXPOSURE_PROPERTIES[0], True, "no bucket policy")
+        else:
+            policy_result = PropertyResult(EXPOSURE_PROPERTIES[0], False,
+                                           f"inconclusive: cannot read the bucket policy ({_error_code(exc)})")
+    try:
+        lock = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
+        breaches = default_retention_breaches(lock, profile=profile.name, days=profile.days or None,
+                                              years=profile.years or None)
+        default = (lock.get("Rule") or {}).get("DefaultRetention")
+        retention_result = PropertyResult(EXPOSURE_PROPERTIES[1], not breaches, describe(breaches) or (
+            f"default retention {default}" if default else
+            f"no default retention; each object is locked for the {profile.name} profile ({profile.retention})"))
+    except ClientError as exc:
+        retention_result = PropertyResult(EXPOSURE_PROPERTIES[1], False,
+                                          f"cannot read the Object Lock configuration: {_error_code(exc)}")
+    return policy_result, retention_result
+
+
+def with_exposure(report: ConformanceReport, s3, profile) -> ConformanceReport:
+    """``report`` with the results of :func:`check_exposure` added."""
+    return ConformanceReport(report.bucket, report.endpoint,
+                             report.results + check_exposure(s3, report.bucket, profile))

@@ -119,16 +119,21 @@ def _dev_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _s3_check_report(env: dict[str, str] | None):  # -> ConformanceReport; botocore is imported lazily
-    from pipeline.archive.objectlock import check_bucket
+def _s3_check_report(env: dict[str, str] | None, profile: str | None = None,
+                     compliance_file: Path | None = None):  # -> ConformanceReport; botocore is imported lazily
+    from pipeline.archive.objectlock import check_bucket, with_exposure
+    from pipeline.archive.retention import load_profiles
     from pipeline.config import S3Settings
 
     settings = S3Settings.from_env(env)
-    return check_bucket(settings.client(), settings.bucket)
+    chosen = load_profiles(compliance_file).get(profile)
+    client = settings.client()
+    return with_exposure(check_bucket(client, settings.bucket), client, chosen)
 
 
-def _print_s3_check(env: dict[str, str] | None, as_json: bool) -> int:
-    report = _s3_check_report(env)
+def _print_s3_check(env: dict[str, str] | None, as_json: bool, profile: str | None = None,
+                    compliance_file: Path | None = None) -> int:
+    report = _s3_check_report(env, profile, compliance_file)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -140,7 +145,7 @@ def _print_s3_check(env: dict[str, str] | None, as_json: bool) -> int:
 
 
 def _s3_check(args: argparse.Namespace) -> int:
-    return _print_s3_check(None, args.json)
+    return _print_s3_check(None, args.json, args.profile, args.compliance_file)
 
 
 def _seal(args: argparse.Namespace) -> int:
@@ -482,8 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s3 = commands.add_parser("s3", help="object storage")
     s3_commands = s3.add_subparsers(dest="s3_command", required=True, metavar="ACTION")
-    check = s3_commands.add_parser("check", help="prove the bucket enforces WORM (Object Lock COMPLIANCE)")
+    check = s3_commands.add_parser("check", help="prove the bucket enforces WORM (Object Lock COMPLIANCE) and its "
+                                                 "policy and default retention open nothing")
     check.add_argument("--json", action="store_true")
+    check.add_argument("--profile", help="compliance profile the default retention must match (default: the file's)")
+    check.add_argument("--compliance-file", type=Path,
+                       help="profiles file (default $AUDITSEAL_COMPLIANCE_FILE or config/compliance.yaml)")
     check.set_defaults(handler=_s3_check)
     return parser
 

@@ -141,6 +141,57 @@ def _refused(action: Callable[[], object]) -> str:
     raise DemoError("an action that must be refused was allowed")
 
 
+def _privileged_acts(stack: LocalStack) -> None:
+    """The admin tries to become a super user, then grants itself the right to silence the authorizer log:
+    the first gives it nothing, the second is caught by ``acl check`` (and recorded by the access auditor)."""
+    import json
+    import secrets
+
+    from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+
+    from pipeline.dev.provision import acl_lock
+    from pipeline.permissions.acls import AclEntry
+
+    admin_env = stack.env("admin")
+    admin = AdminClient(KafkaSettings.from_env(admin_env).client_config())
+    password = secrets.token_urlsafe(24)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    grant = AclEntry("cluster", "kafka-cluster", "literal", "User:admin", "alter_configs")
+    with acl_lock(stack.root):
+        try:
+            admin.alter_user_scram_credentials([UserScramCredentialUpsertion("broker", info, password.encode())])[
+                "broker"].result(30)
+            time.sleep(1.0)
+            intruder = Producer(KafkaSettings.from_env(dict(admin_env, AUDITSEAL_SASL_USERNAME="broker",
+                                                            AUDITSEAL_SASL_PASSWORD=password)).client_config(
+                **{"message.timeout.ms": 10000}))
+            outcome: list[str] = []
+            intruder.produce(SEALED_TOPIC, b"forged by a would-be super user",
+                             on_delivery=lambda err, _m: outcome.append(err.str() if err else "DELIVERED"))
+            intruder.flush(15)
+            print(f"    admin sets a password for super user name `broker`, logs in, writes {SEALED_TOPIC}: "
+                  f"{outcome[0] if outcome else 'no answer'} (super users are certificates: Cert:broker)")
+            if outcome and outcome[0] == "DELIVERED":
+                raise DemoError("a SCRAM login named like a super user wrote to audit.sealed")
+            for future in admin.create_acls([grant.to_binding()]).values():
+                future.result(30)
+            time.sleep(1.0)
+            check = _run(stack, "admin", ["acl", "check", "--json"])
+            broken = {r["name"]: r["breaches"] for r in json.loads(check.stdout)["rules"] if not r["holds"]}
+            print(f"    admin grants itself {grant.describe()}: acl check exit {check.returncode}, broken: "
+                  f"{', '.join(sorted(broken))}")
+            if check.returncode != 1 or "cluster_rights_as_declared" not in broken:
+                raise DemoError("acl check did not catch the admin's ALTER_CONFIGS grant")
+            print("    (the running access auditor records both with their details, user.credential_set broker and "
+                  "acl.create; `auditseal detect` raises CRITICAL alerts on them)")
+        finally:
+            for future in admin.delete_acls([grant.to_filter()]).values():
+                future.result(30)
+            deletion = UserScramCredentialDeletion("broker", ScramMechanism.SCRAM_SHA_512)
+            admin.alter_user_scram_credentials([deletion])["broker"].result(30)
+
+
 def run_demo() -> int:
     """Run every step; returns the exit code (0 when the archive verified intact and tampering was refused)."""
     stack = LocalStack()
@@ -262,6 +313,8 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
     print("    admin shortens its retention to one day: "
           + _refused(lambda: s3.put_object_retention(Bucket=admin_s3.bucket, Key=key, VersionId=version,
                                                      Retention={"Mode": "COMPLIANCE", "RetainUntilDate": shorter})))
+
+    _privileged_acts(stack)
 
     _step(8, "erase a simulated user from the immutable log (crypto-shredding, GDPR Art. 17)")
     from pipeline.privacy.demo import erase_demo_user

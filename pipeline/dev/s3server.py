@@ -62,6 +62,8 @@ def bucket_policy(bucket: str, readers: list[str], writers: list[str]) -> str:
     read = [
         "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:ListBucket",
         "s3:ListBucketVersions", "s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning",
+        # the sink proves at start and every hour that the policy opens nothing (it reads it, no more)
+        "s3:GetBucketPolicy",
     ]
     write = read + ["s3:PutObject", "s3:PutObjectRetention"]
     resources = [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]

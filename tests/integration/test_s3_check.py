@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import S3Settings
-from pipeline.archive.objectlock import PROPERTIES, check_bucket
+from pipeline.archive.objectlock import EXPOSURE_PROPERTIES, PROPERTIES, check_bucket
 
 
 @pytest.mark.stack
@@ -26,7 +26,7 @@ def test_cli_exit_zero_and_json_on_local_server(role_env, monkeypatch, capsys):
         monkeypatch.setenv(name, value)
     assert main(["s3", "check", "--json"]) == 0
     output = json.loads(capsys.readouterr().out)
-    assert output["passed"] is True and len(output["results"]) == len(PROPERTIES)
+    assert output["passed"] is True and len(output["results"]) == len(PROPERTIES + EXPOSURE_PROPERTIES)
 
 
 @pytest.mark.stack

@@ -7,7 +7,6 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.config import KafkaSettings
-from pipeline.integrity.keyring import load_signing_key
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import ChainSealer, SealerStateError
 from pipeline.sealer.output import ChainWriter
