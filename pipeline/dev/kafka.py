@@ -188,7 +188,7 @@ def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar
 
     run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"downloading {what} from {mirror or 'Maven Central'} (once)",
+        f"downloading {what} from {mirror or 'Maven Central'}",
         log=log, progress=progress, timeout=1800,
     )
     if not (staging / expected_jar).exists():

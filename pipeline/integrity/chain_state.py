@@ -226,12 +226,13 @@ class ChainState:
         return found
 
     def checkpoint(self, checkpoint: Checkpoint, location: str,
-                   keyring: Keyring | None) -> Sequence[Violation]:
+                   keyring: Keyring | None, stored_hash: bytes | None = None) -> Sequence[Violation]:
         """One checkpoint: its signature (skipped with no ``keyring``: a prover, whose proof is
         verified offline), its continuity with the previous checkpoint, and the batch it signs.
 
-        Whatever is found, the checkpoint then closes the batch and becomes the previous one.
-        Raises MalformedInputError for an unsigned checkpoint, which has no hash to chain onto.
+        Whatever is found, the checkpoint then closes the batch and becomes the previous one. An
+        unsigned checkpoint (reported as ``bad_signature`` with a keyring) has no hash of its own: the
+        next one is held to the ``stored_hash`` its record carries; without one, MalformedInputError.
         """
         if checkpoint.chain_id != self.chain_id:
             return (Violation(ViolationKind.WRONG_CHAIN, self.chain_id, checkpoint.first_seq, location,
@@ -261,7 +262,8 @@ class ChainState:
         self.batch_hashes = []
         self.batch_first_seq = self.expected_first_seq = checkpoint.last_seq + 1
         self.previous_checkpoint = checkpoint
-        self.previous_checkpoint_hash = checkpoint_hash(checkpoint)
+        self.previous_checkpoint_hash = (checkpoint_hash(checkpoint) if checkpoint.is_signed or stored_hash is None
+                                         else stored_hash)
         self.checkpoints += 1
         return found
 

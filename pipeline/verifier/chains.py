@@ -80,7 +80,8 @@ class ChainAuditor:
             self.violations.extend(self._chain(record["chain_id"]).unreadable_checkpoint(
                 record["last_seq"], record["checkpoint_hash"], location, str(exc)))
             return
-        found = self._chain(checkpoint.chain_id).checkpoint(checkpoint, location, self.keyring)
+        found = self._chain(checkpoint.chain_id).checkpoint(checkpoint, location, self.keyring,
+                                                            stored_hash=record["checkpoint_hash"])
         if found:
             self.violations.extend(found)
         else:
