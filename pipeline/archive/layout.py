@@ -45,7 +45,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.errors import AuditSealError
 
@@ -72,6 +72,7 @@ _KEY = re.compile(
     r"(?P<first>[0-9]{20})-(?P<last>[0-9]{20})(?P<suffix>\.avro(?:\.enc)?)(?P<manifest>\.manifest\.json)?"
 )
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_T = TypeVar("_T")
 
 
 class ManifestError(AuditSealError):
@@ -306,7 +307,7 @@ class _Fields:
             raise ManifestError(f"{where}: expected a JSON object, found {type(raw).__name__}")
         self.raw, self.where = raw, where
 
-    def value(self, name: str, kind: type) -> Any:
+    def value(self, name: str, kind: type[_T]) -> _T:
         if name not in self.raw:
             raise ManifestError(f"{self.where}: field {name!r} is missing")
         value = self.raw[name]

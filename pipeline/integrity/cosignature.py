@@ -49,7 +49,8 @@ def cosignature_timestamp(signature: NoteSignature) -> int:
             f"cosignature of {signature.name!r}: expected {_SIGNATURE_BYTES} bytes after the key hash, "
             f"found {len(signature.signature)}"
         )
-    return _U64.unpack(signature.signature[:8])[0]
+    timestamp: int = _U64.unpack(signature.signature[:8])[0]
+    return timestamp
 
 
 def verify_cosignature_bytes(public_key: Ed25519PublicKey, head_text: bytes, signature: bytes) -> bool:

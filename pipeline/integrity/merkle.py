@@ -68,7 +68,7 @@ def root_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     same root as `merkle_root` on the corresponding leaf data. A list or tuple of 32-byte hashes
     is rooted in one compiled call (`pipeline.native.merkle_native`, equal to the readable `_levels`).
     """
-    root = root_of_leaf_hashes(leaf_hashes)
+    root: bytes | None = root_of_leaf_hashes(leaf_hashes)
     if root is not None:
         return root
     _require_leaf_hashes(leaf_hashes)
@@ -83,7 +83,7 @@ def record_tree_root(record_hashes: Sequence[bytes]) -> bytes:
     Equal to ``root_from_leaf_hashes([record_leaf_hash(h) for h in record_hashes])``, computed
     in one compiled call; raises MalformedInputError as record_leaf_hash does for a wrong size.
     """
-    root = root_of_record_hashes(record_hashes)
+    root: bytes | None = root_of_record_hashes(record_hashes)
     if root is not None:
         return root
     return root_from_leaf_hashes([record_leaf_hash(value) for value in record_hashes])

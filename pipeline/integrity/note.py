@@ -44,7 +44,8 @@ _KEY_TYPES = {ALG_ED25519: "Ed25519 note key", ALG_COSIGNATURE_V1: "Ed25519 cosi
 def key_hash(name: str, key_type: int, public_key: bytes) -> int:
     """The 32-bit key hash of a note key: SHA-256(name || 0x0A || type || public key)[:4], big-endian."""
     digest = hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([key_type]) + public_key).digest()
-    return _U32.unpack(digest[:4])[0]
+    key_hash_value: int = _U32.unpack(digest[:4])[0]
+    return key_hash_value
 
 
 def require_key_name(name: object) -> str:

@@ -13,7 +13,7 @@ is valid under the policy when one of the logs signed it and the quorum's witnes
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.integrity.errors import MalformedNoteError, NoteVerificationError, PolicyError, QuorumError
@@ -190,7 +190,7 @@ def format_policy(
     return "\n".join(lines) + "\n"
 
 
-def _vkey(text: str, fail) -> NoteVerifier:
+def _vkey(text: str, fail: Callable[[str], PolicyError]) -> NoteVerifier:
     try:
         return NoteVerifier.from_vkey(text)
     except MalformedNoteError as error:
@@ -199,7 +199,8 @@ def _vkey(text: str, fail) -> NoteVerifier:
         raise fail(f"not an Ed25519 verifier key: {error}") from None
 
 
-def _new_name(name: str, witnesses: dict, groups: dict, fail) -> str:
+def _new_name(name: str, witnesses: Mapping[str, object], groups: Mapping[str, object],
+              fail: Callable[[str], PolicyError]) -> str:
     if name in _KEYWORDS:
         raise fail(f"{name!r} is a keyword, not a name")
     if name in witnesses or name in groups:
@@ -207,7 +208,7 @@ def _new_name(name: str, witnesses: dict, groups: dict, fail) -> str:
     return name
 
 
-def _threshold(text: str, members: int, fail) -> int:
+def _threshold(text: str, members: int, fail: Callable[[str], PolicyError]) -> int:
     if text == "any":
         return 1
     if text == "all":
