@@ -35,7 +35,7 @@ MIN_JAVA = 17
 # SCRAM user (see README, "SCRAM users lost on a restart"); a snapshot taken before the restart avoids the
 # replay of a user's deletion. Kafka's default is an hour.
 SNAPSHOT_INTERVAL_MS = 10_000
-_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)\b")
+_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.(jar|pom))\b")
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -143,18 +143,21 @@ def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
         settings = work / "settings.xml"
         settings.write_text(_MIRROR_SETTINGS.format(url=mirror))
         argv += ["-s", str(settings)]
-    downloaded: list[str] = []
+    downloaded = {"jar": 0, "pom": 0}
+    latest = [""]
 
     def progress(line: str) -> str | None:
         match = _DOWNLOADED.search(line)
         if match is None:
             return None
-        downloaded.append(match.group(1))
-        return f"{len(downloaded)} jars ({match.group(1)})"
+        downloaded[match.group(2)] += 1
+        if match.group(2) == "jar":
+            latest[0] = match.group(1)
+        return f"{downloaded['jar']} jars, {downloaded['pom']} poms" + (f" (latest {latest[0]})" if latest[0] else "")
 
     run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"kafka: downloading Kafka {KAFKA_VERSION} and its dependencies from {mirror or 'Maven Central'} (once)",
+        f"kafka: downloading the Kafka {KAFKA_VERSION} jars from {mirror or 'Maven Central'} (once)",
         log=log, progress=progress, timeout=1800,
     )
     if not any(staging.glob(f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")):
