@@ -137,7 +137,7 @@ def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     # not -q: Maven's "Downloaded from" lines are the progress shown (Maven's own plugins count too)
-    argv = [mvn, "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
+    argv = [mvn, "-B", "-Dstyle.color=never", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
     mirror = os.environ.get("AUDITSEAL_MAVEN_REPO")
     if mirror:
         settings = work / "settings.xml"
@@ -157,7 +157,7 @@ def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
 
     run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"kafka: downloading the Kafka {KAFKA_VERSION} jars from {mirror or 'Maven Central'} (once)",
+        f"kafka: downloading Kafka {KAFKA_VERSION} from {mirror or 'Maven Central'}",
         log=log, progress=progress, timeout=1800,
     )
     if not any(staging.glob(f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")):
