@@ -31,7 +31,14 @@ def run_detector(*, rules: Path | None, raw_topic: str, alerts_topic: str, app_i
 
     if not app_id.startswith("auditseal-detector"):
         raise ConfigError(f"--app-id must start with auditseal-detector (the role's group and topics), found {app_id!r}")
-    config = load_detector_config(rules_path(rules))
+    from dataclasses import replace
+
+    from pipeline.permissions.acls import desired_acls
+    from pipeline.permissions.topology import roles
+
+    # the ACLs the roles file declares are provisioning, not an attack: acl_change alerts on the others
+    config = replace(load_detector_config(rules_path(rules)),
+                     declared_acls=frozenset(acl.describe() for acl in desired_acls(roles())))
     settings = KafkaSettings.from_env()
     # A missing or forbidden alerts topic, a bad login or a dead broker: one line and exit 2 now. Waiting
     # for audit.alerts to appear was the alternative; but it is created with the stack, never by the

@@ -1,7 +1,7 @@
 """``auditseal dev up --brokers 3``: the local stack's Kafka as a three-node KRaft cluster.
 
 Each node is a combined broker/controller with the single node's security (SASL_SSL + SCRAM for clients,
-mutual TLS between brokers and in the quorum, StandardAuthorizer, deny by default), all on loopback with
+mutual TLS between brokers and in the quorum, super users by certificate only, StandardAuthorizer, deny by default), all on loopback with
 ports of their own. Node 1 keeps the single node's ports and folder (``.stack/kafka``); node N uses
 ``.stack/kafka-N`` and ports ``kafka_client + 10 + 3*(N-2)`` (client, internal, controller) unless the
 stack's port table says otherwise. The audit topics get replication factor 3 and ``min.insync.replicas=2``:
@@ -94,7 +94,7 @@ def bootstrap(all_nodes: list[Node]) -> str:
     return ",".join(f"localhost:{node.ports.client}" for node in all_nodes)
 
 
-def start_nodes(all_nodes: list[Node], *, java: str, libs: Path, pki_dir: Path, bootstrap_password: str,
+def start_nodes(all_nodes: list[Node], *, java: str, libs: Path, pki_dir: Path, principal_builder: Path,
                 log=print) -> tuple[list[ManagedProcess], bool]:
     """Configure, format (once, one cluster id for all) and start every node of ``all_nodes`` (the whole
     cluster: each node's configuration names every voter) that is not running.
@@ -117,8 +117,8 @@ def start_nodes(all_nodes: list[Node], *, java: str, libs: Path, pki_dir: Path, 
             to_format.append(node)
 
     def format_node(node: Node) -> None:
-        kafka.format_storage(java, libs, node.home / "server.properties", bootstrap_password,
-                             node.home / "log4j2.properties", cluster_id=cluster_id)
+        kafka.format_storage(java, libs, node.home / "server.properties", node.home / "log4j2.properties",
+                             principal_builder, cluster_id=cluster_id)
         make_private(node.home / "data")  # the storage tool ran with the caller's umask
 
     if to_format:
@@ -130,7 +130,7 @@ def start_nodes(all_nodes: list[Node], *, java: str, libs: Path, pki_dir: Path, 
     heap = CLUSTER_HEAP if brokers > 1 else "1g"
     for node in to_start:
         kafka.start_broker(node.process, java, libs, node.home / "server.properties", node.home / "log4j2.properties",
-                           heap=heap)
+                           principal_builder, heap=heap)
         started.append(node.process)
     return started, bool(to_format) and len(to_format) == len(all_nodes)
 

@@ -4,13 +4,17 @@ Three listeners, all on loopback and all TLS:
 - ``CLIENT`` (SASL_SSL, SCRAM-SHA-512): every user and service.
 - ``INTERNAL`` (SSL, client certificate required): the broker talking to itself.
 - ``CONTROLLER`` (SSL, client certificate required): KRaft quorum traffic.
-The broker's certificate maps to the principal ``User:broker``; the SCRAM user ``bootstrap`` is created
-when storage is formatted and is used only by ``auditseal dev up`` to create users, ACLs and topics.
+Principals come from :data:`PRINCIPAL_BUILDER` (``pipeline/dev/java``, compiled once into the cache): a
+certificate yields ``Cert:<CN>``, a SCRAM login ``User:<name>``. The super users are certificate principals
+only (the builder refuses to start the broker otherwise): the broker (``Cert:broker``) and the setup identity
+``Cert:bootstrap``, which ``auditseal dev up`` uses over the internal mutual-TLS listener to create users,
+ACLs and topics. No SCRAM credential, whatever its name, can produce either.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import shutil
@@ -27,8 +31,14 @@ SCALA_VERSION = "2.13"
 LOG4J_VERSION = "2.26.1"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-BROKER_PRINCIPAL = "User:broker"
+BROKER_NAME = "broker"
 BOOTSTRAP_USER = "bootstrap"
+CERTIFICATE_TYPE = "Cert"
+BROKER_PRINCIPAL = f"{CERTIFICATE_TYPE}:{BROKER_NAME}"
+BOOTSTRAP_PRINCIPAL = f"{CERTIFICATE_TYPE}:{BOOTSTRAP_USER}"
+SUPER_USERS = (BROKER_PRINCIPAL, BOOTSTRAP_PRINCIPAL)
+PRINCIPAL_BUILDER = "dev.auditseal.kafka.CertificatePrincipalBuilder"
+_PRINCIPAL_BUILDER_SOURCE = Path(__file__).parent / "java" / "dev" / "auditseal" / "kafka" / "CertificatePrincipalBuilder.java"
 MIN_JAVA = 17
 # Kafka writes a metadata snapshot at least this often while there are new records. Without a snapshot
 # a restarted broker replays the metadata log, and Kafka 3.5-4.4's ScramDelta.apply() can then lose every
@@ -79,8 +89,25 @@ appender.authorizer.policies.size.type = SizeBasedTriggeringPolicy
 appender.authorizer.policies.size.size = 50MB
 appender.authorizer.strategy.type = DefaultRolloverStrategy
 appender.authorizer.strategy.max = 10
+appender.authentication.type = RollingFile
+appender.authentication.name = authentication
+appender.authentication.fileName = {log_dir}/kafka-authentication.log
+appender.authentication.filePattern = {log_dir}/kafka-authentication.log.%i
+appender.authentication.layout.type = PatternLayout
+appender.authentication.layout.pattern = [%d{{yyyy-MM-dd'T'HH:mm:ss.SSSXXX}}] %p %m (%c)%n
+appender.authentication.policies.type = Policies
+appender.authentication.policies.size.type = SizeBasedTriggeringPolicy
+appender.authentication.policies.size.size = 50MB
+appender.authentication.strategy.type = DefaultRolloverStrategy
+appender.authentication.strategy.max = 10
+appender.authentication.filter.threshold.type = ThresholdFilter
+appender.authentication.filter.threshold.level = INFO
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = file
+# failed authentications ("Failed authentication with /address ...") in a file of their own, for the access auditor
+logger.authentication.name = org.apache.kafka.common.network.Selector
+logger.authentication.level = INFO
+logger.authentication.appenderRef.authentication.ref = authentication
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = DEBUG
 logger.authorizer.additivity = false
@@ -117,23 +144,30 @@ def java_executable() -> str:
 
 
 def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
-    """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder.
+    """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder."""
+    pom = _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
+    return resolve_jars(cache, cache / "kafka" / KAFKA_VERSION, pom, f"Kafka {KAFKA_VERSION}",
+                        f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar", log=log)
+
+
+def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar: str,
+                 log: Callable[[str], object] = print) -> Path:
+    """Resolve the runtime dependencies of ``pom_text`` into ``work/libs`` once; return that folder.
 
     Maven does the resolution (it verifies checksums and follows the official POMs' dependencies),
-    into a repository inside our cache so nothing lands in ``~/.m2``. ``log`` shows how far it is
-    (jars downloaded so far, the latest one's name) while it runs, once per cache.
+    into a repository inside our cache (``cache/m2``) so nothing lands in ``~/.m2``. ``log`` shows how
+    far it is (jars downloaded so far, the latest one's name) while it runs, once per cache.
     """
-    libs = cache / "kafka" / f"{KAFKA_VERSION}" / "libs"
+    libs = work / "libs"
     done = libs / ".complete"
     if done.exists():
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise StackError("Apache Maven (`mvn`) is needed once to fetch the Kafka jars from Maven Central; install it")
-    work = cache / "kafka" / KAFKA_VERSION
+        raise StackError(f"Apache Maven (`mvn`) is needed once to fetch {what} from Maven Central; install it")
     work.mkdir(parents=True, exist_ok=True)
     pom = work / "pom.xml"
-    pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
+    pom.write_text(pom_text)
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     # not -q: Maven's "Downloaded from" lines are the progress shown (Maven's own plugins count too)
@@ -157,15 +191,34 @@ def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
 
     run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"kafka: downloading Kafka {KAFKA_VERSION} from {mirror or 'Maven Central'}",
+        f"downloading {what} from {mirror or 'Maven Central'}",
         log=log, progress=progress, timeout=1800,
     )
-    if not any(staging.glob(f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")):
-        raise StackError(f"downloading Kafka {KAFKA_VERSION}: Maven finished but kafka_{SCALA_VERSION} is missing")
+    if not (staging / expected_jar).exists():
+        raise StackError(f"downloading {what}: Maven finished but {expected_jar} is missing")
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
-    done.write_text(KAFKA_VERSION + "\n")
+    done.write_text(what + "\n")
     return libs
+
+
+def ensure_principal_builder(cache: Path, libs: Path) -> Path:
+    """Compile the certificate principal builder against the Kafka jars once (keyed by its source's
+    SHA-256); return the classes folder to put on the broker's class path."""
+    source = _PRINCIPAL_BUILDER_SOURCE.read_bytes()
+    classes = cache / "kafka-principal" / hashlib.sha256(source + KAFKA_VERSION.encode()).hexdigest()[:16]
+    done = classes / ".complete"
+    if done.exists():
+        return classes
+    javac = shutil.which("javac", path=str(Path(java_executable()).parent)) or shutil.which("javac")
+    if javac is None:
+        raise StackError("a JDK's `javac` is needed once to compile the broker's principal builder; install a JDK")
+    shutil.rmtree(classes, ignore_errors=True)
+    classes.mkdir(parents=True)
+    run_checked([javac, "--release", str(MIN_JAVA), "-cp", f"{libs}/*", "-d", str(classes), str(_PRINCIPAL_BUILDER_SOURCE)],
+                "compiling the broker's certificate principal builder")
+    done.write_text(KAFKA_VERSION + "\n")
+    return classes
 
 
 def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1,
@@ -203,9 +256,11 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
         "ssl.endpoint.identification.algorithm": "https",
         "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
         "ssl.principal.mapping.rules": r"RULE:^CN=([^,]+),O=.*$/$1/,DEFAULT",
+        # certificates -> Cert:<CN>, SCRAM -> User:<name>: a password can never make a super user
+        "principal.builder.class": PRINCIPAL_BUILDER,
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
-        "super.users": f"{BROKER_PRINCIPAL};User:{BOOTSTRAP_USER}",
+        "super.users": ";".join(SUPER_USERS),
         "log.dirs": data_dir,
         "num.partitions": 1,
         "default.replication.factor": replicas,
@@ -225,14 +280,13 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def format_storage(java: str, libs: Path, properties: Path, bootstrap_password: str, log: Path,
+def format_storage(java: str, libs: Path, properties: Path, log: Path, principal_builder: Path,
                    cluster_id: str | None = None) -> None:
-    """Format KRaft storage once, creating the SCRAM super user that sets the stack up (every node of a
-    cluster is formatted with the same ``cluster_id``)."""
-    scram = f"SCRAM-SHA-512=[name={BOOTSTRAP_USER},password={bootstrap_password}]"
+    """Format KRaft storage once (every node of a cluster with the same ``cluster_id``). No SCRAM user is
+    created: the setup identity is a certificate."""
     run_checked(
-        [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*", STORAGE_TOOL, "format",
-         f"--cluster-id={cluster_id or _cluster_id()}", "-c", str(properties), "--add-scram", scram],
+        [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*:{principal_builder}", STORAGE_TOOL, "format",
+         f"--cluster-id={cluster_id or _cluster_id()}", "-c", str(properties)],
         "formatting Kafka storage",
     )
 
@@ -242,17 +296,19 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Path, log4j: Path, heap: str = "1g") -> int:
-    """Start the broker detached; ``process.marker`` must appear in its command line."""
+def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Path, log4j: Path, principal_builder: Path,
+                 heap: str = "1g") -> int:
+    """Start the broker detached (``principal_builder``: :func:`ensure_principal_builder`'s folder);
+    ``process.marker`` must appear in its command line."""
     argv = [
         java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}", f"-Dauditseal.stack={process.marker}",
-        "-cp", f"{libs}/*", MAIN_CLASS, str(properties),
+        "-cp", f"{libs}/*:{principal_builder}", MAIN_CLASS, str(properties),
     ]
     return process.start(argv)
 
 
 def log4j_properties(log_dir: Path) -> str:
-    """log4j2 configuration: broker log and the authorizer decision log, both rotated by size; the
-    authorizer log's timestamps carry their UTC offset, since the access auditor turns them into events."""
+    """log4j2 configuration: broker log, the authorizer decision log and the failed-authentication log, rotated
+    by size; the latter two's timestamps carry their UTC offset, since the access auditor turns them into events."""
     return _LOG4J2.format(log_dir=log_dir)

@@ -30,11 +30,10 @@ from confluent_kafka.error import KafkaError
 
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev import s3server
-from pipeline.dev.kafka import BOOTSTRAP_USER
 from pipeline.dev.cache import stack_dir
 from pipeline.dev.processes import StackError
 from pipeline.permissions.acls import grant_entry
-from pipeline.permissions.broker import apply_plan, plan_changes
+from pipeline.permissions.broker import apply_plan, plan_changes, remove_super_user_credentials
 from pipeline.permissions.plan import SCRAM_ITERATIONS
 from pipeline.wire.topics import TOPICS
 from pipeline.permissions.topology import BUCKET, Grant, roles, roles_file
@@ -90,8 +89,9 @@ def _admin_when_ready(config: Mapping[str, object], who: str, timeout: float = 9
 
 
 def expected_users(creds) -> dict[str, str]:
-    """Every SCRAM user the local stack needs, with its password: the setup user and each role's user."""
-    return {BOOTSTRAP_USER: creds.kafka_bootstrap_password, **{r.name: creds.kafka[r.name] for r in roles()}}
+    """Every SCRAM user the local stack needs, with its password: each role's user (the setup identity
+    and the broker are certificates, never SCRAM users)."""
+    return {r.name: creds.kafka[r.name] for r in roles()}
 
 
 def users_without_credential(admin: AdminClient, names: Collection[str]) -> list[str]:
@@ -113,9 +113,8 @@ def reassert_users(broker_tls: Mapping[str, str], creds, *, new_cluster: bool = 
 
     Kafka 3.5 to 4.4 can lose every SCRAM user when a broker replays a metadata log in which a user was
     deleted (``ScramDelta.apply()`` removes from the map it iterates; README, "SCRAM users lost on a
-    restart"). Then no password works, the setup user's included; the broker's own certificate is a
-    super user that needs none, so the stack repairs itself here, for the roles' users too, since
-    ``acl apply`` only sets users the roles file has. On a ``new_cluster`` they are simply created.
+    restart"). Then no password works; the broker's own certificate is a super user that needs none, so
+    the stack repairs itself here. On a ``new_cluster`` they are simply created.
     """
     admin = _admin_when_ready(broker_tls, "on its internal listener", timeout)
     expected = expected_users(creds)
@@ -137,6 +136,11 @@ def provision_kafka(env: Mapping[str, str], creds, log=print, replicas: int | No
     ``replicas`` (a cluster's 3) overrides the topics' replication factor, with ``min.insync.replicas=2``."""
     admin = _admin_when_ready(KafkaSettings.from_env(env).client_config(), "as the setup user")
     with acl_lock(stack_dir()):
+        # a SCRAM credential named like a super user (the setup user's of stacks formatted before super users
+        # became certificate-only, or one an attacker set) is deleted: it must not exist, even unusable
+        removed = remove_super_user_credentials(admin, roles_file())
+        if removed:
+            log(f"kafka: deleted SCRAM credential(s) named like a super user: {', '.join(removed)}")
         plan = plan_changes(admin, roles_file(), passwords=creds.kafka)
         apply_plan(admin, plan, passwords=creds.kafka)
     topics = [dataclasses.replace(t, replication_factor=replicas, min_insync_replicas=replicas - 1)
@@ -152,6 +156,9 @@ def provision_kafka(env: Mapping[str, str], creds, log=print, replicas: int | No
         for t in topics
     ]
     _wait_all(admin.incremental_alter_configs(resources), "asserting topic configs")
+    from pipeline.privacy.provision import ensure_kek, provision_keystore
+
+    provision_keystore(admin, env, ensure_kek(stack_dir() / "keys"), log=log)
     log(f"kafka: roles file {roles_file().path.name} applied ({len(roles())} users; {len(plan.users_to_set)} user(s) set, "
         f"{len(plan.acls_to_add)} ACL(s) added, {len(plan.acls_to_remove)} removed), "
         f"topics {', '.join(t.name for t in TOPICS)}")

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 RAW_TOPIC = "audit.raw"
 SEALED_TOPIC = "audit.sealed"
 ALERTS_TOPIC = "audit.alerts"
+# sealed records as OCSF JSON with their integrity evidence, one per sealed record (auditseal siem-bridge)
+OCSF_TOPIC = "audit.ocsf"
 AUDIT_TOPICS = (RAW_TOPIC, SEALED_TOPIC, ALERTS_TOPIC)
+# data subjects' keys (compacted, destroyable: not an audit topic); configured in pipeline.privacy.keystore
+KEYS_TOPIC = "audit.keys"
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -46,4 +50,6 @@ TOPICS = (
     # sealed records live in Kafka for SIEM replay; the locked archive in S3 is the long-term copy
     TopicSpec(SEALED_TOPIC, partitions=6, retention_ms=30 * DAY_MS),
     TopicSpec(ALERTS_TOPIC, partitions=3, retention_ms=90 * DAY_MS),
+    # partition p holds partition p of audit.sealed in the same order; kept as long as the sealed records
+    TopicSpec(OCSF_TOPIC, partitions=6, retention_ms=30 * DAY_MS),
 )

@@ -1,0 +1,199 @@
+"""One partition of ``audit.sealed``, in offset order, turned into OCSF documents in the same order (pure).
+
+The sealer writes each batch of entries and the checkpoint signing it in one transaction, the
+checkpoint last. An entry's evidence names its covering checkpoint, so :class:`PartitionMapper`
+holds a partition's entries until their checkpoint arrives and then releases the whole batch,
+entries first and the checkpoint last: chain order, one document per sealed record. A record it
+cannot read becomes an "unmapped" document in its place (:func:`pipeline.siem.ocsf.unmapped_record`),
+never a gap.
+
+The evidence attached is what the checkpoint says, checked only as far as building the inclusion
+proofs needs: when the held entries are not exactly ``first_seq..last_seq`` or do not root to the
+checkpoint's ``merkle_root`` (an incomplete batch at the start of the retained topic, or a damaged
+log), the entries are released without a signature and with ``evidence_error`` saying why.
+Verifying the whole log stays ``auditseal verify``'s job.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.integrity.merkle import inclusion_proofs, record_leaf_hash, root_from_leaf_hashes
+from pipeline.siem import ocsf
+from pipeline.siem.ocsf import Inclusion, Position
+from pipeline.wire.codec import DecodeError, EventCodec, default_codec
+from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, SealedCodecs, entry_payload, sealed_codecs
+
+FORMATS = ("ocsf", "json")
+
+
+@dataclass
+class _Held:
+    position: Position
+    value: bytes
+    kind: bytes | None  # None: unreadable
+    record: dict[str, Any] | None
+    payload: bytes | None
+    event: dict[str, Any] | None
+    problem: str | None
+
+
+class PartitionMapper:
+    """Maps one partition's sealed values (fed in offset order) to documents, batch by batch.
+
+    ``format`` ``ocsf`` gives OCSF events (:mod:`pipeline.siem.ocsf`); ``json`` gives each record's
+    own fields as JSON (bytes hex, the inner AuditEvent decoded), also released per batch so that
+    both formats hold the same records at the same moment.
+    """
+
+    def __init__(self, topic: str, partition: int, *, format: str = "ocsf", product_version: str | None = None,
+                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, found {format!r}")
+        self.topic = topic
+        self.partition = partition
+        self.format = format
+        self.product_version = product_version
+        self._codecs = codecs or sealed_codecs()
+        self._event_codec = event_codec or default_codec()
+        self._held: list[_Held] = []
+
+    @property
+    def held(self) -> int:
+        """Records read and not yet released (waiting for their checkpoint)."""
+        return len(self._held)
+
+    @property
+    def first_held_offset(self) -> int | None:
+        """Offset of the oldest record not yet released (where a restart must read again)."""
+        return self._held[0].position.offset if self._held else None
+
+    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[dict[str, Any]]:
+        """Read one record; returns the documents of the batch it completes (a checkpoint), else []."""
+        position = Position(self.topic, self.partition, offset, timestamp_ms)
+        held = self._read(position, value)
+        if held.kind == CHECKPOINT_KIND:
+            return self._release(held)
+        self._held.append(held)
+        return []
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Release what is held without a checkpoint (the end of an export): entries without signatures."""
+        documents = self._render(self._held, None, "no checkpoint covers this entry yet in what was read")
+        self._held = []
+        return documents
+
+    def reset(self) -> None:
+        """Forget what is held (the partition was revoked, or a transaction failed: it will be read again)."""
+        self._held = []
+
+    # ---- reading ------------------------------------------------------------------------------------
+    def _read(self, position: Position, value: bytes) -> _Held:
+        codecs = self._codecs
+        try:
+            kind, fields = codecs.decode_fields(value)
+        except (DecodeError, ValueError) as exc:
+            return _Held(position, value, None, None, None, None, f"not a readable audit.sealed record: {exc}")
+        record = codecs.record_of_fields(kind, fields)
+        if kind == CHECKPOINT_KIND:
+            return _Held(position, value, kind, record, None, None, None)
+        payload = entry_payload(kind, record)
+        if kind == REJECTION_KIND:
+            return _Held(position, value, kind, record, payload, None, None)
+        try:
+            event = self._event_codec.decode(record["event"])
+        except DecodeError as exc:
+            return _Held(position, value, kind, record, payload, None, f"the sealed AuditEvent is unreadable: {exc}")
+        return _Held(position, value, kind, record, payload, event, None)
+
+    # ---- releasing ----------------------------------------------------------------------------------
+    def _release(self, checkpoint: _Held) -> list[dict[str, Any]]:
+        held, self._held = self._held, []
+        record = checkpoint.record
+        entries = [h for h in held if h.record is not None]
+        seqs = [h.record["seq"] for h in entries]
+        problem = None
+        if seqs != list(range(record["first_seq"], record["last_seq"] + 1)):
+            span = f"{seqs[0]}..{seqs[-1]}" if seqs else "none"
+            problem = (f"the entries read before checkpoint {record['first_seq']}..{record['last_seq']} are "
+                       f"{len(seqs)} (seq {span}): incomplete batch, no inclusion proof")
+        else:
+            leaves = [record_leaf_hash(h.record["hash"]) for h in entries]
+            if root_from_leaf_hashes(leaves) != record["merkle_root"]:
+                problem = (f"the entries {record['first_seq']}..{record['last_seq']} do not root to the checkpoint's "
+                           "merkle_root: damaged log, run auditseal verify")
+        inclusions: dict[int, Inclusion] = {}
+        if problem is None:
+            covering = ocsf.covering_checkpoint(record, checkpoint.position)
+            for index, path in enumerate(inclusion_proofs(leaves)):
+                inclusions[id(entries[index])] = Inclusion(covering, index, len(leaves), path)
+        documents = self._render(held, inclusions, problem)
+        documents.append(self._checkpoint_document(checkpoint))
+        return documents
+
+    def _render(self, held: list[_Held], inclusions: Mapping[int, Inclusion] | None,
+                problem: str | None) -> list[dict[str, Any]]:
+        render = self._render_ocsf if self.format == "ocsf" else self._render_json
+        return [render(h, (inclusions or {}).get(id(h)), problem) for h in held]
+
+    def _render_ocsf(self, held: _Held, inclusion: Inclusion | None, problem: str | None) -> dict[str, Any]:
+        version = self.product_version
+        if held.kind is None:
+            return ocsf.unmapped_record(held.value, held.position, held.problem, product_version=version)
+        if held.problem is not None:
+            return ocsf.unmapped_record(held.value, held.position, held.problem, kind=held.kind.decode(),
+                                        record=held.record, payload=held.payload, inclusion=inclusion,
+                                        time_ms=held.record["source_timestamp_micros"] // 1000,
+                                        product_version=version)
+        if held.kind == EVENT_KIND:
+            return ocsf.event_record(held.record, held.event, held.payload, held.position, inclusion,
+                                     evidence_error=problem, product_version=version)
+        return ocsf.rejection_record(held.record, held.payload, held.position, inclusion, evidence_error=problem,
+                                     product_version=version)
+
+    def _render_json(self, held: _Held, inclusion: Inclusion | None, problem: str | None) -> dict[str, Any]:
+        document: dict[str, Any] = {"sealed": held.position.as_dict()}
+        if held.kind is None:
+            document.update(kind="unmapped", reason=held.problem, value=held.value.hex())
+            return document
+        document["kind"] = held.kind.decode()
+        document.update(_jsonable(held.record))
+        if held.event is not None:
+            document["event_decoded"] = _jsonable(held.event)
+        if held.problem is not None:
+            document["problem"] = held.problem
+        return document
+
+    def _checkpoint_document(self, checkpoint: _Held) -> dict[str, Any]:
+        if self.format == "ocsf":
+            return ocsf.checkpoint_record(checkpoint.record, checkpoint.position, product_version=self.product_version)
+        return {"sealed": checkpoint.position.as_dict(), "kind": "checkpoint", **_jsonable(checkpoint.record)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return ocsf.micros(value)  # timestamp-micros as in the Avro record
+    if isinstance(value, Mapping):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def mappers(*, format: str = "ocsf", product_version: str | None = None) -> Callable[[str, int], PartitionMapper]:
+    """A factory ``make(topic, partition)`` of PartitionMappers sharing one set of codecs."""
+    codecs, event_codec = sealed_codecs(), default_codec()
+
+    def make(topic: str, partition: int) -> PartitionMapper:
+        return PartitionMapper(topic, partition, format=format, product_version=product_version, codecs=codecs,
+                               event_codec=event_codec)
+
+    return make
