@@ -89,8 +89,9 @@ def _kill_and_restart(stack, node_id: int, down_for: float) -> None:
         time.sleep(0.1)
     time.sleep(down_for)
     # the stopped node alone, as `dev up` starts it (users, ACLs, topics are the cluster's: nothing to provision)
-    start_nodes(stack.kafka_nodes(), java=kafka.java_executable(), libs=kafka.ensure_jars(stack.cache), pki_dir=stack.pki.directory,
-                bootstrap_password=stack.credentials().kafka_bootstrap_password)
+    libs = kafka.ensure_jars(stack.cache)
+    start_nodes(stack.kafka_nodes(), java=kafka.java_executable(), libs=libs, pki_dir=stack.pki.directory,
+                principal_builder=kafka.ensure_principal_builder(stack.cache, libs))
     deadline = time.monotonic() + 120
     while not port_is_open("127.0.0.1", node.ports.client):
         assert node.process.pid() is not None, node.process.log_tail()
