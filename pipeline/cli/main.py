@@ -307,8 +307,10 @@ class _CommonOptionsSubparsers:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    # allow_abbrev=False: a command's own option (access-audit --log) must not read as an abbreviation of
+    # the top level's --log-level/--loglevel ("ambiguous option")
     parser = argparse.ArgumentParser(prog="auditseal", description="Immutable, signed audit logs on Kafka.",
-                                     epilog="exit codes: 0 ok, 1 violations found or refused, 2 usage or configuration "
+                                     allow_abbrev=False, epilog="exit codes: 0 ok, 1 violations found or refused, 2 usage or configuration "
                                      "error. Log level: -v, --log-level or $AUDITSEAL_LOG_LEVEL.")
     parser.add_argument("--version", action="version", version=f"auditseal {pipeline.__version__}")
     add_common_options(parser)

@@ -96,7 +96,8 @@ def bootstrap(all_nodes: list[Node]) -> str:
 
 def start_nodes(all_nodes: list[Node], *, java: str, libs: Path, pki_dir: Path, principal_builder: Path,
                 log=print) -> tuple[list[ManagedProcess], bool]:
-    """Configure, format (once, one cluster id for all) and start every node that is not running.
+    """Configure, format (once, one cluster id for all) and start every node of ``all_nodes`` (the whole
+    cluster: each node's configuration names every voter) that is not running.
 
     Returns the processes started and whether storage was formatted now (a new cluster)."""
     brokers = len(all_nodes)

@@ -23,11 +23,17 @@ BUILD_TIMEOUT_S = 3600.0
 
 
 @contextmanager
-def cache_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` (created if needed) for as long as the block runs."""
+def cache_lock(folder: Path, waiting: str | None = None, log: Callable[[str], object] = print) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (created if needed) for as long as the block runs; if another
+    process holds it, ``waiting`` (when given) is logged first, so the wait does not look like a hang."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                log(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -49,7 +55,8 @@ def go_install(cache: Path, *, package: str, version: str, folder: str = "bin", 
     go = shutil.which("go") or (str(_GO_FALLBACK) if _GO_FALLBACK.exists() else None)
     if go is None:
         raise StackError(f"Go is needed once to build {name} {version}; install Go 1.24+ or put it on PATH")
-    with cache_lock(cache / folder):
+    with cache_lock(cache / folder, f"{name} {version}: waiting for another process that builds into {cache / folder}",
+                    log):
         if binary.exists():
             return binary
         staging = target.with_name(target.name + ".partial")

@@ -45,7 +45,7 @@ MIN_JAVA = 17
 # SCRAM user (see README, "SCRAM users lost on a restart"); a snapshot taken before the restart avoids the
 # replay of a user's deletion. Kafka's default is an hour.
 SNAPSHOT_INTERVAL_MS = 10_000
-_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)\b")
+_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.(jar|pom))\b")
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -171,20 +171,23 @@ def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     # not -q: Maven's "Downloaded from" lines are the progress shown (Maven's own plugins count too)
-    argv = [mvn, "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
+    argv = [mvn, "-B", "-Dstyle.color=never", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
     mirror = os.environ.get("AUDITSEAL_MAVEN_REPO")
     if mirror:
         settings = work / "settings.xml"
         settings.write_text(_MIRROR_SETTINGS.format(url=mirror))
         argv += ["-s", str(settings)]
-    downloaded: list[str] = []
+    downloaded = {"jar": 0, "pom": 0}
+    latest = [""]
 
     def progress(line: str) -> str | None:
         match = _DOWNLOADED.search(line)
         if match is None:
             return None
-        downloaded.append(match.group(1))
-        return f"{len(downloaded)} jars ({match.group(1)})"
+        downloaded[match.group(2)] += 1
+        if match.group(2) == "jar":
+            latest[0] = match.group(1)
+        return f"{downloaded['jar']} jars, {downloaded['pom']} poms" + (f" (latest {latest[0]})" if latest[0] else "")
 
     run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],

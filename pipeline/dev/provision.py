@@ -75,7 +75,8 @@ def _wait_all(futures: Mapping, what: str, tolerate: Callable[[KafkaError], bool
 
 def _admin_when_ready(config: Mapping[str, object], who: str, timeout: float = 90.0) -> AdminClient:
     # the port opens a little before SCRAM and metadata are served; retry until a request succeeds
-    admin = AdminClient(dict(config))
+    # log_level 5: not the info line librdkafka prints when it drops the errors of nodes still starting
+    admin = AdminClient({**config, "log_level": 5})
     deadline = time.monotonic() + timeout
     while True:
         try:

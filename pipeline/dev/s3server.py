@@ -33,7 +33,9 @@ def start_server(
     env = dict(os.environ, ROOT_ACCESS_KEY=root_access, ROOT_SECRET_KEY=root_secret)
     argv = [
         str(binary), "--port", f"127.0.0.1:{port}", "--cert", str(cert), "--key", str(key),
-        "--iam-dir", str(iam), "--quiet", "posix", "--versioning-dir", str(versions), str(data),
+        "--iam-dir", str(iam), "--quiet", "posix", "--versioning-dir", str(versions),
+        # the gateway sets object files' modes itself (0644 by default, umask or not): owner only
+        "--dir-perms", "0700", "--file-perms", "0600", str(data),
     ]
     # root credentials go through the environment, never argv, so `ps` does not show them
     return process.start(argv, env=env)

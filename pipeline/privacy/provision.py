@@ -7,6 +7,8 @@ production cluster the admin creates the topic with :data:`~pipeline.privacy.key
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,7 +66,26 @@ def provision_keystore(admin: AdminClient, setup_env: Mapping[str, str], kek: Ma
     for future in admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, KEYS_TOPIC,
                                                                   incremental_configs=entries)]).values():
         future.result(timeout=30)
+    _wait_for_leaders(KafkaSettings.from_env(setup_env), KEYS_TOPIC, KEYS_TOPIC_PARTITIONS)
     with KeyStore(KafkaSettings.from_env(setup_env), kek) as store:
         version = store.ensure_pseudonym_key().version
         subjects = store.subject_count()
     log(f"kafka: key store {KEYS_TOPIC} (compacted), pseudonym key v{version}, {subjects} subject(s)")
+
+
+def _wait_for_leaders(settings: KafkaSettings, topic: str, partitions: int, timeout: float = 60.0) -> None:
+    # On a cluster a new topic reaches each broker's metadata at its own pace; the key store reads it
+    # from whichever broker it asks ("Unknown topic or partition" right after creation), so ask each
+    deadline = time.monotonic() + timeout
+    brokers = AdminClient(settings.client_config()).list_topics(timeout=30).brokers.values()
+    for broker in brokers:
+        one = AdminClient(settings.client_config(**{"bootstrap.servers": f"{broker.host}:{broker.port}"}))
+        while True:
+            found = one.list_topics(topic, timeout=30).topics.get(topic)
+            if (found is not None and found.error is None and len(found.partitions) == partitions
+                    and all(p.leader >= 0 for p in found.partitions.values())):
+                break
+            if time.monotonic() > deadline:
+                raise ConfigError(f"{topic}: broker {broker.id} did not show its {partitions} partitions "
+                                  f"within {timeout:.0f}s")
+            time.sleep(0.2)
