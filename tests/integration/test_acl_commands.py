@@ -161,6 +161,6 @@ def test_acl_commands_need_the_admin_role(role_env):
 def test_check_json_on_the_provisioned_stack(role_env, capsys, monkeypatch):
     assert _cli(["acl", "check", "--json"], role_env("admin"), monkeypatch) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and len(report["rules"]) == 10
+    assert report["passed"] and len(report["rules"]) == 11
     assert report["super_users"] == ["Cert:broker", "Cert:bootstrap"]
 
