@@ -25,7 +25,7 @@ FORBIDDEN_ACTIONS = (
 )
 
 
-def _list(value: Any) -> list:
+def _list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]

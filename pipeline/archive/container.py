@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 
@@ -169,4 +169,5 @@ def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *
 
 def read_archived_records(container: bytes) -> Iterator[dict[str, Any]]:
     """The ArchivedRecord dicts of an (unencrypted) object's bytes, in offset order."""
-    yield from fastavro.reader(io.BytesIO(container))
+    for record in fastavro.reader(io.BytesIO(container)):
+        yield cast(dict[str, Any], record)  # ArchivedRecord is a record schema

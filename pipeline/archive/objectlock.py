@@ -15,8 +15,16 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from pipeline.archive.retention import ComplianceProfile
+
+# a boto3 S3 client: boto3 ships no type information for its generated clients
+S3Client = Any
 
 PROBE_PREFIX = "_auditseal/conformance/"
 PROBE_RETENTION = datetime.timedelta(minutes=10)
@@ -56,7 +64,7 @@ class ConformanceReport:
         """Names of the properties that do not hold."""
         return [r.name for r in self.results if not r.holds]
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"bucket": self.bucket, "endpoint": self.endpoint, "passed": self.passed,
                 "results": [asdict(r) for r in self.results]}
@@ -64,16 +72,17 @@ class ConformanceReport:
 
 def _error_code(exc: Exception) -> str:
     if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "ClientError")
+        code: str = exc.response.get("Error", {}).get("Code", "ClientError")
+        return code
     return type(exc).__name__
 
 
-def _retention(s3, bucket: str, key: str, version: str) -> tuple[str | None, datetime.datetime | None]:
+def _retention(s3: S3Client, bucket: str, key: str, version: str) -> tuple[str | None, datetime.datetime | None]:
     retention = s3.get_object_retention(Bucket=bucket, Key=key, VersionId=version).get("Retention", {})
     return retention.get("Mode"), retention.get("RetainUntilDate")
 
 
-def check_bucket(s3, bucket: str) -> ConformanceReport:
+def check_bucket(s3: S3Client, bucket: str) -> ConformanceReport:
     """Run every WORM property against ``bucket`` with the boto3 client ``s3``; never raises for a
     misbehaving server, only reports (transport errors such as a wrong endpoint still raise)."""
     results = [_object_lock_enabled(s3, bucket)]
@@ -100,7 +109,7 @@ def check_bucket(s3, bucket: str) -> ConformanceReport:
     if problem:
         results += [PropertyResult(name, False, problem) for name in PROPERTIES[1:]]
         return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
-    probes = (
+    probes: tuple[tuple[str, Callable[[], PropertyResult]], ...] = (
         (PROPERTIES[1], lambda: _delete_refused(s3, bucket, key, version, body, run)),
         (PROPERTIES[2], lambda: _shorten_refused(s3, bucket, key, version, until)),
         (PROPERTIES[3], lambda: _governance_refused(s3, bucket, key, version)),
@@ -115,7 +124,7 @@ def check_bucket(s3, bucket: str) -> ConformanceReport:
     return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
 
 
-def _object_lock_enabled(s3, bucket: str) -> PropertyResult:
+def _object_lock_enabled(s3: S3Client, bucket: str) -> PropertyResult:
     name = PROPERTIES[0]
     try:
         config = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration", {})
@@ -129,7 +138,7 @@ def _object_lock_enabled(s3, bucket: str) -> PropertyResult:
     )
 
 
-def _delete_refused(s3, bucket: str, key: str, version: str, body: bytes, run: str) -> PropertyResult:
+def _delete_refused(s3: S3Client, bucket: str, key: str, version: str, body: bytes, run: str) -> PropertyResult:
     name = PROPERTIES[1]
     control_key = f"{PROBE_PREFIX}{run}/unlocked"
     try:
@@ -156,7 +165,7 @@ def _delete_refused(s3, bucket: str, key: str, version: str, body: bytes, run: s
     return PropertyResult(name, True, f"refused ({', '.join(refusals)}); an unlocked version could be deleted")
 
 
-def _shorten_refused(s3, bucket: str, key: str, version: str, until: datetime.datetime) -> PropertyResult:
+def _shorten_refused(s3: S3Client, bucket: str, key: str, version: str, until: datetime.datetime) -> PropertyResult:
     name = PROPERTIES[2]
     try:
         s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version,
@@ -184,7 +193,7 @@ def _shorten_refused(s3, bucket: str, key: str, version: str, until: datetime.da
     return PropertyResult(name, True, f"refused ({code}); extending was allowed")
 
 
-def _governance_refused(s3, bucket: str, key: str, version: str) -> PropertyResult:
+def _governance_refused(s3: S3Client, bucket: str, key: str, version: str) -> PropertyResult:
     name = PROPERTIES[3]
     _, before = _retention(s3, bucket, key, version)
     if before is None:
@@ -203,7 +212,7 @@ def _governance_refused(s3, bucket: str, key: str, version: str) -> PropertyResu
     return PropertyResult(name, True, f"refused ({code})")
 
 
-def _suspend_refused(s3, bucket: str) -> PropertyResult:
+def _suspend_refused(s3: S3Client, bucket: str) -> PropertyResult:
     name = PROPERTIES[4]
     code = None
     try:
@@ -231,7 +240,7 @@ WRITER_PROPERTIES = (
 )
 
 
-def check_bucket_as_writer(s3, bucket: str) -> ConformanceReport:
+def check_bucket_as_writer(s3: S3Client, bucket: str) -> ConformanceReport:
     """The WORM properties a principal that may write locked objects but delete nothing (the sink) can
     prove with its own keys: Object Lock and versioning enabled, a locked probe reads back in COMPLIANCE
     mode with the date written, and its retention can be extended (the control) but neither shortened
@@ -260,8 +269,10 @@ def check_bucket_as_writer(s3, bucket: str) -> ConformanceReport:
         results += [PropertyResult(name, False, "not tested: the probe is not locked") for name in WRITER_PROPERTIES[2:]]
         return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
     results.append(PropertyResult(WRITER_PROPERTIES[1], True, f"COMPLIANCE until {retain_until.isoformat()}"))
-    for name, probe in ((WRITER_PROPERTIES[2], lambda: _shorten_refused(s3, bucket, key, version, until)),
-                        (WRITER_PROPERTIES[3], lambda: _governance_refused(s3, bucket, key, version))):
+    writer_probes: tuple[tuple[str, Callable[[], PropertyResult]], ...] = (
+        (WRITER_PROPERTIES[2], lambda: _shorten_refused(s3, bucket, key, version, until)),
+        (WRITER_PROPERTIES[3], lambda: _governance_refused(s3, bucket, key, version)))
+    for name, probe in writer_probes:
         try:
             results.append(probe())
         except ClientError as exc:
@@ -272,7 +283,7 @@ def check_bucket_as_writer(s3, bucket: str) -> ConformanceReport:
 EXPOSURE_PROPERTIES = ("bucket_policy_opens_nothing", "default_retention_matches_profile")
 
 
-def check_exposure(s3, bucket: str, profile) -> tuple[PropertyResult, PropertyResult]:
+def check_exposure(s3: S3Client, bucket: str, profile: ComplianceProfile) -> tuple[PropertyResult, PropertyResult]:
     """What the bucket's configuration grants beyond its locks (:mod:`pipeline.archive.bucket_policy`): the
     policy opens nothing to anonymous/all principals and grants nobody a delete or lock-changing right, and
     a default retention rule, if any, is COMPLIANCE for ``profile``'s period (a ComplianceProfile)."""
@@ -303,7 +314,7 @@ def check_exposure(s3, bucket: str, profile) -> tuple[PropertyResult, PropertyRe
     return policy_result, retention_result
 
 
-def with_exposure(report: ConformanceReport, s3, profile) -> ConformanceReport:
+def with_exposure(report: ConformanceReport, s3: S3Client, profile: ComplianceProfile) -> ConformanceReport:
     """``report`` with the results of :func:`check_exposure` added."""
     return ConformanceReport(report.bucket, report.endpoint,
                              report.results + check_exposure(s3, report.bucket, profile))

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.native import sealing as native
+import pipeline.native.sealing as native
 from pipeline.wire.codec import DecodeError, EventCodec
 from pipeline.wire.validation import InvalidEventError, _timestamp_bounds, validate_event
 
@@ -124,6 +124,7 @@ def compile_checker(parsed_schema: Any, header: bytes) -> Checker | None:
     runs for every record the check is not sure of (the differential tests hold the two together).
     """
     try:
-        return native.Checker(checker_program(parsed_schema), bytes(header))
+        checker: Callable[[bytes], bool] = native.Checker(checker_program(parsed_schema), bytes(header))
+        return checker
     except Unsupported:
         return None

@@ -43,7 +43,7 @@ class SchemaVersion:
     path: Path
     raw: Mapping[str, Any] = field(repr=False)
     """The schema as written in the file (with docs and defaults)."""
-    parsed: Mapping[str, Any] = field(repr=False)
+    parsed: dict[str, Any] = field(repr=False)
     """``fastavro.parse_schema`` of ``raw``: what the readers and writers are compiled from."""
     canonical_form: str = field(repr=False)
     fingerprint: bytes

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader
 from fastavro.read import SchemaResolutionError
@@ -125,7 +125,7 @@ class EventCodec:
                 f"{extra} unexpected trailing byte(s) after the {writer.name} body; "
                 "the record is garbled or two records were concatenated"
             )
-        return event
+        return cast(dict[str, Any], event)  # an AuditEvent record decodes to a dict
 
     def _unknown_fingerprint_message(self, fingerprint: bytes, other: SchemaVersion | None) -> str:
         if other is not None:

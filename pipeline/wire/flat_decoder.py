@@ -69,6 +69,7 @@ def decode_fields(fields: tuple[tuple[str, str], ...], data: bytes, start: int, 
     values: list[Any] = []
     position, end = start, min(end, len(data))
     for name, kind in fields:
+        value: Any
         value, position = read_long(data, position, end, name)
         if kind == "int":
             if not INT_MIN <= value <= INT_MAX:
@@ -100,7 +101,8 @@ def compile_decoder(parsed_schema: Any) -> Decoder | None:
     fields = record_fields(parsed_schema)
     if fields is None:
         return None
-    return FlatDecoder(fields, _checked_reference)
+    decoder: Decoder = FlatDecoder(fields, _checked_reference)
+    return decoder
 
 
 def _checked_reference(fields: tuple[tuple[str, str], ...], data: bytes, start: int,

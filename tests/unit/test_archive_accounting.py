@@ -12,7 +12,7 @@ import pytest
 from pipeline.verifier.archive import FOREIGN_OBJECT, NO_ARCHIVE, NO_CHAIN, ArchiveVerifier, DirectorySource
 from pipeline.cli.main import main
 from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring
-from tests.unit.test_native_reader import START_MICROS, _sealed_partition, _write
+from tests.differential.test_native_reader import START_MICROS, _sealed_partition, _write
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pipeline.producer.event import new_event
 from pipeline.wire.acceptance import compile_checker
 from pipeline.wire.codec import default_codec
 from pipeline.wire.validation import InvalidEventError, validate_event
-from tests.unit.test_codec import valid_events
+from tests.differential.strategies import valid_events
 
 CODEC = default_codec()
 CHECK = compile_checker(CODEC.schema.parsed, CODEC.header)
