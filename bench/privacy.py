@@ -61,7 +61,7 @@ def wait_writable(settings: KafkaSettings, topic: str, timeout: float = 60) -> N
     while True:
         outcome: list = []
         probe = Producer(settings.client_config(**{"message.timeout.ms": 5000}))
-        probe.produce(topic, b"probe", on_delivery=lambda err, _m: outcome.append(err))
+        probe.produce(topic, b"probe", on_delivery=lambda err, _m, outcome=outcome: outcome.append(err))
         probe.flush(10)
         if outcome and outcome[0] is None:
             return

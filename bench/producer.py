@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.producer.client import DEFAULT_TOPIC, PRODUCER_TUNING, AuditProducer, DeliveryResult
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.codec import default_codec
 
 
 @dataclass(frozen=True)

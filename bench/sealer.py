@@ -29,9 +29,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import KafkaSettings
 from pipeline.dev.stack import LocalStack
+from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import complete_event
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.producer.client import AuditProducer
 from pipeline.wire.sealed import EVENT_KIND, sealed_codecs
 from tests.support.sealing import REPO, Topics, create_topics, delete_topics, raw_end_offsets
 
@@ -156,8 +156,8 @@ def profile_sealing(stack: LocalStack, worker_rate: float, count: int = 20_000) 
     import cProfile
     import io
 
-    from pipeline.wire.codec import default_codec
     from pipeline.sealer.chain_sealer import ChainSealer
+    from pipeline.wire.codec import default_codec
 
     codec = default_codec()
     values = [codec.encode(event) for event in synthetic_events(count, seed=5)]

@@ -32,15 +32,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.s3sink.batching import Batch, BatchLimits
 from connectors.s3sink.bucket import ArchiveBucket
-from pipeline.archive.retention import load_profiles
 from connectors.s3sink.worker import S3Sink, SinkConfig
-from pipeline.wire.codec import default_codec
+from pipeline.archive.retention import load_profiles
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev.provision import acl_binding
 from pipeline.dev.stack import LocalStack
+from pipeline.permissions.topology import Grant
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.output import ChainWriter
-from pipeline.permissions.topology import Grant
+from pipeline.wire.codec import default_codec
 
 PARTITIONS = 6
 CHECKPOINT_EVERY = 2000

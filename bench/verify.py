@@ -29,12 +29,12 @@ import fastavro
 
 from pipeline.archive.container import build_object
 from pipeline.archive.retention import ComplianceProfile
-from pipeline.wire.codec import default_codec
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import ChainSealer
 from pipeline.verifier.archive import ArchiveVerifier, DirectorySource
+from pipeline.wire.codec import default_codec
 
 PARTITIONS = 6
 CHECKPOINT_EVERY = 2000
@@ -61,7 +61,7 @@ def synthesise_archive(root: Path, records: int, *, seed: int = 5) -> tuple[Path
         pending: list[tuple[int, int, bytes]] = []
         offset = 0
 
-        def flush() -> None:
+        def flush(partition: int = partition) -> None:
             nonlocal pending
             if pending:
                 obj = build_object(TOPIC, partition, pending, profile=profile)

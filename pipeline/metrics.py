@@ -74,7 +74,7 @@ class BatchHistogram:
         with self._lock:
             counts, total = list(self._counts), self._sum
         cumulative, buckets = 0, []
-        for bound, count in zip(self._upper, counts):
+        for bound, count in zip(self._upper, counts, strict=False):
             cumulative += count
             buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
         family = HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)

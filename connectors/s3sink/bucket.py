@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
-from pipeline.archive.layout import parse_key, partition_prefix
 from pipeline.archive.container import ArchiveObject
+from pipeline.archive.layout import parse_key, partition_prefix
 from pipeline.errors import AuditSealError
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ArchiveBucket:
 
     def write(self, archive: ArchiveObject, cancelled: threading.Event | None = None) -> tuple[str, str]:
         """Write the object, then its manifest, each locked and read back; their version ids."""
-        if archive.retain_until <= datetime.datetime.now(datetime.timezone.utc):
+        if archive.retain_until <= datetime.datetime.now(datetime.UTC):
             raise ArchiveWriteError(
                 f"{archive.key}: its newest record is older than the compliance profile's retention (retain-until "
                 f"{archive.retain_until.isoformat()} has passed), so there is nothing left to lock; archive these "
@@ -153,7 +153,7 @@ class ArchiveBucket:
             arguments = {"Bucket": self.bucket, "Prefix": folder, "StartAfter": f"{folder}{from_offset:020d}"}
             if token:
                 arguments["ContinuationToken"] = token
-            page = self._call("ListObjectsV2", folder, lambda: self.s3.list_objects_v2(**arguments), cancelled)
+            page = self._call("ListObjectsV2", folder, lambda arguments=arguments: self.s3.list_objects_v2(**arguments), cancelled)
             for item in page.get("Contents", []):
                 key = parse_key(item["Key"])
                 if key is not None and key.prefix == prefix and key.first_offset >= from_offset:

@@ -22,14 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.s3sink import metrics
 from connectors.s3sink.bucket import ArchiveBucket
-from pipeline.archive.encryption import MASTER_KEY_VARIABLE, KeyEncryptionKey
-from pipeline.keys.master import load_master_key_spec
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
+from pipeline.archive.encryption import MASTER_KEY_VARIABLE, KeyEncryptionKey
+from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer, with_exposure
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.errors import AuditSealError, ConfigError
+from pipeline.keys.master import load_master_key_spec
 from pipeline.metrics import serve_metrics
 from pipeline.preflight import check_kafka
-from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer, with_exposure
 
 log = logging.getLogger("connectors.s3sink")
 

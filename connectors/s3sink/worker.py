@@ -30,8 +30,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from connectors.s3sink import metrics
 from connectors.s3sink.batching import Batch, BatchLimits, PartitionBatcher
 from connectors.s3sink.bucket import ArchiveBucket, WriteCancelled
-from pipeline.archive.encryption import KeyEncryptionKey
 from pipeline.archive.container import DEFAULT_DEFLATE_LEVEL, ArchiveObject, build_object
+from pipeline.archive.encryption import KeyEncryptionKey
 from pipeline.archive.retention import ComplianceProfile
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError, ConfigError

@@ -26,7 +26,6 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-
 from pipeline.dev import kafka
 from pipeline.dev.pki import Pki, create_ca, issue_certificate, write_private
 from pipeline.dev.stack import DEFAULT_PORTS, Credentials
@@ -99,7 +98,7 @@ def _own(path: Path, uid: int) -> None:
     """Hand ``path`` (recursively) to the container user ``uid``; only root can, and only root needs to."""
     if os.geteuid() != 0:
         return
-    for folder, dirs, files in os.walk(path):
+    for folder, _dirs, files in os.walk(path):
         os.chown(folder, uid, uid)
         for name in files:
             os.chown(os.path.join(folder, name), uid, uid)
@@ -176,9 +175,9 @@ def make_files(stack: Path) -> None:
 def setup(stack: Path) -> int:
     """Users, ACLs and topics in Kafka, users, bucket and policy in S3 (``dev up``'s code), then the
     Object Lock conformance check; exit 0 only if the bucket enforces WORM."""
+    from pipeline.archive.objectlock import check_bucket
     from pipeline.config import S3Settings
     from pipeline.dev.provision import provision_kafka, provision_s3
-    from pipeline.archive.objectlock import check_bucket
 
     creds = Credentials(**json.loads((stack / "credentials.json").read_text()))
     ca = str(stack / "pki" / "ca.pem")

@@ -28,8 +28,8 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime
 from collections.abc import Callable, Collection
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,8 +42,8 @@ from pipeline.access.authorizer_log import (
     parse_decision,
 )
 from pipeline.access.metadata_watch import MetadataWatch, rotation_user
-from pipeline.access.trail_watch import TrailWatch
 from pipeline.access.tail import Batch, Line, Position, RotatingLog, load_positions, save_positions
+from pipeline.access.trail_watch import TrailWatch
 from pipeline.producer.emit import event_from_json
 from pipeline.producer.event import new_event
 from pipeline.wire.validation import InvalidEventError
@@ -258,8 +258,8 @@ def run_access_auditor(*, metadata_log: Path | None = None, authentication_log: 
     from pipeline.access.record import spool_path
     from pipeline.config import KafkaSettings
     from pipeline.dev.stack import LocalStack
-    from pipeline.producer.client import AuditProducer
     from pipeline.preflight import check_kafka
+    from pipeline.producer.client import AuditProducer
     from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC
 
     settings = KafkaSettings.from_env()

@@ -91,7 +91,7 @@ async def _send(settings: KafkaSettings, requests: list[tuple[int, Request]]) ->
 def _run(settings: KafkaSettings, requests: list[tuple[int, Request]]) -> list:
     try:
         return asyncio.run(asyncio.wait_for(_send(settings, requests), TIMEOUT_S))
-    except (OSError, asyncio.TimeoutError, Exception) as exc:  # aiokafka raises its own KafkaError family
+    except (TimeoutError, OSError, Exception) as exc:  # aiokafka raises its own KafkaError family
         if isinstance(exc, BrokerLoggerError):
             raise
         raise BrokerLoggerError(f"logger config request to {settings.bootstrap} failed: "
@@ -102,7 +102,7 @@ def authorizer_levels(settings: KafkaSettings, brokers: list[int]) -> dict[int, 
     """The level of ``kafka.authorizer.logger`` on each broker (cluster DESCRIBE_CONFIGS needed)."""
     requests = [(b, DescribeConfigsRequest([(BROKER_LOGGER, str(b), [AUTHORIZER_LOGGER])])) for b in brokers]
     levels = {}
-    for broker, response in zip(brokers, _run(settings, requests)):
+    for broker, response in zip(brokers, _run(settings, requests), strict=False):
         for error, message, _type, _name, entries in response.resources:
             if error:
                 raise BrokerLoggerError(f"broker {broker} refused to describe its loggers: error {error} {message}")

@@ -34,9 +34,9 @@ from pipeline.archive.layout import (
     sync_marker,
 )
 from pipeline.archive.retention import ComplianceProfile
-from pipeline.wire.codec import HEADER_SIZE
 from pipeline.integrity.checkpoint import checkpoint_hash
 from pipeline.wire.catalog import default_catalog
+from pipeline.wire.codec import HEADER_SIZE
 from pipeline.wire.sealed import checkpoint_from_record, sealed_codecs
 from pipeline.wire.varint import read_long
 
@@ -104,7 +104,7 @@ def summarise(records: Sequence[ArchivedInput]) -> tuple[list[str], dict[str, in
     chains: dict[str, list[int]] = {}
     checkpoints: list[CheckpointRef] = []
     checkpoint_codec = sealed_codecs().checkpoint
-    for (_, _, value), kind in zip(records, kinds):
+    for (_, _, value), kind in zip(records, kinds, strict=False):
         counts[kind] += 1
         if kind == KIND_EVENT or kind == KIND_REJECTION:
             try:
@@ -121,7 +121,7 @@ def summarise(records: Sequence[ArchivedInput]) -> tuple[list[str], dict[str, in
             try:
                 record = checkpoint_codec.decode(value)
                 digest = checkpoint_hash(checkpoint_from_record(record)).hex()
-            except Exception:  # noqa: BLE001 - any damage: archived as is, reported by the verifier
+            except Exception:
                 continue
             checkpoints.append(CheckpointRef(record["chain_id"], record["first_seq"], record["last_seq"], digest))
     ranges = [ChainRange(chain_id, first, last, entries) for chain_id, (first, last, entries) in sorted(chains.items())]
@@ -132,7 +132,7 @@ def container_bytes(topic: str, partition: int, records: Sequence[ArchivedInput]
                     codec: str = "deflate", level: int | None = DEFAULT_DEFLATE_LEVEL) -> bytes:
     """The Avro object container file of one batch, one ArchivedRecord per Kafka record, deterministic."""
     rows = [{"topic": topic, "partition": partition, "offset": offset, "timestamp_micros": timestamp * 1000,
-             "kind": kind, "value": value} for (offset, timestamp, value), kind in zip(records, kinds)]
+             "kind": kind, "value": value} for (offset, timestamp, value), kind in zip(records, kinds, strict=False)]
     out = io.BytesIO()
     fastavro.writer(out, archived_record_schema(), rows, codec=codec, sync_interval=SYNC_INTERVAL,
                     sync_marker=sync_marker(topic, partition, records[0][0]),

@@ -143,12 +143,12 @@ def format_time(moment: datetime.datetime) -> str:
     """ISO-8601 UTC to the second, ``2027-11-26T06:10:16Z`` (sub-second parts must already be zero)."""
     if moment.tzinfo is None or moment.microsecond:
         raise ValueError(f"expected an aware datetime on a whole second, found {moment!r}")
-    return moment.astimezone(datetime.timezone.utc).strftime(_TIME_FORMAT)
+    return moment.astimezone(datetime.UTC).strftime(_TIME_FORMAT)
 
 
 def parse_time(text: str) -> datetime.datetime:
     """The aware UTC datetime of a :func:`format_time` string; ValueError otherwise."""
-    return datetime.datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    return datetime.datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=datetime.UTC)
 
 
 @dataclass(frozen=True)

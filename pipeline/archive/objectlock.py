@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -90,7 +90,7 @@ def check_bucket(s3: S3Client, bucket: str) -> ConformanceReport:
         results += [PropertyResult(name, False, "not tested: the bucket has no Object Lock") for name in PROPERTIES[1:]]
         return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
     run = uuid.uuid4().hex
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     until = now + PROBE_RETENTION
     key = f"{PROBE_PREFIX}{run}/locked"
     body = b"auditseal object lock probe " + run.encode()
@@ -252,7 +252,7 @@ def check_bucket_as_writer(s3: S3Client, bucket: str) -> ConformanceReport:
                     for name in WRITER_PROPERTIES[1:]]
         return ConformanceReport(bucket, s3.meta.endpoint_url, tuple(results))
     run = uuid.uuid4().hex
-    until = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + PROBE_RETENTION
+    until = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + PROBE_RETENTION
     key = f"{PROBE_PREFIX}{run}/writer"
     try:
         version = s3.put_object(Bucket=bucket, Key=key, Body=b"auditseal writer probe " + run.encode(),

@@ -43,7 +43,7 @@ class ComplianceProfile:
     def retain_until(self, newest_timestamp_micros: int) -> datetime.datetime:
         """When the lock on an object whose newest record has this timestamp may end (aware, UTC, whole second)."""
         seconds = -(-newest_timestamp_micros // 1_000_000)  # round up: never a moment short
-        start = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+        start = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
         if self.days:
             return start + datetime.timedelta(days=self.days)
         try:

@@ -20,8 +20,8 @@ from pipeline.permissions.broker import apply_plan, load_passwords, plan_changes
 from pipeline.permissions.invariants import check_invariants, every_role_has_credential
 from pipeline.permissions.plan import Plan
 from pipeline.permissions.roles import RolesFile
-from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 from pipeline.permissions.topology import load_roles_file
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 
 EXIT_OK, EXIT_FAILED = 0, 1
 

@@ -24,8 +24,8 @@ def run_detector(*, rules: Path | None, raw_topic: str, alerts_topic: str, app_i
     from faust.worker import Worker
 
     from pipeline.detector.app import DetectorSettings, create_app
-    from pipeline.detector.topics import changelog_configs, ensure_changelogs
     from pipeline.detector.rules import load_detector_config
+    from pipeline.detector.topics import changelog_configs, ensure_changelogs
     from pipeline.metrics import serve_metrics
     from pipeline.preflight import check_kafka
 

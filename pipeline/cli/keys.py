@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import AuditSealError, ConfigError
@@ -51,7 +51,7 @@ def parse_time(text: str) -> int:
 def _format_time(micros: int | None) -> str:
     if micros is None:
         return "open"
-    return datetime.fromtimestamp(micros / 1_000_000, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat(timespec="milliseconds")
 
 
 def _keyring_path(args: argparse.Namespace) -> Path:

@@ -192,9 +192,9 @@ def _access_audit(args: argparse.Namespace) -> int:
 def _emit(args: argparse.Namespace) -> int:
     import logging
 
+    from pipeline.producer.client import AuditProducer, UndeliveredEventsError
     from pipeline.producer.emit import emit_lines, event_from_options
     from pipeline.producer.synthetic import synthetic_events
-    from pipeline.producer.client import AuditProducer, UndeliveredEventsError
     from pipeline.wire.validation import InvalidEventError
 
     required = ("actor_id", "action", "resource_type", "resource_id", "source_service")

@@ -215,7 +215,7 @@ def erasure_event(pseudonym: str, pseudonym_version: int, key_ids: tuple[str, ..
 
 def erase_command(args: argparse.Namespace) -> int:
     """Run ``auditseal erase``; returns the exit code."""
-    from pipeline.privacy.keystore import SEGMENT_MS, keystore_from_env, KEYS_TOPIC_CONFIGS
+    from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, SEGMENT_MS, keystore_from_env
     from pipeline.producer.client import AuditProducer
 
     if not args.reason.strip():

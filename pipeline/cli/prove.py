@@ -16,15 +16,15 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.archive.encryption import decrypt_object
-from pipeline.keys.master import load_master_key_spec
-from pipeline.archive.layout import Manifest
 from pipeline.archive.container import read_archived_records
+from pipeline.archive.encryption import decrypt_object
+from pipeline.archive.layout import Manifest
+from pipeline.cli.verify import KEYRING_VARIABLE, _source
 from pipeline.errors import ConfigError
 from pipeline.integrity.keyring import load_keyring
-from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
-from pipeline.cli.verify import KEYRING_VARIABLE, _source
+from pipeline.keys.master import load_master_key_spec
 from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, VerifiedProof, verify_proof
+from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 
 
 def find_proof(source, event_id: str, master_keys=None) -> dict:

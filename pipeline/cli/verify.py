@@ -198,8 +198,8 @@ def render(report: Report) -> str:
 
 def verify_command(args) -> int:
     """Run ``auditseal verify``; returns the exit code."""
-    from pipeline.keys.master import load_master_key_spec
     from pipeline.archive.retention import load_profiles
+    from pipeline.keys.master import load_master_key_spec
 
     if args.kafka_grace is None:
         args.kafka_grace = DEFAULT_KAFKA_GRACE_S

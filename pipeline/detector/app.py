@@ -30,12 +30,12 @@ import faust
 from mode import CrashingSupervisor
 from prometheus_client import Counter, Gauge
 
-from pipeline.wire.codec import DecodeError, EventCodec, default_codec
 from pipeline.config import KafkaSettings
 from pipeline.detector.rules import Alert, DetectorConfig, access_from_event, judge
 from pipeline.detector.topics import changelog_configs, ensure_changelogs
-from pipeline.producer.event import new_event
 from pipeline.producer.client import AuditProducer
+from pipeline.producer.event import new_event
+from pipeline.wire.codec import DecodeError, EventCodec, default_codec
 from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC
 
 log = logging.getLogger(__name__)

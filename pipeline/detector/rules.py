@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +327,7 @@ def observe(profile: Mapping[str, Any] | None, access: Access, *, read: bool) ->
 
 def hour_of(micros: int) -> int:
     """The UTC hour of day (0-23) of a time in microseconds."""
-    return datetime.fromtimestamp(micros / 1_000_000, tz=timezone.utc).hour
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC).hour
 
 
 def count_denial(bucket: Mapping[str, Any] | None, access: Access) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def cluster_ports(ports: dict[str, int], brokers: int) -> dict[str, int]:
 def port_purpose(name: str) -> str | None:
     """What a node port of the table is for ("Kafka node 2 client listener"), None if not a node port."""
     for node_id in range(2, MAX_BROKERS + 1):
-        for kind, port_name in zip(("client", "inter-broker", "controller"), node_port_names(node_id)):
+        for kind, port_name in zip(("client", "inter-broker", "controller"), node_port_names(node_id), strict=False):
             if name == port_name:
                 return f"Kafka node {node_id} {kind} listener"
     return None

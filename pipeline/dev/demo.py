@@ -147,8 +147,13 @@ def _privileged_acts(stack: LocalStack) -> None:
     import json
     import secrets
 
-    from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
-                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
 
     from pipeline.dev.provision import acl_lock
     from pipeline.permissions.acls import AclEntry
@@ -309,7 +314,7 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
     print(f"    admin deletes locked {key}: "
           + _refused(lambda: s3.delete_object(Bucket=admin_s3.bucket, Key=key, VersionId=version,
                                               BypassGovernanceRetention=True)))
-    shorter = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    shorter = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
     print("    admin shortens its retention to one day: "
           + _refused(lambda: s3.put_object_retention(Bucket=admin_s3.bucket, Key=key, VersionId=version,
                                                      Retention={"Mode": "COMPLIANCE", "RetainUntilDate": shorter})))

@@ -83,7 +83,7 @@ def create_ca(directory: Path, common_name: str = "AuditSeal local CA") -> Pki:
     """Create a new self-signed CA in ``directory`` (which must not hold one yet)."""
     pki = Pki(directory)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -120,7 +120,7 @@ def issue_certificate(pki: Pki, name: str, *, client_auth: bool = False, extra_n
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in (*extra_names, *LOOPBACK_NAMES)]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in LOOPBACK_ADDRESSES]

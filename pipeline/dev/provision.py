@@ -35,8 +35,8 @@ from pipeline.dev.processes import StackError
 from pipeline.permissions.acls import grant_entry
 from pipeline.permissions.broker import apply_plan, plan_changes, remove_super_user_credentials
 from pipeline.permissions.plan import SCRAM_ITERATIONS
-from pipeline.wire.topics import TOPICS
 from pipeline.permissions.topology import BUCKET, Grant, roles, roles_file
+from pipeline.wire.topics import TOPICS
 
 _S3_ROLE = {"admin": "admin"}
 

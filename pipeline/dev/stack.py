@@ -19,7 +19,8 @@ from pipeline.dev.cache import cache_dir, stack_dir
 from pipeline.dev.hsm import ARCHIVE_TOKEN, SIGNING_TOKEN, DevHsm
 from pipeline.dev.pki import Pki, ensure_pki, write_private
 from pipeline.dev.processes import ManagedProcess, StackError, make_private, port_is_free, port_is_open
-from pipeline.permissions.topology import BUCKET, role as role_named, roles
+from pipeline.permissions.topology import BUCKET, roles
+from pipeline.permissions.topology import role as role_named
 
 # With AUDITSEAL_DEV_PORT_BASE=N a part takes N + its position here; new parts go at the end.
 DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070,
@@ -436,7 +437,6 @@ class LocalStack:
                 from confluent_kafka.admin import AdminClient
 
                 from pipeline.config import KafkaSettings
-
                 from pipeline.dev.provision import expected_users, users_without_credential
 
                 # as the broker itself first: it needs no SCRAM credential, so it can tell which are missing

@@ -39,7 +39,7 @@ def cosignature_message(head_text: str, timestamp: int) -> bytes:
         raise MalformedNoteError(f"a cosignature timestamp must be in [0, 2**63 - 1], found {timestamp}")
     if head_text.count("\n") < 3:
         raise MalformedNoteError("a cosigned note needs at least the 3 lines of a tree head")
-    return f"{COSIGNATURE_HEADER}time {timestamp}\n{head_text}".encode("utf-8")
+    return f"{COSIGNATURE_HEADER}time {timestamp}\n{head_text}".encode()
 
 
 def cosignature_timestamp(signature: NoteSignature) -> int:

@@ -65,7 +65,7 @@ class HistoryTree:
     def extended(self, leaf_hashes: Sequence[bytes]) -> HistoryTree:
         """The tree after appending these leaf hashes (each 32 bytes), in order."""
         # A stack of (width, hash), merged like binary addition as each leaf arrives.
-        stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(self.size), self.frontier)]
+        stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(self.size), self.frontier, strict=False)]
         for leaf in leaf_hashes:
             if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
                 raise MalformedInputError(f"a leaf hash must be {HASH_SIZE} bytes, found {leaf!r}")
@@ -91,7 +91,7 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
     n = m + len(new_leaves)
     if m == 0 or m == n:
         return []
-    nodes = dict(zip(frontier_ranges(m), old.frontier))
+    nodes = dict(zip(frontier_ranges(m), old.frontier, strict=False))
 
     def subtree(start: int, end: int) -> bytes:
         if end <= m:

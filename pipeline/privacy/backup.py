@@ -84,7 +84,7 @@ def _load(path: Path) -> tuple[dict, dict[str, bytes]]:
         if header.get("format") != BACKUP_FORMAT:
             raise ValueError(f"format {header.get('format')!r}, expected {BACKUP_FORMAT!r}")
         records = {}
-        for number, line in enumerate(lines[1:], start=2):
+        for line in lines[1:]:
             item = json.loads(line)
             records[item["key"]] = base64.b64decode(item["value"], validate=True)
         if len(records) != header["records"]:

@@ -84,10 +84,10 @@ def _an_event_of(stack, pseudonym: str, archive_uri: str) -> str:
     import os
     from argparse import Namespace
 
+    from pipeline.archive.container import read_archived_records
     from pipeline.cli.verify import _source
     from pipeline.wire.codec import default_codec
     from pipeline.wire.sealed import EVENT_KIND, sealed_codecs
-    from pipeline.archive.container import read_archived_records
 
     saved = dict(os.environ)
     os.environ.update(stack.env("investigator"))

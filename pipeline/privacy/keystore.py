@@ -38,7 +38,6 @@ from pipeline.privacy.crypto import (
     unwrap_key,
     wrap_key,
 )
-from pipeline.wire.topics import KEYS_TOPIC
 from pipeline.privacy.records import (
     ERASED_PREFIX,
     PSEUDONYM_KEY_PREFIX,
@@ -51,6 +50,7 @@ from pipeline.privacy.records import (
     pseudonym_key_name,
     subject_key_name,
 )
+from pipeline.wire.topics import KEYS_TOPIC
 
 # How long a tombstone stays readable after compaction: a client offline longer than this finds the key
 # record already gone, so it can never miss an erasure; also the bound on restoring an older backup.

@@ -8,7 +8,6 @@ production cluster the admin creates the topic with :data:`~pipeline.privacy.key
 from __future__ import annotations
 
 import time
-
 from collections.abc import Mapping
 from pathlib import Path
 

@@ -37,10 +37,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.native.producer_core import DeliveryCore, ProducerCore
+from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.wire.topics import RAW_TOPIC
 
 DEFAULT_TOPIC = RAW_TOPIC

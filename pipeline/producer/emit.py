@@ -14,7 +14,6 @@ from typing import Any, Protocol
 from pipeline.producer.event import complete_event, new_event
 from pipeline.wire.validation import InvalidEventError
 
-
 _JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
                     type(None): "null"}
 

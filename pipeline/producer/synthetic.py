@@ -13,15 +13,15 @@ import random
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.producer.event import now_micros
 
 FAILURE_RATE = 0.05
 DENIED_RATE = 0.03
-SEEDED_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SEEDED_START = datetime(2025, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MEAN_GAP_MICROS = 2_000
 
 _USER_AGENTS = (

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import faust
-from faust.app.base import BootStrategy
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from faust.app.base import BootStrategy
 from mode import CrashingSupervisor
 from prometheus_client import Counter, Gauge
 
 from pipeline.config import KafkaSettings
-from pipeline.metrics import BatchHistogram
-from pipeline.integrity.keyring import KeySchedule
-from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
 from pipeline.errors import ConfigError
+from pipeline.integrity.keyring import KeySchedule
+from pipeline.metrics import BatchHistogram
+from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
 from pipeline.sealer.output import (
     RECORD_FRAMING_BYTES,
     SEALED_MAX_MESSAGE_BYTES,

@@ -13,7 +13,6 @@ import hashlib
 from functools import lru_cache
 from typing import NamedTuple
 
-from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
@@ -21,19 +20,20 @@ from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sig
 from pipeline.integrity.keyring import KeySchedule
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
 from pipeline.native.sealing import seal_event
+from pipeline.wire.acceptance import Checker, compile_checker, refusal
 from pipeline.wire.catalog import AUDIT_EVENT, default_catalog
+from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
+    ENTRY_FIELDS,
     EVENT_KIND,
     REJECTION_KIND,
-    ENTRY_FIELDS,
     SealedCodecs,
     checkpoint_from_record,
     checkpoint_record,
     rejection_payload,
     sealed_codecs,
 )
-from pipeline.wire.acceptance import Checker, compile_checker, refusal
 
 
 class SealerStateError(AuditSealError):
@@ -188,7 +188,7 @@ def _event_header(codecs: SealedCodecs) -> bytes:
     # seal_event writes the SealedEvent fields in ENTRY_FIELDS order, then the event: refuse a
     # schema with another layout rather than write records its readers would misread
     fields = tuple((f["name"], f["type"]) for f in codecs.event.schema.parsed["fields"])
-    expected = tuple(zip((*ENTRY_FIELDS, "event"), SEALED_EVENT_TYPES))
+    expected = tuple(zip((*ENTRY_FIELDS, "event"), SEALED_EVENT_TYPES, strict=False))
     if fields != expected:
         raise ConfigError(f"{codecs.event.schema.name} has fields {fields}; pipeline.native.sealing.seal_event "
                           f"writes {expected}: update it with the schema")

@@ -22,23 +22,23 @@ from typing import Any
 import fastavro
 from botocore.exceptions import ClientError
 
+from pipeline.archive.container import archived_record_schema, read_archived_records
 from pipeline.archive.encryption import DecryptionError, KeyEncryptionKey, decrypt_object
 from pipeline.archive.layout import (
     ArchiveKey,
-    ManifestError,
     Manifest,
+    ManifestError,
     parse_key,
 )
-from pipeline.archive.container import archived_record_schema, read_archived_records
 from pipeline.archive.objectlock import PROBE_PREFIX
 from pipeline.archive.retention import ComplianceProfiles
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
-from pipeline.wire.codec import CorruptBodyError
-from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
 from pipeline.native.flat_reader import EntryScan
-from pipeline.wire.flat_decoder import compile_decoder, record_fields
 from pipeline.verifier.chains import ChainAuditor, Violation, ViolationKind
+from pipeline.wire.codec import CorruptBodyError
+from pipeline.wire.flat_decoder import compile_decoder, record_fields
+from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
 
 # violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"

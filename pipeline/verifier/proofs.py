@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.wire.codec import default_codec
 from pipeline.errors import AuditSealError
 from pipeline.integrity.chain import chain_hash
 from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
@@ -44,6 +43,7 @@ from pipeline.integrity.checkpoint import (
 from pipeline.integrity.errors import IntegrityError, MalformedInputError
 from pipeline.integrity.keyring import Keyring, KeyringEntry
 from pipeline.integrity.merkle import inclusion_proof, record_leaf_hash, verify_inclusion
+from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND, checkpoint_from_record, entry_payload
 
 PROOF_VERSION = 1

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ class SchemaCatalog:
         return self._by_fingerprint.get(bytes(fingerprint))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_cached(directory: Path) -> SchemaCatalog:
     return SchemaCatalog.load(directory)
 
@@ -306,5 +306,5 @@ def _compare_types(
         if len(old) != len(new):
             problems.append(f"{path}: union branches changed from {len(old)} to {len(new)}")
             return
-        for branch, (old_branch, new_branch) in enumerate(zip(old, new)):
+        for branch, (old_branch, new_branch) in enumerate(zip(old, new, strict=False)):
             _compare_types(old_branch, new_branch, f"{path}<{branch}>", older, newer, problems, seen)

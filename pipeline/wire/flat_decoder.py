@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipeline.native.flat_reader import FlatDecoder
 from pipeline.wire import varint
 from pipeline.wire.codec import CorruptBodyError
-from pipeline.native.flat_reader import FlatDecoder
 
 Decoder = Callable[[bytes, int, int], tuple[tuple[Any, ...], int]]
 """``decode(data, start, end) -> (field values, position after the record)``; the record must lie

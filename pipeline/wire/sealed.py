@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
-from pipeline.wire.codec import HEADER_SIZE, CorruptBodyError, EventCodec
 from pipeline.errors import ConfigError
 from pipeline.integrity.checkpoint import Checkpoint, checkpoint_hash
+from pipeline.wire.codec import HEADER_SIZE, CorruptBodyError, EventCodec
 from pipeline.wire.flat_decoder import Decoder, compile_decoder, record_fields
 
 EVENT_KIND = b"event"
@@ -150,7 +150,7 @@ class SealedCodecs:
     def record_of_fields(self, kind: bytes, fields: tuple[Any, ...]) -> dict[str, Any]:
         """The record :meth:`decode` gives, from the (kind, fields) :meth:`decode_fields` gives."""
         parsed = getattr(self, kind.decode()).schema.parsed
-        return dict(zip((field["name"] for field in parsed["fields"]), fields))
+        return dict(zip((field["name"] for field in parsed["fields"]), fields, strict=False))
 
 
 @lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ import re
 import struct
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -48,9 +48,9 @@ from pipeline.wire.varint import encode_long as _zigzag
 Writer = Callable[[bytearray, Any], None]
 """A compiled schema node: checks a value and appends its Avro binary encoding."""
 
-EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=timezone.utc)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(2100, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_MILLISECOND = timedelta(milliseconds=1)
 _INT32 = (-(2**31), 2**31)

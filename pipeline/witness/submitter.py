@@ -126,7 +126,7 @@ class HeadSubmitter:
             if not self._wants(chain, witness):
                 continue
 
-            def proof_from(old: int) -> list[bytes]:
+            def proof_from(old: int, witness: Witness = witness) -> list[bytes]:
                 if old == 0:
                     return []  # the empty tree is a prefix of every tree
                 if old < base.size:

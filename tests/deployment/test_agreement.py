@@ -15,8 +15,8 @@ import yaml
 
 from pipeline.cli.main import build_parser
 from pipeline.dev.stack import DEFAULT_PORTS
-from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC, SEALED_TOPIC, TOPICS
 from pipeline.permissions.topology import BUCKET, role_names
+from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC, SEALED_TOPIC, TOPICS
 from tests.deployment.conftest import CHART, REPO, documents
 from tests.deployment.test_compose import compose, load_provisioner
 from tests.deployment.test_helm_chart import pod_specs

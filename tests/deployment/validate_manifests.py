@@ -30,7 +30,7 @@ def _dropped(original: Any, kept: Any, path: str) -> list[str]:
         return [p for key, value in original.items()
                 for p in ([f"{path}.{key}"] if key not in kept else _dropped(value, kept[key], f"{path}.{key}"))]
     if isinstance(original, list) and isinstance(kept, list) and len(original) == len(kept):
-        return [p for i, (a, b) in enumerate(zip(original, kept)) for p in _dropped(a, b, f"{path}[{i}]")]
+        return [p for i, (a, b) in enumerate(zip(original, kept, strict=False)) for p in _dropped(a, b, f"{path}[{i}]")]
     return []
 
 

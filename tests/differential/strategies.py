@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
@@ -11,11 +11,11 @@ from pipeline.wire.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 _text = st.text(max_size=40)
 _optional_text = st.none() | _text
 _timestamps = st.integers(
-    min_value=(EARLIEST_TIMESTAMP - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1),
-    max_value=(LATEST_TIMESTAMP - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1) - 1,
+    min_value=(EARLIEST_TIMESTAMP - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1),
+    max_value=(LATEST_TIMESTAMP - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) - 1,
 )
 _aware_datetimes = st.datetimes(
-    min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 30), timezones=st.just(timezone.utc)
+    min_value=datetime(2000, 1, 2), max_value=datetime(2099, 12, 30), timezones=st.just(UTC)
 )
 valid_events = st.fixed_dictionaries(
     {

@@ -4,7 +4,7 @@ decoder reads back what was written, and re-encoding the decoded event gives the
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +26,7 @@ def test_valid_events_round_trip_and_match_fastavro(event: dict) -> None:
     assert decoded["event_id"] == uuid.UUID(str(event["event_id"]))
     occurred_at = event["occurred_at"]
     if isinstance(occurred_at, int):
-        occurred_at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=occurred_at)
+        occurred_at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=occurred_at)
     assert decoded["occurred_at"] == occurred_at
     assert decoded["actor"]["source_ip"] == event["actor"].get("source_ip")
     assert decoded["outcome"] == {"status": event["outcome"]["status"], "reason": event["outcome"].get("reason")}

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.archive.container import archived_record_schema, build_object, read_archived_records
-from pipeline.wire.codec import CorruptBodyError, DecodeError
-from pipeline.wire.catalog import default_catalog
-from pipeline.wire.sealed import ENTRY_FIELDS, entry_payload, entry_payload_of_fields, sealed_codecs
-from pipeline.wire.flat_decoder import compile_decoder, decode_fields, record_fields
 from pipeline.verifier.archive import archived_values
+from pipeline.wire.catalog import default_catalog
+from pipeline.wire.codec import CorruptBodyError, DecodeError
+from pipeline.wire.flat_decoder import compile_decoder, decode_fields, record_fields
+from pipeline.wire.sealed import ENTRY_FIELDS, entry_payload, entry_payload_of_fields, sealed_codecs
 from tests.unit.test_sink_objects import PROFILE, _records
 
 pytestmark = pytest.mark.differential

@@ -21,19 +21,19 @@ from hypothesis import strategies as st
 
 from pipeline.archive.container import build_object
 from pipeline.archive.retention import ComplianceProfile
-from pipeline.wire.codec import CorruptBodyError, default_codec
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.chain import ChainHead, chain_hash
 from pipeline.integrity.keyring import Keyring, generate_signing_key
 from pipeline.integrity.merkle import _levels, leaf_hash, record_leaf_hash, record_tree_root, root_from_leaf_hashes
 from pipeline.native.flat_reader import event_chain_hash
 from pipeline.native.merkle_native import root_of_leaf_hashes, root_of_record_hashes
-from pipeline.wire.catalog import default_catalog
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import ChainSealer
-from pipeline.wire.sealed import event_payload
-from pipeline.wire.flat_decoder import compile_decoder, decode_fields, record_fields
 from pipeline.verifier import archive
 from pipeline.verifier.archive import ArchiveVerifier, DirectorySource, sink_blocks
+from pipeline.wire.catalog import default_catalog
+from pipeline.wire.codec import CorruptBodyError, default_codec
+from pipeline.wire.flat_decoder import compile_decoder, decode_fields, record_fields
+from pipeline.wire.sealed import event_payload
 from tests.unit.test_merkle import LEAF_INPUTS, REFERENCE_LEAF_HASHES, ROOTS
 
 pytestmark = pytest.mark.differential

@@ -14,7 +14,7 @@ import io
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -368,7 +368,7 @@ class Level(enum.IntEnum):
     [
         (lambda e: e.update(event_id=uuid.UUID(VALID["event_id"])), True),
         (lambda e: e.update(event_id=VALID["event_id"].upper()), False),
-        (lambda e: e.update(occurred_at=datetime(2025, 1, 1, tzinfo=timezone.utc)), True),
+        (lambda e: e.update(occurred_at=datetime(2025, 1, 1, tzinfo=UTC)), True),
         (lambda e: e.update(action="x" * 5000), False),
         (lambda e: e.update(action="dokument.lesen.ü.🔒"), False),
         (lambda e: e.update(action=Text("document.read")), False),

@@ -11,12 +11,12 @@ import yaml
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ScramMechanism, UserScramCredentialDeletion
 
+from pipeline.cli.acl import acl_apply, acl_check, acl_plan
 from pipeline.cli.main import main
 from pipeline.config import KafkaSettings
 from pipeline.dev.provision import acl_lock
 from pipeline.permissions.acls import AclEntry
 from pipeline.permissions.broker import BrokerAccessError
-from pipeline.cli.acl import acl_apply, acl_check, acl_plan
 from pipeline.permissions.topology import roles_file_path
 
 pytestmark = pytest.mark.stack

@@ -118,7 +118,7 @@ class Stream:
                 self.producer.flush(60)
             except UndeliveredEventsError:
                 pass  # counted below, event by event
-            for event, result in zip(batch, results):
+            for event, result in zip(batch, results, strict=False):
                 if result.done() and result.error is None:
                     self.acknowledged.append(str(event["event_id"]))
                 else:

@@ -9,18 +9,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.config import KafkaSettings
-from pipeline.producer.event import new_event
-from pipeline.producer.client import AuditProducer
-from pipeline.wire.sealed import EVENT_KIND
 from pipeline.permissions.topology import Grant
+from pipeline.producer.client import AuditProducer
+from pipeline.producer.event import new_event
+from pipeline.wire.codec import EventCodec, default_codec
+from pipeline.wire.sealed import EVENT_KIND
 from tests.support.sealing import REPO, create_acls, create_topics, delete_topics, start_sealer, wait_until_sealed
 
 pytestmark = pytest.mark.stack
@@ -46,7 +46,7 @@ def _access(principal: str, action: str, resource: str, status: str, at: datetim
 
 def _script() -> list[dict]:
     """Two days ago: a day of normal reading (learning). Today: normal traffic plus one pattern per rule."""
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=2)
     events = [_access("User:siem", "topic.read", "audit.sealed", "SUCCESS", start + timedelta(hours=h, minutes=m))
               for h in range(9, 18) for m in (0, 20, 40)]

@@ -21,16 +21,14 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import KafkaSettings
+from pipeline.integrity.chain_state import ViolationKind
 from pipeline.integrity.keyring import load_keyring
 from pipeline.keys.pkcs11 import Pkcs11Config, open_token
 from pipeline.keys.store import SigningKeyStore
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import complete_event
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.integrity.chain_state import ViolationKind
 from pipeline.verifier.chains import ChainAuditor
-
-COMPROMISED_KEY = ViolationKind.COMPROMISED_KEY
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND
 from pipeline.wire.topics import RAW_TOPIC
@@ -45,6 +43,7 @@ from tests.support.sealing import (
 )
 
 pytestmark = pytest.mark.stack
+COMPROMISED_KEY = ViolationKind.COMPROMISED_KEY
 
 
 @pytest.fixture()

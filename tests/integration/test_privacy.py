@@ -24,13 +24,13 @@ from pipeline.permissions.topology import Grant, role_names
 from pipeline.privacy.crypto import unwrap_key
 from pipeline.privacy.keystore import KeyStore, KeyStoreUnavailableError, keystore_from_env
 from pipeline.privacy.protector import PROTECTED_FIELDS, Protector, reveal
+from pipeline.privacy.residue import scan
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import new_event
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import EVENT_KIND
 from tests.support.archive import wait_for_archive
-from pipeline.privacy.residue import scan
 from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
 
 pytestmark = pytest.mark.stack
@@ -376,9 +376,10 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
 
 
 def test_backup_and_restore_bring_keys_back_but_never_an_erased_one(stack, tmp_path, monkeypatch, capsys):
+    from confluent_kafka.admin import NewTopic
+
     from pipeline.privacy.backup import BackupFileError, backup, restore
     from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, PseudonymKeyMissingError, SubjectErasedError
-    from confluent_kafka.admin import NewTopic
 
     setup = KafkaSettings.from_env(stack.setup_env("kafka"))
     kek = load_master_key(stack.root / "keys" / "kek.json")

@@ -15,15 +15,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.producer.client import (
     AuditProducer,
     AuthenticationError,
@@ -32,13 +30,15 @@ from pipeline.producer.client import (
     DeliveryResult,
     ProducerQueueFullError,
 )
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.codec import default_codec
 from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
 from pipeline.wire.validation import InvalidEventError
 from tests.unit.test_validation import CASES, VALID, changed
 
 pytestmark = pytest.mark.stack
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OPTIONAL_DEFAULTS = {"request_id": None, "trace_id": None, "attributes": {}, "protected_fields": []}
 ACTOR_DEFAULTS = {"source_ip": None, "user_agent": None, "session_id": None}
 
@@ -59,7 +59,7 @@ def as_decoded(event: Mapping[str, Any]) -> dict[str, Any]:
         **OPTIONAL_DEFAULTS,
         **event,
         "event_id": uuid.UUID(str(event["event_id"])),
-        "occurred_at": occurred_at.astimezone(timezone.utc),
+        "occurred_at": occurred_at.astimezone(UTC),
         "actor": {**ACTOR_DEFAULTS, **event["actor"]},
         "outcome": {"reason": None, **event["outcome"]},
     }
@@ -154,7 +154,7 @@ def test_what_a_consumer_decodes_is_what_was_emitted(producer: AuditProducer, ro
 
     records = read_positions(role_env("sealer"), results)
     codec = default_codec()
-    for i, (event, result) in enumerate(zip(events, results)):
+    for i, (event, result) in enumerate(zip(events, results, strict=False)):
         record = records[(result.partition, result.offset)]
         assert record.key() == f"k{i % 7}".encode()
         assert record.value() == codec.encode(event)

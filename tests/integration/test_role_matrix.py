@@ -36,13 +36,13 @@ from confluent_kafka.admin import (
 )
 
 from pipeline.config import KafkaSettings
-from pipeline.producer.event import new_event
 from pipeline.permissions.acls import role_allows
 from pipeline.permissions.broker import read_state
 from pipeline.permissions.invariants import check_invariants
-from pipeline.producer.client import AuditProducer, AuthorizationError, UndeliveredEventsError
-from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 from pipeline.permissions.topology import role, role_names, roles_file
+from pipeline.producer.client import AuditProducer, AuthorizationError, UndeliveredEventsError
+from pipeline.producer.event import new_event
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 
 pytestmark = pytest.mark.stack
 
@@ -169,7 +169,7 @@ def _expected(role_name: str, resource: str, operation: str) -> dict[str, str]:
     names = ["kafka-cluster"] if resource == "cluster" else AUDIT_TOPICS
     keys = ["cluster"] if resource == "cluster" else AUDIT_TOPICS
     return {key: ALLOWED if role_allows(role(role_name), resource, name, operation) else DENIED
-            for key, name in zip(keys, names)}
+            for key, name in zip(keys, names, strict=False)}
 
 
 PROBES: dict[str, tuple[Callable, str, str]] = {

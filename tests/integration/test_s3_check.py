@@ -7,9 +7,9 @@ import json
 import certifi
 import pytest
 
+from pipeline.archive.objectlock import EXPOSURE_PROPERTIES, PROPERTIES, check_bucket
 from pipeline.cli.main import main
 from pipeline.config import S3Settings
-from pipeline.archive.objectlock import EXPOSURE_PROPERTIES, PROPERTIES, check_bucket
 
 
 @pytest.mark.stack

@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.config import KafkaSettings
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.producer.client import AuditProducer
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.sealed import CHECKPOINT_KIND, REJECTION_KIND
 from tests.support.sealing import (
     audit,

@@ -21,10 +21,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
 
 from pipeline.config import KafkaSettings
+from pipeline.integrity.chain import chain_hash
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
-from pipeline.integrity.chain import chain_hash
 from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, entry_payload, sealed_codecs
 from tests.support.sealing import (
     REPO,

@@ -17,13 +17,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from connectors.s3sink.command import BucketRefusedError, check_archive_bucket
-
 from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object, generate_master_key
 from pipeline.archive.layout import Manifest
+from pipeline.archive.objectlock import PROPERTIES, WRITER_PROPERTIES
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev import s3server
 from pipeline.dev.stack import LocalStack
-from pipeline.archive.objectlock import PROPERTIES, WRITER_PROPERTIES
 from tests.support.archive import check_archive, seal_in_process, wait_for_archive
 from tests.support.sealing import (
     REPO,
@@ -106,7 +105,7 @@ def test_every_sealed_record_is_archived_once_under_compliance_lock(stack, seale
     assert _committed(stack, topics.sealed, group, topics.partitions) == [sealed[p][-1][0] + 1 for p in range(3)]
     for manifest_bytes in (versions[0] for versions in archive.manifests.values()):
         manifest = Manifest.from_bytes(manifest_bytes)
-        newest = datetime.datetime.fromtimestamp(-(-manifest.last_timestamp_micros // 1_000_000), datetime.timezone.utc)
+        newest = datetime.datetime.fromtimestamp(-(-manifest.last_timestamp_micros // 1_000_000), datetime.UTC)
         assert manifest.retain_until_datetime == newest + datetime.timedelta(days=1)
         assert manifest.compliance_profile == "test" and manifest.encryption is None
         assert manifest.record_count <= 700

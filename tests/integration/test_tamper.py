@@ -18,15 +18,15 @@ import signal
 import fastavro
 import pytest
 
-from pipeline.archive.layout import Manifest, manifest_key, object_key, parse_key, sync_marker
 from pipeline.archive.container import archived_record_schema, read_archived_records, summarise
+from pipeline.archive.layout import Manifest, manifest_key, object_key, parse_key, sync_marker
 from pipeline.cli.main import main
-from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.checkpoint import sign_checkpoint
 from pipeline.integrity.keyring import generate_signing_key
 from pipeline.producer.client import AuditProducer
+from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND, checkpoint_from_record, checkpoint_record, sealed_codecs
 from tests.support.archive import wait_for_archive
 from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed

@@ -133,7 +133,7 @@ def test_what_the_witness_cosigned_survives_its_restart(witness):
 class _Garbage(http.server.BaseHTTPRequestHandler):
     answers: list[tuple[int, bytes]] = []
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status, body = self.answers.pop(0)
         self.send_response(status)

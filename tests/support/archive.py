@@ -7,16 +7,16 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from pipeline.archive.container import read_archived_records
 from pipeline.archive.encryption import MasterKey, decrypt_object
 from pipeline.archive.layout import Manifest, parse_key
-from pipeline.archive.container import read_archived_records
-from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.keyring import load_keyring
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.output import ChainWriter
-from pipeline.wire.sealed import sealed_codecs
 from pipeline.verifier.chains import ChainAuditor
+from pipeline.wire.codec import default_codec
+from pipeline.wire.sealed import sealed_codecs
 
 
 def seal_in_process(stack, topics, events: int, *, seed: int, checkpoint_every: int = 500, garbled: int = 2,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Consumer
@@ -84,7 +84,7 @@ def denial(principal: str) -> dict:
     return new_event(actor={"id": principal, "type": "SERVICE"}, action="topic.describe",
                      resource={"type": "kafka.topic", "id": "audit.sealed"},
                      outcome={"status": "DENIED", "reason": "DefaultDeny"}, source_service="kafka-broker",
-                     occurred_at=datetime.now(timezone.utc))
+                     occurred_at=datetime.now(UTC))
 
 
 def wait_for_alert(stack, made: DetectorTopics, principal: str, timeout: float,

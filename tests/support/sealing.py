@@ -19,9 +19,9 @@ from confluent_kafka.admin import AclBinding, AclBindingFilter, AdminClient, New
 from pipeline.config import KafkaSettings
 from pipeline.dev.provision import acl_binding
 from pipeline.integrity.keyring import load_keyring
-from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 from pipeline.permissions.topology import Grant
 from pipeline.verifier.chains import ChainAuditor
+from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 
 REPO = Path(__file__).resolve().parents[2]
 

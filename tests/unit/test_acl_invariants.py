@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.permissions.acls import AclEntry, desired_acls
 from pipeline.permissions.invariants import check_invariants
-from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 from pipeline.permissions.topology import roles, roles_file
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 
 
 def _check(*extra: AclEntry):

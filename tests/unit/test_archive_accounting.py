@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.verifier.archive import FOREIGN_OBJECT, NO_ARCHIVE, NO_CHAIN, ArchiveVerifier, DirectorySource
 from pipeline.cli.main import main
 from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring
+from pipeline.verifier.archive import FOREIGN_OBJECT, NO_ARCHIVE, NO_CHAIN, ArchiveVerifier, DirectorySource
 from tests.differential.test_native_reader import START_MICROS, _sealed_partition, _write
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -35,14 +35,14 @@ def test_denied_decision():
     assert (decision.principal, decision.allowed, decision.operation, decision.resource_type, decision.resource,
             decision.request, decision.rule, decision.host, decision.pattern) == (
         "User:producer", False, "describe", "topic", "audit.sealed", "Metadata", "DefaultDeny", "127.0.0.1", "LITERAL")
-    assert decision.occurred_at == _micros(datetime(2026, 11, 26, 5, 36, 34, 369000, tzinfo=timezone.utc))
+    assert decision.occurred_at == _micros(datetime(2026, 11, 26, 5, 36, 34, 369000, tzinfo=UTC))
 
 
 def test_allowed_decision_with_offset_and_acl_rule():
     decision = parse_decision(ALLOWED)
     assert decision.allowed and decision.operation == "read" and decision.host == "::1"
     assert decision.rule.startswith("MatchingAcl(acl=StandardAcl[resourceType=TOPIC")
-    assert decision.occurred_at == _micros(datetime(2026, 11, 26, 5, 36, 24, 42000, tzinfo=timezone.utc))
+    assert decision.occurred_at == _micros(datetime(2026, 11, 26, 5, 36, 24, 42000, tzinfo=UTC))
 
 
 def test_log4j_default_timestamp_is_local_time():

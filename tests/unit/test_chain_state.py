@@ -204,7 +204,7 @@ def test_flipping_any_byte_anywhere_breaks_the_chain_at_that_record() -> None:
     checked = 0
     for index, edited_links, edited_payloads in tampered_copies(links, payloads):
         state = ChainState(CHAIN_ID)
-        found = [v for link, payload in zip(edited_links, edited_payloads) for v in feed(state, link, payload)]
+        found = [v for link, payload in zip(edited_links, edited_payloads, strict=False) for v in feed(state, link, payload)]
         assert found and found[0].seq == index, found
         checked += 1
     assert checked == sum(len(p) + 64 for p in payloads)
@@ -306,7 +306,7 @@ def test_entries_after_the_last_checkpoint_are_an_unsigned_tail() -> None:
         chain_id=CHAIN_ID, first_seq=0, record_hashes=[link.hash for link in links[:3]],
         prev_checkpoint_hash=GENESIS_HASH, issued_at_micros=ISSUED_AT), KEY), HERE, KEYRING) == []
     assert state.finish("end") == ()
-    for link, payload in zip(links[3:5], PAYLOADS[3:5]):
+    for link, payload in zip(links[3:5], PAYLOADS[3:5], strict=False):
         assert feed(state, link, payload) == ()
     [tail] = state.finish("end")
     assert (tail.kind, tail.seq, tail.location) == ("unsigned_tail", 3, "end")

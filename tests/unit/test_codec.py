@@ -6,12 +6,14 @@ import io
 import json
 import shutil
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import fastavro
 import pytest
 
+from pipeline.errors import ConfigError
+from pipeline.wire.catalog import SchemaCatalog, fingerprint_of, schemas_dir
 from pipeline.wire.codec import (
     HEADER_SIZE,
     MARKER,
@@ -21,8 +23,6 @@ from pipeline.wire.codec import (
     UnknownSchemaError,
     default_codec,
 )
-from pipeline.errors import ConfigError
-from pipeline.wire.catalog import SchemaCatalog, fingerprint_of, schemas_dir
 from pipeline.wire.validation import InvalidEventError
 
 FIXED_EVENT = {
@@ -97,7 +97,7 @@ def test_fixed_event_encodes_to_the_pinned_bytes(codec: EventCodec) -> None:
 def test_fixed_bytes_decode_to_the_event_with_logical_types(codec: EventCodec) -> None:
     decoded = codec.decode(bytes.fromhex(FIXED_HEX))
     assert decoded["event_id"] == uuid.UUID(FIXED_EVENT["event_id"])
-    assert decoded["occurred_at"] == datetime(2025, 1, 1, 0, 0, 0, 123456, tzinfo=timezone.utc)
+    assert decoded["occurred_at"] == datetime(2025, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
     assert {k: v for k, v in decoded.items() if k not in ("event_id", "occurred_at")} == {
         **{k: v for k, v in FIXED_EVENT.items() if k not in ("event_id", "occurred_at")}, "protected_fields": []
     }

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.detector.app import alert_event
 from pipeline.cli.detect import rules_path
+from pipeline.detector.app import alert_event
 from pipeline.detector.rules import (
     Access,
     DetectorConfigError,

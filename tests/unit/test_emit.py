@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from pipeline.wire.codec import default_codec
 from pipeline.producer.emit import emit_lines
+from pipeline.wire.codec import default_codec
 
 
 class RecordingSink:
@@ -72,7 +72,7 @@ def test_missing_id_and_time_are_filled_and_given_ones_kept() -> None:
     assert uuid.UUID(generated["event_id"]).version == 4
     assert isinstance(generated["occurred_at"], int)
     assert given["event_id"] == "0b0e7e6c-3f4a-4a8e-9d21-6c1f1f3a2b10"
-    assert given["occurred_at"] == datetime(2025, 1, 31, 12, tzinfo=timezone.utc)
+    assert given["occurred_at"] == datetime(2025, 1, 31, 12, tzinfo=UTC)
 
 
 def test_producer_failures_other_than_invalid_events_propagate() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.validation import validate_event
 
 N = 20_000
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,12 @@ def test_timestamps_advance_from_the_start(events: list[dict]) -> None:
     times = [event["occurred_at"] for event in events]
     assert times == sorted(times)
     first = EPOCH + timedelta(microseconds=times[0])
-    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
     assert start <= first < start + timedelta(seconds=1)
 
 
 def test_explicit_start() -> None:
-    start = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 1, 12, tzinfo=UTC)
     (event,) = synthetic_events(1, seed=1, start=start)
     assert start <= EPOCH + timedelta(microseconds=event["occurred_at"]) < start + timedelta(seconds=1)
 

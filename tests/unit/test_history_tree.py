@@ -11,7 +11,13 @@ from pipeline.integrity.history_tree import (
     frontier_ranges,
     history_tree_of,
 )
-from pipeline.integrity.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_from_leaf_hashes, verify_consistency
+from pipeline.integrity.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    leaf_hash,
+    root_from_leaf_hashes,
+    verify_consistency,
+)
 from tests.unit.test_merkle import LEAF_INPUTS, ROOTS
 
 LEAVES = [leaf_hash(n.to_bytes(4, "big")) for n in range(600)]

@@ -191,7 +191,7 @@ def test_times_parse_from_iso_8601_now_or_microseconds() -> None:
 def test_the_token_data_key_derivation_is_nist_sp800_108_counter_mode_over_aes_cmac() -> None:
     from cryptography.hazmat.primitives import cmac
     from cryptography.hazmat.primitives.ciphers import algorithms
-    from cryptography.hazmat.primitives.kdf.kbkdf import CounterLocation, KBKDFCMAC, Mode
+    from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFCMAC, CounterLocation, Mode
 
     from pipeline.archive.encryption import kbkdf_cmac_data_key
 

@@ -49,9 +49,9 @@ def test_values_the_references_refuse_are_refused(args: tuple, message: str) -> 
 def test_a_sealed_event_schema_of_another_layout_is_refused() -> None:
     # seal_event writes a fixed field order; a schema that moved on must stop the sealer, loudly.
     class Moved:
-        class event:  # noqa: N801 - stands in for an EventCodec attribute
+        class event:
             header = HEADER
-            class schema:  # noqa: N801
+            class schema:
                 name = "dev.auditseal.SealedEvent"
                 parsed = {"fields": [{"name": "seq", "type": "long"}, {"name": "chain_id", "type": "string"}]}
 
@@ -61,11 +61,11 @@ def test_a_sealed_event_schema_of_another_layout_is_refused() -> None:
 
 def test_a_raw_record_without_timestamp_is_sealed_as_a_rejection_not_a_crash() -> None:
     # Kafka's "no timestamp" is -1 ms; the chain payload's time is unsigned.
-    from pipeline.wire.codec import default_codec
-    from pipeline.producer.synthetic import synthetic_events
     from pipeline.integrity.chain import ChainHead
     from pipeline.integrity.keyring import generate_signing_key
+    from pipeline.producer.synthetic import synthetic_events
     from pipeline.sealer.chain_sealer import ChainSealer
+    from pipeline.wire.codec import default_codec
     from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND, entry_payload
 
     value = default_codec().encode(next(iter(synthetic_events(1, seed=1))))

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from pipeline.wire.codec import default_codec
-from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import Keyring, SigningKey
+from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import ChainSealer
-from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, verify_proof
+from pipeline.wire.codec import default_codec
+from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 
 ISSUED = 1_800_000_000_000_000
 KEY = SigningKey.from_seed(bytes(range(32)))

@@ -11,8 +11,8 @@ from pipeline.dev.kafka import BOOTSTRAP_USER, BROKER_PRINCIPAL, SUPER_USERS
 from pipeline.permissions.acls import desired_acls, role_allows
 from pipeline.permissions.plan import is_managed
 from pipeline.permissions.roles import MANDATORY_ROLES, Grant, RolesFileError, parse_roles
-from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 from pipeline.permissions.topology import role, roles, roles_file, roles_file_path
+from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
 
 SHIPPED = yaml.safe_load(roles_file_path().read_text())
 

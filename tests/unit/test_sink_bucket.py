@@ -22,6 +22,7 @@ from connectors.s3sink.bucket import (
 from pipeline.archive.container import build_object
 from pipeline.archive.retention import ComplianceProfile
 
+
 def _error(code: str, status: int) -> ClientError:
     return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
 

@@ -9,7 +9,7 @@ import pytest
 from pipeline.archive.retention import ComplianceProfile, load_profiles, parse_profiles
 from pipeline.errors import ConfigError
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def _micros(*args) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.archive.container import build_object
@@ -46,7 +46,7 @@ def write_fixture(path: Path) -> None:
         chain_id = f"audit.raw/{partition}"
         sealer = ChainSealer(chain_id, partition, key, ChainHead.genesis(chain_id))
         values = []
-        start = datetime.fromtimestamp(START_MICROS / 1e6, timezone.utc)
+        start = datetime.fromtimestamp(START_MICROS / 1e6, UTC)
         for n, event in enumerate(synthetic_events(30, seed=partition, start=start)):
             raw = b"not an event" if n == 4 else codec.encode(event)
             values.append(sealer.seal(raw, n, START_MICROS + n).value)

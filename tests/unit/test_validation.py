@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -127,7 +127,7 @@ def test_the_first_problem_in_schema_order_is_reported() -> None:
     [
         lambda e: e.update(event_id=uuid.UUID(VALID["event_id"])),
         lambda e: e.update(event_id=VALID["event_id"].upper()),
-        lambda e: e.update(occurred_at=datetime(2025, 1, 1, tzinfo=timezone.utc)),
+        lambda e: e.update(occurred_at=datetime(2025, 1, 1, tzinfo=UTC)),
         lambda e: e.update(occurred_at=datetime(2025, 1, 1, 3, tzinfo=timezone(timedelta(hours=3)))),
         lambda e: [e.pop(name) for name in ("request_id", "trace_id", "attributes")],
         lambda e: [e["actor"].pop(name) for name in ("source_ip", "user_agent", "session_id")],
@@ -143,10 +143,10 @@ def test_accepted_variations(edit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def test_timestamp_range_edges() -> None:
-    earliest = (datetime(2000, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
+    earliest = (datetime(2000, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
         microseconds=1
     )
-    latest = (datetime(2100, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(
+    latest = (datetime(2100, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
         microseconds=1
     )
     validate_event(dict(VALID, occurred_at=earliest))
@@ -157,7 +157,7 @@ def test_timestamp_range_edges() -> None:
 
 
 def test_new_event_fills_id_and_time() -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     event = new_event(
         actor={"id": "svc-billing-worker", "type": "SERVICE"},
         action="invoice.create",
@@ -167,13 +167,13 @@ def test_new_event_fills_id_and_time() -> None:
     )
     validate_event(event)
     assert uuid.UUID(event["event_id"]).version == 4
-    occurred_at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=event["occurred_at"])
-    assert before - timedelta(seconds=1) <= occurred_at <= datetime.now(timezone.utc)
+    occurred_at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=event["occurred_at"])
+    assert before - timedelta(seconds=1) <= occurred_at <= datetime.now(UTC)
     assert event["attributes"] == {}
 
 
 def test_new_event_keeps_given_id_and_time() -> None:
-    at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    at = datetime(2025, 6, 1, tzinfo=UTC)
     event = new_event(
         actor={"id": "usr_1", "type": "USER"},
         action="document.read",
