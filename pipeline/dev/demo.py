@@ -270,5 +270,5 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
       auditseal verify --s3 s3://{reader.bucket}/{ARCHIVE_PREFIX} --json   (as the verifier role)
       auditseal acl check                                  (as the admin role)
       service logs: {stack.root / 'demo'}
-      README.md: how a SIEM consumes audit.sealed, how ops verify, compliance profiles""")
+      README.md: how ops verify, compliance profiles; docs/SIEM.md: OCSF JSON on audit.ocsf for a SIEM""")
     return 0

@@ -60,7 +60,6 @@ OCSF_VERSION = "1.9.0-dev"
 PROFILES = ("record_integrity",)
 EVIDENCE_VERSION = 1
 AUTHORITY = "auditseal-sealer"
-SEALED_LOG = "audit.sealed"
 
 API_ACTIVITY, AUTHENTICATION, DETECTION_FINDING = 6003, 3002, 2004
 APPLICATION_ERROR, EVENT_LOG_ACTIVITY, BASE_EVENT = 6008, 1008, 0
@@ -190,14 +189,14 @@ def _base(class_uid: int, activity_id: int, activity_name: str, time_ms: int, se
     }
 
 
-def _metadata(uid: str, position: Position, *, original_uid: str | None = None, log_name: str = SEALED_LOG,
+def _metadata(uid: str, position: Position, *, original_uid: str | None = None,
               product_version: str | None = None) -> dict[str, Any]:
     product = {"name": "AuditSeal", "vendor_name": "AuditSeal"}
     if product_version:
         product["version"] = product_version
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION, "profiles": list(PROFILES), "uid": uid, "product": product,
-        "log_provider": "auditseal", "log_name": log_name,
+        "log_provider": "auditseal", "log_name": position.topic,
     }
     if original_uid is not None:
         metadata["original_event_uid"] = original_uid
