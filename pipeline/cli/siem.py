@@ -27,7 +27,7 @@ def parse_time(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an ISO 8601 time or epoch milliseconds, found {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return int(moment.timestamp() * 1000)
 
 

@@ -19,9 +19,9 @@ lifecycle, signals, the agent that processes each fetched batch, the lag timer).
 from __future__ import annotations
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def compiled_schema() -> dict[str, Any]:
     return compiled
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(class_uid: int, profiles: tuple[str, ...]):
     import jsonschema
     from ocsf_json_schema import OcsfJsonSchemaEmbedded
