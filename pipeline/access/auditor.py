@@ -181,7 +181,7 @@ def run_access_auditor(*, log_file: Path | None = None, spool_file: Path | None 
     from pipeline.config import KafkaSettings
     from pipeline.dev.stack import LocalStack
     from pipeline.producer.client import AuditProducer
-    from pipeline.wire.topics import ACCESS_AUDITED_TOPICS
+    from pipeline.wire.topics import AUDIT_TOPICS
 
     settings = KafkaSettings.from_env()
     spool = spool_file or spool_path()
@@ -190,7 +190,7 @@ def run_access_auditor(*, log_file: Path | None = None, spool_file: Path | None 
         producer.check()
         auditor = AccessAuditor(
             producer, authorizer_log=log_file or LocalStack().authorizer_log, spool=spool, state_file=auditor_state,
-            own_principal=f"User:{settings.username}", audit_topics=ACCESS_AUDITED_TOPICS, start_at_end=start_at_end,
+            own_principal=f"User:{settings.username}", audit_topics=AUDIT_TOPICS, start_at_end=start_at_end,
         )
         total = auditor.run(once=once, poll_interval=poll_interval)
     print(f"access-audit: {total} event(s) forwarded; position saved in {auditor_state}")

@@ -15,8 +15,6 @@ ALERTS_TOPIC = "audit.alerts"
 # sealed records as OCSF JSON with their integrity evidence, one per sealed record (auditseal siem-bridge)
 OCSF_TOPIC = "audit.ocsf"
 AUDIT_TOPICS = (RAW_TOPIC, SEALED_TOPIC, ALERTS_TOPIC)
-# whose every access decision the access auditor records: the audit topics and the log's OCSF copy
-ACCESS_AUDITED_TOPICS = (*AUDIT_TOPICS, OCSF_TOPIC)
 
 DAY_MS = 24 * 60 * 60 * 1000
 

@@ -286,28 +286,3 @@ def test_kafka_connect_reads_every_record_as_an_ocsf_json_document(stack, siem_t
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def test_a_denied_read_of_the_ocsf_topic_becomes_a_denied_access_event(stack, role_env, tmp_path):
-    """audit.ocsf holds the whole log in another form: the access auditor records decisions about it too."""
-    from pipeline.access.auditor import AccessAuditor
-    from pipeline.wire.topics import ACCESS_AUDITED_TOPICS, OCSF_TOPIC
-    from tests.integration.test_access_audit import RecordingProducer, _attempt_read, _read_back
-
-    spool, state = tmp_path / "records.jsonl", tmp_path / "position.json"
-    settings = KafkaSettings.from_env(role_env("access-auditor"))
-    with RecordingProducer(settings) as producer:
-        # the first run only notes where the log ends: the history before this test is not ours to replay
-        AccessAuditor(producer, authorizer_log=stack.authorizer_log, spool=spool, state_file=state,
-                      own_principal="User:access-auditor", audit_topics=ACCESS_AUDITED_TOPICS,
-                      start_at_end=True).run(once=True)
-    error = _attempt_read(role_env("producer"), OCSF_TOPIC)
-    assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
-    time.sleep(0.5)  # the broker writes its decision just after answering the client
-    with RecordingProducer(settings) as producer:
-        auditor = AccessAuditor(producer, authorizer_log=stack.authorizer_log, spool=spool, state_file=state,
-                                own_principal="User:access-auditor", audit_topics=ACCESS_AUDITED_TOPICS)
-        assert auditor.run(once=True) == len(producer.results) > 0
-    events = _read_back(role_env("sealer"), producer.results)
-    assert any(e["actor"]["id"] == "User:producer" and e["outcome"]["status"] == "DENIED"
-               and e["resource"] == {"type": "kafka.topic", "id": OCSF_TOPIC} for e in events)
