@@ -22,9 +22,11 @@ COPY pyproject.toml setup.py README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m venv /opt/auditseal \
     && /opt/auditseal/bin/pip install --upgrade pip \
-    && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+    && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["pipeline"]))' \
        > /tmp/requirements.txt \
     && /opt/auditseal/bin/pip install -r /tmp/requirements.txt
+COPY MANIFEST.in ./
+COPY schemas ./schemas
 COPY pipeline ./pipeline
 COPY connectors ./connectors
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -40,15 +42,14 @@ RUN groupadd --system --gid 10001 auditseal \
        --shell /usr/sbin/nologin auditseal \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/auditseal
 COPY --from=build /opt/auditseal /opt/auditseal
-# the wire format, the roles file and the compliance profiles are data, looked up through these variables
-# (pipeline.wire.catalog, pipeline.permissions.topology, pipeline.archive.retention); a deployment may mount its own
-COPY schemas /app/schemas
+# the wire format ships inside the wheel (pipeline/wire/schemas); the roles file and the compliance profiles
+# are the deployment's data, looked up through these variables (pipeline.permissions.topology,
+# pipeline.archive.retention); a deployment may mount its own
 COPY config /app/config
 ENV PATH=/opt/auditseal/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/auditseal \
-    AUDITSEAL_SCHEMAS_DIR=/app/schemas \
     AUDITSEAL_ROLES_FILE=/app/config/roles.yaml \
     AUDITSEAL_COMPLIANCE_FILE=/app/config/compliance.yaml \
     AUDITSEAL_STACK_DIR=/var/lib/auditseal

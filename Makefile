@@ -8,7 +8,7 @@ AUDITSEAL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/audi
 export AUDITSEAL_CACHE
 export PIP_CACHE_DIR ?= $(AUDITSEAL_CACHE)/pip
 
-.PHONY: venv up down status test unit deploy-check demo bench clean
+.PHONY: venv up down status test unit lint deploy-check demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard pipeline/native/*.pyx pip
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AuditSeal needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[pipeline,test]'
 	@touch $@
 
 up: venv
@@ -32,12 +32,17 @@ status: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
+# ruff over the whole tree; mypy --strict over the integrity core, the wire format and the archive contract
+lint: venv
+	$(BIN)/ruff check pipeline connectors tests bench deploy
+	$(BIN)/mypy
+
 # the helm chart and docker-compose.yml: lint, render, Kubernetes/Compose schemas, agreement with dev up
 # (builds helm once from the Go module proxy into the cache; needs nothing running)
 deploy-check: venv
 	$(BIN)/pytest tests/deployment
 
-test: venv
+test: venv lint
 	$(BIN)/auditseal dev up
 	$(BIN)/pytest
 
@@ -48,6 +53,7 @@ bench: venv
 	$(BIN)/auditseal dev up --no-check
 	eval "$$($(BIN)/auditseal dev env --role producer)" && $(BIN)/python -m bench.producer
 	$(BIN)/python -m bench.sealer
+	$(BIN)/python -m bench.keys
 	$(BIN)/python -m bench.sink
 	$(BIN)/python -m bench.verify
 

@@ -5,16 +5,31 @@ beside them (the unit tests compare the two byte for byte); they are built by ``
 ``make venv``) with Cython and the system C compiler.
 """
 
+import shutil
 from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithSchemas(build_py):
+    """Ships ``schemas/*.avsc`` (the wire format's one source of truth, kept at the top of the checkout)
+    inside the package as ``pipeline/wire/schemas/``, where :func:`pipeline.wire.catalog.schemas_dir` finds
+    them in an installed wheel."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "pipeline" / "wire" / "schemas"
+        target.mkdir(parents=True, exist_ok=True)
+        for schema in sorted(Path("schemas").glob("*.avsc")):
+            shutil.copyfile(schema, target / schema.name)
 
 extensions = [
     Extension(f"pipeline.native.{source.stem}", [source.as_posix()], extra_compile_args=["-O2"])
     for source in sorted(Path("pipeline/native").glob("*.pyx"))
 ]
 
-setup(ext_modules=cythonize(extensions, language_level=3, compiler_directives={
+setup(cmdclass={"build_py": BuildWithSchemas}, ext_modules=cythonize(extensions, language_level=3, compiler_directives={
     "boundscheck": False, "wraparound": False, "cdivision": True, "embedsignature": True,
 }))

@@ -157,12 +157,11 @@ def profile_sealing(stack: LocalStack, worker_rate: float, count: int = 20_000) 
     import io
 
     from pipeline.wire.codec import default_codec
-    from pipeline.integrity.keyring import load_signing_key
     from pipeline.sealer.chain_sealer import ChainSealer
 
     codec = default_codec()
     values = [codec.encode(event) for event in synthetic_events(count, seed=5)]
-    sealer = ChainSealer.resume("bench/0", 0, load_signing_key(stack.signing_key_file), None)
+    sealer = ChainSealer.resume("bench/0", 0, stack.signer(), None)
 
     def seal_all() -> None:
         for offset, value in enumerate(values):

@@ -39,7 +39,6 @@ from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev.provision import acl_binding
 from pipeline.dev.stack import LocalStack
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.integrity.keyring import load_signing_key
 from pipeline.sealer.output import ChainWriter
 from pipeline.permissions.topology import Grant
 
@@ -74,7 +73,7 @@ def fill(stack: LocalStack, raw: str, topic: str, records: int) -> tuple[int, in
     """Seal ``records`` events over the partitions, transactionally; (records, value bytes) written."""
     codec = default_codec()
     events = [codec.encode(event) for event in synthetic_events(min(records, 50_000), seed=5)]
-    key = load_signing_key(stack.signing_key_file)
+    key = stack.signer()
     settings = KafkaSettings.from_env(stack.env("sealer"))
     written = size = 0
     per_partition = records // PARTITIONS

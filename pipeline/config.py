@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError
 
@@ -26,6 +26,8 @@ S3_VARIABLES = (
     "AWS_CA_BUNDLE",
     "AUDITSEAL_BUCKET",
 )
+# mutual TLS instead of SCRAM (the super users' way in: a certificate, never a password)
+CERTIFICATE_VARIABLES = ("AUDITSEAL_SSL_CERT_FILE", "AUDITSEAL_SSL_KEY_FILE")
 SASL_MECHANISM = "SCRAM-SHA-512"
 
 
@@ -41,17 +43,27 @@ def _require(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """How to reach and authenticate to the Kafka cluster as one principal."""
+    """How to reach and authenticate to the Kafka cluster as one principal: SCRAM over TLS, or (with a
+    certificate and key file, for the certificate-only super users) mutual TLS."""
 
     bootstrap: str
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a repr, a log line or an error
     ca_file: str
+    certificate_file: str = ""
+    key_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
-        """Read the settings from ``AUDITSEAL_BOOTSTRAP``, ``_SASL_USERNAME``, ``_SASL_PASSWORD``, ``_CA_FILE``."""
-        values = _require(os.environ if env is None else env, KAFKA_VARIABLES)
+        """Read the settings from ``AUDITSEAL_BOOTSTRAP``, ``_SASL_USERNAME``, ``_SASL_PASSWORD``, ``_CA_FILE``
+        (or, for mutual TLS, ``AUDITSEAL_SSL_CERT_FILE`` and ``_SSL_KEY_FILE`` instead of the SASL pair)."""
+        env = os.environ if env is None else env
+        if env.get("AUDITSEAL_SSL_CERT_FILE"):
+            values = _require(env, ("AUDITSEAL_BOOTSTRAP", "AUDITSEAL_CA_FILE") + CERTIFICATE_VARIABLES)
+            return cls(bootstrap=values["AUDITSEAL_BOOTSTRAP"], username="", password="",
+                       ca_file=values["AUDITSEAL_CA_FILE"], certificate_file=values["AUDITSEAL_SSL_CERT_FILE"],
+                       key_file=values["AUDITSEAL_SSL_KEY_FILE"])
+        values = _require(env, KAFKA_VARIABLES)
         return cls(
             bootstrap=values["AUDITSEAL_BOOTSTRAP"],
             username=values["AUDITSEAL_SASL_USERNAME"],
@@ -60,8 +72,19 @@ class KafkaSettings:
         )
 
     def client_config(self, **overrides: object) -> dict[str, object]:
-        """The librdkafka configuration dict for SASL_SSL + SCRAM-SHA-512, plus ``overrides``."""
-        config: dict[str, object] = {
+        """The librdkafka configuration dict for SASL_SSL + SCRAM-SHA-512 (or mutual TLS), plus ``overrides``."""
+        if self.certificate_file:
+            config: dict[str, object] = {
+                "bootstrap.servers": self.bootstrap,
+                "security.protocol": "SSL",
+                "ssl.ca.location": self.ca_file,
+                "ssl.certificate.location": self.certificate_file,
+                "ssl.key.location": self.key_file,
+                "ssl.endpoint.identification.algorithm": "https",
+            }
+            config.update(overrides)
+            return config
+        config = {
             "bootstrap.servers": self.bootstrap,
             "security.protocol": "SASL_SSL",
             "sasl.mechanism": SASL_MECHANISM,
@@ -80,7 +103,7 @@ class S3Settings:
 
     endpoint_url: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)  # never in a repr, a log line or an error
     ca_bundle: str
     bucket: str
 

@@ -15,17 +15,20 @@ import argparse
 import dataclasses
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from connectors.s3sink import metrics
 from connectors.s3sink.bucket import ArchiveBucket
-from pipeline.archive.encryption import MASTER_KEY_VARIABLE, MasterKey, load_master_key
+from pipeline.archive.encryption import MASTER_KEY_VARIABLE, KeyEncryptionKey
+from pipeline.keys.master import load_master_key_spec
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.errors import AuditSealError
+from pipeline.errors import AuditSealError, ConfigError
 from pipeline.metrics import serve_metrics
+from pipeline.preflight import check_kafka
 from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer
 
 log = logging.getLogger("connectors.s3sink")
@@ -38,10 +41,11 @@ class BucketRefusedError(AuditSealError):
     """The bucket failed the WORM check; the sink does not start."""
 
 
-def master_key_from(path: str | None) -> MasterKey | None:
-    """The master key of ``--master-key`` or ``$AUDITSEAL_MASTER_KEY``; None: objects are not encrypted."""
-    chosen = path or os.environ.get(MASTER_KEY_VARIABLE)
-    return load_master_key(Path(chosen)) if chosen else None
+def master_key_from(spec: str | None) -> KeyEncryptionKey | None:
+    """The master key of ``--master-key`` or ``$AUDITSEAL_MASTER_KEY`` (a file, or ``pkcs11:LABEL`` in the
+    token); None: objects are not encrypted."""
+    chosen = spec or os.environ.get(MASTER_KEY_VARIABLE)
+    return load_master_key_spec(chosen) if chosen else None
 
 
 def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None) -> ConformanceReport:
@@ -63,15 +67,16 @@ def check_archive_bucket(settings: S3Settings, env: dict[str, str] | None = None
     return report
 
 
-def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None, loglevel: str = "info") -> int:
+def run_sink(config: SinkConfig, *, metrics_port: int, metrics_addr: str | None = None) -> int:
     """Check the bucket, serve metrics on ``metrics_addr:metrics_port`` (0: none), archive until stopped."""
-    logging.basicConfig(level=loglevel.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):  # their debug output includes signed requests
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     kafka = KafkaSettings.from_env()
     s3 = S3Settings.from_env()
-    check_archive_bucket(s3)
+    check_kafka(kafka, [config.topic])  # librdkafka would retry a bad login or a dead broker forever
+    try:
+        check_archive_bucket(s3)
+    except (BotoCoreError, ClientError) as exc:
+        # an unreachable endpoint, a missing bucket, a wrong key: the sink cannot start with this configuration
+        raise ConfigError(f"s3://{s3.bucket} at {s3.endpoint_url}: {exc}") from None
     serve_metrics(metrics_port, metrics_addr)
     bucket = ArchiveBucket(s3.client(), s3.bucket,
                            on_retry=lambda operation, _exc: metrics.RETRIES.labels(operation).inc())
@@ -89,7 +94,6 @@ def sink_command(args) -> int:
     from connectors.s3sink.batching import BatchLimits
     from pipeline.archive.encryption import generate_master_key
     from pipeline.archive.retention import load_profiles
-    from pipeline.errors import ConfigError
 
     if args.generate_master_key:
         key = generate_master_key(args.generate_master_key, args.key_id)
@@ -109,7 +113,7 @@ def sink_command(args) -> int:
         master_key=master_key_from(args.master_key), instance_id=args.instance_id,
         crash_before_commit=int(crash) if crash else None,
     )
-    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr, loglevel=args.loglevel)
+    return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -121,7 +125,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     sink.add_argument("--compliance-file", type=Path,
                       help="profiles file (default $AUDITSEAL_COMPLIANCE_FILE or config/compliance.yaml)")
     sink.add_argument("--prefix", default="", help="key prefix ending in '/', e.g. archive/ (default: none)")
-    sink.add_argument("--master-key", help="encrypt objects with this master key file (default $AUDITSEAL_MASTER_KEY)")
+    sink.add_argument("--master-key", help="encrypt objects with this master key: a file, or pkcs11:LABEL for a key in the "
+                      "AUDITSEAL_PKCS11_* token (default $AUDITSEAL_MASTER_KEY)")
     sink.add_argument("--generate-master-key", type=Path, metavar="PATH", help="write a new master key file and exit")
     sink.add_argument("--key-id", help="with --generate-master-key: its id (default: derived from the key)")
     sink.add_argument("--max-records", type=int, default=20_000, help="records per object at most (default 20000)")
@@ -136,5 +141,4 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
     sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint port (0: off)")
     sink.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
-    sink.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     sink.set_defaults(handler=sink_command)

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from connectors.s3sink import metrics
 from connectors.s3sink.batching import Batch, BatchLimits, PartitionBatcher
 from connectors.s3sink.bucket import ArchiveBucket, WriteCancelled
-from pipeline.archive.encryption import MasterKey
+from pipeline.archive.encryption import KeyEncryptionKey
 from pipeline.archive.container import DEFAULT_DEFLATE_LEVEL, ArchiveObject, build_object
 from pipeline.archive.retention import ComplianceProfile
 from pipeline.config import KafkaSettings
@@ -63,7 +63,7 @@ class SinkConfig:
     limits: BatchLimits = BatchLimits()
     workers: int = 4
     max_pending_bytes: int = 256 * 1024 * 1024
-    master_key: MasterKey | None = None
+    master_key: KeyEncryptionKey | None = None
     instance_id: str | None = None
     """Kafka static membership (``group.instance.id``): a restarted sink gets its partitions back at once."""
     crash_before_commit: int | None = None

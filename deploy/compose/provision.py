@@ -73,6 +73,10 @@ def role_env(role_name: str, creds: Credentials) -> dict[str, str]:
         "AUDITSEAL_BUCKET": BUCKET,
         "AUDITSEAL_KEYRING": str(ROLE_HOME / "keyring.json"),
         **({"AUDITSEAL_SIGNING_KEY": str(ROLE_HOME / "signing-key.pem")} if role_name == "sealer" else {}),
+        # no access auditor reads the verifier's spool (a tmpfs): it writes its own access record to
+        # audit.raw with the access auditor's credentials
+        **({"AUDITSEAL_ACCESS_RECORD_SASL_USERNAME": "access-auditor",
+            "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD": creds.kafka["access-auditor"]} if role_name == "verifier" else {}),
     }
 
 

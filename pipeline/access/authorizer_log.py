@@ -29,6 +29,11 @@ AUDITSEAL_NAME_PREFIX = "auditseal-"
 # Decisions on the cluster resource that change who may do what: always recorded
 PERMISSION_REQUESTS = frozenset({"CreateAcls", "DeleteAcls", "AlterUserScramCredentials", "AlterConfigs",
                                  "IncrementalAlterConfigs"})
+# What the pipeline's own data plane does all day, once per request: allowed, these are not forwarded for
+# routine principals (see is_audited); anything else they do (delete, alter, create, ...) is
+ROUTINE_OPERATIONS = frozenset({"read", "write", "describe", "describe_configs", "idempotent_write", "cluster_action"})
+# transactional-id requests that open (and so fence) a chain; the per-transaction ones are routine
+FENCING_REQUESTS = frozenset({"InitProducerId"})
 # Event ids are UUIDv5 in this namespace over the entry's identity, so a replayed entry keeps its id
 EVENT_ID_NAMESPACE = uuid.UUID("5f0c7a34-6d1e-4b8e-9a51-2a7d3c4e8b10")
 
@@ -92,27 +97,33 @@ def _parse_time(text: str) -> int | None:
     return round(seconds * 1_000_000)
 
 
-def is_audited(decision: Decision, *, audit_topics: Collection[str], ignored_principals: Collection[str],
+def is_audited(decision: Decision, *, audit_topics: Collection[str], ignored_principals: Collection[str] = (),
                routine_principals: Collection[str] = ()) -> bool:
-    """Whether ``decision`` belongs in the audit trail: a decision about an audit topic, an
-    ``auditseal-`` consumer group, or a change of ACLs, credentials or broker configs, made for anyone
-    but an ignored principal (the broker itself, and the access auditor, whose own writes to audit.raw
-    would otherwise each produce another entry to forward: a feedback loop).
+    """Whether ``decision`` belongs in the audit trail: a decision about an audit topic, an ``auditseal-``
+    consumer group or transactional id, or a change of ACLs, credentials or broker configs.
 
-    The *allowed* decisions of ``routine_principals`` (the pipeline's own data plane: producers
-    writing raw, the sealer reading raw, the sink reading sealed) are left out too: they come once per
-    fetch or produce request, forever, and sealing them makes the sealer fetch more, another loop.
-    Their denials, and every decision about anyone else (SIEM, verifier, admin, people), are kept."""
+    Left out are only the *routine* decisions (allowed, and one of :data:`ROUTINE_OPERATIONS`) of
+    ``routine_principals``: the pipeline's own data plane (producers writing raw, the sealer reading raw,
+    the sink reading sealed, the broker replicating, the access auditor writing its own events). They come
+    once per fetch or produce request, forever, and sealing them makes the sealer fetch more, a loop.
+    Their denials and every other act (DeleteRecords, config changes, topic deletion, fencing a chain's
+    transactional id) are kept, as is every decision about anyone else. ``ignored_principals`` are left out
+    entirely (none by default: every principal's privileged acts are recorded)."""
     if decision.principal in ignored_principals:
         return False
-    if decision.allowed and decision.principal in routine_principals:
-        return False
+    if decision.allowed and decision.principal in routine_principals and decision.operation in ROUTINE_OPERATIONS:
+        if decision.resource_type != "transactional_id" or decision.request not in FENCING_REQUESTS:
+            return False
     if decision.resource_type == "topic":
         return decision.resource in audit_topics
-    if decision.resource_type == "group":
+    if decision.resource_type in ("group", "transactional_id"):
+        if decision.resource_type == "transactional_id" and decision.allowed and \
+                decision.request not in FENCING_REQUESTS and decision.operation in ROUTINE_OPERATIONS:
+            return False
         return decision.resource.startswith(AUDITSEAL_NAME_PREFIX)
     if decision.resource_type == "cluster":
-        return decision.request in PERMISSION_REQUESTS
+        return (not decision.allowed or decision.request in PERMISSION_REQUESTS
+                or decision.operation not in ("describe", "describe_configs", "idempotent_write"))
     return False
 
 

@@ -187,10 +187,15 @@ def load_positions(path: Path) -> dict[str, Position]:
 
 
 def save_positions(path: Path, positions: dict[str, Position]) -> None:
-    """Write the positions atomically (temporary file, fsync, rename, fsync of the folder)."""
+    """Write the positions atomically (:func:`save_json_atomically`)."""
+    save_json_atomically(path, {"version": 1, "positions": {k: asdict(v) for k, v in positions.items()}})
+
+
+def save_json_atomically(path: Path, document: object) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    data = json.dumps({"version": 1, "positions": {k: asdict(v) for k, v in positions.items()}}, indent=2)
+    data = json.dumps(document, indent=2)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data.encode())

@@ -18,7 +18,7 @@ from typing import Any
 
 import fastavro
 
-from pipeline.archive.encryption import MasterKey, encrypt_object
+from pipeline.archive.encryption import KeyEncryptionKey, encrypt_object
 from pipeline.archive.layout import (
     ARCHIVED_RECORD_FAMILY,
     KIND_CHECKPOINT,
@@ -154,7 +154,7 @@ def container_bytes(topic: str, partition: int, records: Sequence[ArchivedInput]
 
 def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *, profile: ComplianceProfile,
                  prefix: str = "", codec: str = "deflate", level: int | None = DEFAULT_DEFLATE_LEVEL,
-                 master_key: MasterKey | None = None) -> ArchiveObject:
+                 master_key: KeyEncryptionKey | None = None) -> ArchiveObject:
     """The object, manifest and retention of one batch: ``records`` are a contiguous, offset-ordered
     range of one partition as read with read_committed."""
     if not records:

@@ -20,6 +20,19 @@ plaintext's hash, so different plaintexts always get different data keys (even i
 recreated and its offsets reused), and the only repetition is the same plaintext encrypted again
 under the same key, which yields the same ciphertext and reveals nothing but "this is a retry"
 (which the equal manifest already says). This is the deterministic-AEAD argument of SIV (RFC 5297).
+
+Where the master key lives: a file (:class:`MasterKey`, the derivation above) or a non-extractable AES key
+in a PKCS#11 token (``pipeline.keys.pkcs11.Pkcs11MasterKey``), which no process can read. A token cannot
+run HKDF over a key it will not reveal, so a token-held master key derives the same 44 bytes with the NIST
+SP 800-108 counter-mode KDF whose PRF is AES-CMAC, computed by the token (:func:`kbkdf_cmac_data_key`)::
+
+    data_key || nonce = first 44 bytes of  CMAC(master, u32(i) || "auditseal/sink/data-key/kbkdf-cmac/v1"
+                                                 || 0x00 || K || 0x00 || SHA-256(P) || u32(352)),  i = 1, 2, 3
+
+and wraps and unwraps with CKM_AES_KEY_WRAP (the same RFC 3394 AES-KW as above). The manifest format does not
+change: a reader only ever unwraps, it never re-derives, so archives written either way read the same way.
+The derivation matters for retries only, and a retry uses the same key in the same place. (A master key
+moved from a file into a token would derive other data keys: write objects after the move under a new key id.)
 """
 
 from __future__ import annotations
@@ -31,9 +44,10 @@ import json
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -48,6 +62,7 @@ MASTER_KEY_VARIABLE = "AUDITSEAL_MASTER_KEY"
 KEY_SIZE = 32
 NONCE_SIZE = 12
 _DATA_KEY_INFO = b"auditseal/sink/data-key/v1\x00"
+_KBKDF_LABEL = b"auditseal/sink/data-key/kbkdf-cmac/v1"
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -55,12 +70,57 @@ class DecryptionError(AuditSealError):
     """An encrypted object that cannot be decrypted: wrong or unknown master key, or altered bytes."""
 
 
+class KeyEncryptionKey(Protocol):
+    """A master key wherever it lives: its id, the data-key derivation, and AES-KW wrap/unwrap."""
+
+    key_id: str
+
+    def derive_data_key(self, object_key: str, plaintext: bytes) -> tuple[bytes, bytes]:
+        """(data key, nonce) of one object, deterministic (module docstring)."""
+        ...
+
+    def wrap(self, data_key: bytes) -> bytes:
+        """AES-KW (RFC 3394) of ``data_key``."""
+        ...
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        """The data key inside ``wrapped``; ValueError if it does not unwrap under this key."""
+        ...
+
+
 @dataclass(frozen=True)
 class MasterKey:
-    """A 256-bit key-encryption key and its id (the id is what manifests name)."""
+    """A 256-bit key-encryption key read from a file, and its id (the id is what manifests name)."""
 
     key_id: str
     key: bytes = field(repr=False)
+
+    def derive_data_key(self, object_key: str, plaintext: bytes) -> tuple[bytes, bytes]:
+        """(data key, nonce) by HKDF-SHA256 (module docstring)."""
+        info = _DATA_KEY_INFO + object_key.encode("utf-8") + b"\x00" + hashlib.sha256(plaintext).digest()
+        material = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE + NONCE_SIZE, salt=None, info=info).derive(self.key)
+        return material[:KEY_SIZE], material[KEY_SIZE:]
+
+    def wrap(self, data_key: bytes) -> bytes:
+        """AES-KW (RFC 3394) of ``data_key`` under this key."""
+        return aes_key_wrap(self.key, data_key)
+
+    def unwrap(self, wrapped: bytes) -> bytes:
+        """The data key inside ``wrapped``; ValueError if it does not unwrap under this key."""
+        try:
+            return aes_key_unwrap(self.key, wrapped)
+        except InvalidUnwrap:
+            raise ValueError("AES-KW integrity check failed") from None
+
+
+def kbkdf_cmac_data_key(cmac: Callable[[bytes], bytes], object_key: str, plaintext: bytes) -> tuple[bytes, bytes]:
+    """(data key, nonce) by NIST SP 800-108 counter mode over ``cmac`` (AES-CMAC under the master key, run
+    wherever the key is: in a token for a token-held key); the construction is in the module docstring."""
+    context = object_key.encode("utf-8") + b"\x00" + hashlib.sha256(plaintext).digest()
+    length = KEY_SIZE + NONCE_SIZE
+    fixed = _KBKDF_LABEL + b"\x00" + context + (length * 8).to_bytes(4, "big")
+    blocks = b"".join(cmac(counter.to_bytes(4, "big") + fixed) for counter in range(1, -(-length // 16) + 1))
+    return blocks[:KEY_SIZE], blocks[KEY_SIZE:length]
 
 
 def default_key_id(key: bytes) -> str:
@@ -111,23 +171,17 @@ def generate_master_key(path: Path, key_id: str | None = None) -> MasterKey:
     return master
 
 
-def _derive(master: MasterKey, object_key: str, plaintext: bytes) -> tuple[bytes, bytes]:
-    info = _DATA_KEY_INFO + object_key.encode("utf-8") + b"\x00" + hashlib.sha256(plaintext).digest()
-    material = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE + NONCE_SIZE, salt=None, info=info).derive(master.key)
-    return material[:KEY_SIZE], material[KEY_SIZE:]
-
-
-def encrypt_object(plaintext: bytes, object_key: str, master: MasterKey) -> tuple[bytes, Encryption]:
+def encrypt_object(plaintext: bytes, object_key: str, master: KeyEncryptionKey) -> tuple[bytes, Encryption]:
     """The stored bytes of an encrypted object and the manifest's ``encryption`` entry (deterministic)."""
-    data_key, nonce = _derive(master, object_key, plaintext)
+    data_key, nonce = master.derive_data_key(object_key, plaintext)
     ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, object_key.encode("utf-8"))
-    return ciphertext, Encryption(master_key_id=master.key_id, wrapped_key=aes_key_wrap(master.key, data_key), nonce=nonce)
+    return ciphertext, Encryption(master_key_id=master.key_id, wrapped_key=master.wrap(data_key), nonce=nonce)
 
 
 def decrypt_object(ciphertext: bytes, object_key: str, encryption: Encryption,
-                   master_keys: MasterKey | Mapping[str, MasterKey]) -> bytes:
+                   master_keys: KeyEncryptionKey | Mapping[str, KeyEncryptionKey]) -> bytes:
     """The plaintext (OCF bytes) of an encrypted object; DecryptionError naming the object and why."""
-    if isinstance(master_keys, MasterKey):
+    if not isinstance(master_keys, Mapping):
         master_keys = {master_keys.key_id: master_keys}
     if (encryption.algorithm, encryption.key_wrap, encryption.aad) != (ENCRYPTION_ALGORITHM, KEY_WRAP_ALGORITHM,
                                                                        AAD_OBJECT_KEY):
@@ -138,8 +192,8 @@ def decrypt_object(ciphertext: bytes, object_key: str, encryption: Encryption,
         raise DecryptionError(f"{object_key}: encrypted with master key {encryption.master_key_id!r}, "
                               f"which was not given (have: {', '.join(sorted(master_keys)) or 'none'})")
     try:
-        data_key = aes_key_unwrap(master.key, encryption.wrapped_key)
-    except (InvalidUnwrap, ValueError):
+        data_key = master.unwrap(encryption.wrapped_key)
+    except ValueError:
         raise DecryptionError(f"{object_key}: the wrapped data key does not unwrap with master key "
                               f"{master.key_id!r} (wrong key, or the manifest was altered)") from None
     try:

@@ -6,6 +6,7 @@ broken or the broker refused, 2 usage or configuration error. Output never conta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,8 +16,8 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.config import KafkaSettings
 from pipeline.errors import ConfigError
-from pipeline.permissions.broker import apply_plan, load_passwords, plan_changes, read_state
-from pipeline.permissions.invariants import check_invariants
+from pipeline.permissions.broker import apply_plan, load_passwords, plan_changes, read_broker_security, read_state
+from pipeline.permissions.invariants import check_invariants, every_role_has_credential
 from pipeline.permissions.plan import Plan
 from pipeline.permissions.roles import RolesFile
 from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
@@ -40,8 +41,8 @@ def _passwords(credentials: Path | None) -> dict[str, str] | None:
 
 
 def _header(settings: KafkaSettings, roles: RolesFile) -> str:
-    return (f"roles file {roles.path} ({len(roles.roles)} roles) against {settings.bootstrap} "
-            f"as {settings.username}")
+    who = settings.username or f"the certificate {settings.certificate_file}"
+    return f"roles file {roles.path} ({len(roles.roles)} roles) against {settings.bootstrap} as {who}"
 
 
 def acl_plan(*, env: Mapping[str, str] | None = None, roles_path: Path | None = None, credentials: Path | None = None,
@@ -72,14 +73,49 @@ def acl_apply(*, env: Mapping[str, str] | None = None, roles_path: Path | None =
     return EXIT_OK
 
 
+def configured_super_users(server_properties: Path | None) -> tuple[str, ...] | None:
+    """``super.users`` from a broker's ``server.properties`` (default: the local stack's, if there is one);
+    None when there is no such file to read."""
+    if server_properties is None:
+        from pipeline.dev.stack import LocalStack
+
+        server_properties = LocalStack().root / "kafka" / "server.properties"
+        if not server_properties.exists():
+            return None
+    try:
+        lines = server_properties.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {server_properties}: {exc.strerror or exc}") from None
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "super.users":
+            return tuple(p.strip() for p in value.split(";") if p.strip())
+    return ()
+
+
+def _announce_rotations(plan: Plan, settings: KafkaSettings) -> None:
+    # recorded before the change, so the access auditor knows a rotation was asked for when the new
+    # credential shows in the metadata log; any other credential change of a role is alerted as unannounced
+    from pipeline.access.metadata_watch import ROTATE_ACTION
+    from pipeline.access.record import record_access
+
+    for user, why in plan.users_to_set:
+        if why == "rotation requested":
+            record_access(action=ROTATE_ACTION, resource={"type": "kafka.user", "id": user},
+                          principal=f"User:{settings.username}" if settings.username else None,
+                          attributes={"via": "auditseal acl apply --rotate"})
+
+
 def acl_check(*, env: Mapping[str, str] | None = None, roles_path: Path | None = None, as_json: bool = False,
-              out: Callable[[str], Any] = print) -> int:
-    """Prove the separation-of-duties rules on the live broker; exit 1 naming each breach."""
+              server_properties: Path | None = None, out: Callable[[str], Any] = print) -> int:
+    """Prove the separation-of-duties and super-user rules on the live broker; exit 1 naming each breach."""
     roles = load_roles_file(roles_path)
     admin, settings = _admin(env)
     live = read_state(admin)
     report = check_invariants(live.acls, roles, raw_topic=RAW_TOPIC, sealed_topic=SEALED_TOPIC,
-                              audit_topics=AUDIT_TOPICS)
+                              audit_topics=AUDIT_TOPICS, users=live.users, brokers=read_broker_security(admin),
+                              configured_super_users=configured_super_users(server_properties))
+    report = dataclasses.replace(report, rules=report.rules + (every_role_has_credential(roles, live.users),))
     if as_json:
         out(json.dumps({"broker": settings.bootstrap, "roles_file": str(roles.path), "acls": len(live.acls),
                         **report.as_dict()}, indent=2))

@@ -1,30 +1,87 @@
-"""The ``auditseal`` command line. Exit codes: 0 success, 1 failure found or operation failed, 2 usage/config error."""
+"""The ``auditseal`` command line: one harness for every command and daemon.
+
+Every command takes the same global options (``--version``, ``-v``/``--log-level``, also
+``$AUDITSEAL_LOG_LEVEL``); logging is set up once, here, before any command runs; and errors become
+exit codes in one place (:func:`main`): 0 success, 1 violations found or operation refused/failed,
+2 usage or configuration error (including a part of AuditSeal that is not installed), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pipeline
 from pipeline.errors import AuditSealError, ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Commands another distribution adds (the S3 sink in connectors/): `pipeline` never imports them itself.
 COMMANDS_ENTRY_POINT = "auditseal.commands"
+LOG_LEVEL_VARIABLE = "AUDITSEAL_LOG_LEVEL"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# daemons report what they do; one-shot commands speak only through their output unless asked
+DAEMONS = frozenset({"seal", "sink", "detect", "access-audit", "siem-bridge"})
+# the optional dependencies of `pip install 'auditseal[pipeline]'`: a missing one is an installation
+# problem the user can fix (exit 2), not a crash
+PIPELINE_EXTRA_MODULES = frozenset({"faust", "mode", "boto3", "botocore", "yaml", "cryptography", "prometheus_client",
+                                    "psutil", "cramjam", "aiokafka", "orjson", "tqdm", "pkcs11"})
+
+
+def log_level(value: str) -> str:
+    """A ``--log-level`` / ``$AUDITSEAL_LOG_LEVEL`` value, lower case; ArgumentTypeError otherwise."""
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"log level must be one of {', '.join(LOG_LEVELS)}, found {value!r}")
+    return level
+
+
+def resolved_log_level(args: argparse.Namespace, env: dict[str, str] | None = None) -> str:
+    """The level of this run: ``--log-level``, else ``-v`` (info) / ``-vv`` (debug), else
+    ``$AUDITSEAL_LOG_LEVEL``, else ``info`` for a daemon and ``warning`` for a one-shot command."""
+    explicit = getattr(args, "log_level", None)
+    if explicit:
+        return explicit
+    verbose = getattr(args, "verbose", 0)
+    if verbose:
+        return "debug" if verbose > 1 else "info"
+    configured = (os.environ if env is None else env).get(LOG_LEVEL_VARIABLE)
+    if configured:
+        try:
+            return log_level(configured)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{LOG_LEVEL_VARIABLE}: {exc}") from None
+    return "info" if args.command in DAEMONS else "warning"
+
+
+def setup_logging(level: str) -> None:
+    """Logging for the whole process, once: one line per record on stderr."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):  # their debug output includes signed requests
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _dev_up(args: argparse.Namespace) -> int:
     from pipeline.dev.stack import LocalStack
 
     stack = LocalStack()
-    stack.up()
-    if not args.no_check:
-        return _print_s3_check(stack.env("admin"), as_json=False)
-    return EXIT_OK
+    if not args.json:
+        stack.up(brokers=args.brokers)
+        return EXIT_OK if args.no_check else _print_s3_check(stack.env("admin"), as_json=False)
+    # progress on stderr, one JSON document on stdout: the stack's health and the bucket's WORM check
+    stack.up(brokers=args.brokers, log=lambda line: print(line, file=sys.stderr))
+    check = None if args.no_check else _s3_check_report(stack.env("admin"))
+    status = stack.status()
+    print(json.dumps({**status, "credentials_file": str(stack.credentials_file), "s3_check": check and check.as_dict(),
+                      "healthy": status["healthy"] and (check is None or check.passed)}, indent=2))
+    return EXIT_OK if status["healthy"] and (check is None or check.passed) else EXIT_FAILED
 
 
 def _dev_down(args: argparse.Namespace) -> int:
@@ -43,25 +100,35 @@ def _dev_status(args: argparse.Namespace) -> int:
     else:
         for name, part in report["parts"].items():
             state = "healthy" if part["healthy"] else "DOWN"
-            print(f"{name:6} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
+            print(f"{name:7} {state:8} pid={part['pid']} port={part['port']}  {part['detail']}")
         print(f"stack folder: {report['stack_dir']}")
     return EXIT_OK if report["healthy"] else EXIT_FAILED
 
 
 def _dev_env(args: argparse.Namespace) -> int:
     from pipeline.dev.stack import LocalStack
+    from pipeline.permissions.topology import role_names
 
-    for name, value in LocalStack().env(args.role).items():
+    if args.role not in role_names():
+        raise ConfigError(f"unknown role {args.role!r}; expected one of {', '.join(role_names())}")
+
+    stack = LocalStack()
+    variables = {**stack.env(args.role), **(stack.custody_env() if args.keys else {})}
+    for name, value in variables.items():
         print(f"export {name}={shlex.quote(value)}")
     return EXIT_OK
 
 
-def _print_s3_check(env: dict[str, str] | None, as_json: bool) -> int:
-    from pipeline.config import S3Settings
+def _s3_check_report(env: dict[str, str] | None):  # -> ConformanceReport; botocore is imported lazily
     from pipeline.archive.objectlock import check_bucket
+    from pipeline.config import S3Settings
 
     settings = S3Settings.from_env(env)
-    report = check_bucket(settings.client(), settings.bucket)
+    return check_bucket(settings.client(), settings.bucket)
+
+
+def _print_s3_check(env: dict[str, str] | None, as_json: bool) -> int:
+    report = _s3_check_report(env)
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -81,9 +148,13 @@ def _seal(args: argparse.Namespace) -> int:
     from pipeline.sealer.worker import run_worker
 
     config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
-                          max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000)
+                          max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000,
+                          **({"max_message_bytes": args.sealed_max_message_bytes}
+                             if args.sealed_max_message_bytes is not None else {}))
+    if not 0 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port {args.metrics_port}: must be 0 (off) to 65535")
     run_worker(signing_key=args.signing_key, metrics_port=args.metrics_port, config=config, loglevel=args.loglevel,
-               metrics_addr=args.metrics_addr)
+               metrics_addr=args.metrics_addr, state=args.state_dir)
     return EXIT_OK
 
 
@@ -100,15 +171,17 @@ def _acl(args: argparse.Namespace) -> int:
 
     run = {"plan": commands.acl_plan, "apply": commands.acl_apply, "check": commands.acl_check}[args.acl_command]
     options = {"rotate": args.rotate, "prune_users": args.prune_users, "credentials": args.credentials} \
-        if args.acl_command != "check" else {}
+        if args.acl_command != "check" else {"server_properties": args.server_properties}
     return run(roles_path=args.roles, as_json=args.json, **options)
 
 
 def _access_audit(args: argparse.Namespace) -> int:
     from pipeline.access.auditor import run_access_auditor
 
-    return run_access_auditor(log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
-                              start_at_end=args.start_at_end, poll_interval=args.poll_interval)
+    return run_access_auditor(metadata_log=args.metadata_log, authentication_log=args.authentication_log,
+                              log_file=args.log, spool_file=args.spool, state_file=args.state, once=args.once,
+                              start_at_end=args.start_at_end, poll_interval=args.poll_interval,
+                              trail_interval=args.trail_interval, trail_timeout=args.trail_timeout)
 
 
 def _emit(args: argparse.Namespace) -> int:
@@ -131,8 +204,11 @@ def _emit(args: argparse.Namespace) -> int:
     # Every failure ends in one message and the exit code below: the client's own log lines
     # (librdkafka's and the producer's) would only repeat it.
     logging.getLogger("pipeline.producer.client").setLevel(logging.CRITICAL)
-    sent, invalid, undelivered = 0, [], 0
-    with AuditProducer(config={"log_level": 2}) as producer:  # AUDITSEAL_* variables
+    sent, invalid, undelivered, event_ids = 0, [], 0, []
+    from pipeline.cli.privacy import emit_protector
+
+    with emit_protector(args.protect) as protector, \
+            AuditProducer(config={"log_level": 2}, protector=protector) as producer:  # AUDITSEAL_* variables
         producer.check()  # a wrong password or a missing topic fails here, in seconds
         if args.generate is not None:
             for event in synthetic_events(args.generate, args.seed):
@@ -144,21 +220,31 @@ def _emit(args: argparse.Namespace) -> int:
             event = event_from_options(**{name: getattr(args, name) for name in (*required, "reason")},
                                        actor_type=args.actor_type, outcome=args.outcome,
                                        attributes=args.attributes)
+            if args.personal_attributes:
+                event["personal_attributes"] = dict(args.personal_attributes)
             try:
                 producer.emit(event)
                 sent = 1
-                print(event["event_id"])
+                event_ids.append(event["event_id"])
+                if not args.json:
+                    print(event["event_id"])
             except InvalidEventError as exc:
                 invalid = [(1, f"{exc.path}: {exc.problem}" if exc.path else exc.problem)]
         for number, reason in invalid:
             print(f"line {number}: {reason}" if not from_options else f"invalid event: {reason}", file=sys.stderr)
+        problem = None
         try:
             producer.flush()
         except UndeliveredEventsError as exc:
-            undelivered = exc.failed + exc.pending
+            undelivered, problem = exc.failed + exc.pending, str(exc)
             print(f"auditseal emit: {exc}", file=sys.stderr)
-    print(f"auditseal emit: sent {sent}, invalid {len(invalid)}, delivered {sent - undelivered} to {producer.topic}",
-          file=sys.stderr)
+    if args.json:
+        print(json.dumps({"topic": producer.topic, "sent": sent, "delivered": sent - undelivered,
+                          "undelivered": undelivered, "undelivered_reason": problem, "event_ids": event_ids,
+                          "invalid": [{"line": number, "reason": reason} for number, reason in invalid]}, indent=2))
+    else:
+        print(f"auditseal emit: sent {sent}, invalid {len(invalid)}, delivered {sent - undelivered} to {producer.topic}",
+              file=sys.stderr)
     return EXIT_FAILED if invalid or undelivered else EXIT_OK
 
 
@@ -186,17 +272,50 @@ def _verify_proof(args: argparse.Namespace) -> int:
     return verify_proof_command(args)
 
 
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command takes, wherever they are written (before or after the command's name)."""
+    # SUPPRESS: a subcommand that does not see the option must not reset what the top level parsed
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more log output (-v info, -vv debug)")
+    parser.add_argument("--log-level", "--loglevel", dest="log_level", type=log_level, default=argparse.SUPPRESS,
+                        metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} (default ${LOG_LEVEL_VARIABLE}, else info for "
+                        "daemons and warning for commands)")
+
+
+class _CommonOptionsSubparsers:
+    """``add_subparsers()``'s action, giving every (nested) command the common options."""
+
+    def __init__(self, action: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        self._action = action
+
+    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
+        sub = self._action.add_parser(name, **kwargs)  # type: ignore[arg-type]
+        add_common_options(sub)
+        original = sub.add_subparsers
+
+        def add_subparsers(**options: object) -> _CommonOptionsSubparsers:
+            return _CommonOptionsSubparsers(original(**options))  # type: ignore[arg-type]
+
+        sub.add_subparsers = add_subparsers  # type: ignore[method-assign,assignment]
+        return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from pipeline.permissions.topology import role_names
-
-    parser = argparse.ArgumentParser(prog="auditseal", description="Immutable, signed audit logs on Kafka.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="auditseal", description="Immutable, signed audit logs on Kafka.",
+                                     epilog="exit codes: 0 ok, 1 violations found or refused, 2 usage or configuration "
+                                     "error. Log level: -v, --log-level or $AUDITSEAL_LOG_LEVEL.")
+    parser.add_argument("--version", action="version", version=f"auditseal {pipeline.__version__}")
+    add_common_options(parser)
+    commands = _CommonOptionsSubparsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
 
     dev = commands.add_parser("dev", help="the local secured stack (Kafka + S3)")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     up = dev_commands.add_parser("up", help="start the stack (idempotent)")
     up.add_argument("--no-check", action="store_true", help="skip the Object Lock conformance check")
+    up.add_argument("--json", action="store_true", help="progress on stderr, the stack's health as JSON on stdout")
+    up.add_argument("--brokers", type=int, choices=[1, 3],
+                    help="Kafka nodes of a new stack: 1 (default) or a 3-node KRaft cluster (replication 3, min ISR 2)")
     up.set_defaults(handler=_dev_up)
     down = dev_commands.add_parser("down", help="stop the processes the stack started")
     down.add_argument("--purge", action="store_true", help="also delete data, certificates and credentials")
@@ -205,11 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_dev_status)
     env = dev_commands.add_parser("env", help="print export lines for one role")
-    env.add_argument("--role", required=True, choices=role_names())
+    env.add_argument("--role", required=True, help="a role of the roles file (producer, sealer, sink, ...)")
+    env.add_argument("--keys", action="store_true",
+                     help="also the sealer's token and keyring variables (for `auditseal keys`)")
     env.set_defaults(handler=_dev_env)
 
     seal = commands.add_parser("seal", help="run a sealer worker (Faust): audit.raw -> audit.sealed")
-    seal.add_argument("--signing-key", help="Ed25519 private key (PEM); default $AUDITSEAL_SIGNING_KEY")
+    seal.add_argument("--signing-key", help="Ed25519 private key (PEM) or a directory of them; default "
+                      "$AUDITSEAL_SIGNING_KEY (unset when the key is in a PKCS#11 token: AUDITSEAL_PKCS11_*)")
     seal.add_argument("--checkpoint-records", type=int, default=2000,
                       help="at most this many raw records per batch and checkpoint (default 2000)")
     seal.add_argument("--checkpoint-ms", type=int, default=100,
@@ -219,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--raw-topic", default="audit.raw")
     seal.add_argument("--sealed-topic", default="audit.sealed")
     seal.add_argument("--app-id", default="auditseal-sealer", help="Faust app id = consumer group")
-    seal.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    seal.add_argument("--sealed-max-message-bytes", type=int,
+                      help="the sealed topic's max.message.bytes: a larger sealed event is sealed as a rejection "
+                      "(default: the audit topics' 1048576)")
+    seal.add_argument("--state-dir", help="local state folder (default $AUDITSEAL_STATE_DIR or "
+                      "$XDG_STATE_HOME/auditseal, i.e. ~/.local/state/auditseal)")
     seal.set_defaults(handler=_seal)
 
     detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events in "
@@ -234,7 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Faust app id = consumer group and table topic prefix (must start with auditseal-detector)")
     detect.add_argument("--replication-factor", type=int, default=1,
                         help="of the tables' changelog topics created on first start (3 in production)")
-    detect.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     detect.set_defaults(handler=_detect)
 
     for plugin in entry_points(group=COMMANDS_ENTRY_POINT):
@@ -243,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.siem import register as register_siem
 
     register_siem(commands)  # export, siem-bridge
+    from pipeline.cli import keys
+
+    keys.register(commands)
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")
@@ -258,17 +386,31 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--rotate", action="append", default=[], metavar="USER",
                              help="set USER's password from the credentials file again (repeatable)")
             sub.add_argument("--prune-users", action="store_true", help="also delete users not in the roles file")
+        else:
+            sub.add_argument("--server-properties", type=Path,
+                             help="the broker's server.properties, to prove super.users (hidden from the admin API) "
+                                  "is the roles file's (default: the local stack's, when it exists)")
         sub.set_defaults(handler=_acl)
 
     access = commands.add_parser("access-audit",
                                  help="turn the broker's authorizer decisions into access events in audit.raw")
     access.add_argument("--log", type=Path, help="authorizer log (default: the local stack's kafka-authorizer.log)")
+    access.add_argument("--authentication-log", type=Path,
+                        help="the broker's failed-authentication log (default: the local stack's "
+                             "kafka-authentication.log)")
+    access.add_argument("--metadata-log", type=Path,
+                        help="the controller's __cluster_metadata-0 folder, whose changes (credentials, ACLs, configs, "
+                             "topics) become events with their details (default: the local stack's)")
     access.add_argument("--spool", type=Path, help="access records of our own commands (default $AUDITSEAL_ACCESS_SPOOL)")
     access.add_argument("--state", type=Path, help="durable position file (default: next to the spool)")
     access.add_argument("--once", action="store_true", help="forward what is there now, then exit")
     access.add_argument("--start-at-end", action="store_true",
                         help="without a saved position, start at the end of the log instead of its oldest entry")
     access.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
+    access.add_argument("--trail-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="how often to check the authorizer logger's level and probe the log (default 10)")
+    access.add_argument("--trail-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="a probe not logged within this long is an authorizer_log.silent event (default 30)")
     access.set_defaults(handler=_access_audit)
 
     from pipeline.producer.emit import attribute
@@ -290,18 +432,31 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("--outcome", default="SUCCESS", help="SUCCESS (default), FAILURE, DENIED or UNKNOWN")
     emit.add_argument("--attr", dest="attributes", action="append", default=[], metavar="KEY=VALUE",
                       type=attribute, help="an extra attribute (repeatable)")
+    emit.add_argument("--json", action="store_true", help="the summary (and event ids) as one JSON object on stdout")
+    emit.add_argument("--protect", action="store_true", help="encrypt personal fields under their subjects' keys "
+                      "(key store as AUDITSEAL_KEYSTORE_USERNAME, KEK in AUDITSEAL_KEK_FILE)")
+    emit.add_argument("--personal-attr", dest="personal_attributes", action="append", default=[],
+                      metavar="KEY=SUBJECT", type=attribute, help="with --protect: attribute KEY is personal data "
+                      "of SUBJECT (repeatable)")
     emit.set_defaults(handler=_emit)
+
+    from pipeline.cli.privacy import register as register_privacy
+
+    register_privacy(commands)
 
     verify = commands.add_parser("verify", help="prove the archive is complete and untouched (exit 0 intact, "
                                  "1 violations, 2 usage error)")
     verify.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     verify.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
     verify.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
-    verify.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    verify.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     verify.add_argument("--compliance-file", help="compliance profiles (default config/compliance.yaml)")
     verify.add_argument("--kafka", action="store_true",
                         help="also check the archive reaches the sealed topic's head (AUDITSEAL_* variables)")
     verify.add_argument("--kafka-topic", default="audit.sealed")
+    verify.add_argument("--kafka-grace", type=float, metavar="SECONDS",
+                        help="with --kafka: entries sealed less than this long ago may be missing from the archive "
+                        "(the sink's lag, a notice); older ones missing are a truncated tail (default 300)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 
@@ -310,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("event_id", metavar="EVENT_ID", help="the AuditEvent's event_id (UUID)")
     prove.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     prove.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
-    prove.add_argument("--master-key", action="append", help="master key file(s) of encrypted objects")
+    prove.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     prove.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     prove.set_defaults(handler=_prove)
 
@@ -318,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "keyring (exit 0 valid, 1 invalid, 2 usage error)")
     verify_proof.add_argument("proof", metavar="FILE", help="a proof written by auditseal prove")
     verify_proof.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
+    verify_proof.add_argument("--json", action="store_true")
+    verify_proof.add_argument("--policy", help="C2SP tlog-policy for a tlog-proof file; default $AUDITSEAL_WITNESS_POLICY")
     verify_proof.set_defaults(handler=_verify_proof)
 
     demo = commands.add_parser("demo", help="the whole pipeline end to end on the local stack")
@@ -336,9 +493,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.loglevel = resolved_log_level(args)
+        setup_logging(args.loglevel)
         return args.handler(args)
     except ConfigError as exc:
         print(f"auditseal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in PIPELINE_EXTRA_MODULES:
+            raise
+        print(f"auditseal {args.command}: needs the pipeline's dependencies ({exc.name} is not installed): "
+              "pip install 'auditseal[pipeline]'", file=sys.stderr)
         return EXIT_USAGE
     except AuditSealError as exc:
         print(f"auditseal: error: {exc}", file=sys.stderr)

@@ -4,7 +4,9 @@
 chain order until the checkpoint covering the event has been read, and prints or writes the proof;
 exit 0, 1 if no archived event has the id (or no checkpoint covers it yet), 2 on a usage error.
 ``verify-proof`` needs only the proof file and the public keyring; exit 0 valid, 1 invalid (saying
-why), 2 on a usage error.
+why), 2 on a usage error. A C2SP tlog-proof file (first line ``c2sp.org/tlog-proof@v1``) is checked
+against a C2SP tlog-policy instead (``--policy`` or ``$AUDITSEAL_WITNESS_POLICY``): log signature,
+witness quorum and inclusion in the chain's whole-history tree (:mod:`pipeline.verifier.tlog_proofs`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.archive.encryption import decrypt_object, load_master_key
+from pipeline.archive.encryption import decrypt_object
+from pipeline.keys.master import load_master_key_spec
 from pipeline.archive.layout import Manifest
 from pipeline.archive.container import read_archived_records
 from pipeline.errors import ConfigError
 from pipeline.integrity.keyring import load_keyring
 from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 from pipeline.cli.verify import KEYRING_VARIABLE, _source
-from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, verify_proof
+from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, VerifiedProof, verify_proof
 
 
 def find_proof(source, event_id: str, master_keys=None) -> dict:
@@ -60,7 +63,7 @@ def find_proof(source, event_id: str, master_keys=None) -> dict:
 
 def prove_command(args) -> int:
     """Run ``auditseal prove``; returns the exit code."""
-    masters = {key.key_id: key for key in (load_master_key(Path(p)) for p in args.master_key or [])}
+    masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     try:
         proof = find_proof(_source(args), args.event_id, masters)
     except ProofNotFoundError as exc:
@@ -76,28 +79,69 @@ def prove_command(args) -> int:
     return 0
 
 
+POLICY_VARIABLE = "AUDITSEAL_WITNESS_POLICY"
+
+
+def verify_tlog_proof_command(args, data: bytes) -> int:
+    """``auditseal verify-proof`` of a C2SP tlog-proof file; returns the exit code."""
+    from pipeline.integrity.policy import load_policy
+    from pipeline.verifier.tlog_proofs import verify_tlog_proof
+
+    policy_path = getattr(args, "policy", None) or os.environ.get(POLICY_VARIABLE)
+    if not policy_path:
+        raise ConfigError(f"a tlog-proof is checked against a witness policy: pass --policy FILE or set {POLICY_VARIABLE}")
+    policy = load_policy(policy_path)
+    try:
+        verified = verify_tlog_proof(data, policy)
+    except InvalidProofError as exc:
+        print(f"INVALID: {exc}")
+        return 1
+    what = f"event {verified.event_id}" if verified.event_id else f"{verified.kind}"
+    print(f"VALID: {what} is entry seq {verified.seq} of chain {verified.chain_id}, included in the tree head of "
+          f"{verified.origin} size {verified.tree_size}, cosigned by {', '.join(verified.cosigners) or 'no witness'} "
+          f"(policy quorum {policy.quorum})")
+    return 0
+
+
 def verify_proof_command(args) -> int:
     """Run ``auditseal verify-proof``; returns the exit code."""
+    from pipeline.integrity.tlog_proof import TLOG_PROOF_HEADER
+
+    try:
+        data = Path(args.proof).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the proof {args.proof}: {exc.strerror}") from None
+    if data.startswith(TLOG_PROOF_HEADER.encode() + b"\n"):
+        return verify_tlog_proof_command(args, data)
     keyring_path = args.keyring or os.environ.get(KEYRING_VARIABLE)
     if not keyring_path:
         raise ConfigError(f"no keyring: pass --keyring FILE or set {KEYRING_VARIABLE}")
     keyring = load_keyring(keyring_path)
     try:
-        text = Path(args.proof).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the proof {args.proof}: {exc.strerror}") from None
-    try:
-        proof = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(f"INVALID: {args.proof} is not JSON: {exc}")
-        return 1
-    try:
-        verified = verify_proof(proof, keyring)
+        verified = verify_proof(json.loads(data), keyring)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _print_proof_verdict(args, None, f"{args.proof} is not JSON: {exc}")
     except InvalidProofError as exc:
-        print(f"INVALID: {exc}")
-        return 1
-    checkpoint = verified.checkpoint
-    print(f"VALID: event {verified.event_id} is entry seq {verified.seq} of chain {verified.chain_id}, "
-          f"included in checkpoint seq {checkpoint.first_seq}..{checkpoint.last_seq} "
-          f"(Merkle root {checkpoint.merkle_root.hex()[:16]}…) signed by key {verified.key.key_id}")
-    return 0
+        return _print_proof_verdict(args, None, str(exc))
+    return _print_proof_verdict(args, verified, None)
+
+
+def _print_proof_verdict(args, verified: VerifiedProof | None, problem: str | None) -> int:
+    """VALID or INVALID, as a line or (``--json``) one JSON object; the exit code."""
+    if args.json:
+        verdict: dict[str, object] = {"proof": args.proof, "valid": verified is not None, "problem": problem}
+        if verified is not None:
+            checkpoint = verified.checkpoint
+            verdict.update(event_id=verified.event_id, chain_id=verified.chain_id, seq=verified.seq,
+                           checkpoint={"first_seq": checkpoint.first_seq, "last_seq": checkpoint.last_seq,
+                                       "merkle_root": checkpoint.merkle_root.hex()},
+                           key_id=verified.key.key_id)
+        print(json.dumps(verdict, indent=2))
+    elif verified is None:
+        print(f"INVALID: {problem}")
+    else:
+        checkpoint = verified.checkpoint
+        print(f"VALID: event {verified.event_id} is entry seq {verified.seq} of chain {verified.chain_id}, "
+              f"included in checkpoint seq {checkpoint.first_seq}..{checkpoint.last_seq} "
+              f"(Merkle root {checkpoint.merkle_root.hex()[:16]}…) signed by key {verified.key.key_id}")
+    return 0 if verified is not None else 1

@@ -60,7 +60,6 @@ def register(commands) -> None:
                         help="unique per running worker: transactional id = APP_ID-INSTANCE_ID (default 0)")
     bridge.add_argument("--metrics-port", type=int, default=9467, help="Prometheus endpoint port (0: off)")
     bridge.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
-    bridge.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     bridge.set_defaults(handler=bridge_command)
 
 

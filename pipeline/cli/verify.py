@@ -7,16 +7,27 @@ each violation with its kind, object, chain and sequence number. Exit 0 intact, 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline.config import KafkaSettings, S3Settings
-from pipeline.errors import ConfigError
+from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import load_keyring
-from pipeline.verifier.archive import TAIL_TRUNCATED, ArchiveVerifier, BucketSource, DirectorySource, Report
+from pipeline.verifier.archive import (
+    NOT_YET_ARCHIVED,
+    STRAY_RECORD,
+    TAIL_TRUNCATED,
+    ArchiveVerifier,
+    BucketSource,
+    DirectorySource,
+    Report,
+)
 from pipeline.verifier.chains import Violation
 
 KEYRING_VARIABLE = "AUDITSEAL_KEYRING"
@@ -34,7 +45,22 @@ def _source(args):
     if parsed.scheme != "s3" or not parsed.netloc:
         raise ConfigError(f"--s3 {args.s3!r}: expected s3://bucket or s3://bucket/prefix")
     settings = S3Settings.from_env({**os.environ, "AUDITSEAL_BUCKET": parsed.netloc})
-    return BucketSource(settings.client(), parsed.netloc, parsed.path.lstrip("/"))
+    s3 = settings.client()
+    _check_bucket_readable(s3, parsed.netloc, settings.endpoint_url)
+    return BucketSource(s3, parsed.netloc, parsed.path.lstrip("/"))
+
+
+def _check_bucket_readable(s3, bucket: str, endpoint: str) -> None:
+    # a missing bucket, a wrong key or an unreachable endpoint is a configuration error, named in one line
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.list_object_versions(Bucket=bucket, MaxKeys=1)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ConfigError(f"--s3 s3://{bucket} at {endpoint}: {error.get('Code')}: {error.get('Message')}") from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"--s3 s3://{bucket}: {exc}") from None
 
 
 def _progress():
@@ -47,29 +73,99 @@ def _progress():
     return show
 
 
-def check_tail(report: Report, topic: str, timeout: float = 60.0) -> None:
-    """Tail truncation: each chain of the sealed topic must not be ahead of the archive."""
+DEFAULT_KAFKA_GRACE_S = 300.0
+"""How long after its checkpoint was written a sealed entry may still be missing from the archive
+(the sink's lag: it closes an object every ``--max-age-ms``, 10 s by default, then writes and
+locks it) before ``verify --kafka`` calls it a truncated tail."""
 
+
+def check_tail(report: Report, topic: str, timeout: float = 60.0, grace_s: float = DEFAULT_KAFKA_GRACE_S) -> None:
+    """Tail truncation: each chain of the sealed topic must be archived up to its last checkpoint
+    written more than ``grace_s`` seconds ago (a violation, ``tail_truncated``). Entries sealed
+    since are the sink's lag: a notice (``not_yet_archived``), not a violation. A stray record on
+    the topic is a violation at its offset (``stray_record``)."""
+    from confluent_kafka import KafkaException
+
+    from pipeline.sealer.chain_sealer import SealerStateError
     from pipeline.sealer.output import last_checkpoint, tail_consumer
 
     settings = KafkaSettings.from_env()
     consumer = tail_consumer(settings, f"auditseal-verifier-{os.getpid()}")
+    cutoff_ms = int((time.time() - grace_s) * 1000)
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        try:
+            partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        except KafkaException as exc:
+            raise ConfigError(f"--kafka-topic {topic}: cannot read its metadata: {exc.args[0].str()}") from None
         for partition in sorted(partitions):
-            checkpoint = last_checkpoint(consumer, topic, partition, timeout)
-            if checkpoint is None:
-                continue
-            archived = max((seq for chain, seq in report.last_seq.items()
-                            if chain.endswith(":" + checkpoint["chain_id"])), default=-1)
-            if archived < checkpoint["last_seq"]:
+            where = f"{topic}[{partition}]"
+
+            def stray(offset: int, why: str, where: str = where) -> None:
+                report.add(Violation(STRAY_RECORD, None, None, f"{where} offset {offset}", why))
+
+            try:
+                checkpoint = last_checkpoint(consumer, topic, partition, timeout, on_stray=stray)
+                if checkpoint is None:
+                    continue
+                archived = max((seq for chain, seq in report.last_seq.items()
+                                if chain.endswith(":" + checkpoint["chain_id"])), default=-1)
+                if archived >= checkpoint["last_seq"]:
+                    continue
+                due = _checkpoint_written_before(consumer, topic, partition, checkpoint["chain_id"], cutoff_ms,
+                                                 timeout)
+            except (SealerStateError, KafkaException) as exc:
+                raise ConfigError(f"--kafka: reading {where} failed: {exc}") from None
+            if due is not None and archived < due["last_seq"]:
                 report.add(Violation(
-                    TAIL_TRUNCATED, checkpoint["chain_id"], archived + 1, f"{topic}[{partition}]",
-                    f"the topic's last checkpoint covers seq {checkpoint['last_seq']}, the archive ends at seq "
-                    f"{archived}: entries {archived + 1}..{checkpoint['last_seq']} are missing from the archive "
-                    "(or the sink has not caught up)"))
+                    TAIL_TRUNCATED, checkpoint["chain_id"], archived + 1, where,
+                    f"truncated: entries {archived + 1}..{due['last_seq']} were sealed more than {grace_s:g}s ago "
+                    f"and are missing from the archive, which ends at seq {archived}"))
+            else:
+                report.notice(Violation(
+                    NOT_YET_ARCHIVED, checkpoint["chain_id"], archived + 1, where,
+                    f"not yet archived (lag): entries {archived + 1}..{checkpoint['last_seq']} were sealed within "
+                    f"the last {grace_s:g}s; the sink archives them"))
     finally:
         consumer.close()
+
+
+def _checkpoint_written_before(consumer, topic: str, partition: int, chain_id: str, cutoff_ms: int,
+                               timeout: float) -> dict | None:
+    """The chain's last checkpoint record written to the partition before ``cutoff_ms`` (None if none)."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
+
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+    found = consumer.offsets_for_times([TopicPartition(topic, partition, cutoff_ms)], timeout=timeout)[0].offset
+    end = high if found < 0 else found  # the first offset written at or after the cutoff
+    codecs, window = sealed_codecs(), 256
+    while end > low:
+        start = max(low, end - window)
+        consumer.assign([TopicPartition(topic, partition, start)])
+        last, deadline = None, time.monotonic() + timeout
+        while True:
+            message = consumer.poll(0.5)
+            if message is None:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"--kafka: timed out reading {topic}[{partition}]")
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise ConfigError(f"--kafka: reading {topic}[{partition}] failed: {message.error().str()}")
+            if message.offset() >= end:
+                break
+            try:
+                kind, record = codecs.decode(message.value())
+            except (AuditSealError, ValueError, TypeError):
+                continue  # a stray: reported by last_checkpoint
+            if kind == CHECKPOINT_KIND and record["chain_id"] == chain_id:
+                last = record
+        if last is not None or start == low:
+            return last
+        window *= 4
+    return None
 
 
 def render(report: Report) -> str:
@@ -86,6 +182,8 @@ def render(report: Report) -> str:
     ]
     for chain_id, chain in data["chains"].items():
         lines.append(f"  chain {chain_id}: seq 0..{chain['last_seq']}")
+    for n in report.notices:
+        lines.append(f"  NOTICE {n.kind:17} {n.location}  chain={n.chain_id}\n      {n.detail}")
     if report.intact:
         lines.append("INTACT: no record altered, dropped, inserted, reordered or forged")
     else:
@@ -100,31 +198,46 @@ def render(report: Report) -> str:
 
 def verify_command(args) -> int:
     """Run ``auditseal verify``; returns the exit code."""
-    from pipeline.archive.encryption import load_master_key
+    from pipeline.keys.master import load_master_key_spec
     from pipeline.archive.retention import load_profiles
 
+    if args.kafka_grace is None:
+        args.kafka_grace = DEFAULT_KAFKA_GRACE_S
+    if args.kafka_grace < 0:
+        raise ConfigError(f"--kafka-grace {args.kafka_grace:g}: must be 0 or more seconds")
     keyring_path = args.keyring or os.environ.get(KEYRING_VARIABLE)
     if not keyring_path:
         raise ConfigError(f"no keyring: pass --keyring FILE or set {KEYRING_VARIABLE}")
     keyring = load_keyring(keyring_path)
     source = _source(args)
-    masters = {key.key_id: key for key in (load_master_key(Path(p)) for p in args.master_key or [])}
+    if args.kafka:  # before the scan: a bad login or a dead broker ends here in seconds, not after it
+        from pipeline.preflight import check_kafka
+
+        check_kafka(KafkaSettings.from_env(), [args.kafka_topic])
+    masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
     verifier = ArchiveVerifier(keyring, profiles, masters, _progress())
     report = verifier.verify(source)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.kafka:
-        check_tail(report, args.kafka_topic)
+        check_tail(report, args.kafka_topic, grace_s=args.kafka_grace)
     _record_access(args, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.intact else 1
 
 
+ACCESS_RECORD_USER_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"
+ACCESS_RECORD_PASSWORD_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"
+
+
 def _record_access(args, report: Report) -> None:
+    # The run's access record goes to the access spool; where no access auditor forwards that spool
+    # (a Kubernetes Job's scratch folder, a compose tmpfs), the deployment gives the verifier
+    # credentials that may write audit.raw and it delivers the record itself, or fails saying so.
     from pipeline.access.record import record_access
 
-    record_access(
+    event = record_access(
         action="archive.verify",
         resource={"type": "s3.prefix" if args.s3 else "archive.dir", "id": args.s3 or str(args.dir)},
         status="SUCCESS" if report.intact else "FAILURE",
@@ -132,3 +245,29 @@ def _record_access(args, report: Report) -> None:
         + ", ".join(sorted(report.violation_counts)),
         attributes={"objects": str(report.objects), "records": str(report.records)},
     )
+    if os.environ.get(ACCESS_RECORD_USER_VARIABLE):
+        deliver_access_record(event)
+
+
+def deliver_access_record(event: dict) -> None:
+    """Write one access record to ``audit.raw`` as ``$AUDITSEAL_ACCESS_RECORD_SASL_USERNAME`` (password in
+    ``$AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD``; broker and CA as for the verifier); AuditSealError if it
+    is not delivered."""
+    from pipeline.producer.client import AuditProducer
+
+    password = os.environ.get(ACCESS_RECORD_PASSWORD_VARIABLE)
+    if not password:
+        raise ConfigError(f"{ACCESS_RECORD_USER_VARIABLE} is set but {ACCESS_RECORD_PASSWORD_VARIABLE} is not")
+    verifier = KafkaSettings.from_env()
+    settings = KafkaSettings(verifier.bootstrap, os.environ[ACCESS_RECORD_USER_VARIABLE], password, verifier.ca_file)
+    # one message on failure, below: the client's own log lines (librdkafka's, the producer's) would repeat it
+    logging.getLogger("pipeline.producer.client").setLevel(logging.CRITICAL)
+    producer = AuditProducer(settings, config={"log_level": 2, "message.timeout.ms": 30_000})
+    try:
+        producer.emit(event, key=event["actor"]["id"])
+        producer.close(30)  # flushes: raises unless delivered
+    except AuditSealError as exc:
+        with contextlib.suppress(AuditSealError):
+            producer.close(0)  # stops its thread; it raises the failure reported below again
+        raise AuditSealError(f"the access record of this verification ({event['event_id']}) was not delivered "
+                             f"to audit.raw as {settings.username}: {exc}") from None

@@ -17,6 +17,7 @@ alert id again: at least once, with recognisable duplicates.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -32,6 +33,7 @@ from prometheus_client import Counter, Gauge
 from pipeline.wire.codec import DecodeError, EventCodec, default_codec
 from pipeline.config import KafkaSettings
 from pipeline.detector.rules import Alert, DetectorConfig, access_from_event, judge
+from pipeline.detector.topics import changelog_configs, ensure_changelogs
 from pipeline.producer.event import new_event
 from pipeline.producer.client import AuditProducer
 from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 DETECTOR_SERVICE = "auditseal-detector"
 ALERT_ACTION = "alert.raised"
 FLUSH_TIMEOUT_S = 30.0
+METADATA_MAX_AGE_S = 30.0
 
 ACCESS_EVENTS = Counter("auditseal_detector_access_events_total", "Access events judged by the rules, by outcome",
                         ["status"])
@@ -102,6 +105,31 @@ class AlertPublisher:
         self.raw.close()
 
 
+class ChangelogPartitions:
+    """Keeps the tables' changelogs as wide as the raw topic: a record from a partition added to the raw
+    topic since the start grows them first (:func:`~pipeline.detector.topics.ensure_changelogs`), so its
+    table updates have a changelog partition to go to instead of crashing the worker."""
+
+    def __init__(self, app: faust.App, settings: KafkaSettings, detector: DetectorSettings) -> None:
+        self.app, self.settings, self.detector = app, settings, detector
+        self.partitions = detector.partitions
+
+    async def cover(self, partition: int) -> None:
+        """Make sure every changelog has a partition ``partition``; a no-op in the usual case."""
+        if partition < self.partitions:
+            return
+        wanted = partition + 1
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(None, functools.partial(
+            ensure_changelogs, self.settings, changelog_configs(self.app), partitions=wanted,
+            replication_factor=self.detector.replication_factor))
+        # Faust's producer checks a record's partition against its cached metadata: refresh it now
+        await self.app.producer._producer.client.force_metadata_update()
+        log.warning("%s now has a partition %d: %s", self.detector.raw_topic, partition,
+                    "; ".join(done) or "the changelogs already had it")
+        self.partitions = wanted
+
+
 def create_app(settings: KafkaSettings, config: DetectorConfig, detector: DetectorSettings = DetectorSettings(),
                publisher: AlertPublisher | None = None) -> faust.App:
     """The Faust app of one detector worker, authenticated as ``settings`` (the detector role)."""
@@ -121,6 +149,8 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         agent_supervisor=CrashingSupervisor,
+        # a partition added to the raw topic is taken up within this time (the detector's volume is low)
+        consumer_metadata_max_age_ms=int(METADATA_MAX_AGE_S * 1000),
     )
     publisher = publisher or AlertPublisher(settings, detector)
     own_principal = publisher.principal
@@ -132,6 +162,8 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
     denied = app.Table("denied-attempts", default=dict, partitions=detector.partitions).tumbling(
         timedelta(seconds=window), expires=timedelta(seconds=2 * window))
 
+    changelogs = ChangelogPartitions(app, settings, detector)
+
     @app.agent(raw, name="detect")
     async def detect(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
@@ -139,6 +171,11 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
             timestamp = event.message.timestamp
             LAST_EVENT.set(timestamp)
             EVENT_LAG.set(max(0.0, time.time() - timestamp))
+            if event.value is None:  # a tombstone or a bare key: nothing to judge, and nothing to decode
+                SKIPPED.labels("null_value").inc()
+                continue
+            # the table updates below go to the changelog partition of this record's partition
+            await changelogs.cover(event.message.partition)
             try:
                 decoded = codec.decode(event.value)
             except DecodeError:

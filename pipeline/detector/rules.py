@@ -10,7 +10,9 @@ the alerts. State values are plain JSON-able dicts, the form Faust tables persis
   times, the most recent event ids.
 
 Rules, configured in ``config/detector.yaml`` (:func:`load_detector_config`): ``denied_burst``,
-``new_topic_read``, ``off_hours_read``, ``new_principal``, ``verification_failure``.
+``new_topic_read``, ``off_hours_read``, ``new_principal``, ``verification_failure``, and the privileged-act
+rules over the access auditor's metadata-log and authorizer events: ``credential_change``, ``destructive_act``,
+``acl_change``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-RULE_NAMES = ("denied_burst", "new_topic_read", "off_hours_read", "new_principal", "verification_failure")
+RULE_NAMES = ("denied_burst", "new_topic_read", "off_hours_read", "new_principal", "verification_failure",
+              "credential_change", "destructive_act", "acl_change", "trail_tampering")
+# the access auditor's findings about its own inputs: the trail silenced, stalled or cut
+TRAIL_ACTIONS = frozenset({"authorizer_log.level", "authorizer_log.silent", "authorizer_log.gap", "metadata_log.gap",
+                           "access_record.reject"})
+CREDENTIAL_ACTIONS = ("user.credential_set", "user.credential_delete")
+CONFIG_ACTIONS = ("config.set", "config.delete")
+ACL_ACTIONS = ("acl.create", "acl.delete")
+# ACL operations that destroy or reconfigure what they cover
+DESTRUCTIVE_ACL_OPERATIONS = frozenset({"all", "delete", "alter", "alter_configs", "cluster_action"})
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 MAX_EVIDENCE = 50
 HOUR_MICROS = 3600 * 1_000_000
@@ -51,6 +62,13 @@ class RuleConfig:
     known_principals: frozenset[str] = frozenset()
     actions: frozenset[str] = frozenset({"archive.verify"})
     statuses: frozenset[str] = frozenset({"FAILURE"})
+    announced_severity: str = "INFO"
+    principals: frozenset[str] = frozenset()
+    topics: frozenset[str] = frozenset({"audit.raw", "audit.sealed", "audit.alerts"})
+    config_keys: frozenset[str] = frozenset({"retention.ms", "retention.bytes", "cleanup.policy", "local.retention.ms",
+                                             "local.retention.bytes", "delete.retention.ms", "min.insync.replicas",
+                                             "log.retention.ms", "log.retention.hours", "log.retention.minutes",
+                                             "log.retention.bytes", "log.cleanup.policy"})
 
 
 @dataclass(frozen=True)
@@ -58,10 +76,13 @@ class DetectorConfig:
     """The whole rules file."""
 
     rules: Mapping[str, RuleConfig]
-    access_sources: frozenset[str] = frozenset({"kafka-broker", "auditseal", "auditseal-access-auditor"})
+    access_sources: frozenset[str] = frozenset({"kafka-broker", "kafka-metadata", "auditseal",
+                                                "auditseal-access-auditor"})
     read_actions: frozenset[str] = frozenset({"topic.read", "topic.consume", "archive.read"})
-    ignore_principals: frozenset[str] = frozenset({"User:broker"})
+    ignore_principals: frozenset[str] = frozenset({"Cert:broker"})
     learning_period: int = 86400
+    # ACL bindings the roles file declares (describe_binding form): creating or deleting one is provisioning
+    declared_acls: frozenset[str] = frozenset()
 
     def rule(self, name: str) -> RuleConfig | None:
         """The settings of rule ``name``, or None when it is off."""
@@ -80,6 +101,10 @@ _RULE_KEYS = {
     "off_hours_read": {"min_history", "min_share"},
     "new_principal": {"known_principals"},
     "verification_failure": {"actions", "statuses"},
+    "credential_change": {"announced_severity", "principals"},
+    "destructive_act": {"topics", "config_keys"},
+    "acl_change": {"principals", "topics"},
+    "trail_tampering": {"actions"},
 }
 
 
@@ -132,9 +157,11 @@ def _rule(name: str, entry: Any, where: str) -> RuleConfig | None:
     if entry.get("enabled", True) is False:
         return None
     severity = entry.get("severity", "WARNING")
-    if severity not in SEVERITIES:
-        raise DetectorConfigError(f"{where}: severity: expected one of {', '.join(SEVERITIES)}, found {severity!r}")
-    base = RuleConfig(name)
+    announced = entry.get("announced_severity", "INFO")
+    for key, value in (("severity", severity), ("announced_severity", announced)):
+        if value not in SEVERITIES:
+            raise DetectorConfigError(f"{where}: {key}: expected one of {', '.join(SEVERITIES)}, found {value!r}")
+    base = RuleConfig(name, actions=TRAIL_ACTIONS) if name == "trail_tampering" else RuleConfig(name)
     return RuleConfig(
         name, severity,
         threshold=_number(entry, "threshold", base.threshold, where, int, minimum=1),
@@ -144,6 +171,10 @@ def _rule(name: str, entry: Any, where: str) -> RuleConfig | None:
         known_principals=_strings(entry, "known_principals", base.known_principals, where),
         actions=_strings(entry, "actions", base.actions, where),
         statuses=_strings(entry, "statuses", base.statuses, where),
+        announced_severity=announced,
+        principals=_strings(entry, "principals", base.principals, where),
+        topics=_strings(entry, "topics", base.topics, where),
+        config_keys=_strings(entry, "config_keys", base.config_keys, where),
     )
 
 
@@ -185,6 +216,8 @@ class Access:
     status: str
     occurred_at: int  # microseconds since the epoch, UTC
     reason: str | None = None
+    source: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 def access_from_event(event: Mapping[str, Any], config: DetectorConfig, *, own_principal: str) -> Access | None:
@@ -201,7 +234,8 @@ def access_from_event(event: Mapping[str, Any], config: DetectorConfig, *, own_p
     return Access(event_id=str(event["event_id"]), principal=principal, action=event["action"],
                   resource_type=event["resource"]["type"], resource_id=event["resource"]["id"],
                   status=str(event["outcome"]["status"]), occurred_at=int(occurred),
-                  reason=event["outcome"].get("reason"))
+                  reason=event["outcome"].get("reason"), source=event["source_service"],
+                  attributes=dict(event.get("attributes") or {}))
 
 
 # ---- alerts --------------------------------------------------------------------------------------
@@ -261,6 +295,10 @@ def judge(access: Access, profile: Mapping[str, Any] | None, bucket: Mapping[str
         new_bucket = count_denial(bucket, access)
         alerts += denied_burst(new_bucket, access.principal, config.rule("denied_burst"), window_start)
     alerts += verification_failure(access, config.rule("verification_failure"))
+    alerts += credential_change(access, config.rule("credential_change"))
+    alerts += destructive_act(access, config.rule("destructive_act"))
+    alerts += acl_change(access, config.rule("acl_change"), config.declared_acls)
+    alerts += trail_tampering(access, config.rule("trail_tampering"))
     if not learning:
         alerts += new_principal(access, profile, config.rule("new_principal"))
         if profile is not None and access.action in config.read_actions:
@@ -365,6 +403,81 @@ def verification_failure(access: Access, rule: RuleConfig | None) -> list[Alert]
     return [_single(access, rule, f"event-{access.event_id}",
                     f"verification of {access.resource_id} by {access.principal} failed: {access.reason or 'no reason'}",
                     {"action": access.action, "resource": access.resource_id, "reason": access.reason or ""})]
+
+
+def credential_change(access: Access, rule: RuleConfig | None) -> list[Alert]:
+    """An alert for every SCRAM credential set or deleted (``principals``, if given, limits it to those users):
+    at ``severity`` unless ``auditseal acl apply`` (or ``dev up``) announced it (``announced_severity``)."""
+    if rule is None or access.action not in CREDENTIAL_ACTIONS:
+        return []
+    user = access.resource_id
+    if rule.principals and f"User:{user}" not in rule.principals:
+        return []
+    announced = access.attributes.get("rotation_announced") == "yes"
+    what = "deleted" if access.action == "user.credential_delete" else access.attributes.get("change", "set")
+    summary = (f"SCRAM credential of {user} {what}"
+               + (" (announced by auditseal acl apply)" if announced else " outside `auditseal acl apply`"))
+    alert = _single(access, rule, f"event-{access.event_id}", summary,
+                    {"user": user, "change": what, "rotation_announced": "yes" if announced else "no",
+                     "metadata_offset": access.attributes.get("metadata_offset", "")})
+    severity = rule.announced_severity if announced else rule.severity
+    return [Alert(alert.rule, severity, f"User:{user}", alert.key, alert.window_start, alert.window_end, alert.count,
+                  alert.threshold, alert.summary, alert.evidence_event_ids, alert.attributes)]
+
+
+def destructive_act(access: Access, rule: RuleConfig | None) -> list[Alert]:
+    """An alert for any act that destroys or shortens the audit topics' data: records or a topic deleted
+    (DeleteRecords, DeleteTopics), or a retention or cleanup setting of an audit topic (or the broker
+    default) changed."""
+    if rule is None or access.status != "SUCCESS":
+        return []
+    if access.action == "topic.delete" and access.resource_id in rule.topics:
+        request = access.attributes.get("request_api", "topic deleted (metadata log)")
+        summary = f"{access.principal} deleted {'records of ' if request == 'DeleteRecords' else ''}" \
+                  f"{access.resource_id} ({request})"
+        return [_single(access, rule, f"event-{access.event_id}", summary,
+                        {"resource": access.resource_id, "request_api": request})]
+    if access.action in CONFIG_ACTIONS and access.attributes.get("key") in rule.config_keys and (
+            (access.resource_type == "kafka.topic" and access.resource_id in rule.topics)
+            or access.resource_type == "kafka.broker"):
+        key, value = access.attributes["key"], access.attributes.get("value", "(deleted)")
+        return [_single(access, rule, f"event-{access.event_id}",
+                        f"{key} of {access.resource_type.removeprefix('kafka.')} {access.resource_id} set to {value}",
+                        {"resource": access.resource_id, "key": key, "value": value})]
+    return []
+
+
+def acl_change(access: Access, rule: RuleConfig | None, declared: frozenset[str]) -> list[Alert]:
+    """An alert for an ACL created or deleted that the roles file does not declare, if it names one of
+    ``principals`` (the pipeline's roles, ``User:*``) or an audit topic, an ``auditseal-`` name or the
+    cluster: CRITICAL-level ``severity`` for a destructive ALLOW, WARNING otherwise."""
+    if rule is None or access.action not in ACL_ACTIONS or access.resource_id in declared:
+        return []
+    binding = access.attributes
+    resource = binding.get("resource", "")
+    touches = (binding.get("principal") in rule.principals or binding.get("principal") == "User:*"
+               or binding.get("resource_type") == "cluster" or resource in rule.topics or resource == "*"
+               or resource.startswith(("audit.", "auditseal-")) or "unknown" in binding)
+    if not touches:
+        return []
+    destructive = binding.get("permission") == "allow" and binding.get("operation") in DESTRUCTIVE_ACL_OPERATIONS
+    verb = "granted" if access.action == "acl.create" else "revoked"
+    alert = _single(access, rule, f"event-{access.event_id}", f"ACL {verb} outside the roles file: {access.resource_id}",
+                    {"binding": access.resource_id, "change": verb})
+    severity = rule.severity if destructive and verb == "granted" else "WARNING"
+    return [Alert(alert.rule, severity, binding.get("principal", access.principal), alert.key, alert.window_start,
+                  alert.window_end, alert.count, alert.threshold, alert.summary, alert.evidence_event_ids,
+                  alert.attributes)]
+
+
+def trail_tampering(access: Access, rule: RuleConfig | None) -> list[Alert]:
+    """An alert for every failure the access auditor reports about its own inputs: the authorizer logger
+    turned down, the log silent while it probes it, entries rotated or deleted before they were read."""
+    if rule is None or access.action not in rule.actions or access.status != "FAILURE":
+        return []
+    return [_single(access, rule, f"event-{access.event_id}",
+                    f"the audit trail's input is impaired ({access.action}): {access.reason or 'no reason given'}",
+                    {"action": access.action, "reason": access.reason or ""})]
 
 
 def _single(access: Access, rule: RuleConfig, key: str, summary: str, attributes: Mapping[str, str]) -> Alert:

@@ -1,9 +1,10 @@
 """``auditseal demo``: the whole pipeline end to end on the local stack, ending in a verification report.
 
-Brings the stack up and proves its bucket enforces WORM, applies the roles, starts the sealer, the
-sink and the access auditor, emits a realistic mix of events from several simulated services (with
-denied accesses and invalid records), waits until all of it is sealed and archived, verifies the
-archive, then shows that tampering is refused. Each step prints what it did; the services' logs
+Brings the stack up and proves its bucket enforces WORM, applies the roles, starts the sealer (its key in
+the stack's SoftHSM2 token), the sink and the access auditor, emits a realistic mix of events from several
+simulated services (with denied accesses and invalid records), rotating the signing key once mid-stream,
+waits until all of it is sealed and archived, verifies the archive across the rotation, then shows that
+tampering is refused. Each step prints what it did; the services' logs
 are kept in ``.stack/demo/``.
 """
 
@@ -48,8 +49,9 @@ def _service(stack: LocalStack, role: str, argv: list[str], log: Path) -> subpro
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _run(stack: LocalStack, role: str, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **stack.env(role))
+def _run(stack: LocalStack, role: str, argv: list[str], stdin: str | None = None,
+         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **stack.env(role), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *argv], env=env, input=stdin, text=True,
                           capture_output=True, timeout=300)
 
@@ -109,6 +111,28 @@ def _wait(what: str, done: Callable[[], bool], services: list[subprocess.Popen])
         if time.monotonic() > deadline:
             raise DemoError(f"{what} did not happen within {WAIT_S}s (logs in .stack/demo/)")
         time.sleep(1)
+
+
+def _rotate_mid_stream(stack: LocalStack, services: list[subprocess.Popen]) -> None:
+    """Seal what was emitted so far under the current key, then rotate (``auditseal keys rotate``) while the
+    sealer runs; it switches at the rotation instant without a restart."""
+    from pipeline.integrity.keyring import load_keyring
+
+    raw_ends = _end_offsets(stack, RAW_TOPIC)
+    _wait("sealing before the rotation",
+          lambda: all(_sealed_heads(stack).get(p, {}).get("last_source_offset", -1) >= end - 1
+                      for p, end in raw_ends.items() if end), services)
+    before = load_keyring(stack.keyring_file).active.key_id
+    lead = 3
+    rotated = _run(stack, "producer", ["keys", "rotate", "--lead", str(lead)], extra_env=stack.custody_env())
+    if rotated.returncode != 0:
+        raise DemoError(f"auditseal keys rotate failed: {rotated.stderr.strip()}")
+    after = load_keyring(stack.keyring_file).active.key_id
+    print(f"    sealed so far under key {before}, in SoftHSM2 token auditseal-sealer")
+    print(f"    auditseal keys rotate --lead {lead}: {rotated.stdout.strip()}")
+    print(f"      ({rotated.stderr.strip().splitlines()[-1]})")
+    time.sleep(lead + 1)  # past the switch: what follows is signed by key {after}
+    print(f"    the running sealer signs with key {after} from now on (no restart)")
 
 
 def _refused(action: Callable[[], object]) -> str:
@@ -192,8 +216,14 @@ def run_demo() -> int:
 
 
 def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3Settings) -> int:
-    _step(4, f"emit {DEMO_EVENTS} events from simulated services, denied accesses and invalid records")
-    emitted = _run(stack, "producer", ["emit", "--generate", str(DEMO_EVENTS), "--seed", str(int(time.time()))])
+    _step(4, f"emit {DEMO_EVENTS} events from simulated services, denied accesses and invalid records, "
+             "rotating the signing key half-way")
+    half = DEMO_EVENTS // 2
+    emitted = _run(stack, "producer", ["emit", "--generate", str(half), "--seed", str(int(time.time()))])
+    print("    " + emitted.stderr.strip().splitlines()[-1])
+    _rotate_mid_stream(stack, services)
+    emitted = _run(stack, "producer", ["emit", "--generate", str(DEMO_EVENTS - half),
+                                       "--seed", str(int(time.time()) + 1)])
     print("    " + emitted.stderr.strip().splitlines()[-1])
     lines = ('{"action": "document.read"}\n'
              '{"actor": {"id": "mallory", "type": "USER"}, "action": "payroll.export", "resource": '
@@ -217,20 +247,30 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
         print(f"    {role} tries to read {topic}: {outcome}")
 
     _step(5, "wait until every raw event is sealed and every sealed record archived")
-    raw_ends = _end_offsets(stack, RAW_TOPIC)
-    _wait("sealing", lambda: all(_sealed_heads(stack).get(p, {}).get("last_source_offset", -1) >= end - 1
-                                 for p, end in raw_ends.items() if end), services)
-    heads = _sealed_heads(stack)
-    head_list = ", ".join(f"{c['chain_id']}@{c['last_seq']}" for c in heads.values())
-    print(f"    sealed: {sum(raw_ends.values())} raw records in {len(heads)} chains, heads {head_list}")
     reader = S3Settings.from_env(stack.env("verifier"))
     s3_reader = reader.client()
 
-    def archived() -> bool:
-        reached = _archived_heads(s3_reader, reader.bucket)
-        return all(reached.get(c["chain_id"], -1) >= c["last_seq"] for c in heads.values())
+    def settle() -> tuple[dict[int, int], dict[int, dict]]:
+        raw_ends = _end_offsets(stack, RAW_TOPIC)
+        _wait("sealing", lambda: all(_sealed_heads(stack).get(p, {}).get("last_source_offset", -1) >= end - 1
+                                     for p, end in raw_ends.items() if end), services)
+        heads = _sealed_heads(stack)
 
-    _wait("archiving", archived, services)
+        def archived() -> bool:
+            reached = _archived_heads(s3_reader, reader.bucket)
+            return all(reached.get(c["chain_id"], -1) >= c["last_seq"] for c in heads.values())
+
+        _wait("archiving", archived, services)
+        return raw_ends, heads
+
+    raw_ends, heads = settle()
+    from pipeline.integrity.keyring import load_keyring
+
+    active = load_keyring(stack.keyring_file).active
+    if active is None or not any(c["key_id"] == active.key_id for c in heads.values()):
+        raise DemoError("after the rotation, the chains' new heads should be signed by the new key")
+    head_list = ", ".join(f"{c['chain_id']}@{c['last_seq']}" for c in heads.values())
+    print(f"    sealed: {sum(raw_ends.values())} raw records in {len(heads)} chains, heads {head_list}")
 
     _step(6, f"verify the archive: auditseal verify --s3 s3://{reader.bucket}/{ARCHIVE_PREFIX}")
     result = _run(stack, "verifier", ["verify", "--s3", f"s3://{reader.bucket}/{ARCHIVE_PREFIX}"])
@@ -262,10 +302,18 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
           + _refused(lambda: s3.put_object_retention(Bucket=admin_s3.bucket, Key=key, VersionId=version,
                                                      Retention={"Mode": "COMPLIANCE", "RetainUntilDate": shorter})))
 
-    _step(8, "summary")
+    _step(8, "erase a simulated user from the immutable log (crypto-shredding, GDPR Art. 17)")
+    from pipeline.privacy.demo import erase_demo_user
+
+    erase_demo_user(stack, _run, settle, f"s3://{reader.bucket}/{ARCHIVE_PREFIX}", stack.root / "demo")
+
+    _step(9, "summary")
     print(f"""    {DEMO_EVENTS} generated events and the demo's extra records were sealed into {len(heads)} hash chains
     with Ed25519-signed Merkle checkpoints, archived under COMPLIANCE Object Lock, and verified intact.
+    The signing keys live in SoftHSM2 (PKCS#11, non-extractable); the key was rotated mid-stream without
+    stopping the sealer, and the checkpoints of both keys verify, each inside its key's validity window.
     Invalid input was refused at the producer with the line and reason, or sealed as a rejection.
+    One user was erased by destroying its key: the archive still verifies, its data is unreadable and gone.
     Where to look next:
       auditseal verify --s3 s3://{reader.bucket}/{ARCHIVE_PREFIX} --json   (as the verifier role)
       auditseal acl check                                  (as the admin role)

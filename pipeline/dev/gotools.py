@@ -11,13 +11,15 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.dev.processes import StackError, run_checked
+from pipeline.dev.processes import StackError, run_with_progress
 
 _GO_FALLBACK = Path("/usr/local/go/bin/go")
+# a cold build of helm or promtool took over 900 s on a busy 2-core machine; a hung build still ends
+BUILD_TIMEOUT_S = 3600.0
 
 
 @contextmanager
@@ -33,8 +35,12 @@ def cache_lock(folder: Path) -> Iterator[None]:
 
 
 def go_install(cache: Path, *, package: str, version: str, folder: str = "bin", ldflags: str = "-s -w",
-               env: dict[str, str] | None = None) -> Path:
-    """The binary of ``package@version`` (``module/cmd/name``), built the first time; StackError if it cannot be."""
+               env: dict[str, str] | None = None, log: Callable[[str], object] = print,
+               timeout: float = BUILD_TIMEOUT_S) -> Path:
+    """The binary of ``package@version`` (``module/cmd/name``), built the first time; StackError if it cannot be.
+
+    A build takes minutes on a busy machine: ``log`` is told what is built, how many modules were
+    downloaded and packages compiled so far, and the elapsed time every few seconds."""
     name = package.rstrip("/").rsplit("/", 1)[-1]
     target = cache / folder / f"{name}-{version}"
     binary = target / name
@@ -50,8 +56,20 @@ def go_install(cache: Path, *, package: str, version: str, folder: str = "bin", 
         shutil.rmtree(staging, ignore_errors=True)
         build_env = dict(os.environ, GOMODCACHE=str(cache / "go" / "mod"), GOCACHE=str(cache / "go" / "build"),
                          GOBIN=str(staging), GOFLAGS="-mod=mod", **(env or {}))
-        run_checked([go, "install", "-ldflags", ldflags, f"{package}@{version}"],
-                    f"building {name} {version} from the Go module proxy", env=build_env)
+        counts = {"modules": 0, "packages": 0}
+
+        def progress(line: str) -> str | None:
+            if line.startswith("go: downloading "):
+                counts["modules"] += 1
+            elif line and not line.startswith(("go: ", "#")) and " " not in line.strip():
+                counts["packages"] += 1  # `go install -v` names each package as it is compiled
+            else:
+                return None
+            return f"{counts['modules']} modules downloaded, {counts['packages']} packages compiled"
+
+        run_with_progress([go, "install", "-v", "-ldflags", ldflags, f"{package}@{version}"],
+                          f"building {name} {version} (go install from the Go module proxy, once; a few minutes)",
+                          log=log, progress=progress, env=build_env, timeout=timeout)
         if not (staging / name).exists():
             raise StackError(f"building {name} {version}: go install finished but {staging / name} is missing")
         shutil.rmtree(target, ignore_errors=True)

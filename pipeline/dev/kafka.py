@@ -4,31 +4,48 @@ Three listeners, all on loopback and all TLS:
 - ``CLIENT`` (SASL_SSL, SCRAM-SHA-512): every user and service.
 - ``INTERNAL`` (SSL, client certificate required): the broker talking to itself.
 - ``CONTROLLER`` (SSL, client certificate required): KRaft quorum traffic.
-The broker's certificate maps to the principal ``User:broker``; the SCRAM user ``bootstrap`` is created
-when storage is formatted and is used only by ``auditseal dev up`` to create users, ACLs and topics.
+Principals come from :data:`PRINCIPAL_BUILDER` (``pipeline/dev/java``, compiled once into the cache): a
+certificate yields ``Cert:<CN>``, a SCRAM login ``User:<name>``. The super users are certificate principals
+only (the builder refuses to start the broker otherwise): the broker (``Cert:broker``) and the setup identity
+``Cert:bootstrap``, which ``auditseal dev up`` uses over the internal mutual-TLS listener to create users,
+ACLs and topics. No SCRAM credential, whatever its name, can produce either.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.dev.processes import ManagedProcess, StackError, run_checked
+from pipeline.dev.processes import ManagedProcess, StackError, run_checked, run_with_progress
 
 KAFKA_VERSION = "4.4.0"
 SCALA_VERSION = "2.13"
 LOG4J_VERSION = "2.26.1"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-BROKER_PRINCIPAL = "User:broker"
+BROKER_NAME = "broker"
 BOOTSTRAP_USER = "bootstrap"
+CERTIFICATE_TYPE = "Cert"
+BROKER_PRINCIPAL = f"{CERTIFICATE_TYPE}:{BROKER_NAME}"
+BOOTSTRAP_PRINCIPAL = f"{CERTIFICATE_TYPE}:{BOOTSTRAP_USER}"
+SUPER_USERS = (BROKER_PRINCIPAL, BOOTSTRAP_PRINCIPAL)
+PRINCIPAL_BUILDER = "dev.auditseal.kafka.CertificatePrincipalBuilder"
+_PRINCIPAL_BUILDER_SOURCE = Path(__file__).parent / "java" / "dev" / "auditseal" / "kafka" / "CertificatePrincipalBuilder.java"
 MIN_JAVA = 17
+# Kafka writes a metadata snapshot at least this often while there are new records. Without a snapshot
+# a restarted broker replays the metadata log, and Kafka 3.5-4.4's ScramDelta.apply() can then lose every
+# SCRAM user (see README, "SCRAM users lost on a restart"); a snapshot taken before the restart avoids the
+# replay of a user's deletion. Kafka's default is an hour.
+SNAPSHOT_INTERVAL_MS = 10_000
+_DOWNLOADED = re.compile(r"Downloaded from \S+: \S+/([^/\s]+\.jar)\b")
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -72,8 +89,25 @@ appender.authorizer.policies.size.type = SizeBasedTriggeringPolicy
 appender.authorizer.policies.size.size = 50MB
 appender.authorizer.strategy.type = DefaultRolloverStrategy
 appender.authorizer.strategy.max = 10
+appender.authentication.type = RollingFile
+appender.authentication.name = authentication
+appender.authentication.fileName = {log_dir}/kafka-authentication.log
+appender.authentication.filePattern = {log_dir}/kafka-authentication.log.%i
+appender.authentication.layout.type = PatternLayout
+appender.authentication.layout.pattern = [%d{{yyyy-MM-dd'T'HH:mm:ss.SSSXXX}}] %p %m (%c)%n
+appender.authentication.policies.type = Policies
+appender.authentication.policies.size.type = SizeBasedTriggeringPolicy
+appender.authentication.policies.size.size = 50MB
+appender.authentication.strategy.type = DefaultRolloverStrategy
+appender.authentication.strategy.max = 10
+appender.authentication.filter.threshold.type = ThresholdFilter
+appender.authentication.filter.threshold.level = INFO
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = file
+# failed authentications ("Failed authentication with /address ...") in a file of their own, for the access auditor
+logger.authentication.name = org.apache.kafka.common.network.Selector
+logger.authentication.level = INFO
+logger.authentication.appenderRef.authentication.ref = authentication
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = DEBUG
 logger.authorizer.additivity = false
@@ -109,18 +143,20 @@ def java_executable() -> str:
     return java
 
 
-def ensure_jars(cache: Path) -> Path:
+def ensure_jars(cache: Path, log: Callable[[str], object] = print) -> Path:
     """Resolve Kafka and a log4j2 backend from Maven Central into the cache; return the libs folder."""
     pom = _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
     return resolve_jars(cache, cache / "kafka" / KAFKA_VERSION, pom, f"Kafka {KAFKA_VERSION}",
-                        f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar")
+                        f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar", log=log)
 
 
-def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar: str) -> Path:
+def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar: str,
+                 log: Callable[[str], object] = print) -> Path:
     """Resolve the runtime dependencies of ``pom_text`` into ``work/libs`` once; return that folder.
 
     Maven does the resolution (it verifies checksums and follows the official POMs' dependencies),
-    into a repository inside our cache (``cache/m2``) so nothing lands in ``~/.m2``.
+    into a repository inside our cache (``cache/m2``) so nothing lands in ``~/.m2``. ``log`` shows how
+    far it is (jars downloaded so far, the latest one's name) while it runs, once per cache.
     """
     libs = work / "libs"
     done = libs / ".complete"
@@ -134,15 +170,26 @@ def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar
     pom.write_text(pom_text)
     staging = work / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    argv = [mvn, "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
+    # not -q: Maven's "Downloaded from" lines are the progress shown (Maven's own plugins count too)
+    argv = [mvn, "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(pom)]
     mirror = os.environ.get("AUDITSEAL_MAVEN_REPO")
     if mirror:
         settings = work / "settings.xml"
         settings.write_text(_MIRROR_SETTINGS.format(url=mirror))
         argv += ["-s", str(settings)]
-    run_checked(
+    downloaded: list[str] = []
+
+    def progress(line: str) -> str | None:
+        match = _DOWNLOADED.search(line)
+        if match is None:
+            return None
+        downloaded.append(match.group(1))
+        return f"{len(downloaded)} jars ({match.group(1)})"
+
+    run_with_progress(
         argv + ["dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        f"downloading {what} from {mirror or 'Maven Central'}",
+        f"downloading {what} from {mirror or 'Maven Central'} (once)",
+        log=log, progress=progress, timeout=1800,
     )
     if not (staging / expected_jar).exists():
         raise StackError(f"downloading {what}: Maven finished but {expected_jar} is missing")
@@ -152,14 +199,39 @@ def resolve_jars(cache: Path, work: Path, pom_text: str, what: str, expected_jar
     return libs
 
 
-def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1) -> str:
-    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default."""
+def ensure_principal_builder(cache: Path, libs: Path) -> Path:
+    """Compile the certificate principal builder against the Kafka jars once (keyed by its source's
+    SHA-256); return the classes folder to put on the broker's class path."""
+    source = _PRINCIPAL_BUILDER_SOURCE.read_bytes()
+    classes = cache / "kafka-principal" / hashlib.sha256(source + KAFKA_VERSION.encode()).hexdigest()[:16]
+    done = classes / ".complete"
+    if done.exists():
+        return classes
+    javac = shutil.which("javac", path=str(Path(java_executable()).parent)) or shutil.which("javac")
+    if javac is None:
+        raise StackError("a JDK's `javac` is needed once to compile the broker's principal builder; install a JDK")
+    shutil.rmtree(classes, ignore_errors=True)
+    classes.mkdir(parents=True)
+    run_checked([javac, "--release", str(MIN_JAVA), "-cp", f"{libs}/*", "-d", str(classes), str(_PRINCIPAL_BUILDER_SOURCE)],
+                "compiling the broker's certificate principal builder")
+    done.write_text(KAFKA_VERSION + "\n")
+    return classes
+
+
+def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_id: int = 1,
+                      quorum: dict[int, int] | None = None, replicas: int = 1) -> str:
+    """The broker configuration: KRaft combined mode, TLS everywhere, SCRAM, StandardAuthorizer, deny by default.
+
+    ``quorum`` maps each node id of a cluster to its controller port (default: this node alone);
+    ``replicas`` is the replication factor of internal topics (and min ISR 2 from 3 replicas on)."""
     keystore = pki_dir / "broker.keystore.pem"
     ca = pki_dir / "ca.pem"
+    voters = quorum or {node_id: ports.controller}
+    min_isr = 2 if replicas >= 3 else 1
     lines = {
         "process.roles": "broker,controller",
         "node.id": node_id,
-        "controller.quorum.voters": f"{node_id}@127.0.0.1:{ports.controller}",
+        "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{port}" for n, port in sorted(voters.items())),
         "listeners": (
             f"CLIENT://127.0.0.1:{ports.client},INTERNAL://127.0.0.1:{ports.internal},"
             f"CONTROLLER://127.0.0.1:{ports.controller}"
@@ -181,33 +253,37 @@ def server_properties(*, data_dir: Path, pki_dir: Path, ports: KafkaPorts, node_
         "ssl.endpoint.identification.algorithm": "https",
         "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
         "ssl.principal.mapping.rules": r"RULE:^CN=([^,]+),O=.*$/$1/,DEFAULT",
+        # certificates -> Cert:<CN>, SCRAM -> User:<name>: a password can never make a super user
+        "principal.builder.class": PRINCIPAL_BUILDER,
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
-        "super.users": f"{BROKER_PRINCIPAL};User:{BOOTSTRAP_USER}",
+        "super.users": ";".join(SUPER_USERS),
         "log.dirs": data_dir,
         "num.partitions": 1,
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
-        "offsets.topic.replication.factor": 1,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": 6,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": 6,
         "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
         "group.initial.rebalance.delay.ms": 0,
         "log.flush.interval.messages": 9223372036854775807,
         "unclean.leader.election.enable": "false",
+        "metadata.log.max.snapshot.interval.ms": SNAPSHOT_INTERVAL_MS,
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
-def format_storage(java: str, libs: Path, properties: Path, bootstrap_password: str, log: Path) -> None:
-    """Format KRaft storage once, creating the SCRAM super user that sets the stack up."""
-    scram = f"SCRAM-SHA-512=[name={BOOTSTRAP_USER},password={bootstrap_password}]"
+def format_storage(java: str, libs: Path, properties: Path, log: Path, principal_builder: Path,
+                   cluster_id: str | None = None) -> None:
+    """Format KRaft storage once (every node of a cluster with the same ``cluster_id``). No SCRAM user is
+    created: the setup identity is a certificate."""
     run_checked(
-        [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*", STORAGE_TOOL, "format",
-         f"--cluster-id={_cluster_id()}", "-c", str(properties), "--add-scram", scram],
+        [java, f"-Dlog4j2.configurationFile={log}", "-cp", f"{libs}/*:{principal_builder}", STORAGE_TOOL, "format",
+         f"--cluster-id={cluster_id or _cluster_id()}", "-c", str(properties)],
         "formatting Kafka storage",
     )
 
@@ -217,17 +293,19 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Path, log4j: Path, heap: str = "1g") -> int:
-    """Start the broker detached; ``process.marker`` must appear in its command line."""
+def start_broker(process: ManagedProcess, java: str, libs: Path, properties: Path, log4j: Path, principal_builder: Path,
+                 heap: str = "1g") -> int:
+    """Start the broker detached (``principal_builder``: :func:`ensure_principal_builder`'s folder);
+    ``process.marker`` must appear in its command line."""
     argv = [
         java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j}", f"-Dauditseal.stack={process.marker}",
-        "-cp", f"{libs}/*", MAIN_CLASS, str(properties),
+        "-cp", f"{libs}/*:{principal_builder}", MAIN_CLASS, str(properties),
     ]
     return process.start(argv)
 
 
 def log4j_properties(log_dir: Path) -> str:
-    """log4j2 configuration: broker log and the authorizer decision log, both rotated by size; the
-    authorizer log's timestamps carry their UTC offset, since the access auditor turns them into events."""
+    """log4j2 configuration: broker log, the authorizer decision log and the failed-authentication log, rotated
+    by size; the latter two's timestamps carry their UTC offset, since the access auditor turns them into events."""
     return _LOG4J2.format(log_dir=log_dir)

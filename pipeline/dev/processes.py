@@ -7,8 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,23 @@ from pipeline.errors import AuditSealError
 
 class StackError(AuditSealError):
     """The local stack could not be set up; the message says which part and why."""
+
+
+PRIVATE_UMASK = 0o077
+
+
+def make_private(folder: Path) -> None:
+    """Create ``folder`` if needed and make it and everything in it readable by its owner only (folders
+    0700, files 0600): a stack made before services ran with umask 077 is closed up on its next start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(parent, name), 0o700, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -71,13 +89,18 @@ class ManagedProcess:
         return pid if self.marker in cmdline else None
 
     def start(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
-        """Start ``argv`` in its own session, output appended to the log file; return its pid."""
+        """Start ``argv`` in its own session, output appended to the log file; return its pid.
+
+        The service runs with umask 077: the broker's log segments and the S3 server's archive objects
+        hold the audit trail, and only the stack's owner may read them (folders 0700, files 0600).
+        """
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "ab") as log:
             proc = subprocess.Popen(
                 list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=cwd, start_new_session=True,
+                env=env, cwd=cwd, start_new_session=True, umask=PRIVATE_UMASK,
             )
         _CHILDREN[self.pid_file] = proc
         self.pid_file.write_text(f"{proc.pid}\n")
@@ -136,3 +159,52 @@ def run_checked(argv: Sequence[str], what: str, env: dict[str, str] | None = Non
         output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-25:])
         raise StackError(f"{what} failed (exit {done.returncode}):\n{output}")
     return done.stdout
+
+
+def run_with_progress(argv: Sequence[str], what: str, *, log: Callable[[str], object],
+                      progress: Callable[[str], str | None] = lambda _line: None, env: dict[str, str] | None = None,
+                      timeout: float = 3600, heartbeat: float = 15.0) -> str:
+    """Run a long setup command (a download, a build) like :func:`run_checked`, showing how far it is.
+
+    ``progress`` sees each output line and returns a new status ("jars 12/45") or None; ``log`` gets
+    ``what`` at the start, the status when it changes (at most every few seconds) and an elapsed-time
+    line every ``heartbeat`` seconds, so a first start on a slow machine never looks hung.
+    """
+    started = time.monotonic()
+    log(f"{what}...")
+    try:
+        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                stdin=subprocess.DEVNULL, errors="replace")
+    except FileNotFoundError as exc:
+        raise StackError(f"{what}: {argv[0]} is not installed ({exc.strerror})") from exc
+    lines: list[str] = []
+    status: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            update = progress(line.rstrip("\n"))
+            if update:
+                status.append(update)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    shown, last_shown = "", started
+    while reader.is_alive():
+        reader.join(1.0)
+        now = time.monotonic()
+        if now - started > timeout:
+            proc.kill()
+            proc.wait()
+            raise StackError(f"{what}: no result after {timeout:.0f}s")
+        current = status[-1] if status else ""
+        if (current and current != shown and now - last_shown >= 3) or now - last_shown >= heartbeat:
+            log(f"  {what}: {current + ', ' if current else ''}{now - started:.0f}s")
+            shown, last_shown = current, now
+    returncode = proc.wait()
+    if returncode != 0:
+        output = "\n".join(lines[-25:])
+        raise StackError(f"{what} failed (exit {returncode}):\n{output}")
+    log(f"  {what}: done in {time.monotonic() - started:.0f}s")
+    return "\n".join(lines)

@@ -6,9 +6,10 @@ from the roles file with the same code as ``auditseal acl apply`` (:mod:`pipelin
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,11 +30,10 @@ from confluent_kafka.error import KafkaError
 
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev import s3server
-from pipeline.dev.kafka import BOOTSTRAP_USER
 from pipeline.dev.cache import stack_dir
 from pipeline.dev.processes import StackError
 from pipeline.permissions.acls import grant_entry
-from pipeline.permissions.broker import apply_plan, plan_changes
+from pipeline.permissions.broker import apply_plan, plan_changes, remove_super_user_credentials
 from pipeline.permissions.plan import SCRAM_ITERATIONS
 from pipeline.wire.topics import TOPICS
 from pipeline.permissions.topology import BUCKET, Grant, roles, roles_file
@@ -87,39 +87,77 @@ def _admin_when_ready(config: Mapping[str, object], who: str, timeout: float = 9
             time.sleep(0.5)
 
 
-def reassert_setup_user(broker_tls: Mapping[str, str], creds, timeout: float = 90.0) -> None:
-    """Set the setup user's SCRAM credential again, as the broker itself (mutual TLS on the internal listener).
+def expected_users(creds) -> dict[str, str]:
+    """Every SCRAM user the local stack needs, with its password: each role's user (the setup identity
+    and the broker are certificates, never SCRAM users)."""
+    return {r.name: creds.kafka[r.name] for r in roles()}
 
-    After ``make test`` a restarted broker has been seen to reject every SCRAM login, the setup user's
-    included, while a stack restarted after other use accepts them; the cause is not found yet. The
-    broker's own certificate is a super user that needs no password, so the stack repairs itself here;
-    the role users are re-asserted right after by the roles file's apply.
+
+def users_without_credential(admin: AdminClient, names: Collection[str]) -> list[str]:
+    """The users among ``names`` for which the broker holds no SCRAM-SHA-512 credential (a super user's
+    or the admin role's client: it needs cluster DESCRIBE)."""
+    described = admin.describe_user_scram_credentials()
+    try:
+        present = {user for user, description in described.result(timeout=30).items()
+                   if any(info.mechanism == ScramMechanism.SCRAM_SHA_512 for info in description.scram_credential_infos)}
+    except KafkaException as exc:
+        raise StackError(f"describing SCRAM users failed: {exc.args[0].str()}") from None
+    return sorted(set(names) - present)
+
+
+def reassert_users(broker_tls: Mapping[str, str], creds, *, new_cluster: bool = False, timeout: float = 90.0,
+                   log=print) -> list[str]:
+    """Give every user the stack expects (:func:`expected_users`) its SCRAM credential again if the broker
+    lacks it, as the broker itself (mutual TLS on the internal listener); returns the users repaired.
+
+    Kafka 3.5 to 4.4 can lose every SCRAM user when a broker replays a metadata log in which a user was
+    deleted (``ScramDelta.apply()`` removes from the map it iterates; README, "SCRAM users lost on a
+    restart"). Then no password works; the broker's own certificate is a super user that needs none, so
+    the stack repairs itself here. On a ``new_cluster`` they are simply created.
     """
     admin = _admin_when_ready(broker_tls, "on its internal listener", timeout)
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-    upsert = [UserScramCredentialUpsertion(BOOTSTRAP_USER, info, creds.kafka_bootstrap_password.encode())]
-    _wait_all(admin.alter_user_scram_credentials(upsert), "re-asserting the setup user")
+    expected = expected_users(creds)
+    missing = users_without_credential(admin, expected)
+    if missing:
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+        upsert = [UserScramCredentialUpsertion(user, info, expected[user].encode()) for user in missing]
+        _wait_all(admin.alter_user_scram_credentials(upsert), "re-asserting SCRAM users")
+        if not new_cluster:
+            log(f"kafka: REPAIRED: the broker had lost the SCRAM credential of {', '.join(missing)}; set again "
+                "(see README, \"SCRAM users lost on a restart\")")
+    return missing
 
 
-def provision_kafka(env: Mapping[str, str], creds, log=print) -> None:
+def provision_kafka(env: Mapping[str, str], creds, log=print, replicas: int | None = None) -> None:
     """Apply the roles file (each role's SCRAM-SHA-512 user and ACLs, with ``auditseal acl apply``'s code),
     then create the audit topics with their explicit configs. Like topic configs, ACLs are re-asserted:
-    a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do)."""
+    a hand-made ACL on AuditSeal's resources does not survive ``up`` (users unknown to the file do).
+    ``replicas`` (a cluster's 3) overrides the topics' replication factor, with ``min.insync.replicas=2``."""
     admin = _admin_when_ready(KafkaSettings.from_env(env).client_config(), "as the setup user")
     with acl_lock(stack_dir()):
+        # a SCRAM credential named like a super user (the setup user's of stacks formatted before super users
+        # became certificate-only, or one an attacker set) is deleted: it must not exist, even unusable
+        removed = remove_super_user_credentials(admin, roles_file())
+        if removed:
+            log(f"kafka: deleted SCRAM credential(s) named like a super user: {', '.join(removed)}")
         plan = plan_changes(admin, roles_file(), passwords=creds.kafka)
         apply_plan(admin, plan, passwords=creds.kafka)
+    topics = [dataclasses.replace(t, replication_factor=replicas, min_insync_replicas=replicas - 1)
+              if replicas and replicas > 1 else t for t in TOPICS]
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=t.configs())
-           for t in TOPICS]
+           for t in topics]
     _wait_all(admin.create_topics(new), "creating topics",
               tolerate=lambda e: e.code() == KafkaError.TOPIC_ALREADY_EXISTS)
     # topics that already existed get their configs re-asserted, so a hand edit does not survive `up`
     resources = [
         ConfigResource(ResourceType.TOPIC, t.name,
                        incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in t.configs().items()])
-        for t in TOPICS
+        for t in topics
     ]
     _wait_all(admin.incremental_alter_configs(resources), "asserting topic configs")
+    from pipeline.privacy.provision import ensure_kek, provision_keystore
+
+    provision_keystore(admin, env, ensure_kek(stack_dir() / "keys"), log=log)
     log(f"kafka: roles file {roles_file().path.name} applied ({len(roles())} users; {len(plan.users_to_set)} user(s) set, "
         f"{len(plan.acls_to_add)} ACL(s) added, {len(plan.acls_to_remove)} removed), "
         f"topics {', '.join(t.name for t in TOPICS)}")

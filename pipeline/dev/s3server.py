@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.dev.gotools import go_install
-from pipeline.dev.processes import ManagedProcess, run_checked
+from pipeline.dev.processes import ManagedProcess, make_private, run_checked
 
 VERSITYGW_MODULE = "github.com/versity/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
 
 
-def ensure_binary(cache: Path) -> Path:
+def ensure_binary(cache: Path, log: Callable[[str], object] = print) -> Path:
     """Build ``versitygw`` with ``go install`` into the cache (Go's module and build caches live there too)."""
-    return go_install(cache, package=f"{VERSITYGW_MODULE}/cmd/versitygw", version=VERSITYGW_VERSION)
+    return go_install(cache, package=f"{VERSITYGW_MODULE}/cmd/versitygw", version=VERSITYGW_VERSION, log=log)
 
 
 def start_server(
@@ -28,7 +29,7 @@ def start_server(
 ) -> int:
     """Start the gateway with the posix backend, versioning (needed by Object Lock) and internal IAM."""
     for folder in (data, versions, iam):
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private(folder)  # the archive's objects: owner only (the server itself runs with umask 077)
     env = dict(os.environ, ROOT_ACCESS_KEY=root_access, ROOT_SECRET_KEY=root_secret)
     argv = [
         str(binary), "--port", f"127.0.0.1:{port}", "--cert", str(cert), "--key", str(key),

@@ -14,18 +14,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.dev import kafka, s3server
+from pipeline.dev import cluster, kafka, s3server
 from pipeline.dev.cache import cache_dir, stack_dir
+from pipeline.dev.hsm import ARCHIVE_TOKEN, SIGNING_TOKEN, DevHsm
 from pipeline.dev.pki import Pki, ensure_pki, write_private
-from pipeline.dev.processes import ManagedProcess, StackError, port_is_free, port_is_open
+from pipeline.dev.processes import ManagedProcess, StackError, make_private, port_is_free, port_is_open
 from pipeline.permissions.topology import BUCKET, role as role_named, roles
 
-DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070}
+# With AUDITSEAL_DEV_PORT_BASE=N a part takes N + its position here; new parts go at the end.
+DEFAULT_PORTS = {"kafka_client": 19092, "kafka_internal": 19093, "kafka_controller": 19094, "s3": 17070,
+                 "witness": 17074}
 _PORT_PURPOSE = {
     "kafka_client": "Kafka client listener (SASL_SSL)",
     "kafka_internal": "Kafka inter-broker listener",
     "kafka_controller": "Kafka KRaft controller listener",
     "s3": "S3 server (versitygw)",
+    "witness": "tlog witness (omniwitness)",
 }
 READY_TIMEOUT_S = 90.0
 
@@ -63,8 +67,13 @@ class LocalStack:
         self.kafka_process = ManagedProcess(
             "kafka", self.root / "run" / "kafka.pid", self.root / "kafka" / "logs" / "kafka.out", str(self.root)
         )
+        self._formatted_now = False  # set when this object formats the broker's storage (a new cluster)
         self.s3_process = ManagedProcess(
             "s3", self.root / "run" / "s3.pid", self.root / "s3" / "s3.log", str(self.root / "s3")
+        )
+        self.witness_process = ManagedProcess(
+            "witness", self.root / "run" / "witness.pid", self.root / "witness" / "witness.log",
+            str(self.root / "witness"),
         )
 
     # ---- files -------------------------------------------------------------------------------
@@ -77,35 +86,126 @@ class LocalStack:
         return self.root / "stack.json"
 
     @property
-    def signing_key_file(self) -> Path:
-        """The sealer's Ed25519 private key (mode 0600); never leaves the sealer's env."""
-        return self.root / "keys" / "sealer-signing-key.pem"
+    def hsm(self) -> DevHsm:
+        """The stack's SoftHSM2 tokens (``hsm/``): the sealer's signing keys and the archive's master key."""
+        return DevHsm(self.root / "hsm")
 
     @property
     def keyring_file(self) -> Path:
         """The public keyring verifiers and SIEMs check checkpoints against."""
         return self.root / "keys" / "keyring.json"
 
-    def _ensure_keys(self) -> None:
-        from pipeline.integrity.keyring import Keyring, generate_signing_key, save_keyring, save_signing_key
+    def custody_env(self, token: str = SIGNING_TOKEN) -> dict[str, str]:
+        """The variables that reach one of the stack's tokens (the sealer's by default) and the keyring:
+        what the sealer and ``auditseal keys`` read."""
+        return {**self.hsm.env(token), "AUDITSEAL_KEYRING": str(self.keyring_file)}
 
-        if self.signing_key_file.exists():
-            return
-        self.signing_key_file.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.signing_key_file.parent, 0o700)
-        key = generate_signing_key()
-        save_signing_key(key, self.signing_key_file)
-        save_keyring(Keyring().rotate(key.public_key, time.time_ns() // 1000), self.keyring_file)
+    def signer(self):
+        """The sealer's signer of the keyring's active key, in the stack's token (for tests and benchmarks)."""
+        from pipeline.integrity.keyring import load_keyring
+        from pipeline.keys.store import SigningKeyStore
+
+        self.hsm.use_conf()
+        active = load_keyring(self.keyring_file).active
+        if active is None:
+            raise StackError(f"the keyring {self.keyring_file} has no active key: run `auditseal keys rotate`")
+        return SigningKeyStore(self.custody_env()).require_signers()[active.key_id]
+
+    def _ensure_keys(self, log=print) -> None:
+        # dev up creates the sealer's key in the token (and, for a stack made before the token existed,
+        # rotates the keyring from its key file to it) and the archive's master key in the other token
+        from pipeline.integrity.keyring import Keyring, load_keyring, save_keyring
+        from pipeline.keys.pkcs11 import DEFAULT_MASTER_LABEL, Pkcs11Config, open_token
+        from pipeline.keys.store import SigningKeyStore
+
+        self.hsm.ensure(log)
+        self.hsm.use_conf()
+        self.keyring_file.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keyring_file.parent, 0o700)
+        store = SigningKeyStore(self.custody_env())
+        held = store.signers()
+        keyring = load_keyring(self.keyring_file) if self.keyring_file.exists() else Keyring()
+        active = keyring.active
+        if active is None or active.key_id not in held:
+            signer = next((key for key_id, key in held.items() if key_id not in keyring), None) or store.generate()
+            save_keyring(keyring.rotate(signer.public_key, time.time_ns() // 1000), self.keyring_file)
+            log(f"sealer signing key {signer.key_id} created in SoftHSM2 token {SIGNING_TOKEN}")
+        archive = open_token(Pkcs11Config.from_env(self.hsm.env(ARCHIVE_TOKEN)))
+        if archive.master_key_count(DEFAULT_MASTER_LABEL) == 0:
+            archive.generate_master_key(DEFAULT_MASTER_LABEL, "mk-dev-" + secrets.token_hex(6))
+
+    @property
+    def witness_policy_file(self) -> Path:
+        """The C2SP tlog-policy of this stack: its chains' log keys, the witness, quorum = that witness."""
+        return self.root / "witness" / "policy.txt"
+
+    def log_name(self) -> str:
+        """This deployment's log name, ``auditseal/<Kafka cluster id>`` (see pipeline.integrity.log_identity)."""
+        from pipeline.integrity.log_identity import default_log_name
+
+        meta = self.root / "kafka" / "data" / "meta.properties"
+        try:
+            lines = meta.read_text().splitlines()
+        except FileNotFoundError:
+            raise StackError(f"no Kafka storage at {meta.parent}; run `auditseal dev up` first") from None
+        for line in lines:
+            if line.startswith("cluster.id="):
+                return default_log_name(line.split("=", 1)[1].strip())
+        raise StackError(f"{meta} names no cluster.id")
+
+    def _witness_logs(self) -> dict[str, str]:
+        """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts)."""
+        from pipeline.integrity.keyring import load_keyring
+        from pipeline.integrity.log_identity import chain_origin, log_verifier
+        from pipeline.wire.topics import RAW_TOPIC, TOPICS
+
+        key = load_keyring(self.keyring_file).active  # the sealer's key in its token (public half)
+        if key is None:
+            raise StackError(f"the keyring {self.keyring_file} has no active key; `auditseal dev up` creates it")
+        partitions = next(spec.partitions for spec in TOPICS if spec.name == RAW_TOPIC)
+        origins = [chain_origin(self.log_name(), f"{RAW_TOPIC}/{n}") for n in range(partitions)]
+        return {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
+
+    def _start_witness(self, binary: Path, ports: dict[str, int]) -> None:
+        from pipeline.dev import witness
+        from pipeline.integrity.note import NoteVerifier
+        from pipeline.integrity.policy import PolicyWitness, format_policy
+
+        home = self.root / "witness"
+        verifier = witness.ensure_witness_key(home)
+        logs = self._witness_logs()
+        url = f"http://127.0.0.1:{ports['witness']}"
+        policy = format_policy([NoteVerifier.from_vkey(v) for v in logs.values()],
+                               [PolicyWitness("dev-witness", verifier, url)], "dev-witness")
+        self.witness_policy_file.write_text(policy)
+        witness.start_witness(self.witness_process, binary, home=home, port=ports["witness"], logs=logs)
 
     @property
     def authorizer_log(self) -> Path:
         """The broker's log of authorization decisions (input of the access auditor)."""
         return self.root / "kafka" / "logs" / "kafka-authorizer.log"
 
+    def brokers(self) -> int:
+        """The number of Kafka nodes of this stack (1, or 3 after ``dev up --brokers 3``), saved at first ``up``."""
+        if self.settings_file.exists():
+            return json.loads(self.settings_file.read_text()).get("brokers", 1)
+        return 1
+
+    def kafka_nodes(self, brokers: int | None = None) -> list[cluster.Node]:
+        """The stack's Kafka nodes (node 1 first; it is the only one of a single-broker stack)."""
+        count = brokers or self.brokers()
+        return cluster.nodes(self.root, cluster.cluster_ports(self.ports(), count), count, self.kafka_process)
+
     def ports(self) -> dict[str, int]:
         """Ports in use by this stack: saved at first ``up``, from ``AUDITSEAL_DEV_PORT_BASE`` or the defaults."""
         if self.settings_file.exists():
-            return json.loads(self.settings_file.read_text())["ports"]
+            saved = json.loads(self.settings_file.read_text())["ports"]
+            # a stack made before a part existed gives the new part the port its base implies
+            base = saved["kafka_client"] - list(DEFAULT_PORTS).index("kafka_client")
+            offset = base - DEFAULT_PORTS["kafka_client"]
+            for position, name in enumerate(DEFAULT_PORTS):
+                saved.setdefault(name, DEFAULT_PORTS[name] if offset == 0 else base + position)
+            return saved
         base = os.environ.get("AUDITSEAL_DEV_PORT_BASE")
         if base:
             try:
@@ -140,11 +240,13 @@ class LocalStack:
     # ---- env ---------------------------------------------------------------------------------
     def env(self, role_name: str) -> dict[str, str]:
         """The variables every AuditSeal command reads, for ``role_name`` on this stack."""
+        from pipeline.privacy.provision import privacy_env
+
         role_named(role_name)
         creds = self.credentials()
         ports = self.ports()
         return {
-            "AUDITSEAL_BOOTSTRAP": f"localhost:{ports['kafka_client']}",
+            "AUDITSEAL_BOOTSTRAP": cluster.bootstrap(self.kafka_nodes()),
             "AUDITSEAL_SASL_USERNAME": role_name,
             "AUDITSEAL_SASL_PASSWORD": creds.kafka[role_name],
             "AUDITSEAL_CA_FILE": str(self.pki.ca_cert),
@@ -154,11 +256,16 @@ class LocalStack:
             "AWS_CA_BUNDLE": str(self.pki.ca_cert),
             "AUDITSEAL_BUCKET": BUCKET,
             "AUDITSEAL_KEYRING": str(self.keyring_file),
-            **({"AUDITSEAL_SIGNING_KEY": str(self.signing_key_file)} if role_name == "sealer" else {}),
+            "AUDITSEAL_WITNESS_POLICY": str(self.witness_policy_file),
+            "AUDITSEAL_LOG_NAME": self.log_name(),
+            # the sealer signs in its token; the sink and the verifier reach the master key in theirs
+            **(self.hsm.env(SIGNING_TOKEN) if role_name == "sealer" else {}),
+            **(self.hsm.env(ARCHIVE_TOKEN) if role_name in ("sink", "verifier") else {}),
+            **privacy_env(role_name, self.keyring_file.parent, creds.kafka),
         }
 
     def broker_tls_config(self) -> dict[str, str]:
-        """librdkafka settings that log in as the broker itself (``User:broker``, a super user) with its
+        """librdkafka settings that connect as the broker itself (``Cert:broker``, a super user) with its
         certificate, on the internal mutual-TLS listener: for repairing the stack, never for a role."""
         return {
             "bootstrap.servers": f"localhost:{self.ports()['kafka_internal']}",
@@ -175,11 +282,12 @@ class LocalStack:
         creds = self.credentials()
         ports = self.ports()
         if kind == "kafka":
+            # the setup super user has no password at all: its certificate, on the internal mTLS listener
             return {
-                "AUDITSEAL_BOOTSTRAP": f"localhost:{ports['kafka_client']}",
-                "AUDITSEAL_SASL_USERNAME": kafka.BOOTSTRAP_USER,
-                "AUDITSEAL_SASL_PASSWORD": creds.kafka_bootstrap_password,
+                "AUDITSEAL_BOOTSTRAP": ",".join(f"localhost:{node.ports.internal}" for node in self.kafka_nodes()),
                 "AUDITSEAL_CA_FILE": str(self.pki.ca_cert),
+                "AUDITSEAL_SSL_CERT_FILE": str(self.pki.cert(kafka.BOOTSTRAP_USER)),
+                "AUDITSEAL_SSL_KEY_FILE": str(self.pki.key(kafka.BOOTSTRAP_USER)),
             }
         return {
             "AWS_ENDPOINT_URL": f"https://localhost:{ports['s3']}",
@@ -190,79 +298,96 @@ class LocalStack:
         }
 
     # ---- up ----------------------------------------------------------------------------------
-    def up(self, log=print) -> None:
+    def up(self, log=print, brokers: int | None = None) -> None:
         """Bring the stack up (downloads, certificates, credentials, Kafka, S3, users, ACLs, topics, bucket).
 
-        If anything fails, the processes this call started are stopped again: nothing is left half-started.
+        ``brokers`` (1 or 3) is the number of Kafka nodes of a new stack (default 1); an existing stack
+        keeps its own. If anything fails, the processes this call started are stopped again: nothing is
+        left half-started.
         """
-        kafka_running = self.kafka_process.pid() is not None
+        saved = self.brokers() if self.settings_file.exists() else None
+        count = cluster.check_brokers(brokers or saved or 1)
+        if saved is not None and count != saved:
+            raise StackError(f"this stack has {saved} Kafka node(s); `auditseal dev down --purge` first to "
+                             f"start one with {count}")
+        nodes = self.kafka_nodes(count)
+        kafka_running = all(node.process.pid() is not None for node in nodes)
         s3_running = self.s3_process.pid() is not None
-        ports = self.ports()
-        self._check_ports(ports, kafka_running, s3_running)
+        ports = cluster.cluster_ports(self.ports(), count)
+        self._check_ports(ports, nodes, s3_running)
         java = kafka.java_executable() if not kafka_running else None
         log(f"cache: {self.cache}")
-        libs = kafka.ensure_jars(self.cache)
-        binary = s3server.ensure_binary(self.cache)
+        libs = kafka.ensure_jars(self.cache, log=log)
+        binary = s3server.ensure_binary(self.cache, log=log)
+        from pipeline.dev import witness
+
+        witness_binary = witness.ensure_binary(self.cache)
+        witness_running = self.witness_process.pid() is not None
         self.root.mkdir(parents=True, exist_ok=True)
-        self.settings_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
-        ensure_pki(self.pki.directory, {"broker": True, "s3": False})
+        os.chmod(self.root, 0o700)
+        self.settings_file.write_text(json.dumps({"ports": ports, "brokers": count}, indent=2) + "\n")
+        ensure_pki(self.pki.directory, {"broker": True, "s3": False, kafka.BOOTSTRAP_USER: True})
         creds = self._ensure_credentials()
-        self._ensure_keys()
+        self._ensure_keys(log)
         started: list[ManagedProcess] = []
         try:
             if not kafka_running:
                 assert java is not None
-                self._start_kafka(java, libs, ports, creds)
-                started.append(self.kafka_process)
+                new, self._formatted_now = cluster.start_nodes(
+                    nodes, java=java, libs=libs, pki_dir=self.pki.directory,
+                    principal_builder=kafka.ensure_principal_builder(self.cache, libs), log=log)
+                started += new
             if not s3_running:
                 self._start_s3(binary, ports, creds)
                 started.append(self.s3_process)
-            self._wait_ready(ports)
-            from pipeline.dev.provision import provision_kafka, provision_s3, reassert_setup_user
+            if not witness_running:
+                # after Kafka: the log name comes from the cluster id its storage was formatted with
+                self._start_witness(witness_binary, ports)
+                started.append(self.witness_process)
+            self._wait_ready(nodes, ports)
+            from pipeline.dev.provision import provision_kafka, provision_s3, reassert_users
 
-            reassert_setup_user(self.broker_tls_config(), creds)
-            provision_kafka(self.setup_env("kafka"), creds, log=log)
+            reassert_users(self.broker_tls_config(), creds, new_cluster=self._formatted_now, log=log)
+            provision_kafka(self.setup_env("kafka"), creds, log=log,
+                            replicas=cluster.CLUSTER_REPLICATION if count > 1 else None)
             provision_s3(binary, self.setup_env("s3"), creds, log=log)
         except BaseException:
             for process in started:
                 process.stop()
             raise
-        log(f"stack up: Kafka on localhost:{ports['kafka_client']} (SASL_SSL), S3 on https://localhost:{ports['s3']}")
+        log(f"stack up: Kafka on {cluster.bootstrap(nodes)} (SASL_SSL{f', {count} nodes' if count > 1 else ''}), "
+            f"S3 on https://localhost:{ports['s3']}, witness on http://127.0.0.1:{ports['witness']} "
+            f"(policy {self.witness_policy_file})")
         log(f"connection profiles: `auditseal dev env --role ROLE` (credentials in {self.credentials_file})")
 
-    def _check_ports(self, ports: dict[str, int], kafka_running: bool, s3_running: bool) -> None:
+    def _check_ports(self, ports: dict[str, int], nodes: list[cluster.Node], s3_running: bool) -> None:
+        running = {port for node in nodes if node.process.pid() is not None
+                   for port in (node.ports.client, node.ports.internal, node.ports.controller)}
+        witness_running = self.witness_process.pid() is not None
         for name, port in ports.items():
-            ours = s3_running if name == "s3" else kafka_running
+            ours = {"s3": s3_running, "witness": witness_running}.get(name, port in running)
             if not ours and not port_is_free("127.0.0.1", port):
+                purpose = _PORT_PURPOSE.get(name) or cluster.port_purpose(name) or name
                 raise StackError(
-                    f"port {port} ({_PORT_PURPOSE[name]}) is already in use by another program; "
+                    f"port {port} ({purpose}) is already in use by another program; "
                     "stop it, or choose other ports with AUDITSEAL_DEV_PORT_BASE=N (uses N..N+3) "
                     "on a stack that was never started (or after `auditseal dev down --purge`)"
                 )
 
-    def _start_kafka(self, java: str, libs: Path, ports: dict[str, int], creds: Credentials) -> None:
-        home = self.root / "kafka"
-        (home / "logs").mkdir(parents=True, exist_ok=True)
-        properties = home / "server.properties"
-        log4j = home / "log4j2.properties"
-        kafka_ports = kafka.KafkaPorts(ports["kafka_client"], ports["kafka_internal"], ports["kafka_controller"])
-        properties.write_text(kafka.server_properties(data_dir=home / "data", pki_dir=self.pki.directory, ports=kafka_ports))
-        log4j.write_text(kafka.log4j_properties(home / "logs"))
-        if not (home / "data" / "meta.properties").exists():
-            kafka.format_storage(java, libs, properties, creds.kafka_bootstrap_password, log4j)
-        kafka.start_broker(self.kafka_process, java, libs, properties, log4j)
-
     def _start_s3(self, binary: Path, ports: dict[str, int], creds: Credentials) -> None:
         home = self.root / "s3"
+        make_private(home)
         s3server.start_server(
             self.s3_process, binary, port=ports["s3"], root_access=creds.s3_root_access,
             root_secret=creds.s3_root_secret, cert=self.pki.cert("s3"), key=self.pki.key("s3"),
             data=home / "data", versions=home / "versions", iam=home / "iam",
         )
 
-    def _wait_ready(self, ports: dict[str, int]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        waiting = {"kafka": (self.kafka_process, ports["kafka_client"]), "s3": (self.s3_process, ports["s3"])}
+    def _wait_ready(self, nodes: list[cluster.Node], ports: dict[str, int]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S * (1 if len(nodes) == 1 else 2)
+        waiting = {node.name: (node.process, node.ports.client) for node in nodes}
+        waiting["s3"] = (self.s3_process, ports["s3"])
+        waiting["witness"] = (self.witness_process, ports["witness"])
         while waiting:
             for name, (process, port) in list(waiting.items()):
                 if process.pid() is None:
@@ -277,7 +402,8 @@ class LocalStack:
     # ---- down / status -----------------------------------------------------------------------
     def down(self, purge: bool = False, log=print) -> None:
         """Stop the processes this stack started (by pid); with ``purge`` also delete its state."""
-        for process in (self.s3_process, self.kafka_process):
+        for process in (self.witness_process, self.s3_process,
+                        *(node.process for node in reversed(self.kafka_nodes()))):
             if process.stop():
                 log(f"stopped {process.name}")
         if purge and self.root.exists():
@@ -290,23 +416,38 @@ class LocalStack:
         """Health of each part: process alive, port open, and a real authenticated request answered."""
         ports = self.ports()
         report: dict[str, Any] = {"stack_dir": str(self.root), "cache_dir": str(self.cache), "parts": {}}
-        for name, process, port in (("kafka", self.kafka_process, ports["kafka_client"]),
-                                    ("s3", self.s3_process, ports["s3"])):
+        parts = [(node.name, node.process, node.ports.client, node) for node in self.kafka_nodes()]
+        for name, process, port, node in (*parts, ("s3", self.s3_process, ports["s3"], None),
+                                          ("witness", self.witness_process, ports["witness"], "witness")):
             pid = process.pid()
             part = {"pid": pid, "port": port, "listening": port_is_open("127.0.0.1", port) if pid else False}
-            part["healthy"], part["detail"] = self._probe(name) if part["listening"] else (False, "not running")
+            part["healthy"], part["detail"] = self._probe(node) if part["listening"] else (False, "not running")
             report["parts"][name] = part
         report["healthy"] = all(p["healthy"] for p in report["parts"].values())
         return report
 
-    def _probe(self, name: str) -> tuple[bool, str]:
+    def _probe(self, node: cluster.Node | str | None) -> tuple[bool, str]:
+        """A Kafka node (this one alone: its own listeners), the witness (``"witness"``), or the S3 server
+        when ``node`` is None."""
         try:
-            if name == "kafka":
+            if node == "witness":
+                return self._probe_witness()
+            if isinstance(node, cluster.Node):
                 from confluent_kafka.admin import AdminClient
 
                 from pipeline.config import KafkaSettings
 
-                admin = AdminClient(KafkaSettings.from_env(self.setup_env("kafka")).client_config())
+                from pipeline.dev.provision import expected_users, users_without_credential
+
+                # as the broker itself first: it needs no SCRAM credential, so it can tell which are missing
+                broker = AdminClient(dict(self.broker_tls_config(),
+                                          **{"bootstrap.servers": f"localhost:{node.ports.internal}"}))
+                missing = users_without_credential(broker, expected_users(self.credentials()))
+                if missing:  # those roles cannot log in (README, "SCRAM users lost on a restart")
+                    return False, f"no SCRAM credential on the broker for {', '.join(missing)} " \
+                                  "(`auditseal dev up` sets them again)"
+                admin = AdminClient(KafkaSettings.from_env(self.setup_env("kafka")).client_config(
+                    **{"bootstrap.servers": f"localhost:{node.ports.internal}"}))
                 metadata = admin.list_topics(timeout=5)
                 return True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topic(s)"
             from pipeline.config import S3Settings
@@ -316,3 +457,15 @@ class LocalStack:
             return True, f"bucket {BUCKET}: Object Lock {lock.get('ObjectLockEnabled')}"
         except Exception as exc:  # a status probe reports any failure as unhealthy, with its reason
             return False, f"{type(exc).__name__}: {exc}"
+
+    def _probe_witness(self) -> tuple[bool, str]:
+        """A real tlog-witness request: an empty add-checkpoint must be refused with 400 Bad Request."""
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.ports()["witness"], timeout=5)
+        try:
+            connection.request("POST", "/add-checkpoint", body=b"")
+            status = connection.getresponse().status
+        finally:
+            connection.close()
+        return status == 400, f"add-checkpoint of nothing answered {status} (expected 400)"

@@ -13,23 +13,15 @@ The domain tag keeps a chain hash from ever colliding with another SHA-256 use i
 (Merkle leaves start with 0x00, nodes with 0x01, checkpoints with their own tag); the fixed-size
 fields and the length prefix make the encoding injective, so no two different
 (prev_hash, seq, payload) triples hash the same input. Any edit, drop, insert, reorder or
-duplicate therefore breaks the chain at an exact position, which `verify_link` names.
+duplicate therefore breaks the chain at an exact position, which the state machine in
+`pipeline.integrity.chain_state` names.
 """
 
 import hashlib
 import struct
 from dataclasses import dataclass
 
-from pipeline.integrity.errors import (
-    ChainDuplicateError,
-    ChainForkError,
-    ChainGapError,
-    ChainHashMismatchError,
-    ChainMismatchError,
-    ChainReorderError,
-    MalformedInputError,
-    short_hex,
-)
+from pipeline.integrity.errors import MalformedInputError, short_hex
 from pipeline.integrity.merkle import HASH_SIZE
 
 CHAIN_DOMAIN_TAG = b"auditseal/chain/v1\x00"
@@ -122,96 +114,3 @@ class ChainHead:
         """The head after appending `payload`: seq + 1, hashed by chain_hash from this head."""
         seq = self.seq + 1
         return ChainHead(self.chain_id, seq, chain_hash(self.hash, seq, payload))
-
-
-@dataclass(frozen=True, slots=True)
-class ChainLink:
-    """The integrity fields one sealed record carries, as read back by a verifier."""
-
-    chain_id: str
-    seq: int
-    prev_hash: bytes
-    hash: bytes
-
-
-def verify_link(head: ChainHead, link: ChainLink, payload: bytes) -> ChainHead:
-    """Check that a record extends `head`, and return the new head; else raise what broke.
-
-    The check recomputes chain_hash(link.prev_hash, link.seq, payload) (the encoding of the
-    module docstring) and classifies the record against the head verified so far:
-
-    - ChainMismatchError: the record names another chain.
-    - ChainGapError: link.seq > head.seq + 1 (records are missing; a chain not starting at 0 too).
-    - ChainReorderError: link.seq < head.seq (out of order, or a replay of an older record).
-    - ChainHashMismatchError: at seq head.seq or head.seq + 1, the record's hash is not the hash
-      of its own fields and payload: it was altered.
-    - ChainDuplicateError: link.seq == head.seq and the record is identical to the head.
-    - ChainForkError: a self-consistent record that is not the head at seq head.seq, or that
-      extends another predecessor than the head at seq head.seq + 1.
-
-    Only the head is known here, so a replay of a record older than the head reads as a
-    reorder; a verifier that keeps more history can refine that.
-    """
-    require_hash("prev_hash", link.prev_hash)
-    require_hash("hash", link.hash)
-    require_seq("seq", link.seq)
-    expected_seq = head.seq + 1
-    if link.chain_id != head.chain_id:
-        raise ChainMismatchError(
-            head.chain_id,
-            link.seq,
-            expected_seq,
-            f"expected a record of chain {head.chain_id!r}, found one of chain {link.chain_id!r}",
-        )
-    if link.seq > expected_seq:
-        missing = link.seq - expected_seq
-        raise ChainGapError(
-            head.chain_id,
-            link.seq,
-            expected_seq,
-            f"expected seq {expected_seq}, found seq {link.seq}: "
-            f"{missing} record{'s' if missing > 1 else ''} missing "
-            f"(seq {expected_seq}..{link.seq - 1})",
-        )
-    if link.seq < head.seq:
-        raise ChainReorderError(
-            head.chain_id,
-            link.seq,
-            expected_seq,
-            f"expected seq {expected_seq}, found seq {link.seq}, "
-            f"which precedes the chain head at seq {head.seq}",
-        )
-    recomputed = chain_hash(link.prev_hash, link.seq, payload)
-    if recomputed != link.hash:
-        raise ChainHashMismatchError(
-            head.chain_id,
-            link.seq,
-            expected_seq,
-            f"expected hash {short_hex(recomputed)} (recomputed from prev_hash, seq and payload), "
-            f"found {short_hex(link.hash)}: the record was altered",
-        )
-    if link.seq == head.seq:
-        if link.hash == head.hash:
-            raise ChainDuplicateError(
-                head.chain_id,
-                link.seq,
-                expected_seq,
-                f"expected seq {expected_seq}, found seq {link.seq} again "
-                f"with the head's hash {short_hex(link.hash)}",
-            )
-        raise ChainForkError(
-            head.chain_id,
-            link.seq,
-            expected_seq,
-            f"expected the record at seq {head.seq} to have hash {short_hex(head.hash)}, "
-            f"found a second record with hash {short_hex(link.hash)}",
-        )
-    if link.prev_hash != head.hash:
-        raise ChainForkError(
-            head.chain_id,
-            link.seq,
-            expected_seq,
-            f"expected prev_hash {short_hex(head.hash)} (the head at seq {head.seq}), "
-            f"found {short_hex(link.prev_hash)}: the record extends a different history",
-        )
-    return ChainHead(head.chain_id, link.seq, link.hash)

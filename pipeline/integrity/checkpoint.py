@@ -39,16 +39,17 @@ from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature
 
-from pipeline.integrity.chain import GENESIS_HASH, require_hash, require_seq
+from pipeline.integrity.chain import require_hash, require_seq
 from pipeline.integrity.errors import (
     BadSignatureError,
     CheckpointMismatchError,
+    CompromisedKeyError,
     KeyNotValidError,
     MalformedInputError,
     UnknownKeyError,
     short_hex,
 )
-from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, SigningKey
+from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, Signer
 from pipeline.integrity.merkle import record_tree_root
 
 CHECKPOINT_DOMAIN_TAG = b"auditseal/checkpoint/v1\x00"
@@ -182,8 +183,8 @@ def build_checkpoint(
     )
 
 
-def sign_checkpoint(checkpoint: Checkpoint, signing_key: SigningKey) -> Checkpoint:
-    """The checkpoint with the signing key's key_id and Ed25519 signature (RFC 8032 5.1.6).
+def sign_checkpoint(checkpoint: Checkpoint, signing_key: Signer) -> Checkpoint:
+    """The checkpoint with the signer's key_id and Ed25519 signature (RFC 8032 5.1.6).
 
     The key id is part of the signed bytes, so it is set before signing; any previous key id
     and signature are replaced.
@@ -233,6 +234,20 @@ def verify_checkpoint_signature(checkpoint: Checkpoint, keyring: Keyring) -> Key
     return entry
 
 
+def check_key_not_compromised(checkpoint: Checkpoint, entry: KeyringEntry) -> None:
+    """Raise CompromisedKeyError if `entry` was revoked as compromised at or before the checkpoint's time.
+
+    Call after verify_checkpoint_signature: a valid signature by a stolen key proves nothing. The issue
+    time is the signer's claim, so a thief can backdate it below the compromise time; only a witness
+    cosignature made before that time can vouch for such a checkpoint (not checked here).
+    """
+    if entry.compromised_at(checkpoint.issued_at_micros):
+        raise CompromisedKeyError(
+            f"{checkpoint.describe()}: signed by key {entry.key_id} at {checkpoint.issued_at_micros}, "
+            f"after its compromise at {entry.compromised_since_micros} (revoked): its signature proves nothing"
+        )
+
+
 def verify_checkpoint_batch(
     checkpoint: Checkpoint, chain_id: str, first_seq: int, record_hashes: Sequence[bytes]
 ) -> None:
@@ -264,32 +279,4 @@ def verify_checkpoint_batch(
         raise CheckpointMismatchError(
             f"{checkpoint.describe()}: expected Merkle root {short_hex(checkpoint.merkle_root)}, "
             f"found {short_hex(root)} over the records read back"
-        )
-
-
-def verify_checkpoint_follows(previous: Checkpoint | None, checkpoint: Checkpoint) -> None:
-    """Check that `checkpoint` directly follows `previous` (None: it is the chain's first).
-
-    The first checkpoint of a chain starts at seq 0 with prev_checkpoint_hash GENESIS_HASH;
-    any other starts right after its predecessor's last_seq, in the same chain, and carries
-    its predecessor's checkpoint_hash. Raises CheckpointMismatchError naming what differs.
-    """
-    if previous is None:
-        expected_first, expected_prev = 0, GENESIS_HASH
-    else:
-        if previous.chain_id != checkpoint.chain_id:
-            raise CheckpointMismatchError(
-                f"{checkpoint.describe()}: expected to follow a checkpoint of the same chain, "
-                f"found {previous.describe()}"
-            )
-        expected_first, expected_prev = previous.last_seq + 1, checkpoint_hash(previous)
-    if checkpoint.first_seq != expected_first:
-        raise CheckpointMismatchError(
-            f"{checkpoint.describe()}: expected first_seq {expected_first}, "
-            f"found {checkpoint.first_seq}"
-        )
-    if checkpoint.prev_checkpoint_hash != expected_prev:
-        raise CheckpointMismatchError(
-            f"{checkpoint.describe()}: expected prev_checkpoint_hash {short_hex(expected_prev)}, "
-            f"found {short_hex(checkpoint.prev_checkpoint_hash)}"
         )

@@ -17,7 +17,16 @@ Files (the only I/O of the integrity core):
   refuses a file that group or others may read or write, as ssh does.
 - keyring: JSON, {"version": 1, "keys": [{"key_id": str, "public_key": base64 of the raw
   32 bytes, "valid_from_micros": int, "valid_until_micros": int or null}, ...]}, ordered by
-  valid_from_micros, replaced atomically on save.
+  valid_from_micros, replaced atomically on save. Version 2 adds one optional field per entry,
+  "compromised_since_micros" (int or null): the key was revoked, and whatever it signed from that
+  instant on is suspect. A keyring without a revoked key is still written as version 1, so
+  verifiers that predate revocation keep reading it.
+
+Signers: whatever signs checkpoints is a `Signer` (a key id and `sign(bytes) -> bytes`), so the
+sealer does not care whether the private key is a file here or a non-extractable key in an HSM
+(pipeline/keys/pkcs11.py). A `KeySchedule` picks the signer for a checkpoint's issue time, which is
+how a running sealer switches keys at a rotation instant without a restart; a single key is the
+trivial schedule.
 """
 
 import base64
@@ -28,8 +37,9 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -41,11 +51,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from pipeline.integrity.errors import KeyFileError, KeyringError, MalformedInputError
 
 KEYRING_VERSION = 1
+KEYRING_VERSION_REVOCATION = 2
 KEY_ID_HEX_CHARS = 16
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
 _KEYRING_FIELDS = ("key_id", "public_key", "valid_from_micros", "valid_until_micros")
+_KEYRING_OPTIONAL_FIELDS = {KEYRING_VERSION: (), KEYRING_VERSION_REVOCATION: ("compromised_since_micros",)}
 _PRIVATE_KEY_MODE = 0o600
 _KEYRING_MODE = 0o644
 
@@ -53,6 +65,27 @@ _KEYRING_MODE = 0o644
 def key_id_for(public_key: Ed25519PublicKey) -> str:
     """The key id of an Ed25519 public key: hex(SHA-256(raw key))[:16] (raw key: RFC 8032 5.1.5)."""
     return hashlib.sha256(public_key.public_bytes_raw()).hexdigest()[:KEY_ID_HEX_CHARS]
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Anything that signs checkpoints: the key id it signs as and a pure Ed25519 signature."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of `message` (RFC 8032 section 5.1.6)."""
+        ...
+
+
+@runtime_checkable
+class KeySchedule(Protocol):
+    """Which signer signs a checkpoint issued at a given instant."""
+
+    def signer_at(self, at_micros: int) -> Signer:
+        """The signer whose key is valid at `at_micros`; raises if this schedule holds none."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +121,10 @@ class SigningKey:
         """The 64-byte pure Ed25519 signature of `message` (RFC 8032 section 5.1.6)."""
         return self.private_key.sign(message)
 
+    def signer_at(self, at_micros: int) -> "SigningKey":
+        """A single key is its own schedule: it signs whatever the time (the keyring judges it)."""
+        return self
+
 
 def generate_signing_key() -> SigningKey:
     """A new random Ed25519 signing key (RFC 8032 section 5.1.5), from the OS CSPRNG."""
@@ -102,6 +139,7 @@ class KeyringEntry:
     public_key: Ed25519PublicKey = field(repr=False)
     valid_from_micros: int
     valid_until_micros: int | None = None
+    compromised_since_micros: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.public_key, Ed25519PublicKey):
@@ -122,6 +160,8 @@ class KeyringEntry:
                     f"key {self.key_id}: expected valid_until_micros after valid_from_micros "
                     f"{self.valid_from_micros}, found {self.valid_until_micros}"
                 )
+        if self.compromised_since_micros is not None:
+            _require_micros(f"key {self.key_id}: compromised_since_micros", self.compromised_since_micros)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeyringEntry):
@@ -131,10 +171,15 @@ class KeyringEntry:
             and self.public_key_bytes == other.public_key_bytes
             and self.valid_from_micros == other.valid_from_micros
             and self.valid_until_micros == other.valid_until_micros
+            and self.compromised_since_micros == other.compromised_since_micros
         )
 
     def __hash__(self) -> int:
         return hash((self.key_id, self.valid_from_micros, self.valid_until_micros))
+
+    def compromised_at(self, at_micros: int) -> bool:
+        """Whether the key was revoked as compromised at or before `at_micros`."""
+        return self.compromised_since_micros is not None and at_micros >= self.compromised_since_micros
 
     @property
     def public_key_bytes(self) -> bytes:
@@ -227,10 +272,50 @@ class Keyring:
                     f"expected a rotation time after {current.valid_from_micros}, when active key "
                     f"{current.key_id} became valid, found {at_micros}"
                 )
-            entries[-1] = KeyringEntry(
-                current.key_id, current.public_key, current.valid_from_micros, at_micros
-            )
+            entries[-1] = replace(current, valid_until_micros=at_micros)
         return Keyring((*entries, new_entry))
+
+    def retire(self, key_id: str, at_micros: int) -> "Keyring":
+        """A keyring where `key_id` signs nothing from `at_micros` on (its window closes there).
+
+        A key whose window already closed earlier stays as it is (retiring is idempotent); a key
+        may not be retired before its window opens. Raises KeyringError for an unknown key.
+        """
+        _require_micros("retirement time", at_micros)
+        entry = self._entry(key_id)
+        if entry.valid_until_micros is not None and entry.valid_until_micros <= at_micros:
+            return self
+        if at_micros <= entry.valid_from_micros:
+            raise KeyringError(
+                f"key {key_id} becomes valid at {entry.valid_from_micros}: expected a retirement "
+                f"time after that, found {at_micros}"
+            )
+        return self._replaced(replace(entry, valid_until_micros=at_micros))
+
+    def revoke(self, key_id: str, compromised_since_micros: int) -> "Keyring":
+        """A keyring recording that `key_id` was compromised from `compromised_since_micros` on.
+
+        The validity window is left as it was, so the verifier can tell "signed after its window"
+        from "signed after its compromise" and report the latter as such; a sealer refuses to sign
+        with a compromised key whatever its window says. Revoking again can only move the
+        compromise earlier, never later. Raises KeyringError for an unknown key.
+        """
+        _require_micros("compromise time", compromised_since_micros)
+        entry = self._entry(key_id)
+        since = compromised_since_micros
+        if entry.compromised_since_micros is not None:
+            since = min(since, entry.compromised_since_micros)
+        return self._replaced(replace(entry, compromised_since_micros=since))
+
+    def _entry(self, key_id: str) -> KeyringEntry:
+        entry = self.get(key_id)
+        if entry is None:
+            known = ", ".join(item.key_id for item in self.entries) or "none"
+            raise KeyringError(f"key {key_id} is not in the keyring (keys: {known})")
+        return entry
+
+    def _replaced(self, new_entry: KeyringEntry) -> "Keyring":
+        return Keyring(tuple(new_entry if entry.key_id == new_entry.key_id else entry for entry in self.entries))
 
 
 def save_signing_key(key: SigningKey, path: str | os.PathLike[str]) -> None:
@@ -313,14 +398,18 @@ def load_keyring(path: str | os.PathLike[str]) -> Keyring:
         raise KeyFileError(
             name, f"expected a JSON object at top level, found {type(document).__name__}"
         )
-    if document.get("version") != KEYRING_VERSION:
+    version = document.get("version")
+    if version not in _KEYRING_OPTIONAL_FIELDS or isinstance(version, bool):
         raise KeyFileError(
-            name, f"expected keyring version {KEYRING_VERSION}, found {document.get('version')!r}"
+            name,
+            f"expected keyring version {KEYRING_VERSION} or {KEYRING_VERSION_REVOCATION}, "
+            f"found {version!r}",
         )
     keys = document.get("keys")
     if not isinstance(keys, list):
         raise KeyFileError(name, f'expected "keys" to be a list, found {type(keys).__name__}')
-    entries = [_entry_from_json(name, position, item) for position, item in enumerate(keys)]
+    entries = [_entry_from_json(name, position, item, _KEYRING_OPTIONAL_FIELDS[version])
+               for position, item in enumerate(keys)]
     try:
         return Keyring(tuple(entries))
     except KeyringError as exc:
@@ -328,23 +417,25 @@ def load_keyring(path: str | os.PathLike[str]) -> Keyring:
 
 
 def save_keyring(keyring: Keyring, path: str | os.PathLike[str]) -> None:
-    """Write `keyring` as version 1 JSON, replacing the file atomically (mode 0644: it is public).
+    """Write `keyring` as JSON, replacing the file atomically (mode 0644: it is public).
 
-    Atomic so that a crash mid-write never leaves a verifier a truncated keyring.
+    Version 1 unless a key is revoked (version 2 then). Atomic so that a crash mid-write never
+    leaves a verifier a truncated keyring.
     """
     name = os.fspath(path)
-    document = {
-        "version": KEYRING_VERSION,
-        "keys": [
-            {
-                "key_id": entry.key_id,
-                "public_key": base64.b64encode(entry.public_key_bytes).decode("ascii"),
-                "valid_from_micros": entry.valid_from_micros,
-                "valid_until_micros": entry.valid_until_micros,
-            }
-            for entry in keyring
-        ],
-    }
+    revoked = any(entry.compromised_since_micros is not None for entry in keyring)
+    keys = []
+    for entry in keyring:
+        item: dict[str, object] = {
+            "key_id": entry.key_id,
+            "public_key": base64.b64encode(entry.public_key_bytes).decode("ascii"),
+            "valid_from_micros": entry.valid_from_micros,
+            "valid_until_micros": entry.valid_until_micros,
+        }
+        if revoked:
+            item["compromised_since_micros"] = entry.compromised_since_micros
+        keys.append(item)
+    document = {"version": KEYRING_VERSION_REVOCATION if revoked else KEYRING_VERSION, "keys": keys}
     text = json.dumps(document, indent=2) + "\n"
     directory = os.path.dirname(os.path.abspath(name))
     try:
@@ -376,12 +467,14 @@ def _read_file(name: str, what: str) -> bytes:
         raise KeyFileError(name, f"cannot read the {what} file: {exc.strerror}") from None
 
 
-def _entry_from_json(name: str, position: int, item: object) -> KeyringEntry:
+def _entry_from_json(
+    name: str, position: int, item: object, optional: tuple[str, ...]
+) -> KeyringEntry:
     where = f"keys[{position}]"
     if not isinstance(item, dict):
         raise KeyFileError(name, f"{where}: expected an object, found {type(item).__name__}")
     missing = [key for key in _KEYRING_FIELDS if key not in item]
-    unknown = sorted(set(item) - set(_KEYRING_FIELDS))
+    unknown = sorted(set(item) - set(_KEYRING_FIELDS) - set(optional))
     if missing:
         raise KeyFileError(name, f"{where}: missing field(s) {', '.join(missing)}")
     if unknown:
@@ -407,9 +500,9 @@ def _entry_from_json(name: str, position: int, item: object) -> KeyringEntry:
             name,
             f"{where}.public_key: expected {PUBLIC_KEY_SIZE} raw bytes, found {len(raw)} bytes",
         )
-    for field_name in ("valid_from_micros", "valid_until_micros"):
-        value = item[field_name]
-        if field_name == "valid_until_micros" and value is None:
+    for field_name in ("valid_from_micros", "valid_until_micros", "compromised_since_micros"):
+        value = item.get(field_name)
+        if field_name != "valid_from_micros" and value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool):
             raise KeyFileError(
@@ -418,7 +511,8 @@ def _entry_from_json(name: str, position: int, item: object) -> KeyringEntry:
     try:
         public_key = Ed25519PublicKey.from_public_bytes(raw)
         return KeyringEntry(
-            key_id, public_key, item["valid_from_micros"], item["valid_until_micros"]
+            key_id, public_key, item["valid_from_micros"], item["valid_until_micros"],
+            item.get("compromised_since_micros"),
         )
     except (KeyringError, MalformedInputError, ValueError) as exc:
         raise KeyFileError(name, f"{where}: {exc}") from None

@@ -1,4 +1,4 @@
-"""RFC 6962 / RFC 9162 Merkle Tree Hash over one checkpoint's batch, and its inclusion proofs.
+"""RFC 6962 / RFC 9162 Merkle Tree Hash, its inclusion proofs and its consistency proofs.
 
 The tree is the Certificate Transparency one (RFC 9162 section 2.1.1, unchanged from RFC 6962
 section 2.1) with SHA-256: a leaf is hashed as SHA-256(0x00 || data), an interior node as
@@ -140,6 +140,100 @@ def verify_inclusion(
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == root
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """PROOF(m, D[n]): the consistency proof from the first `old_size` leaves to all of them.
+
+    RFC 9162 section 2.1.4.1 (RFC 6962 section 2.1.2): the hashes a client holding the root of
+    the tree of size m needs to check that the tree of size n = len(leaf_hashes) extends it.
+    Empty when m == 0 or m == n. Raises MalformedInputError for m outside [0, n].
+    """
+    _require_leaf_hashes(leaf_hashes)
+    size = len(leaf_hashes)
+    if not 0 <= old_size <= size:
+        raise MalformedInputError(f"old size must be in [0, {size}], found {old_size}")
+    if old_size in (0, size):
+        return []
+    proof: list[bytes] = []
+    _subproof(list(leaf_hashes), old_size, 0, size, True, proof)
+    return proof
+
+
+def verify_consistency(
+    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes
+) -> bool:
+    """Whether `proof` proves the tree of `new_size` with `new_root` extends `old_root`'s.
+
+    RFC 9162 section 2.1.4.2, with the edge cases transparency-dev/merkle's VerifyConsistency
+    uses: equal sizes need an empty proof and equal roots, old size 0 an empty proof (the empty
+    tree is a prefix of every tree). Returns False, never raises, on malformed input: proofs
+    come from parties a verifier does not trust.
+    """
+    if not 0 <= old_size <= new_size:
+        return False
+    if len(old_root) != HASH_SIZE or len(new_root) != HASH_SIZE:
+        return False
+    if any(len(element) != HASH_SIZE for element in proof):
+        return False
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if old_size == 0:
+        return not proof
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        # The old tree is a complete subtree of the new one: its root is the path's seed.
+        path.insert(0, old_root)
+    fn = old_size - 1
+    sn = new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def subtree_root(leaf_hashes: Sequence[bytes], start: int, end: int) -> bytes:
+    """MTH(D[start:end]) over leaf hashes, for a range that is itself an RFC 6962 subtree."""
+    return root_from_leaf_hashes(list(leaf_hashes[start:end]))
+
+
+def _subproof(
+    leaf_hashes: list[bytes], m: int, start: int, end: int, complete: bool, proof: list[bytes]
+) -> None:
+    """SUBPROOF(m, D[start:end], b) of RFC 9162 section 2.1.4.1, appended to `proof` in order."""
+    n = end - start
+    if m == n:
+        if not complete:
+            proof.append(subtree_root(leaf_hashes, start, end))
+        return
+    k = _largest_power_of_two_below(n)
+    if m <= k:
+        _subproof(leaf_hashes, m, start, start + k, complete, proof)
+        proof.append(subtree_root(leaf_hashes, start + k, end))
+    else:
+        _subproof(leaf_hashes, m - k, start + k, end, False, proof)
+        proof.append(subtree_root(leaf_hashes, start, start + k))
+
+
+def _largest_power_of_two_below(n: int) -> int:
+    """The k of RFC 9162's split: the largest power of two strictly smaller than n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
 
 
 def _levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:

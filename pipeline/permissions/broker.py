@@ -15,6 +15,8 @@ import yaml
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AdminClient,
+    ConfigResource,
+    ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialDeletion,
@@ -26,6 +28,10 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.permissions.acls import ALL_ACLS_FILTER, AclEntry
 from pipeline.permissions.plan import SCRAM_ITERATIONS, LiveState, Plan, compute_plan
 from pipeline.permissions.roles import RolesFile
+
+# broker configs `acl check` reads to prove how principals are built and which listeners exist
+SECURITY_CONFIGS = ("principal.builder.class", "listener.security.protocol.map", "sasl.enabled.mechanisms",
+                    "super.users")
 
 REQUEST_TIMEOUT_S = 30.0
 CONVERGENCE_TIMEOUT_S = 20.0
@@ -74,6 +80,38 @@ def read_state(admin: AdminClient) -> LiveState:
     return LiveState(users=users, acls=acls)
 
 
+def read_broker_security(admin: AdminClient) -> dict[str, dict[str, str | None]]:
+    """The security configs of every broker (:data:`SECURITY_CONFIGS`) by broker id, as DescribeConfigs returns
+    them (cluster DESCRIBE_CONFIGS needed). A sensitive value (``super.users`` is one) reads as None."""
+    description = _result(admin.describe_cluster(), "describing the cluster")
+    resources = [ConfigResource(ResourceType.BROKER, str(node.id)) for node in description.nodes]
+    found: dict[str, dict[str, str | None]] = {}
+    for resource, future in admin.describe_configs(resources).items():
+        entries = _result(future, f"describing the configs of broker {resource.name}")
+        found[resource.name] = {name: (entries[name].value if name in entries else None) for name in SECURITY_CONFIGS}
+    return found
+
+
+def super_user_names(roles: RolesFile) -> tuple[str, ...]:
+    """The names of the declared super users (``Cert:broker`` -> ``broker``)."""
+    return tuple(principal.split(":", 1)[1] for principal in roles.super_users)
+
+
+def remove_super_user_credentials(admin: AdminClient, roles: RolesFile) -> list[str]:
+    """Delete every SCRAM credential named like a declared super user; return the names deleted.
+
+    Such a credential cannot make a super user (certificates are ``Cert:`` principals, SCRAM logins
+    ``User:``), but it has no business existing: it is either left over or planted."""
+    live = read_state(admin)
+    names = [name for name in super_user_names(roles) if name in live.users]
+    deletions = [UserScramCredentialDeletion(name, ScramMechanism[mechanism.replace("-", "_")])
+                 for name in names for mechanism in live.users[name]]
+    if deletions:
+        for user, future in admin.alter_user_scram_credentials(deletions).items():
+            _result(future, f"deleting the SCRAM credential of {user}")
+    return names
+
+
 def plan_changes(admin: AdminClient, roles: RolesFile, *, passwords: Mapping[str, str] | None,
                  rotate: Collection[str] = (), prune_users: bool = False) -> Plan:
     """The plan that makes the live broker match ``roles`` (see :func:`~pipeline.permissions.plan.compute_plan`)."""
@@ -87,6 +125,7 @@ def apply_plan(admin: AdminClient, plan: Plan, *, passwords: Mapping[str, str]) 
         raise ConfigError("the plan cannot be applied: " + "; ".join(plan.problems))
     if plan.changes:
         require_cluster_rights(admin, "alter")
+    announce_credentials(plan)
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upserts = [UserScramCredentialUpsertion(user, info, passwords[user].encode()) for user, _why in plan.users_to_set]
     if upserts:
@@ -103,6 +142,18 @@ def apply_plan(admin: AdminClient, plan: Plan, *, passwords: Mapping[str, str]) 
         for user, future in admin.alter_user_scram_credentials(deletions).items():
             _result(future, f"deleting user {user}")
     _wait_until_visible(admin, plan)
+
+
+def announce_credentials(plan: Plan) -> None:
+    """Record, before they are made, the credentials this plan sets (``acl apply``, ``--rotate`` included, and
+    ``dev up``): the access auditor marks those credential changes as announced, and the detector alerts on
+    every other change of a credential as made outside ``acl apply``."""
+    from pipeline.access.metadata_watch import ROTATE_ACTION
+    from pipeline.access.record import record_access
+
+    for user, why in plan.users_to_set:
+        record_access(action=ROTATE_ACTION, resource={"type": "kafka.user", "id": user},
+                      attributes={"via": "auditseal acl apply", "why": why})
 
 
 def _wait_until_visible(admin: AdminClient, plan: Plan) -> None:

@@ -117,8 +117,7 @@ def compute_plan(
         users_to_set.append((user, why))
         if passwords is not None and not passwords.get(user):
             problems.append(f"no password for user {user} in the credentials file")
-    protected = {principal.removeprefix("User:") for principal in roles.super_users}
-    unmanaged = tuple(sorted(set(live.users) - set(wanted_users) - protected))
+    unmanaged = tuple(sorted(set(live.users) - set(wanted_users)))
     desired = desired_acls(roles.roles)
     return Plan(
         users_to_set=tuple(users_to_set),

@@ -19,6 +19,9 @@ from pipeline.errors import ConfigError
 
 MANDATORY_ROLES = ("producer", "sealer", "sink", "siem", "verifier", "access-auditor", "admin")
 SERVICE_PREFIX = "svc-"
+# the principal type the broker's certificate principal builder gives TLS clients (pipeline/dev/java):
+# no SCRAM login can produce it, so super users are of this type only
+CERTIFICATE_PRINCIPAL_TYPE = "Cert"
 CLUSTER_NAME = "kafka-cluster"
 RESOURCES = ("topic", "group", "transactional_id", "cluster")
 PATTERNS = ("literal", "prefixed")
@@ -109,8 +112,8 @@ def parse_roles(text: str, *, path: Path, raw_topic: str) -> RolesFile:
     _only_keys(document, {"version", "super_users", "roles", "services"}, where)
     if document.get("version") != 1:
         raise RolesFileError(f"{where}: version: expected 1, found {document.get('version')!r}")
-    super_users = tuple(_principal(p, f"{where}: super_users") for p in _sequence(document.get("super_users", []),
-                                                                                     f"{where}: super_users"))
+    super_users = tuple(_super_user(p, f"{where}: super_users") for p in _sequence(document.get("super_users", []),
+                                                                                      f"{where}: super_users"))
     role_entries = _mapping(document.get("roles"), f"{where}: roles")
     missing = [name for name in MANDATORY_ROLES if name not in role_entries]
     if missing:
@@ -124,9 +127,9 @@ def parse_roles(text: str, *, path: Path, raw_topic: str) -> RolesFile:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise RolesFileError(f"{where}: role name(s) {', '.join(duplicates)} defined twice")
-    clashing = sorted({r.principal for r in roles} & set(super_users))
+    clashing = sorted(p for p in super_users if p.split(":", 1)[1] in {r.name for r in roles})
     if clashing:
-        raise RolesFileError(f"{where}: {', '.join(clashing)} is both a role and a super user; "
+        raise RolesFileError(f"{where}: {', '.join(clashing)} shares its name with a role; "
                              "a super user bypasses every ACL, so it cannot hold a role")
     return RolesFile(path=path, roles=tuple(roles), super_users=super_users)
 
@@ -196,6 +199,14 @@ def _role_name(name: object, where: str) -> str:
 def _principal(value: object, where: str) -> str:
     if not isinstance(value, str) or not value.startswith("User:") or len(value) <= len("User:"):
         raise RolesFileError(f"{where}: expected a principal like 'User:name', found {value!r}")
+    return value
+
+
+def _super_user(value: object, where: str) -> str:
+    prefix = f"{CERTIFICATE_PRINCIPAL_TYPE}:"
+    if not isinstance(value, str) or not value.startswith(prefix) or len(value) <= len(prefix):
+        raise RolesFileError(f"{where}: a super user is a certificate principal like '{prefix}broker' (a User: super "
+                             f"user could be taken over by anyone allowed to set a SCRAM password), found {value!r}")
     return value
 
 

@@ -233,11 +233,14 @@ class AuditProducer(ProducerCore):
         codec: EventCodec | None = None,
         queue_full_timeout: float = 30.0,
         config: Mapping[str, object] | None = None,
+        protector: Any = None,
     ) -> None:
         """Connect lazily with ``settings`` (default: ``KafkaSettings.from_env()``).
 
         ``config`` overrides librdkafka properties on top of :data:`PRODUCER_TUNING`. No network
         I/O happens here; call :meth:`check` to fail fast on bad credentials or a missing topic.
+        ``protector`` (a :class:`pipeline.privacy.protector.Protector`, needs ``cryptography`` and
+        ``cachetools``) encrypts each event's personal fields before it is validated and encoded.
         """
         self.settings = KafkaSettings.from_env() if settings is None else settings
         self.topic = topic
@@ -252,7 +255,7 @@ class AuditProducer(ProducerCore):
         # Bound once: emit() is the hot path.
         self._produce = self._producer.produce
         self._poll = self._producer.poll
-        self._encode = self.codec.encode
+        self._encode = self.codec.encode if protector is None else protector.encoder(self.codec.encode)
         self._result_type = DeliveryResult
         self._stopped = None  # set once: fatal error, auth failure or close()
         self._purge_requested = False

@@ -34,10 +34,18 @@ from prometheus_client import Counter, Gauge
 
 from pipeline.config import KafkaSettings
 from pipeline.metrics import BatchHistogram
-from pipeline.integrity.keyring import SigningKey
+from pipeline.integrity.keyring import KeySchedule
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
-from pipeline.sealer.output import ChainFencedError, ChainWriter
-from pipeline.wire.sealed import REJECTION_KIND
+from pipeline.errors import ConfigError
+from pipeline.sealer.output import (
+    RECORD_FRAMING_BYTES,
+    SEALED_MAX_MESSAGE_BYTES,
+    TRANSACTIONAL_PREFIX,
+    ChainFencedError,
+    ChainWriter,
+    RecordTooLargeError,
+)
+from pipeline.wire.sealed import REJECTION_KIND, chain_id_for
 from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,9 @@ REJECTED = Counter("auditseal_sealer_rejections_total", "Raw records sealed as r
 CHECKPOINTS = Counter("auditseal_sealer_checkpoints_total", "Signed checkpoints written", ["chain"])
 FENCED = Counter("auditseal_sealer_chain_fenced_total", "Chains given up after a fenced or failed transaction",
                  ["chain"])
+STRAYS = Counter("auditseal_sealer_stray_records_total",
+                 "Records on the sealed topic no valid checkpoint of the chain backs (another writer's), skipped "
+                 "when the chain was opened", ["chain"])
 LAG = Gauge("auditseal_sealer_consumer_lag", "Raw records not yet sealed (high watermark - next offset)", ["chain"])
 LATENCY = BatchHistogram("auditseal_sealer_seal_latency_seconds", "Raw record timestamp to committed seal",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -68,6 +79,24 @@ class SealerConfig:
     max_batch: int = 2000
     batch_interval: float = 0.1
     session_timeout_ms: int = 10_000
+    # the sealed topic's max.message.bytes: a larger sealed event is sealed as a rejection
+    max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        # checked before anything starts: a bad value fails in one line, not at the first fetch
+        if self.max_batch < 1:
+            raise ConfigError(f"--checkpoint-records {self.max_batch}: must be at least 1")
+        if not 0 < self.batch_interval <= 3600:
+            raise ConfigError(f"--checkpoint-ms {self.batch_interval * 1000:g}: must be between 1 and 3600000")
+        if self.max_message_bytes < 4 * RECORD_FRAMING_BYTES:
+            raise ConfigError(f"--sealed-max-message-bytes {self.max_message_bytes}: must be at least "
+                              f"{4 * RECORD_FRAMING_BYTES}")
+        for option, topic in (("--raw-topic", self.raw_topic), ("--sealed-topic", self.sealed_topic)):
+            if not topic:
+                raise ConfigError(f"{option}: empty topic name")
+        if not self.app_id.startswith(TRANSACTIONAL_PREFIX):
+            raise ConfigError(f"--app-id {self.app_id!r}: must start with {TRANSACTIONAL_PREFIX} (the sealer role's "
+                              "group ACL is prefixed)")
 
 
 @dataclass
@@ -88,12 +117,17 @@ class _Batch:
 class Sealer:
     """The chains this worker owns, opened when their partition is assigned and dropped when it is revoked."""
 
-    def __init__(self, settings: KafkaSettings, signing_key: SigningKey, config: SealerConfig) -> None:
+    def __init__(self, settings: KafkaSettings, signing_key: KeySchedule, config: SealerConfig) -> None:
         self.settings = settings
         self.signing_key = signing_key
         self.config = config
         self.chains: dict[int, _Chain] = {}
         self.paused: dict[int, float] = {}  # partition -> when its chain was given up
+        # partition -> the next raw offset after the chain's last committed checkpoint (the lag is
+        # counted from it, also while the chain is given up: records waiting are never shown as 0)
+        self.committed: dict[int, int] = {}
+        # partition -> a lower record limit learned from a broker that refused a batch for its size
+        self.record_limits: dict[int, int] = {}
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="open")  # opens chains in parallel
         self._consumer_lock = threading.Lock()  # close() must not race a consume() in another thread
         self._closed = False
@@ -105,6 +139,8 @@ class Sealer:
             "heartbeat.interval.ms": max(500, config.session_timeout_ms // 5),
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
+            # partitions added to the raw topic are seen (and become new chains) within this
+            "topic.metadata.refresh.interval.ms": 10_000,
         }))
 
     # ---- group membership (callbacks run inside consume(), between batches) ------------------------
@@ -114,21 +150,52 @@ class Sealer:
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        opened = list(self.executor.map(lambda tp: (tp, self._open(tp.partition)), partitions))
+        opened = list(self.executor.map(lambda tp: (tp, self._try_open(tp.partition)), partitions))
         for tp, chain in opened:
-            tp.offset = chain.sealer.next_source_offset
+            if chain is not None:
+                tp.offset = chain.sealer.next_source_offset
         consumer.assign([tp for tp, _ in opened])
+        waiting = [tp for tp, chain in opened if chain is None]
+        if waiting:
+            consumer.pause(waiting)
+
+    def _try_open(self, partition: int) -> _Chain | None:
+        # a chain that cannot be opened now (fenced, or no sealed partition yet) waits, paused, and is
+        # retried every _REOPEN_AFTER_S; its lag grows meanwhile (and alerts), the other chains go on
+        try:
+            return self._open(partition)
+        except ChainFencedError as exc:
+            log.error("%s", exc)
+            self.paused[partition] = time.monotonic()
+            self.committed.setdefault(partition, 0)
+            return None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._drop(tp.partition)
+            self._forget(tp.partition)
+
+    def _forget(self, partition: int) -> None:
+        # the chain is no longer this worker's: its owner reports its lag
+        if self.committed.pop(partition, None) is not None:
+            try:
+                LAG.remove(chain_id_for(self.config.raw_topic, partition))
+            except KeyError:
+                pass  # never reported yet
 
     def _open(self, partition: int) -> _Chain:
         writer = ChainWriter(self.settings, raw_topic=self.config.raw_topic, sealed_topic=self.config.sealed_topic,
-                             partition=partition, signing_key=self.signing_key, group_prefix=self.config.app_id)
+                             partition=partition, signing_key=self.signing_key, group_prefix=self.config.app_id,
+                             max_message_bytes=self.config.max_message_bytes,
+                             max_record_bytes=self.record_limits.get(partition))
         sealer = writer.open()
         if sealer.next_source_offset is None:
             sealer.next_source_offset = writer.raw_low_watermark
+        self.committed[partition] = sealer.next_source_offset
+        for offset, why in writer.strays:
+            log.warning("%s: stray record at %s[%d] offset %d skipped: %s", sealer.chain_id, self.config.sealed_topic,
+                        partition, offset, why)
+        STRAYS.labels(sealer.chain_id).inc(len(writer.strays))
         chain = self.chains[partition] = _Chain(writer, sealer)
         self.paused.pop(partition, None)
         log.info("%s: opened at seq %d, next raw offset %d", sealer.chain_id, sealer.head.seq,
@@ -173,8 +240,11 @@ class Sealer:
             tp = TopicPartition(self.config.raw_topic, partition)
             if tp not in self.consumer.assignment():
                 self.paused.pop(partition)
+                self._forget(partition)
                 continue
-            chain = self._open(partition)
+            chain = self._try_open(partition)
+            if chain is None:
+                continue
             self.consumer.seek(TopicPartition(self.config.raw_topic, partition, chain.sealer.next_source_offset))
             self.consumer.resume([tp])
 
@@ -209,6 +279,15 @@ class Sealer:
         # the chain up, and the batches queued after it are dropped with it
         try:
             return chain.pending[0].result()
+        except RecordTooLargeError as exc:
+            # the topic takes less than configured: the next opening seals the batch's largest record
+            # (and any as large) as a rejection instead of failing on it again
+            limit = min(self.record_limits.get(partition, exc.largest), exc.largest - 1)
+            self.record_limits[partition] = limit
+            log.warning("%s; sealing records over %d bytes as rejections from now on (is --sealed-max-message-bytes "
+                        "above the topic's max.message.bytes?)", exc, limit)
+            self._give_up(partition)
+            return 0
         except ChainFencedError as exc:
             log.warning("%s", exc)
             self._give_up(partition)
@@ -255,18 +334,25 @@ class Sealer:
         now_micros = time.time() * 1_000_000
         LATENCY.observe_many([max(0.0, now_micros - record.source_timestamp_micros) / 1_000_000
                               for record in records[:-1]])
+        self.committed[sealer.source_partition] = sealer.next_source_offset
         SEALED.labels(label).inc(len(records) - 1)
         REJECTED.labels(label).inc(rejected)
         CHECKPOINTS.labels(label).inc()
         return len(records) - 1
 
     def update_lag(self) -> None:
-        """Refresh the lag gauge from the consumer's cached high watermarks."""
-        for partition, chain in list(self.chains.items()):
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.config.raw_topic, partition),
-                                                          cached=True)
-            if high >= 0:
-                LAG.labels(chain.sealer.chain_id).set(max(0, high - chain.sealer.next_source_offset))
+        """Refresh the lag gauge: raw records past each chain's last committed checkpoint. A chain
+        being read takes the consumer's cached high watermark; one given up (nothing fetched for it)
+        asks the broker, so its lag keeps growing while records wait."""
+        for partition, committed in list(self.committed.items()):
+            tp = TopicPartition(self.config.raw_topic, partition)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=partition in self.chains, timeout=5)
+            except KafkaException as exc:
+                log.info("lag of %s[%d] not refreshed: %s", self.config.raw_topic, partition, exc)
+                continue
+            if high is not None and high >= 0:
+                LAG.labels(chain_id_for(self.config.raw_topic, partition)).set(max(0, high - committed))
 
     def close(self) -> None:
         """Leave the group and release every chain."""
@@ -304,17 +390,20 @@ class BatchWorker(Protocol):
     def close(self) -> None: ...
 
 
-def create_app(settings: KafkaSettings, signing_key: SigningKey, config: SealerConfig = SealerConfig()) -> faust.App:
-    """The Faust app of one sealer worker, authenticated as ``settings`` (the sealer role)."""
-    app = worker_app(Sealer(settings, signing_key, config), f"{config.app_id}-worker", settings.bootstrap)
+def create_app(settings: KafkaSettings, signing_key: KeySchedule, config: SealerConfig = SealerConfig(),
+               datadir: str | None = None) -> faust.App:
+    """The Faust app of one sealer worker, authenticated as ``settings`` (the sealer role); Faust's
+    data folder is ``datadir`` (default: Faust's, ``<app id>-data`` in the working directory)."""
+    app = worker_app(Sealer(settings, signing_key, config), f"{config.app_id}-worker", settings.bootstrap, datadir)
     return app
 
 
-def worker_app(worker: BatchWorker, app_id: str, bootstrap: str) -> faust.App:
+def worker_app(worker: BatchWorker, app_id: str, bootstrap: str, datadir: str | None = None) -> faust.App:
     """A Faust app whose ``seal`` agent processes the batches ``worker`` fetches, one at a time."""
     app = SealerApp(
         app_id,
         broker=f"kafka://{bootstrap}",
+        **({"datadir": datadir} if datadir else {}),
         topic_disable_leader=True,
         topic_allow_declare=False,
         web_enabled=False,
@@ -355,7 +444,8 @@ def worker_app(worker: BatchWorker, app_id: str, bootstrap: str) -> faust.App:
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
-        worker.update_lag()
+        # in a thread: a chain given up asks the broker for its high watermark
+        await asyncio.get_running_loop().run_in_executor(None, worker.update_lag)
 
     @app.on_before_shutdown.connect
     async def release(app: faust.App, **kwargs) -> None:

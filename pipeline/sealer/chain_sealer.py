@@ -16,8 +16,9 @@ from typing import NamedTuple
 from pipeline.wire.codec import DecodeError, EventCodec, default_codec
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
+from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
-from pipeline.integrity.keyring import SigningKey
+from pipeline.integrity.keyring import KeySchedule
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
 from pipeline.native.sealing import seal_event
 from pipeline.wire.catalog import AUDIT_EVENT, default_catalog
@@ -57,9 +58,10 @@ class ChainSealer:
     :class:`ChainHead` only when asked for.
     """
 
-    def __init__(self, chain_id: str, source_partition: int, signing_key: SigningKey, head: ChainHead, *,
+    def __init__(self, chain_id: str, source_partition: int, signing_key: KeySchedule, head: ChainHead, *,
                  prev_checkpoint_hash: bytes = GENESIS_HASH, next_source_offset: int | None = None,
-                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None) -> None:
+                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None,
+                 max_record_bytes: int | None = None) -> None:
         if head.chain_id != chain_id:
             raise SealerStateError(f"the head of {head.chain_id} cannot start chain {chain_id}")
         self.chain_id = chain_id
@@ -67,6 +69,8 @@ class ChainSealer:
         self.signing_key = signing_key
         self.prev_checkpoint_hash = prev_checkpoint_hash
         self.next_source_offset = next_source_offset
+        # the largest sealed event the sealed topic takes; a larger one is sealed as a rejection
+        self.max_record_bytes = max_record_bytes
         self.codecs = codecs or sealed_codecs()
         self.event_codec = event_codec or default_codec()
         self._seq, self._hash = head.seq, head.hash
@@ -83,19 +87,22 @@ class ChainSealer:
         return ChainHead(self.chain_id, self._seq, self._hash)
 
     @classmethod
-    def resume(cls, chain_id: str, source_partition: int, signing_key: SigningKey,
-               last_checkpoint: dict | None) -> ChainSealer:
-        """The state after the chain's last committed checkpoint record (None: an empty chain)."""
+    def resume(cls, chain_id: str, source_partition: int, signing_key: KeySchedule,
+               last_checkpoint: dict | None, max_record_bytes: int | None = None) -> ChainSealer:
+        """The state after the chain's last committed checkpoint record (None: an empty chain), as
+        :meth:`pipeline.integrity.chain_state.ChainState.after_checkpoint` defines it."""
         if last_checkpoint is None:
-            return cls(chain_id, source_partition, signing_key, ChainHead.genesis(chain_id))
+            return cls(chain_id, source_partition, signing_key, ChainHead.genesis(chain_id),
+                       max_record_bytes=max_record_bytes)
         if last_checkpoint["chain_id"] != chain_id:
             raise SealerStateError(f"partition of {chain_id} ends with a checkpoint of {last_checkpoint['chain_id']}")
-        checkpoint = checkpoint_from_record(last_checkpoint)
+        # the state machine's state after that checkpoint, as the verifier would hold it there
+        state = ChainState.after_checkpoint(checkpoint_from_record(last_checkpoint))
         return cls(
-            chain_id, source_partition, signing_key,
-            ChainHead(chain_id, checkpoint.last_seq, checkpoint.chain_head),
-            prev_checkpoint_hash=checkpoint_hash(checkpoint),
+            chain_id, source_partition, signing_key, state.head,
+            prev_checkpoint_hash=state.previous_checkpoint_hash,
             next_source_offset=last_checkpoint["last_source_offset"] + 1,
+            max_record_bytes=max_record_bytes,
         )
 
     @property
@@ -104,8 +111,9 @@ class ChainSealer:
         return len(self._batch_hashes)
 
     def seal(self, value: bytes | None, source_offset: int, source_timestamp_micros: int) -> SealedRecord:
-        """The next chain entry for one raw record: a sealed event if it decodes and validates,
-        otherwise a rejection naming why. Never raises for bad input: nothing is dropped."""
+        """The next chain entry for one raw record: a sealed event if it decodes, validates and fits
+        the sealed topic, otherwise a rejection naming why. Never raises for bad input: nothing is
+        dropped, and no record can stall the chain."""
         seq = self._seq + 1
         reason = None
         if source_timestamp_micros < 0:
@@ -114,11 +122,23 @@ class ChainSealer:
             reason = (f"the raw record has no usable timestamp ({source_timestamp_micros} µs); "
                       "sealed with source_timestamp_micros 0")
             source_timestamp_micros = 0
-        elif not self._certainly_valid(value):
-            reason = self._refusal(value)
+        else:
+            try:
+                if not self._certainly_valid(value):
+                    reason = self._refusal(value)
+            except Exception as exc:  # a checker failing on this input: refused and named, never a crash loop
+                reason = f"the sealer could not check this record: {type(exc).__name__}: {exc}"
         if reason is None:
-            encoded, digest = seal_event(self._event_header, self._chain_id_utf8, self._hash, seq,
-                                         self.source_partition, source_offset, source_timestamp_micros, value)
+            try:
+                encoded, digest = seal_event(self._event_header, self._chain_id_utf8, self._hash, seq,
+                                             self.source_partition, source_offset, source_timestamp_micros, value)
+            except Exception as exc:  # one record the sealer cannot seal must not stall its chain
+                reason = f"the sealer could not seal this record: {type(exc).__name__}: {exc}"
+            else:
+                if self.max_record_bytes is not None and len(encoded) > self.max_record_bytes:
+                    reason = (f"too large to seal: the sealed event would be {len(encoded)} bytes, the sealed "
+                              f"topic takes records of at most {self.max_record_bytes} bytes")
+        if reason is None:
             kind = EVENT_KIND
         else:
             raw = value or b""
@@ -158,7 +178,8 @@ class ChainSealer:
             chain_id=self.chain_id, first_seq=self._batch_first_seq, record_hashes=self._batch_hashes,
             prev_checkpoint_hash=self.prev_checkpoint_hash, issued_at_micros=issued_at_micros,
         )
-        signed = sign_checkpoint(unsigned, self.signing_key)
+        # the key valid at the checkpoint's own time: a rotation takes effect exactly at its instant
+        signed = sign_checkpoint(unsigned, self.signing_key.signer_at(issued_at_micros))
         self.prev_checkpoint_hash = checkpoint_hash(signed)
         self._batch_hashes = []
         return SealedRecord(CHECKPOINT_KIND, self.codecs.checkpoint.encode(

@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 from botocore.exceptions import ClientError
 
-from pipeline.archive.encryption import DecryptionError, MasterKey, decrypt_object
+from pipeline.archive.encryption import DecryptionError, KeyEncryptionKey, decrypt_object
 from pipeline.archive.layout import (
     ArchiveKey,
     ManifestError,
@@ -30,6 +30,7 @@ from pipeline.archive.layout import (
     parse_key,
 )
 from pipeline.archive.container import archived_record_schema, read_archived_records
+from pipeline.archive.objectlock import PROBE_PREFIX
 from pipeline.archive.retention import ComplianceProfiles
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
@@ -37,9 +38,9 @@ from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
 from pipeline.native.flat_reader import EntryScan
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
-from pipeline.verifier.chains import ChainAuditor, Violation
+from pipeline.verifier.chains import ChainAuditor, Violation, ViolationKind
 
-# violation kinds of the archive level (chain-level kinds are in pipeline.verifier.chains)
+# violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"
 BAD_MANIFEST = "malformed_manifest"
 MANIFEST_MISMATCH = "manifest_mismatch"          # manifest and object disagree (altered or moved object)
@@ -49,7 +50,13 @@ UNREADABLE = "unreadable_object"
 NOT_LOCKED = "not_locked"
 RETENTION_TOO_SHORT = "retention_too_short"
 HIDDEN = "delete_marker"                         # someone tried to delete the object (versions remain)
-TAIL_TRUNCATED = "tail_truncated"
+FOREIGN_OBJECT = "unknown_object"                # a key under the prefix that the archive layout does not use
+NO_ARCHIVE = "no_archive"                        # nothing under the prefix: an empty or mistyped prefix proves nothing
+NO_CHAIN = "no_chain"                            # objects, but no chain entry or checkpoint in any of them
+TAIL_TRUNCATED = "tail_truncated"              # sealed long enough ago to be archived, and not in the archive
+STRAY_RECORD = "stray_record"                  # a record on the sealed topic no valid checkpoint backs
+# notices: reported, never a violation (the exit code and the access record stay "intact")
+NOT_YET_ARCHIVED = "not_yet_archived"          # sealed within the grace period: the sink's lag
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,11 @@ class Report:
     violation_counts: dict[str, int] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
+    notices: list[Violation] = field(default_factory=list)
+
+    def notice(self, notice: Violation) -> None:
+        """Keep a finding that is not a violation (severity warning: e.g. the sink's lag)."""
+        self.notices.append(notice)
 
     def add(self, violation: Violation) -> None:
         """Count a violation, keeping it as an example if its kind has few yet."""
@@ -129,6 +141,7 @@ class Report:
             "chains": {chain_id: {"last_seq": seq} for chain_id, seq in sorted(self.last_seq.items())},
             "violation_counts": dict(sorted(self.violation_counts.items())),
             "violations": [v.as_dict() for v in self.violations],
+            "notices": [dict(n.as_dict(), severity="warning") for n in self.notices],
         }
 
 
@@ -207,6 +220,7 @@ class DirectorySource:
         self.root = root
         self.prefix = prefix
         self.description = f"dir {root}"
+        self.foreign: list[str] = []  # names under the prefix the layout does not use, filled by entries()
 
     def entries(self) -> Iterator[ArchiveEntry]:
         """Every archived object under the prefix, in (topic, partition, first offset) order."""
@@ -215,8 +229,12 @@ class DirectorySource:
             if not path.is_file():
                 continue
             name = path.relative_to(self.root).as_posix()
+            if not name.startswith(self.prefix):
+                continue
             key = parse_key(name)
-            if key is None or not name.startswith(self.prefix):
+            if key is None:
+                if not name.startswith(PROBE_PREFIX):
+                    self.foreign.append(name)
                 continue
             entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
             version = ObjectVersion(None, path.read_bytes)
@@ -232,6 +250,7 @@ class BucketSource:
         self.bucket = bucket
         self.prefix = prefix
         self.description = f"s3://{bucket}/{prefix}"
+        self.foreign: list[str] = []  # keys (with version ids) the layout does not use, filled by entries()
 
     def entries(self) -> Iterator[ArchiveEntry]:
         """Every archived object under the prefix with all its versions, in key order."""
@@ -241,6 +260,9 @@ class BucketSource:
             for item in page.get("Versions", []):
                 key = parse_key(item["Key"])
                 if key is None:
+                    # conformance probes of `s3 check` live at the bucket's root, outside any archive prefix
+                    if not item["Key"].startswith(PROBE_PREFIX):
+                        self.foreign.append(f"{item['Key']} (version {item['VersionId']})")
                     continue
                 entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
                 version = self._version(item["Key"], item["VersionId"], item["LastModified"])
@@ -275,7 +297,7 @@ class ArchiveVerifier:
 
     keyring: Keyring
     profiles: ComplianceProfiles | None = None
-    master_keys: dict[str, MasterKey] = field(default_factory=dict)
+    master_keys: dict[str, KeyEncryptionKey] = field(default_factory=dict)
     progress: Callable[[int, str], None] | None = None
 
     def verify(self, source) -> Report:
@@ -305,7 +327,22 @@ class ArchiveVerifier:
         if auditor is not None:
             auditor.finish()
             report.absorb(auditor, scope or "")
+        self._account_for_everything(source, report)
         return report
+
+    def _account_for_everything(self, source, report: Report) -> None:
+        # Every name under the prefix is part of the archive or reported, and an archive that holds no
+        # chain proves nothing: a verification of it must not read as INTACT.
+        for name in getattr(source, "foreign", []):
+            report.add(Violation(FOREIGN_OBJECT, None, None, name,
+                                 "not a key of the archive layout ({prefix}{topic}/{partition:03d}/"
+                                 "{first:020d}-{last:020d}.avro[.enc][.manifest.json]): planted, renamed or foreign"))
+        if report.objects == 0:
+            report.add(Violation(NO_ARCHIVE, None, None, source.description,
+                                 "no archived object under this prefix: an empty or mistyped prefix proves nothing"))
+        elif not report.last_seq:
+            report.add(Violation(NO_CHAIN, None, None, source.description,
+                                 f"{report.objects} object(s) but no chain entry or checkpoint in any of them"))
 
     def _violation(self, report: Report, kind: str, entry: ArchiveEntry, detail: str, chain_id=None, seq=None):
         report.add(Violation(kind, chain_id, seq, entry.name, detail))
@@ -434,7 +471,7 @@ class ArchiveVerifier:
         try:
             kind, fields = codecs.decode_fields(value)
         except (AuditSealError, ValueError) as exc:  # an undecodable value is reported where it is
-            auditor.violations.append(Violation("malformed_record", None, None, location, str(exc)))
+            auditor.violations.append(Violation(ViolationKind.MALFORMED, None, None, location, str(exc)))
             return
         if kind == CHECKPOINT_KIND:
             auditor.checkpoint(codecs.record_of_fields(kind, fields), location)

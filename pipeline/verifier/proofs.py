@@ -34,7 +34,13 @@ from typing import Any
 from pipeline.wire.codec import default_codec
 from pipeline.errors import AuditSealError
 from pipeline.integrity.chain import chain_hash
-from pipeline.integrity.checkpoint import Checkpoint, checkpoint_hash, verify_checkpoint_signature
+from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
+from pipeline.integrity.checkpoint import (
+    Checkpoint,
+    check_key_not_compromised,
+    checkpoint_hash,
+    verify_checkpoint_signature,
+)
 from pipeline.integrity.errors import IntegrityError, MalformedInputError
 from pipeline.integrity.keyring import Keyring, KeyringEntry
 from pipeline.integrity.merkle import inclusion_proof, record_leaf_hash, verify_inclusion
@@ -196,6 +202,7 @@ def verify_proof(proof: Any, keyring: Keyring) -> VerifiedProof:
                                 "of the tree the Merkle root signs")
     try:
         key = verify_checkpoint_signature(checkpoint, keyring)
+        check_key_not_compromised(checkpoint, key)
     except IntegrityError as exc:
         raise InvalidProofError(f"checkpoint signature: {exc}") from None
     if record["checkpoint_hash"] != checkpoint_hash(checkpoint):
@@ -214,24 +221,22 @@ def _check_event_id(event_id: str, event_bytes: bytes, where: str) -> None:
 
 
 @dataclass
-class _PendingChain:
-    hashes: list[bytes] = field(default_factory=list)
-    first_seq: int | None = None
-
-
-@dataclass
 class ProofFinder:
     """Finds one event in a stream of decoded ``audit.sealed`` records and builds its proof.
 
     Feed records in chain order (:meth:`entry`, :meth:`checkpoint`); once the checkpoint covering
-    the event has been fed, :attr:`proof` holds the JSON-ready proof.
+    the event has been fed, :attr:`proof` holds the JSON-ready proof. Each chain goes through the
+    integrity core's state machine (:class:`~pipeline.integrity.chain_state.ChainState`), whose
+    batch is the one the checkpoint signs; a batch it finds anything wrong with is not proven
+    from (InvalidProofError naming the violation: ``auditseal verify`` reports them all).
     """
 
     event_id: str
     wanted: uuid.UUID = field(init=False)
     proof: dict[str, Any] | None = None
     found_at: str | None = None
-    _pending: dict[str, _PendingChain] = field(default_factory=dict)
+    _chains: dict[str, ChainState] = field(default_factory=dict)
+    _batch_violations: dict[str, list[Violation]] = field(default_factory=dict)
     _entry: tuple[bytes, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
@@ -245,12 +250,24 @@ class ProofFinder:
         """Whether the proof is complete."""
         return self.proof is not None
 
+    def _chain(self, chain_id: str) -> ChainState:
+        chain = self._chains.get(chain_id)
+        if chain is None:
+            chain = self._chains[chain_id] = ChainState(chain_id)
+        return chain
+
     def entry(self, kind: bytes, record: Mapping[str, Any], location: str) -> None:
         """One sealed event or rejection."""
-        chain = self._pending.setdefault(record["chain_id"], _PendingChain())
-        if not chain.hashes:
-            chain.first_seq = record["seq"]
-        chain.hashes.append(record["hash"])
+        chain = self._chain(record["chain_id"])
+        try:
+            payload = entry_payload(kind, record)
+        except (MalformedInputError, KeyError, TypeError) as exc:
+            found = chain.malformed(record["seq"], location, exc)
+        else:
+            found = chain.entry(record["chain_id"], record["seq"], record["prev_hash"], record["hash"], payload,
+                                location)
+        if found:
+            self._batch_violations.setdefault(chain.chain_id, []).extend(found)
         if self._entry is None and kind == EVENT_KIND and self._matches(record["event"]):
             self._entry = (kind, dict(record))
             self.found_at = location
@@ -263,13 +280,25 @@ class ProofFinder:
 
     def checkpoint(self, record: Mapping[str, Any], location: str) -> None:
         """One checkpoint record: it closes its chain's batch."""
-        chain = self._pending.pop(record["chain_id"], _PendingChain())
+        chain = self._chain(record["chain_id"])
+        hashes = chain.batch_hashes  # the checkpoint starts a new list
+        found = self._batch_violations.pop(chain.chain_id, [])
+        try:
+            # the signature is not checked here: verify-proof checks it offline, against the keyring
+            found.extend(chain.checkpoint(checkpoint_from_record(record), location, None))
+        except MalformedInputError as exc:  # nothing can be proven from it; a later batch is damaged too
+            found.append(Violation(ViolationKind.MALFORMED, chain.chain_id, record["first_seq"], location, str(exc)))
+            self._batch_violations[chain.chain_id] = found
         if self._entry is None or self.proof is not None:
             return
         kind, entry = self._entry
-        if entry["chain_id"] == record["chain_id"]:
-            self.proof = build_proof(self.event_id, kind, entry, chain.hashes, record,
-                                     {"entry": self.found_at or "", "checkpoint": location})
+        if entry["chain_id"] != chain.chain_id:
+            return
+        if found:
+            raise InvalidProofError(f"event {self.event_id} (chain {chain.chain_id} seq {entry['seq']}) is in a "
+                                    f"damaged batch: {found[0]}; run auditseal verify on the archive")
+        self.proof = build_proof(self.event_id, kind, entry, hashes, record,
+                                 {"entry": self.found_at or "", "checkpoint": location})
 
     def result(self) -> dict[str, Any]:
         """The proof, or ProofNotFoundError saying what is missing."""

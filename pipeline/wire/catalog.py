@@ -60,11 +60,19 @@ class SchemaVersion:
         return str(self.parsed["name"])
 
 
+# Where an installed wheel carries its copy of ``schemas/`` (setup.py copies it there at build time);
+# a checkout (and an editable install) reads ``schemas/`` itself, the one source of truth.
+PACKAGED_SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+
 def schemas_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The schemas directory: ``$AUDITSEAL_SCHEMAS_DIR`` if set, else ``schemas/`` beside ``pipeline/``."""
+    """The schemas directory: ``$AUDITSEAL_SCHEMAS_DIR`` if set, else the copy shipped in the installed
+    package, else ``schemas/`` at the top of the checkout."""
     override = (os.environ if env is None else env).get(SCHEMAS_DIR_VARIABLE)
     if override:
         return Path(override)
+    if PACKAGED_SCHEMAS_DIR.is_dir():
+        return PACKAGED_SCHEMAS_DIR
     return Path(pipeline.__file__).resolve().parent.parent / "schemas"
 
 

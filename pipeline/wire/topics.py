@@ -15,6 +15,8 @@ ALERTS_TOPIC = "audit.alerts"
 # sealed records as OCSF JSON with their integrity evidence, one per sealed record (auditseal siem-bridge)
 OCSF_TOPIC = "audit.ocsf"
 AUDIT_TOPICS = (RAW_TOPIC, SEALED_TOPIC, ALERTS_TOPIC)
+# data subjects' keys (compacted, destroyable: not an audit topic); configured in pipeline.privacy.keystore
+KEYS_TOPIC = "audit.keys"
 
 DAY_MS = 24 * 60 * 60 * 1000
 

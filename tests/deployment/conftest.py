@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deployment.toolchain import ensure_helm, ensure_validators
+from tests.deployment.toolchain import ensure_helm, ensure_promtool, ensure_validators
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "auditseal"
@@ -66,14 +66,33 @@ class Helm:
 
 
 @pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return Helm(ensure_helm(), tmp_path_factory.mktemp("helm"))
+def tool_log(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """Prints a tool build's progress on the terminal, past pytest's output capture: a cold build takes
+    minutes and the run must not look hung meanwhile."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def log(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(line, flush=True)
+
+    return log
 
 
 @pytest.fixture(scope="session")
-def validators() -> Path:
+def helm(tmp_path_factory: pytest.TempPathFactory, tool_log) -> Helm:
+    return Helm(ensure_helm(log=tool_log), tmp_path_factory.mktemp("helm"))
+
+
+@pytest.fixture(scope="session")
+def validators(tool_log) -> Path:
     """The validators' ``bin/`` folder."""
-    return ensure_validators()
+    return ensure_validators(log=tool_log)
+
+
+@pytest.fixture(scope="session")
+def promtool(tool_log) -> Path:
+    """The pinned promtool binary."""
+    return ensure_promtool(log=tool_log)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -110,3 +111,38 @@ def test_init_job_is_idempotent(stack_files: Path) -> None:
     load_provisioner().make_files(stack_files)
     assert json.loads((stack_files / "credentials.json").read_text()) == before
     assert (stack_files / "pki" / "ca.pem").read_bytes() == ca
+
+
+def _sealer_entrypoint_env(tmp_path: Path, environment: dict[str, str]) -> dict[str, str]:
+    # the sealer's real entrypoint script, with its env file and `exec auditseal` swapped for a probe
+    script = compose()["services"]["sealer"]["entrypoint"][2].replace("$$", "$")
+    env_file = tmp_path / "auditseal.env"
+    env_file.write_text("export AUDITSEAL_SIGNING_KEY=/run/auditseal/signing-key.pem\n")
+    script = script.replace("/run/auditseal/auditseal.env", str(env_file)).replace('exec auditseal "$@"', "exec env")
+    result = subprocess.run(["/bin/sh", "-c", script, "auditseal"], env={"PATH": "/usr/bin:/bin", **environment},
+                            capture_output=True, text=True, check=True)
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def test_the_sealer_can_sign_through_a_pkcs11_module_instead_of_its_key_file(tmp_path: Path) -> None:
+    sealer = compose()["services"]["sealer"]
+    assert sealer["environment"]["AUDITSEAL_PKCS11_MODULE"] == "${AUDITSEAL_PKCS11_MODULE:-}"
+    assert {"AUDITSEAL_PKCS11_TOKEN", "AUDITSEAL_PKCS11_PIN_FILE", "AUDITSEAL_SIGNING_KEY_LABEL",
+            "AUDITSEAL_METRICS_ADDR"} <= set(sealer["environment"])
+    # no module: the key file of the stack volume; a module: the file is dropped (the sealer refuses both)
+    assert _sealer_entrypoint_env(tmp_path, {"AUDITSEAL_PKCS11_MODULE": ""})["AUDITSEAL_SIGNING_KEY"]
+    with_hsm = _sealer_entrypoint_env(tmp_path, {"AUDITSEAL_PKCS11_MODULE": "/opt/hsm/libpkcs11.so"})
+    assert "AUDITSEAL_SIGNING_KEY" not in with_hsm and with_hsm["AUDITSEAL_PKCS11_MODULE"] == "/opt/hsm/libpkcs11.so"
+
+
+def test_the_verifier_can_deliver_its_own_access_record(stack_files: Path) -> None:
+    # its spool is a tmpfs no access auditor reads: it writes the record to audit.raw itself (issue 14)
+    def env_of(role: str) -> dict[str, str]:
+        text = (stack_files / "roles" / role / "auditseal.env").read_text()
+        return {k: shlex.split(v)[0] if v else v
+                for k, v in (line.removeprefix("export ").split("=", 1) for line in text.splitlines())}
+
+    verifier, auditor = env_of("verifier"), env_of("access-auditor")
+    assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] == "access-auditor"
+    assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"] == auditor["AUDITSEAL_SASL_PASSWORD"]
+    assert not [r for r in role_names() if r != "verifier" and "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME" in env_of(r)]

@@ -141,3 +141,46 @@ def test_prometheus_rule_carries_the_alerts_file(rendered: dict[str, str]) -> No
     alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+HSM_VALUES = ["--set", "sealer.pkcs11.module=/opt/hsm/lib/libpkcs11.so", "--set", "sealer.pkcs11.token=audit",
+              "--set", "sealer.pkcs11.pinSecret=auditseal-hsm-pin",
+              "--set", "sealer.pkcs11.volumes[0].name=hsm", "--set", "sealer.pkcs11.volumes[0].emptyDir.medium=Memory",
+              "--set", "sealer.pkcs11.volumeMounts[0].name=hsm",
+              "--set", "sealer.pkcs11.volumeMounts[0].mountPath=/opt/hsm"]
+
+
+def test_the_sealer_signs_through_a_pkcs11_module_when_one_is_given(helm: Helm, validate_manifests) -> None:
+    manifests = helm.template("-f", str(PRODUCTION_VALUES), *HSM_VALUES)
+    assert validate_manifests(manifests) == []
+    spec = pod_specs(manifests)["auditseal-sealer"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AUDITSEAL_PKCS11_MODULE"]["value"] == "/opt/hsm/lib/libpkcs11.so"
+    assert env["AUDITSEAL_PKCS11_TOKEN"]["value"] == "audit"
+    assert env["AUDITSEAL_SIGNING_KEY_LABEL"]["value"] == "auditseal-sealer"
+    assert env["AUDITSEAL_PKCS11_PIN"]["valueFrom"]["secretKeyRef"] == {"name": "auditseal-hsm-pin", "key": "pin"}
+    assert "AUDITSEAL_SIGNING_KEY" not in env and "AUDITSEAL_KEYRING" in env, "no key file; the keyring it follows"
+    assert "initContainers" not in spec, "no key file to copy"
+    assert not any(v.get("secret", {}).get("secretName") == "auditseal-signing-key" for v in spec["volumes"])
+    assert {"name": "hsm", "mountPath": "/opt/hsm"} in container["volumeMounts"]
+
+
+def test_a_pkcs11_module_without_token_or_pin_is_refused(helm: Helm) -> None:
+    result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.pkcs11.module=/opt/hsm/lib.so")
+    assert result.returncode != 0 and "sealer.pkcs11.token" in result.stderr
+    result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.pkcs11.module=/opt/hsm/lib.so",
+                      "--set", "sealer.pkcs11.token=audit")
+    assert result.returncode != 0 and "sealer.pkcs11.pinSecret" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["default", "production"])
+def test_the_verifier_job_delivers_its_own_access_record(rendered: dict[str, str], name: str) -> None:
+    # the Job's spool is its scratch folder, which no access auditor reads (issue 14)
+    spec = pod_specs(rendered[name])["auditseal-verifier"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"]["value"] == "access-auditor"
+    secret = env["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    auditor = next(s for n, s in pod_specs(rendered[name]).items() if n.startswith("auditseal-access-auditor"))
+    auditor_secret = {e["name"]: e for e in auditor["containers"][0]["env"]}["AUDITSEAL_SASL_PASSWORD"]
+    assert secret == auditor_secret["valueFrom"]["secretKeyRef"]

@@ -53,9 +53,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project installed like the image installs it (a wheel, not the checkout), in a scratch folder."""
     # the build context of the Dockerfile's build stage, copied so the build writes nothing into the checkout
     context = tmp_path_factory.mktemp("image-context")
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(REPO / name, context / name)
-    for name in ("pipeline", "connectors"):
+    for name in ("schemas", "pipeline", "connectors"):
         shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"))
     target = tmp_path_factory.mktemp("image-site")
     result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
@@ -66,16 +66,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_installed_commands_start_with_the_image_environment(installed: Path, tmp_path: Path) -> None:
     env = image_env()
-    assert env["AUDITSEAL_ROLES_FILE"] == "/app/config/roles.yaml" and env["AUDITSEAL_SCHEMAS_DIR"] == "/app/schemas"
+    assert env["AUDITSEAL_ROLES_FILE"] == "/app/config/roles.yaml" and "AUDITSEAL_SCHEMAS_DIR" not in env
     run_env = {**os.environ, "PYTHONPATH": str(installed), "AUDITSEAL_ROLES_FILE": str(REPO / "config" / "roles.yaml"),
-               "AUDITSEAL_SCHEMAS_DIR": str(REPO / "schemas"), "AUDITSEAL_STACK_DIR": str(tmp_path)}
+               "AUDITSEAL_STACK_DIR": str(tmp_path)}
+    run_env.pop("AUDITSEAL_SCHEMAS_DIR", None)
     probe = ("import pipeline, pipeline.cli.main, pipeline.wire.catalog as s, pipeline.permissions.topology as t, pipeline.native.sealing; "
-             "print(pipeline.__file__); print(len(list(s.schemas_dir().glob('*.avsc'))), len(t.ROLE_NAMES)); "
+             "print(pipeline.__file__); print(len(list(s.schemas_dir().glob('*.avsc'))), len(t.role_names()), s.schemas_dir()); "
              "[pipeline.cli.main.build_parser().parse_args(a) for a in (['access-audit'], ['acl', 'check'], ['s3', 'check'])]")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=run_env)
     assert result.returncode == 0, result.stderr
     module_file, counts = result.stdout.splitlines()
     assert module_file.startswith(str(installed)), module_file
+    assert counts.split()[2] == str(installed / "pipeline" / "wire" / "schemas"), "the wheel ships schemas/"
+    counts = " ".join(counts.split()[:2])
     assert list((installed / "pipeline" / "native").glob("sealing*.so")), "the wheel holds the compiled modules"
     assert counts.split() == [str(len(list((REPO / "schemas").glob("*.avsc")))), str(len(role_names()))]
 

@@ -11,28 +11,27 @@ import yaml
 
 from tests.deployment.conftest import CHART, REPO
 from tests.deployment.test_agreement import METRICS_PORTS, cli_default, exported_metrics
-from tests.deployment.toolchain import ensure_promtool
 
 ALERTS = CHART / "files" / "alerts.yml"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "auditseal-pipeline.json"
 SERIES = re.compile(r"\bauditseal_[a-z_]+")
 
 
-def _promtool_check(path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ensure_promtool()), "check", "rules", str(path)], capture_output=True, text=True)
+def _promtool_check(promtool, path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True)
 
 
-def test_alert_rules_pass_promtool() -> None:
-    result = _promtool_check(ALERTS)
+def test_alert_rules_pass_promtool(promtool) -> None:
+    result = _promtool_check(promtool, ALERTS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_rejects_a_broken_expression(tmp_path) -> None:
+def test_promtool_rejects_a_broken_expression(promtool, tmp_path) -> None:
     rules = yaml.safe_load(ALERTS.read_text())
     rules["groups"][0]["rules"][0]["expr"] = "sum by (chain) (rate(auditseal_sealer_events_sealed_total[5m]"
     broken = tmp_path / "alerts.yml"
     broken.write_text(yaml.safe_dump(rules))
-    assert _promtool_check(broken).returncode != 0
+    assert _promtool_check(promtool, broken).returncode != 0
 
 
 def _code_series() -> set[str]:

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.dev.cache import cache_dir
@@ -48,7 +49,7 @@ def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
         raise ToolError(f"{what} failed (exit {result.returncode}):\n{(result.stderr or result.stdout)[-3000:]}")
 
 
-def ensure_helm(cache: Path | None = None) -> Path:
+def ensure_helm(cache: Path | None = None, log: Callable[[str], object] = print) -> Path:
     """The pinned helm binary, built from the Go module proxy into the cache the first time."""
     major, minor = HELM_KUBERNETES
     ldflags = " ".join([
@@ -59,26 +60,27 @@ def ensure_helm(cache: Path | None = None) -> Path:
         f"-X {HELM_MODULE}/pkg/chartutil.k8sVersionMajor={major}",
         f"-X {HELM_MODULE}/pkg/chartutil.k8sVersionMinor={minor}",
     ])
-    return _go_tool(cache, f"{HELM_MODULE}/cmd/helm", HELM_VERSION, ldflags)
+    return _go_tool(cache, f"{HELM_MODULE}/cmd/helm", HELM_VERSION, ldflags, log)
 
 
-def ensure_promtool(cache: Path | None = None) -> Path:
+def ensure_promtool(cache: Path | None = None, log: Callable[[str], object] = print) -> Path:
     """The pinned promtool binary (``promtool check rules``), built from the Go module proxy the first time.
 
     Prometheus publishes its Go module as v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
     """
-    return _go_tool(cache, f"{PROMETHEUS_MODULE}/cmd/promtool", PROMTOOL_VERSION, "-s -w")
+    return _go_tool(cache, f"{PROMETHEUS_MODULE}/cmd/promtool", PROMTOOL_VERSION, "-s -w", log)
 
 
-def _go_tool(cache: Path | None, package: str, version: str, ldflags: str) -> Path:
+def _go_tool(cache: Path | None, package: str, version: str, ldflags: str, log: Callable[[str], object]) -> Path:
+    # no build timeout of our own beyond go_install's: a cold promtool build passed 900 s on a busy machine
     try:
         return go_install(cache or cache_dir(), package=package, version=version, folder="tools", ldflags=ldflags,
-                          env={"CGO_ENABLED": "0"})
+                          env={"CGO_ENABLED": "0"}, log=log)
     except StackError as exc:
         raise ToolError(str(exc)) from exc
 
 
-def ensure_validators(cache: Path | None = None) -> Path:
+def ensure_validators(cache: Path | None = None, log: Callable[[str], object] = print) -> Path:
     """The ``bin/`` folder of the validators' virtualenv (pinned versions), created the first time."""
     cache = cache or cache_dir()
     digest = hashlib.sha256("\n".join(VALIDATORS).encode()).hexdigest()[:12]
@@ -90,6 +92,7 @@ def ensure_validators(cache: Path | None = None) -> Path:
         if done.exists():
             return venv / "bin"
         shutil.rmtree(venv, ignore_errors=True)
+        log(f"installing the deployment validators into {venv} (once)...")
         _run([sys.executable, "-m", "venv", str(venv)], "creating the validators' virtualenv")
         env = dict(os.environ, PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(cache / "pip")),
                    PIP_DISABLE_PIP_VERSION_CHECK="1")

@@ -11,10 +11,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from pipeline.access import record_access
 from pipeline.access.auditor import AccessAuditor
 from pipeline.cli.main import main
-from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings
-from pipeline.producer.client import AuditProducer, DeliveryResult
-from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC, SEALED_TOPIC
+from pipeline.wire.topics import AUDIT_TOPICS, SEALED_TOPIC
+from tests.support.access import RecordingProducer, read_back
 
 pytestmark = pytest.mark.stack
 
@@ -32,40 +31,6 @@ def _attempt_read(env, topic: str) -> KafkaError | None:
         return error
     finally:
         consumer.close()
-
-
-class RecordingProducer(AuditProducer):
-    """An AuditProducer that remembers where each event landed, so the test reads exactly those records
-    instead of scanning a topic other tests and benchmarks write millions of events to."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.results: list[DeliveryResult] = []
-
-    def emit(self, event, **kwargs):
-        result = super().emit(event, **kwargs)
-        self.results.append(result)
-        return result
-
-
-def _read_back(env, results: list[DeliveryResult]) -> list[dict]:
-    """The events at the delivered offsets, read back as the sealer role."""
-    consumer = Consumer(KafkaSettings.from_env(env).client_config(**{
-        "group.id": f"auditseal-sealer-test-{secrets.token_hex(4)}", "enable.auto.commit": False}))
-    codec = default_codec()
-    events = []
-    try:
-        for result in results:
-            consumer.assign([TopicPartition(RAW_TOPIC, result.partition, result.offset)])
-            message = None
-            deadline = time.monotonic() + 10
-            while message is None and time.monotonic() < deadline:
-                message = consumer.poll(0.5)
-            assert message is not None and not message.error(), f"cannot read back {result}"
-            events.append(codec.decode(message.value()))
-    finally:
-        consumer.close()
-    return events
 
 
 def test_denied_read_of_sealed_becomes_a_denied_access_event(stack, role_env, tmp_path, monkeypatch):
@@ -86,7 +51,7 @@ def test_denied_read_of_sealed_becomes_a_denied_access_event(stack, role_env, tm
         auditor = AccessAuditor(producer, authorizer_log=stack.authorizer_log, spool=spool, state_file=state,
                                 own_principal="User:access-auditor", audit_topics=AUDIT_TOPICS)
         assert auditor.run(once=True) == len(producer.results) > 0
-    events = _read_back(role_env("sealer"), producer.results)
+    events = read_back(role_env("sealer"), producer.results)
 
     denied = [e for e in events if e["actor"]["id"] == "User:producer" and e["outcome"]["status"] == "DENIED"
               and e["resource"] == {"type": "kafka.topic", "id": SEALED_TOPIC}]

@@ -133,7 +133,7 @@ def _violation_is_caught(setup, admin_env, destructive, scratch, capsys, monkeyp
         assert _cli(["acl", "check"], admin_env, monkeypatch) == 1
         human = capsys.readouterr().out
         assert "FAIL  no_destructive_rights_on_audit_topics" in human and "breach: User:verifier" in human
-        assert "NOTE  super users bypass every ACL: User:broker, User:bootstrap" in human
+        assert "NOTE  super users bypass every ACL: Cert:broker, Cert:bootstrap" in human
 
         _code, plan = _run(acl_plan, env=admin_env)
         assert destructive.as_dict() in plan["acls_to_remove"]
@@ -161,6 +161,6 @@ def test_acl_commands_need_the_admin_role(role_env):
 def test_check_json_on_the_provisioned_stack(role_env, capsys, monkeypatch):
     assert _cli(["acl", "check", "--json"], role_env("admin"), monkeypatch) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and len(report["rules"]) == 5
-    assert report["super_users"] == ["User:broker", "User:bootstrap"]
+    assert report["passed"] and len(report["rules"]) == 9
+    assert report["super_users"] == ["Cert:broker", "Cert:bootstrap"]
 

@@ -17,12 +17,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.config import KafkaSettings
-from pipeline.dev.provision import acl_binding
 from pipeline.producer.event import new_event
 from pipeline.producer.client import AuditProducer
 from pipeline.wire.sealed import EVENT_KIND
 from pipeline.permissions.topology import Grant
-from tests.support.sealing import REPO, create_topics, delete_topics, start_sealer, wait_until_sealed
+from tests.support.sealing import REPO, create_acls, create_topics, delete_topics, start_sealer, wait_until_sealed
 
 pytestmark = pytest.mark.stack
 
@@ -82,11 +81,8 @@ def topics(stack):
         future.result(timeout=30)
     grants = [Grant("topic", made.raw, "read"), Grant("topic", made.raw, "describe"), Grant("topic", made.raw, "write"),
               Grant("topic", alerts, "write"), Grant("topic", alerts, "describe")]
-    grants += [Grant("topic", alerts, op) for op in ("read", "describe")]
-    bindings = [acl_binding("User:detector", g) for g in grants[:5]] + \
-               [acl_binding("User:verifier", g) for g in grants[5:]]
-    for future in admin.create_acls(bindings).values():
-        future.result(timeout=30)
+    create_acls(stack, [("User:detector", g) for g in grants]
+                + [("User:verifier", Grant("topic", alerts, op)) for op in ("read", "describe")])
     yield made, alerts, app_id
     delete_topics(stack, made)
     changelogs = [t for t in admin.list_topics(timeout=30).topics if t.startswith(app_id)]

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.stack
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_base(count: int = 4, start: int = 29100) -> int:
+def _free_base(count: int = 5, start: int = 29100) -> int:
     for base in range(start, start + 2000, 10):
         if all(port_is_free("127.0.0.1", base + i) for i in range(count)):
             return base
@@ -58,7 +58,8 @@ def test_up_status_env_down_purge(second_stack_env):
     assert "bucket enforces WORM" in up.stdout
 
     status = json.loads(auditseal("dev", "status", "--json", env=env).stdout)
-    assert status["healthy"] and set(status["parts"]) == {"kafka", "s3"}
+    assert status["healthy"] and set(status["parts"]) == {"kafka", "s3", "witness"}
+    assert status["parts"]["witness"]["port"] == int(env["AUDITSEAL_DEV_PORT_BASE"]) + 4
     credentials = stack_dir / "credentials.json"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     first_credentials = credentials.read_text()
@@ -67,11 +68,14 @@ def test_up_status_env_down_purge(second_stack_env):
     names = [line.split("=", 1)[0].removeprefix("export ") for line in exports]
     assert names == ["AUDITSEAL_BOOTSTRAP", "AUDITSEAL_SASL_USERNAME", "AUDITSEAL_SASL_PASSWORD",
                      "AUDITSEAL_CA_FILE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                     "AWS_CA_BUNDLE", "AUDITSEAL_BUCKET", "AUDITSEAL_KEYRING", "AUDITSEAL_SIGNING_KEY"]
+                     "AWS_CA_BUNDLE", "AUDITSEAL_BUCKET", "AUDITSEAL_KEYRING", "AUDITSEAL_WITNESS_POLICY",
+                     "AUDITSEAL_LOG_NAME", "AUDITSEAL_PKCS11_MODULE", "AUDITSEAL_PKCS11_TOKEN",
+                     "AUDITSEAL_PKCS11_PIN_FILE", "SOFTHSM2_CONF"]
     assert "export AUDITSEAL_SASL_USERNAME=sealer" in exports
     verifier = auditseal("dev", "env", "--role", "verifier", env=env).stdout
-    assert "AUDITSEAL_KEYRING=" in verifier and "AUDITSEAL_SIGNING_KEY" not in verifier
-    assert stat.S_IMODE((stack_dir / "keys" / "sealer-signing-key.pem").stat().st_mode) == 0o600
+    assert "AUDITSEAL_KEYRING=" in verifier and "AUDITSEAL_PKCS11_TOKEN=auditseal-sealer" not in verifier
+    assert "export AUDITSEAL_PKCS11_TOKEN=auditseal-sealer" in exports
+    assert stat.S_IMODE((stack_dir / "hsm" / "auditseal-sealer.pin").stat().st_mode) == 0o600
     assert json.loads(first_credentials)["kafka"]["sealer"] in exports[2]
 
     again = auditseal("dev", "up", "--no-check", env=env)

@@ -24,7 +24,7 @@ from pipeline.config import KafkaSettings
 from pipeline.dev.cache import cache_dir
 from pipeline.dev.connect import CONNECT_PORT_OFFSET, StandaloneConnect, ensure_connect_jars, worker_properties
 from pipeline.dev.processes import port_is_free
-from pipeline.integrity.keyring import load_keyring, load_signing_key
+from pipeline.integrity.keyring import load_keyring
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import SealedRecord
 from pipeline.sealer.output import ChainWriter
@@ -152,7 +152,7 @@ def test_unreadable_sealed_record_is_published_as_unmapped_not_dropped(stack, si
     # a record no schema of ours describes (a future version, say) inside a batch the sealer role writes
     future_record = b"\xc3\x01" + bytes.fromhex("feedfacecafebeef") + b"a record of a future schema"
     writer = ChainWriter(KafkaSettings.from_env(stack.env("sealer")), raw_topic=topics.raw,
-                         sealed_topic=topics.sealed, partition=1, signing_key=load_signing_key(stack.signing_key_file))
+                         sealed_topic=topics.sealed, partition=1, signing_key=stack.signer())
     try:
         sealer = writer.open()
         now = int(time.time() * 1_000_000)

@@ -25,7 +25,7 @@ from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.checkpoint import sign_checkpoint
-from pipeline.integrity.keyring import generate_signing_key, load_signing_key
+from pipeline.integrity.keyring import generate_signing_key
 from pipeline.producer.client import AuditProducer
 from pipeline.wire.sealed import CHECKPOINT_KIND, checkpoint_from_record, checkpoint_record, sealed_codecs
 from tests.support.archive import wait_for_archive
@@ -270,7 +270,7 @@ def test_a_checkpoint_signed_by_an_unknown_key(stack, copy, capsys, monkeypatch)
     code, report = _verify(capsys, monkeypatch, stack, "--dir", str(copy))
     assert code == 1
     assert _found(report, "unknown_key", key, checkpoint.chain_id, checkpoint.last_seq), report["violations"]
-    assert load_signing_key(stack.signing_key_file).key_id != stranger.key_id
+    assert stack.signer().key_id != stranger.key_id
 
 
 def test_the_bucket_archive_verifies(stack, archived, capsys, monkeypatch):
@@ -315,3 +315,30 @@ def test_prove_an_archived_event_and_verify_the_proof_offline(stack, archived, c
     proof.write_text(json.dumps(edited))
     assert main(["verify-proof", str(proof), "--keyring", str(stack.keyring_file)]) == 1
     assert "does not recompute" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("signature", b"", "expected a signature, found none"),
+    ("signature", bytes(63), "63 bytes"),
+    ("key_id", "not-a-key-id", "key_id"),
+])
+def test_a_malformed_checkpoint_field_is_that_field_s_violation_and_the_rest_is_checked(
+        stack, copy, capsys, monkeypatch, field, value, expected):
+    key = _objects(copy)[1]
+    rows = _rows(copy, key)
+    index = next(i for i, row in enumerate(rows) if _decoded(row)[0] == CHECKPOINT_KIND)
+    _, record = _decoded(rows[index])
+    rows[index] = dict(rows[index], value=sealed_codecs().checkpoint.encode(dict(record, **{field: value})))
+    _write(copy, key, rows, fix_manifest=True)
+    code, report = _verify(capsys, monkeypatch, stack, "--dir", str(copy))
+    assert code == 1
+    location = f"{key} offset {rows[index]['offset']}"
+    kinds = {v["kind"] for v in report["violations"] if v["location"] == location}
+    assert kinds & {"malformed_record", "bad_signature"}, report["violations"]
+    assert any(expected in v["detail"] for v in report["violations"] if v["location"] == location), report["violations"]
+    assert "unreadable_object" not in report["violation_counts"], report["violations"]
+    assert "manifest_mismatch" not in report["violation_counts"], report["violations"]
+    # every record of every object was checked, and the damage is reported once, not as a cascade
+    assert report["records"]["checked"] == sum(len(_rows(copy, k)) for k in (
+        p.relative_to(copy).as_posix() for p in copy.rglob("*.avro")))
+    assert sum(report["violation_counts"].values()) <= 2, report["violations"]

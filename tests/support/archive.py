@@ -13,7 +13,7 @@ from pipeline.archive.container import read_archived_records
 from pipeline.wire.codec import default_codec
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.integrity.keyring import load_keyring, load_signing_key
+from pipeline.integrity.keyring import load_keyring
 from pipeline.sealer.output import ChainWriter
 from pipeline.wire.sealed import sealed_codecs
 from pipeline.verifier.chains import ChainAuditor
@@ -26,7 +26,7 @@ def seal_in_process(stack, topics, events: int, *, seed: int, checkpoint_every: 
     transaction per batch ending in its checkpoint, chains in turn, ``pause`` seconds after each
     round; ``garbled`` raw values per chain become rejections. Returns the number of entries written."""
     settings = KafkaSettings.from_env(stack.env("sealer"))
-    key = load_signing_key(stack.signing_key_file)
+    key = stack.signer()  # the sealer's key in the stack's SoftHSM2 token
     codec = default_codec()
     values = [codec.encode(event) for event in synthetic_events(events, seed=seed)]
     writers = [ChainWriter(settings, raw_topic=topics.raw, sealed_topic=topics.sealed, partition=partition,

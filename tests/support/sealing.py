@@ -36,13 +36,15 @@ class Topics:
     app_id: str
 
 
-def create_topics(stack, partitions: int = 3) -> Topics:
-    """Fresh raw and sealed topics, and ACLs for producer, sealer, verifier and sink on them."""
+def create_topics(stack, partitions: int = 3, replication_factor: int = 1) -> Topics:
+    """Fresh raw and sealed topics, and ACLs for producer, sealer, verifier and sink on them; with more
+    than one replica (a cluster) ``min.insync.replicas`` is one less, as for the audit topics."""
     suffix = secrets.token_hex(4)
     topics = Topics(f"test.raw.{suffix}", f"test.sealed.{suffix}", partitions, f"auditseal-sealer-test-{suffix}")
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)
-                                   for name in (topics.raw, topics.sealed)])
+    config = {"min.insync.replicas": str(replication_factor - 1)} if replication_factor > 1 else {}
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=replication_factor,
+                                            config=config) for name in (topics.raw, topics.sealed)])
     for future in futures.values():
         future.result(timeout=30)
     grants = [
@@ -58,9 +60,43 @@ def create_topics(stack, partitions: int = 3) -> Topics:
         ("User:sink", Grant("topic", topics.sealed, "read")),
         ("User:sink", Grant("topic", topics.sealed, "describe")),
     ]
-    for future in admin.create_acls([acl_binding(p, g) for p, g in grants]).values():
-        future.result(timeout=30)
+    create_acls(stack, grants)
     return topics
+
+
+def create_acls(stack, grants: list[tuple[str, Grant]], timeout: float = 60.0) -> None:
+    """Create the ACLs of ``grants`` ((principal, grant) pairs) as the setup user and wait until every
+    broker's authorizer serves them.
+
+    An ACL reaches each broker's authorizer through the metadata log some time after CreateAcls returns;
+    on a loaded machine a producer started right away was refused (TOPIC_AUTHORIZATION_FAILED). So each
+    broker is asked in turn (DescribeAcls is answered from that broker's authorizer) until all show them.
+    """
+    setup = KafkaSettings.from_env(stack.setup_env("kafka"))
+    admin = AdminClient(setup.client_config())
+    bindings = [acl_binding(p, g) for p, g in grants]
+    for future in admin.create_acls(bindings).values():
+        future.result(timeout=30)
+    brokers = sorted(admin.list_topics(timeout=30).brokers.values(), key=lambda b: b.id)
+    deadline = time.monotonic() + timeout
+    for broker in brokers:
+        # one client per broker: bootstrap.servers naming that broker alone
+        one = AdminClient(setup.client_config(**{"bootstrap.servers": f"{broker.host}:{broker.port}"}))
+        while True:
+            pending = [b for b in bindings if not _visible(one, b)]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broker {broker.id} did not serve {len(pending)} new ACL(s) within {timeout}s, "
+                                   f"first: {pending[0]}")
+            time.sleep(0.2)
+
+
+def _visible(admin: AdminClient, binding: AclBinding) -> bool:
+    found = admin.describe_acls(AclBindingFilter(binding.restype, binding.name, binding.resource_pattern_type,
+                                                 binding.principal, binding.host, binding.operation,
+                                                 binding.permission_type)).result(timeout=30)
+    return bool(found)
 
 
 def delete_topics(stack, topics: Topics) -> None:

@@ -133,13 +133,15 @@ def test_failed_delivery_does_not_advance_and_the_replay_keeps_event_ids(tmp_pat
     assert [e["event_id"] for e in replayer.delivered] == [e["event_id"] for e in producer.delivered]
 
 
-def test_own_and_broker_traffic_and_other_topics_are_not_forwarded(tmp_path, log_dir):
+def test_own_and_broker_routine_traffic_and_other_topics_are_not_forwarded(tmp_path, log_dir):
     log = log_dir / "kafka-authorizer.log"
-    append(log, decision(0, principal=AUDITOR), decision(1, principal="User:broker"),
-           decision(2, topic="orders"), "some unrelated line\n", decision(3))
+    allowed = [decision(n, principal=p).replace("is Denied", "is Allowed")
+               for n, p in ((0, AUDITOR), (1, "Cert:broker"))]
+    append(log, *allowed, decision(2, topic="orders"), "some unrelated line\n", decision(3),
+           decision(4, principal=AUDITOR))
     producer = FakeProducer()
     auditor(tmp_path, producer).run(once=True)
-    assert forwarded(producer) == [3]
+    assert forwarded(producer) == [3, 4]  # a denial is never routine, not even the auditor's own
 
 
 def test_a_file_rotated_away_unread_is_reported_as_a_gap(tmp_path, log_dir):

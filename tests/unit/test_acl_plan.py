@@ -7,7 +7,7 @@ from pipeline.permissions.plan import SCRAM_ITERATIONS, LiveState, compute_plan
 from pipeline.permissions.topology import roles, roles_file
 
 PASSWORDS = {r.name: f"pw-{r.name}" for r in roles()}
-IN_SYNC_USERS = {r.name: {"SCRAM-SHA-512": SCRAM_ITERATIONS} for r in roles()} | {"bootstrap": {"SCRAM-SHA-512": 4096}}
+IN_SYNC_USERS = {r.name: {"SCRAM-SHA-512": SCRAM_ITERATIONS} for r in roles()}
 
 
 def _acl(principal, operation, name="audit.raw", resource="topic", pattern="literal", permission="allow"):
@@ -76,7 +76,13 @@ def test_users_unknown_to_the_file_are_listed_and_removed_only_when_pruning():
     kept = compute_plan(roles_file(), live, passwords=PASSWORDS)
     assert kept.unmanaged_users == ("noacl-1",) and kept.users_to_remove == () and kept.changes == 0
     pruned = compute_plan(roles_file(), live, passwords=PASSWORDS, prune_users=True)
-    assert pruned.users_to_remove == ("noacl-1",)  # never the super user bootstrap
+    assert pruned.users_to_remove == ("noacl-1",)
+
+
+def test_a_scram_user_named_like_a_super_user_is_a_stranger_to_prune():
+    live = LiveState(users=IN_SYNC_USERS | {"broker": {"SCRAM-SHA-512": 8192}}, acls=desired_acls(roles()))
+    assert compute_plan(roles_file(), live, passwords=PASSWORDS).unmanaged_users == ("broker",)
+    assert compute_plan(roles_file(), live, passwords=PASSWORDS, prune_users=True).users_to_remove == ("broker",)
 
 
 def test_missing_password_and_unknown_rotation_are_problems_without_leaking_secrets():

@@ -68,13 +68,36 @@ def test_other_lines_are_not_decisions(line):
     (LOCAL_TIME, None, True),  # a change of ACLs, by anyone (super users included)
     (GROUP, None, True),
     (DENIED.replace("audit.sealed", "orders"), None, False),
-    (LOCAL_TIME.replace("CreateAcls", "Metadata"), None, False),
+    (LOCAL_TIME.replace("CreateAcls", "Metadata").replace("ALTER", "DESCRIBE"), None, False),
+    (LOCAL_TIME.replace("CreateAcls", "Metadata"), None, True),  # any cluster right beyond DESCRIBE is privileged
     (GROUP.replace("auditseal-siem intruder", "orders-app"), None, False),
-    (ALLOWED, "User:sealer", False),  # ignored principal: the auditor itself, the broker
 ])
 def test_which_decisions_are_audited(line, principal, audited):
-    ignored = {"User:broker"} | ({principal} if principal else set())
-    assert is_audited(parse_decision(line), audit_topics=AUDIT_TOPICS, ignored_principals=ignored) is audited
+    assert is_audited(parse_decision(line), audit_topics=AUDIT_TOPICS, routine_principals={"Cert:broker"}) is audited
+
+
+def _allowed(operation: str, resource: str, request: str, principal: str = "User:sealer") -> str:
+    return ALLOWED.replace("operation = READ", f"operation = {operation}").replace(
+        "Topic:LITERAL:audit.raw", resource).replace("request = Fetch", f"request = {request}").replace(
+        "User:sealer is", f"{principal} is")
+
+
+@pytest.mark.parametrize("line, audited", [
+    (ALLOWED, False),  # the sealer reading raw: routine
+    (DENIED.replace("User:producer", "User:sealer"), True),  # a routine principal's denial is never routine
+    (_allowed("DELETE", "Topic:LITERAL:audit.sealed", "DeleteRecords", "User:sink"), True),
+    (_allowed("ALTER_CONFIGS", "Topic:LITERAL:audit.sealed", "IncrementalAlterConfigs"), True),
+    (_allowed("WRITE", "TransactionalId:LITERAL:auditseal-sealer-audit.raw-0", "InitProducerId"), True),  # fencing
+    (_allowed("WRITE", "TransactionalId:LITERAL:auditseal-sealer-audit.raw-0", "AddPartitionsToTxn"), False),
+    (_allowed("WRITE", "TransactionalId:LITERAL:auditseal-sealer-audit.raw-0", "InitProducerId", "User:mallory"),
+     True),
+    (_allowed("CLUSTER_ACTION", "Cluster:LITERAL:kafka-cluster", "Fetch", "Cert:broker"), False),
+    (_allowed("DELETE", "Topic:LITERAL:audit.alerts", "DeleteTopics", "Cert:broker"), True),  # whatever the principal
+    (_allowed("WRITE", "Topic:LITERAL:audit.raw", "Produce", "User:access-auditor"), False),  # the auditor's own
+])
+def test_routine_principals_lose_only_their_routine_requests(line, audited):
+    routine = {"User:sealer", "User:sink", "Cert:broker", "User:access-auditor"}
+    assert is_audited(parse_decision(line), audit_topics=AUDIT_TOPICS, routine_principals=routine) is audited
 
 
 def test_event_of_a_denial_is_a_valid_audit_event():
@@ -97,3 +120,21 @@ def test_event_ids_are_stable_per_entry_and_distinct_for_identical_text():
     assert entry_event_id("a" * 64, 10, line) == entry_event_id("a" * 64, 10, line)
     assert entry_event_id("a" * 64, 10, line) != entry_event_id("a" * 64, 500, line)
     assert entry_event_id("a" * 64, 10, line) != entry_event_id("b" * 64, 10, line)
+
+
+def test_a_failed_authentication_line_becomes_a_denied_event():
+    from pipeline.access.authentication_log import failed_authentication_event, parse_failed_authentication
+
+    line = ("[2026-12-01T19:35:43.674+00:00] INFO [SocketServer listenerType=BROKER, nodeId=1] Failed authentication "
+            "with /127.0.0.1 (channelId=127.0.0.1:20300-127.0.0.1:56788-1-47) (Authentication failed during "
+            "authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512) "
+            "(org.apache.kafka.common.network.Selector)")
+    failure = parse_failed_authentication(line)
+    assert (failure.address, failure.listener, failure.mechanism) == ("127.0.0.1", "127.0.0.1:20300", "SCRAM-SHA-512")
+    event = failed_authentication_event(failure, "7c4b1a4e-5d2f-4c55-9a0e-1f3b2c4d5e6f")
+    validate_event(event)
+    assert event["actor"]["id"] == "unauthenticated@127.0.0.1" and event["outcome"]["status"] == "DENIED"
+    ssl = line.replace("Authentication failed during authentication due to invalid credentials with SASL mechanism "
+                       "SCRAM-SHA-512", "SSL handshake failed")
+    assert parse_failed_authentication(ssl).mechanism == "TLS"
+    assert parse_failed_authentication("[2026-12-01T19:35:43.674+00:00] INFO something else") is None

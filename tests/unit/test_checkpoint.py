@@ -15,7 +15,6 @@ from pipeline.integrity.checkpoint import (
     checkpoint_signed_bytes,
     sign_checkpoint,
     verify_checkpoint_batch,
-    verify_checkpoint_follows,
     verify_checkpoint_signature,
 )
 from pipeline.integrity.errors import (
@@ -261,53 +260,6 @@ def test_a_batch_check_accepts_exactly_the_records_signed() -> None:
         verify_checkpoint_batch(checkpoint, CHAIN_ID, 0, [*hashes[:2], b"\x44" * 32])
     with pytest.raises(CheckpointMismatchError, match="expected Merkle root"):
         verify_checkpoint_batch(checkpoint, CHAIN_ID, 0, [b"\x55" * 32, *hashes[1:]])
-
-
-def signed_batches(key: SigningKey, batch_sizes: list[int]) -> list[Checkpoint]:
-    hashes = record_hashes([str(i).encode() for i in range(sum(batch_sizes))])
-    checkpoints: list[Checkpoint] = []
-    first = 0
-    for size in batch_sizes:
-        prev = checkpoint_hash(checkpoints[-1]) if checkpoints else GENESIS_HASH
-        unsigned = build_checkpoint(
-            chain_id=CHAIN_ID,
-            first_seq=first,
-            record_hashes=hashes[first : first + size],
-            prev_checkpoint_hash=prev,
-            issued_at_micros=ISSUED_AT + first,
-        )
-        checkpoints.append(sign_checkpoint(unsigned, key))
-        first += size
-    return checkpoints
-
-
-def test_checkpoints_chain_from_genesis() -> None:
-    first, second, third = signed_batches(rfc_key(), [3, 4, 2])
-    verify_checkpoint_follows(None, first)
-    verify_checkpoint_follows(first, second)
-    verify_checkpoint_follows(second, third)
-    assert (third.first_seq, third.last_seq) == (7, 8)
-
-
-def test_a_checkpoint_that_does_not_follow_its_predecessor_is_named() -> None:
-    first, second, third = signed_batches(rfc_key(), [3, 4, 2])
-    with pytest.raises(CheckpointMismatchError, match="expected first_seq 0, found 3"):
-        verify_checkpoint_follows(None, second)
-    with pytest.raises(CheckpointMismatchError, match="expected first_seq 3, found 7"):
-        verify_checkpoint_follows(first, third)
-    replaced = sign_checkpoint(
-        dataclasses.replace(second, prev_checkpoint_hash=b"\x66" * 32), rfc_key()
-    )
-    with pytest.raises(CheckpointMismatchError, match="expected prev_checkpoint_hash"):
-        verify_checkpoint_follows(first, replaced)
-    resigned_first = sign_checkpoint(dataclasses.replace(first, issued_at_micros=1), rfc_key())
-    with pytest.raises(CheckpointMismatchError, match="expected prev_checkpoint_hash"):
-        verify_checkpoint_follows(resigned_first, second)
-    other_chain = dataclasses.replace(first, chain_id="audit.raw/1")
-    with pytest.raises(
-        CheckpointMismatchError, match="expected to follow a checkpoint of the same chain"
-    ):
-        verify_checkpoint_follows(other_chain, second)
 
 
 def test_build_refuses_an_empty_batch() -> None:

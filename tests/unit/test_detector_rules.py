@@ -106,7 +106,7 @@ def test_a_new_principal_is_flagged_after_learning_but_not_during_it_nor_when_kn
     during = _access("User:early", at=T0 + HOUR)
     after = _access("User:intruder", action="topic.describe", status="DENIED", at=T0 + 2 * DAY)
     assert _rules(_replay([*_baseline(), during, after])) == ["new_principal"]
-    config = parse_detector_config((rules_path()).read_text().replace("known_principals: []",
+    config = parse_detector_config((rules_path()).read_text().replace("known_principals: [kafka-controller]",
                                                                       "known_principals: [User:intruder]"))
     assert _rules(_replay([*_baseline(), after], config)) == []
 
@@ -169,3 +169,75 @@ def test_a_disabled_rule_is_off():
     config = parse_detector_config("version: 1\nrules: {denied_burst: {enabled: false}, new_principal: {}}")
     assert config.rule("denied_burst") is None and config.rule("new_principal") is not None
     assert Path(rules_path()).name == "detector.yaml"
+
+
+def _change(action, resource_type, resource_id, attributes, event_id="m1", principal="kafka-controller",
+            status="SUCCESS"):
+    return Access(event_id, principal, action, resource_type, resource_id, status, T0 + 2 * DAY, None,
+                  "kafka-metadata", attributes)
+
+
+@pytest.mark.parametrize("announced, severity", [("no", "CRITICAL"), ("yes", "INFO")])
+def test_a_credential_change_is_alerted_critical_unless_announced(announced, severity):
+    change = _change("user.credential_set", "kafka.user", "sealer",
+                     {"change": "changed", "rotation_announced": announced, "metadata_offset": "7"})
+    raised = _replay([change])  # also while learning: a privileged act is never "normal"
+    assert _rules(raised) == ["credential_change"]
+    alert = raised[0][0]
+    assert (alert.severity, alert.principal, alert.attributes["user"]) == (severity, "User:sealer", "sealer")
+
+
+@pytest.mark.parametrize("access, named", [
+    (_change("topic.delete", "kafka.topic", "audit.sealed", {"request_api": "DeleteRecords"},
+             principal="User:sink"), "User:sink deleted records of audit.sealed"),
+    (_change("topic.delete", "kafka.topic", "audit.alerts", {}), "deleted audit.alerts"),
+    (_change("config.set", "kafka.topic", "audit.sealed", {"key": "retention.ms", "value": "1000"}),
+     "retention.ms of topic audit.sealed set to 1000"),
+    (_change("config.set", "kafka.broker", "", {"key": "log.cleanup.policy", "value": "compact"}),
+     "log.cleanup.policy"),
+])
+def test_destructive_acts_on_audit_topics_are_critical(access, named):
+    raised = _replay([access])
+    assert _rules(raised) == ["destructive_act"] and raised[0][0].severity == "CRITICAL"
+    assert named in raised[0][0].summary
+
+
+def test_harmless_changes_and_other_topics_raise_nothing():
+    assert _rules(_replay([
+        _change("config.set", "kafka.topic", "orders", {"key": "retention.ms", "value": "1"}, "a"),
+        _change("config.set", "kafka.topic", "audit.raw", {"key": "max.message.bytes", "value": "1"}, "b"),
+        _change("topic.delete", "kafka.topic", "audit.raw", {"request_api": "DeleteRecords"}, "c", status="DENIED"),
+    ])) == []
+
+
+def _acl(operation, principal="User:admin", resource_type="cluster", resource="kafka-cluster"):
+    binding = {"principal": principal, "operation": operation, "permission": "allow", "resource_type": resource_type,
+               "resource": resource, "pattern": "literal", "host": "*"}
+    return f"ALLOW {principal} {operation.upper()} on {resource_type} {resource}", binding
+
+
+def test_acl_grants_outside_the_roles_file_are_alerted_and_declared_ones_are_not():
+    from dataclasses import replace
+
+    grant_id, grant = _acl("alter_configs")
+    declared_id, declared = _acl("write", "User:producer", "topic", "audit.raw")
+    harmless_id, harmless = _acl("read", "User:orders", "topic", "orders")
+    config = replace(CONFIG, declared_acls=frozenset({declared_id}))
+    raised = _replay([_change("acl.create", "kafka.acl", grant_id, grant, "g"),
+                      _change("acl.delete", "kafka.acl", grant_id, grant, "r"),
+                      _change("acl.create", "kafka.acl", declared_id, declared, "d"),
+                      _change("acl.create", "kafka.acl", harmless_id, harmless, "h")], config)
+    alerts = [alert for alerts in raised for alert in alerts]
+    assert [(a.rule, a.severity, a.attributes["change"]) for a in alerts] == [
+        ("acl_change", "CRITICAL", "granted"), ("acl_change", "WARNING", "revoked")]
+    assert alerts[0].principal == "User:admin"
+
+
+@pytest.mark.parametrize("action", ["authorizer_log.level", "authorizer_log.silent", "metadata_log.gap"])
+def test_an_impaired_trail_is_critical_and_its_restoration_is_not_alerted(action):
+    failed = Access("t1", "User:access-auditor", action, "kafka.authorizer_log", "log", "FAILURE", T0, "WARN",
+                    "auditseal-access-auditor")
+    restored = Access("t2", "User:access-auditor", action, "kafka.authorizer_log", "log", "SUCCESS", T0 + 1, "DEBUG",
+                      "auditseal-access-auditor")
+    raised = _replay([failed, restored])
+    assert _rules(raised) == ["trail_tampering"] and raised[0][0].severity == "CRITICAL"

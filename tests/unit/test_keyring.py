@@ -258,7 +258,7 @@ def keyring_document(**overrides: object) -> dict[str, Any]:
     [
         ("{not json", "expected a JSON keyring, found invalid JSON"),
         ("[]", "expected a JSON object at top level, found list"),
-        (json.dumps({"version": 2, "keys": []}), "expected keyring version 1, found 2"),
+        (json.dumps({"version": 3, "keys": []}), "expected keyring version 1 or 2, found 3"),
         (json.dumps({"version": 1, "keys": {}}), 'expected "keys" to be a list, found dict'),
         (json.dumps({"version": 1, "keys": ["k"]}), r"keys\[0\]: expected an object, found str"),
         (

@@ -26,7 +26,7 @@ from pipeline.producer.synthetic import synthetic_events
 from pipeline.integrity.chain import ChainHead, chain_hash
 from pipeline.integrity.keyring import Keyring, generate_signing_key
 from pipeline.integrity.merkle import _levels, leaf_hash, record_leaf_hash, record_tree_root, root_from_leaf_hashes
-from pipeline.native.flat_reader import EntryScan, event_chain_hash
+from pipeline.native.flat_reader import event_chain_hash
 from pipeline.native.merkle_native import root_of_leaf_hashes, root_of_record_hashes
 from pipeline.wire.catalog import default_catalog
 from pipeline.sealer.chain_sealer import ChainSealer

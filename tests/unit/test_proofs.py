@@ -168,3 +168,14 @@ def test_a_key_outside_its_validity_window_is_refused():
     late = Keyring().rotate(KEY.public_key, ISSUED + 10**12)
     with pytest.raises(InvalidProofError, match="validity window"):
         verify_proof(_prove(IDS[6]), late)
+
+
+def test_no_proof_is_built_from_a_batch_the_state_machine_finds_damaged():
+    # the entry before the wanted one is dropped: its batch no longer matches its checkpoint
+    position = next(n for n, (kind, record) in enumerate(RECORDS)
+                    if kind != CHECKPOINT_KIND and record.get("event") is not None
+                    and default_codec().decode(record["event"])["event_id"].hex == IDS[6].replace("-", ""))
+    damaged = [*RECORDS[:position - 1], *RECORDS[position:]]
+    with pytest.raises(InvalidProofError, match=r"damaged batch: chain 'audit.raw/2' seq 6: gap: expected seq 6, "
+                                                r"found seq 7.*run auditseal verify"):
+        _prove(IDS[6], damaged)

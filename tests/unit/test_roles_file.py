@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.dev.kafka import BOOTSTRAP_USER, BROKER_PRINCIPAL
+from pipeline.dev.kafka import BOOTSTRAP_USER, BROKER_PRINCIPAL, SUPER_USERS
 from pipeline.permissions.acls import desired_acls, role_allows
 from pipeline.permissions.plan import is_managed
 from pipeline.permissions.roles import MANDATORY_ROLES, Grant, RolesFileError, parse_roles
@@ -32,7 +32,7 @@ def test_shipped_file_has_the_mandatory_roles_first():
 
 
 def test_shipped_super_users_are_the_brokers():
-    assert set(roles_file().super_users) == {BROKER_PRINCIPAL, f"User:{BOOTSTRAP_USER}"}
+    assert set(roles_file().super_users) == {BROKER_PRINCIPAL, f"Cert:{BOOTSTRAP_USER}"} == set(SUPER_USERS)
 
 
 def test_shipped_grants_keep_the_minimal_rights():
@@ -67,8 +67,9 @@ def test_a_service_gets_its_own_principal_with_the_producer_grants():
     ({"services": {"billing": {"topic_prefix": "audit."}}}, "topic_prefix must start with 'audit.raw'"),
     ({"services": {"billing": {"topics": ["audit.raw"]}}}, "unknown key(s) topics"),
     ({"version": 2}, "version: expected 1"),
-    ({"super_users": ["broker"]}, "expected a principal like 'User:name'"),
-    ({"super_users": ["User:admin"]}, "both a role and a super user"),
+    ({"super_users": ["broker"]}, "a super user is a certificate principal like 'Cert:broker'"),
+    ({"super_users": ["User:broker"]}, "could be taken over by anyone allowed to set a SCRAM password"),
+    ({"super_users": ["Cert:admin"]}, "shares its name with a role"),
     ({"surprise": 1}, "unknown key(s) surprise"),
 ])
 def test_broken_top_level_is_refused_naming_the_problem(change, message):

@@ -24,6 +24,7 @@ RELEASED = {
     "alert.v1.avsc": "b1b575cea0a69adf",
     "archived_record.v1.avsc": "7629bc48f4d6a781",
     "audit_event.v1.avsc": "4216880367485bc2",
+    "audit_event.v2.avsc": "e45ee069157e1960",
     "checkpoint.v1.avsc": "13beec4225f95385",
     "rejection.v1.avsc": "6923573b826bb833",
     "sealed_event.v1.avsc": "cea19d85f7c88405",

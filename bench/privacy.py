@@ -1,0 +1,192 @@
+"""Personal-data protection: emit and seal throughput with encryption on against off, in one run, and the
+key store's size per million subjects.
+
+1. Emit: the same synthetic events (realistic actors: 200 users, ~900 distinct user/IP/agent/session
+   combinations per 20,000 events) through AuditProducer, without and with a Protector, alternately
+   for ``--rounds``; events/s until the last acknowledgement. The first protected round creates the
+   subjects' keys (one durable key-store write each); later rounds find them. Also: how fast keys of
+   never-seen subjects are created (one synchronous write to audit.keys each), the worst case.
+2. Seal: one backlog of plain events and one of protected events, each sealed by one worker on its
+   own fresh topics (``bench.sealer``'s throughput measurement); ratio protected / plain.
+3. Key store size: ``--subjects`` key records in the key store's format (the bytes KeyStore writes),
+   on a throwaway topic with the key store's configs; bytes on disk per record and per million
+   subjects, the time and memory a client needs to read them when it opens.
+
+    .venv/bin/python -m bench.privacy [--events 200000] [--rounds 3] [--subjects 100000]
+
+Runs on the local stack (``auditseal dev up``) on throwaway topics, except the subject keys of step 1,
+which are real keys of synthetic users in audit.keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.sealer import PARTITIONS, throughput
+from pipeline.archive.encryption import load_master_key
+from pipeline.config import KafkaSettings
+from pipeline.dev.stack import LocalStack
+from pipeline.privacy.crypto import PseudonymKey, new_subject_key, wrap_key
+from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, KeyStore, keystore_from_env
+from pipeline.privacy.protector import Protector
+from pipeline.privacy.records import WrappedKey, subject_key_name
+from pipeline.producer.client import AuditProducer
+from pipeline.producer.event import complete_event
+from pipeline.producer.synthetic import synthetic_events
+from tests.support.sealing import create_topics, delete_topics
+
+
+def _events(count: int, seed: int) -> list[dict]:
+    base = list(synthetic_events(min(count, 20_000), seed=seed))
+    out = []
+    for index in range(count):
+        event = dict(base[index % len(base)])
+        event.pop("event_id", None)
+        out.append(complete_event(event))
+    return out
+
+
+def wait_writable(settings: KafkaSettings, topic: str, timeout: float = 60) -> None:
+    """Until the producer role's fresh ACLs on ``topic`` are in force (a probe record is acknowledged)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome: list = []
+        probe = Producer(settings.client_config(**{"message.timeout.ms": 5000}))
+        probe.produce(topic, b"probe", on_delivery=lambda err, _m: outcome.append(err))
+        probe.flush(10)
+        if outcome and outcome[0] is None:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic} not writable as {settings.username} within {timeout}s: {outcome}")
+        time.sleep(1)
+
+
+def emit_rate(settings: KafkaSettings, topic: str, events: list[dict], protector: Protector | None) -> float:
+    """Events/s of one AuditProducer (with ``protector`` if given) until every event is acknowledged."""
+    with AuditProducer(settings, topic=topic, protector=protector) as producer:
+        producer.emit(events[0]).wait(60)  # connection, metadata and idempotence id before the clock starts
+        started = time.perf_counter()
+        for event in events:
+            producer.emit(event)
+        producer.flush()
+        return len(events) / (time.perf_counter() - started)
+
+
+def emit_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store: KeyStore) -> None:
+    """Step 1."""
+    topics = create_topics(stack, partitions=PARTITIONS)
+    settings = KafkaSettings.from_env(stack.env("producer"))
+    wait_writable(settings, topics.raw)
+    try:
+        protector = Protector(store)
+        off, on = [], []
+        for round_number in range(rounds):
+            off.append(emit_rate(settings, topics.raw, events, None))
+            before = store.subject_count()
+            on.append(emit_rate(settings, topics.raw, events, protector))
+            print(f"  round {round_number + 1}: off {off[-1]:10,.0f} events/s   on {on[-1]:10,.0f} events/s   "
+                  f"ratio {on[-1] / off[-1]:.2f}   (keys created this round: {store.subject_count() - before})")
+        print(f"emit: encryption off {max(off):,.0f} events/s, on {max(on):,.0f} events/s (best of {rounds}); "
+              f"ratio of the best {max(on) / max(off):.2f}, of the medians "
+              f"{sorted(on)[len(on) // 2] / sorted(off)[len(off) // 2]:.2f}   target >= 0.8")
+        fresh = [{"id": f"bench-new-{secrets.token_hex(6)}", "type": "USER"} for _ in range(200)]
+        started = time.perf_counter()
+        for actor in fresh:
+            protector.protect(dict(events[0], actor=actor))
+        print(f"emit, worst case (every event a never-seen subject, one durable key write each): "
+              f"{len(fresh) / (time.perf_counter() - started):,.0f} new subjects/s")
+    finally:
+        delete_topics(stack, topics)
+
+
+def seal_side_by_side(stack: LocalStack, events: list[dict], store: KeyStore) -> None:
+    """Step 2."""
+    settings = KafkaSettings.from_env(stack.env("producer"))
+    rates = {}
+    for mode, protector in (("off", None), ("on", Protector(store))):
+        topics = create_topics(stack, partitions=PARTITIONS)
+        try:
+            wait_writable(settings, topics.raw)
+            emit_rate(settings, topics.raw, events, protector)
+            argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", topics.raw, "--sealed-topic",
+                    topics.sealed, "--app-id", topics.app_id, "--metrics-port", "0"]
+            # the events, the warm-up event and the probe (sealed as a rejection, not counted)
+            rate, rss, seconds = throughput(stack, topics, len(events) + 1, argv, topics.sealed, "verifier")
+            rates[mode] = rate
+            print(f"  seal, encryption {mode:3}: {rate:10,.0f} events/s ({len(events) + 1} in {seconds:.1f}s), "
+                  f"peak RSS {rss:.0f} MB")
+        finally:
+            delete_topics(stack, topics)
+    print(f"seal: ratio on / off {rates['on'] / rates['off']:.2f}   target >= 0.8")
+
+
+def keystore_size(stack: LocalStack, subjects: int) -> None:
+    """Step 3."""
+    setup = KafkaSettings.from_env(stack.setup_env("kafka"))
+    topic = f"bench.keys.{secrets.token_hex(4)}"
+    admin = AdminClient(setup.client_config())
+    for future in admin.create_topics([NewTopic(topic, 1, 1, config=KEYS_TOPIC_CONFIGS)]).values():
+        future.result(timeout=30)
+    try:
+        kek = load_master_key(Path(stack.env("privacy")["AUDITSEAL_KEK_FILE"]))
+        pseudonyms = PseudonymKey(1, os.urandom(32))
+        producer = Producer(setup.client_config(**{"linger.ms": 50, "acks": "all"}))
+        value_bytes = 0
+        for n in range(subjects):
+            key = new_subject_key()
+            name = subject_key_name(pseudonyms.subject_pseudonym(f"user-{n}"), key.key_id)
+            value = WrappedKey(kek.key_id, wrap_key(kek.key, key.material), "2026-12-01T00:00:00.000000Z").to_value()
+            value_bytes += len(name) + len(value)
+            while True:
+                try:
+                    producer.produce(topic, key=name.encode(), value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.flush(120)
+        folder = stack.root / "kafka" / "data" / f"{topic}-0"
+        disk = sum(p.stat().st_size for p in folder.glob("*.log"))
+        print(f"key store: {subjects:,} subjects, {value_bytes / subjects:.0f} B of key+value each, "
+              f"{disk / subjects:.0f} B on disk each (uncompressed batches): "
+              f"{disk / subjects * 1e6 / 1e6:,.0f} MB per million subjects per replica")
+        tracemalloc.start()
+        started = time.perf_counter()
+        with KeyStore(setup, kek, topic=topic, timeout=600) as store:
+            seconds = time.perf_counter() - started
+            current, _ = tracemalloc.get_traced_memory()
+            assert store.subject_count() == subjects
+        tracemalloc.stop()
+        print(f"key store client: reads {subjects:,} subjects in {seconds:.1f}s at open "
+              f"({seconds / subjects * 1e6:,.0f} s per million), holds {current / subjects:.0f} B per subject "
+              f"({current / subjects:,.0f} MB per million) in memory")
+    finally:
+        for future in admin.delete_topics([topic]).values():
+            future.result(timeout=30)
+
+
+def main() -> None:
+    """Run the three measurements and print their figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--subjects", type=int, default=100_000)
+    args = parser.parse_args()
+    stack = LocalStack()
+    events = _events(args.events, seed=18)
+    with keystore_from_env(stack.env("producer")) as store:
+        emit_side_by_side(stack, events, args.rounds, store)
+        seal_side_by_side(stack, events, store)
+    keystore_size(stack, args.subjects)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""transparency-dev's omniwitness (Apache-2.0) on loopback: the independent C2SP tlog-witness of the local stack.
+
+Built once from the Go module proxy at a pinned version into the cache, like the S3 server. It runs with its
+own Ed25519 key (made at first start, never the sealer's), a SQLite file so what it cosigned survives a
+restart, only the logs we list (``--additional_logs``; its built-in public logs stay unused, nothing feeds
+them), no metrics listener and no outbound polling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from pipeline.dev.gotools import go_install
+from pipeline.dev.pki import write_private
+from pipeline.dev.processes import ManagedProcess
+from pipeline.integrity.note import ALG_COSIGNATURE_V1, NoteSigner, NoteVerifier
+
+OMNIWITNESS_MODULE = "github.com/transparency-dev/witness"
+# No tagged release exists; this is the newest pseudo-version on the Go module proxy (2026-07-20).
+OMNIWITNESS_VERSION = "v0.0.0-20260720115447-2e1c6971d19e"
+DEFAULT_WITNESS_NAME = "witness.auditseal.localhost"
+
+
+def ensure_binary(cache: Path) -> Path:
+    """Build ``omniwitness`` with ``go install`` into the cache (once; later calls return the binary)."""
+    return go_install(cache, package=f"{OMNIWITNESS_MODULE}/cmd/omniwitness", version=OMNIWITNESS_VERSION)
+
+
+def ensure_witness_key(home: Path, name: str = DEFAULT_WITNESS_NAME) -> NoteVerifier:
+    """The witness's own key: ``home/witness.skey`` (0600, made once) and its cosignature vkey beside it."""
+    skey_file = home / "witness.skey"
+    if not skey_file.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        write_private(skey_file, NoteSigner(name, Ed25519PrivateKey.generate()).skey.encode())
+    signer = NoteSigner.from_skey(skey_file.read_text())
+    verifier = NoteVerifier(signer.name, ALG_COSIGNATURE_V1, signer.private_key.public_key())
+    (home / "witness.vkey").write_text(verifier.vkey + "\n")
+    return verifier
+
+
+def logs_yaml(logs: dict[str, str]) -> str:
+    """omniwitness's log list: origin -> the log's note verifier key (type 0x01, key name = origin)."""
+    lines = ["Logs:"]
+    for origin, vkey in sorted(logs.items()):
+        # JSON strings are valid YAML scalars and need no escaping rules of their own.
+        lines += [f"  - Origin: {json.dumps(origin)}", f"    PublicKey: {json.dumps(vkey)}"]
+    return "\n".join(lines) + "\n"
+
+
+def start_witness(process: ManagedProcess, binary: Path, *, home: Path, port: int, logs: dict[str, str]) -> int:
+    """Start omniwitness on 127.0.0.1:`port` for these logs; returns its pid."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs.yaml").write_text(logs_yaml(logs))
+    argv = [
+        str(binary), "--listen", f"127.0.0.1:{port}", "--metrics_listen", "",
+        "--private_key_path", str(home / "witness.skey"), "--db_file", str(home / "witness.db"),
+        "--additional_logs", str(home / "logs.yaml"), "--logtostderr",
+    ]
+    return process.start(argv, env=dict(os.environ))

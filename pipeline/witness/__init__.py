@@ -1,0 +1,1 @@
+"""Independent witnesses of the chains' tree heads (C2SP tlog-witness): the client the sealer submits heads with."""

@@ -1,0 +1,58 @@
+"""The whole-history tree's compact range: roots, appends and consistency proofs equal the full-tree reference."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.integrity.errors import MalformedInputError
+from pipeline.integrity.history_tree import (
+    HistoryTree,
+    consistency_proof_from,
+    frontier_ranges,
+    history_tree_of,
+)
+from pipeline.integrity.merkle import EMPTY_ROOT, consistency_proof, leaf_hash, root_from_leaf_hashes, verify_consistency
+from tests.unit.test_merkle import LEAF_INPUTS, ROOTS
+
+LEAVES = [leaf_hash(n.to_bytes(4, "big")) for n in range(600)]
+
+
+@pytest.mark.parametrize("size", range(9))
+def test_roots_match_the_certificate_transparency_reference(size):
+    leaves = [leaf_hash(data) for data in LEAF_INPUTS]
+    assert history_tree_of(leaves[:size]).root.hex() == ROOTS[size]
+
+
+def test_frontier_is_one_perfect_subtree_per_set_bit():
+    assert frontier_ranges(0) == []
+    assert frontier_ranges(6) == [(0, 4), (4, 6)]
+    assert frontier_ranges(13) == [(0, 8), (8, 12), (12, 13)]
+    tree = history_tree_of(LEAVES[:13])
+    assert tree.frontier == tuple(root_from_leaf_hashes(LEAVES[a:b]) for a, b in frontier_ranges(13))
+    assert HistoryTree().root == EMPTY_ROOT
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 600), st.integers(0, 600))
+def test_appending_in_any_split_gives_the_same_tree(first, total):
+    first, total = min(first, total), max(first, total)
+    assert history_tree_of(LEAVES[:first]).extended(LEAVES[first:total]) == history_tree_of(LEAVES[:total])
+    assert history_tree_of(LEAVES[:total]).root == root_from_leaf_hashes(LEAVES[:total])
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 600), st.integers(0, 600))
+def test_consistency_from_the_frontier_equals_the_full_tree_proof(old, new):
+    old, new = min(old, new), max(old, new)
+    proof = consistency_proof_from(history_tree_of(LEAVES[:old]), LEAVES[old:new])
+    assert proof == consistency_proof(LEAVES[:new], old)
+    assert verify_consistency(old, new, proof, root_from_leaf_hashes(LEAVES[:old]), root_from_leaf_hashes(LEAVES[:new]))
+
+
+def test_malformed_state_is_refused():
+    with pytest.raises(MalformedInputError, match="frontier hashes"):
+        HistoryTree(3, (bytes(32),))
+    with pytest.raises(MalformedInputError, match="32 bytes"):
+        HistoryTree(1, (b"short",))
+    with pytest.raises(MalformedInputError, match="leaf hash"):
+        HistoryTree().extended([b"short"])
