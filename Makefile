@@ -56,6 +56,7 @@ bench: venv
 	$(BIN)/python -m bench.keys
 	$(BIN)/python -m bench.sink
 	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.siem
 
 clean:
 	-$(BIN)/auditseal dev down --purge
