@@ -65,7 +65,7 @@ def test_every_pod_runs_hardened_with_resources(rendered: dict[str, str], name: 
 def test_all_workloads_render_with_everything_on(rendered: dict[str, str]) -> None:
     names = set(pod_specs(rendered["everything"]))
     assert names == {"auditseal-sealer", "auditseal-sink", "auditseal-detector", "auditseal-verifier",
-                     "auditseal-access-auditor-broker-0"}
+                     "auditseal-access-auditor-broker-0", "auditseal-siem-bridge"}
     kinds = {d["kind"] for d in documents(rendered["everything"])}
     assert {"Secret", "ConfigMap", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget",
             "PersistentVolumeClaim", "ServiceAccount", "Service"} <= kinds
