@@ -109,6 +109,9 @@ class PartitionMapper:
         self._codecs = codecs or sealed_codecs()
         self._event_reader = PlainEventReader(event_codec or default_codec()) if event_codec else plain_event_reader()
         self._held: list[_Held] = []
+        # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
+        self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
+                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND)}
 
     @property
     def held(self) -> int:
@@ -146,7 +149,7 @@ class PartitionMapper:
             kind, fields = codecs.decode_fields(value)
         except (DecodeError, ValueError) as exc:
             return _Held(position, value, None, None, None, None, f"not a readable audit.sealed record: {exc}")
-        record = codecs.record_of_fields(kind, fields)
+        record = dict(zip(self._names[kind], fields, strict=False))
         if kind == CHECKPOINT_KIND:
             return _Held(position, value, kind, record, None, None, None)
         payload = entry_payload(kind, record)

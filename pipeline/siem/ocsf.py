@@ -49,9 +49,9 @@ the entry in the checkpoint's batch. :mod:`pipeline.siem.evidence` checks all of
 
 from __future__ import annotations
 
-from binascii import b2a_base64
 import datetime
 import hashlib
+from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
