@@ -57,6 +57,7 @@ bench: venv
 	$(BIN)/python -m bench.sink
 	$(BIN)/python -m bench.verify
 	$(BIN)/python -m bench.privacy
+	$(BIN)/python -m bench.siem
 
 clean:
 	-$(BIN)/auditseal dev down --purge

@@ -10,7 +10,9 @@ are kept in ``.stack/demo/``.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -197,6 +199,41 @@ def _privileged_acts(stack: LocalStack) -> None:
             admin.alter_user_scram_credentials([deletion])["broker"].result(30)
 
 
+def _show_ocsf_record(stack: LocalStack, services: list[subprocess.Popen]) -> None:
+    """Read one OCSF record from audit.ocsf as the siem role, print it, and re-verify its integrity fields."""
+    from pipeline.integrity.keyring import load_keyring
+    from pipeline.siem.evidence import verify_record
+    from pipeline.wire.topics import OCSF_TOPIC
+
+    consumer = Consumer(KafkaSettings.from_env(stack.env("siem")).client_config(**{
+        "group.id": "auditseal-siem-demo", "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "isolation.level": "read_committed"}))
+    consumer.subscribe([OCSF_TOPIC])
+    found: list[dict] = []
+
+    def one_api_activity() -> bool:
+        for message in consumer.consume(500, 1.0):
+            if message.error() is None:
+                document = json.loads(message.value())
+                if document["class_uid"] == 6003 and document["unmapped"]["auditseal"]["seq"] > 0:
+                    found.append(document)
+        return bool(found)
+
+    try:
+        _wait("the SIEM bridge", one_api_activity, services)
+    finally:
+        consumer.close()
+    document = found[0]
+    shown = copy.deepcopy(document)
+    path = shown["unmapped"]["auditseal"]["inclusion"]["audit_path"]
+    shown["unmapped"]["auditseal"]["inclusion"]["audit_path"] = path[:2] + [f"... {len(path) - 2} more"]
+    print(f"    one OCSF record from {OCSF_TOPIC} (as the siem role), integrity evidence attached:")
+    print("\n".join("      " + line[:150] for line in json.dumps(shown, indent=2).splitlines()))
+    verified = verify_record(document, load_keyring(stack.keyring_file))
+    print(f"    its integrity fields re-verify against the keyring: {verified.chain_id} seq {verified.seq}, "
+          f"checkpoint {verified.checkpoint_first_seq}..{verified.checkpoint_last_seq} signed by key {verified.key_id}")
+
+
 def run_demo() -> int:
     """Run every step; returns the exit code (0 when the archive verified intact and tampering was refused)."""
     stack = LocalStack()
@@ -215,9 +252,10 @@ def run_demo() -> int:
     check = _run(stack, "admin", ["acl", "check"])
     print("    " + (check.stdout.strip().splitlines() or ["(no output)"])[-1])
 
-    _step(3, "start the sealer, the S3 sink and the access auditor")
+    _step(3, "start the sealer, the S3 sink, the access auditor and the SIEM bridge")
     services = [
         _service(stack, "sealer", ["seal", "--metrics-port", "0"], logs / "sealer.log"),
+        _service(stack, "siem-bridge", ["siem-bridge", "--metrics-port", "0"], logs / "siem-bridge.log"),
         _service(stack, "sink", ["sink", "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink.log"),
         _service(stack, "access-auditor", ["access-audit"], logs / "access-auditor.log"),
     ]
@@ -296,6 +334,7 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
     if result.returncode != 0:
         print(result.stderr)
         return 1
+    _show_ocsf_record(stack, services)
 
     _step(7, "tampering is refused")
     raw_producer = Producer(KafkaSettings.from_env(stack.env("producer")).client_config(**{
@@ -337,5 +376,5 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
       auditseal verify --s3 s3://{reader.bucket}/{ARCHIVE_PREFIX} --json   (as the verifier role)
       auditseal acl check                                  (as the admin role)
       service logs: {stack.root / 'demo'}
-      README.md: how a SIEM consumes audit.sealed, how ops verify, compliance profiles""")
+      README.md: how ops verify, compliance profiles; docs/SIEM.md: OCSF JSON on audit.ocsf for a SIEM""")
     return 0

@@ -17,18 +17,59 @@ Verifying the whole log stays ``auditseal verify``'s job.
 from __future__ import annotations
 
 import datetime
+import io
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import fastavro
 
 from pipeline.integrity.merkle import inclusion_proofs, record_leaf_hash, root_from_leaf_hashes
 from pipeline.siem import ocsf
 from pipeline.siem.ocsf import Inclusion, Position
-from pipeline.wire.codec import DecodeError, EventCodec, default_codec
+from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, SealedCodecs, entry_payload, sealed_codecs
 
 FORMATS = ("ocsf", "json")
+
+
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {key: _without_logical_types(value) for key, value in schema.items() if key != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(item) for item in schema]
+    return schema
+
+
+class PlainEventReader:
+    """AuditEvent bytes decoded with timestamps as ints and uuids as strings (what the mapping writes),
+    skipping fastavro's datetime and UUID objects. Anything unusual (another header, trailing bytes, a
+    decoding error) goes to the codec, which decides and words the error."""
+
+    def __init__(self, codec: EventCodec) -> None:
+        self.codec = codec
+        newest = codec.schema
+        self.reader_schema = fastavro.parse_schema(_without_logical_types(newest.parsed))
+        self.writers = {}
+        for version in codec.catalog.versions(newest.family):
+            writer = fastavro.parse_schema(_without_logical_types(version.parsed))
+            self.writers[MARKER + version.fingerprint] = (writer, None if version is newest else self.reader_schema)
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        """The AuditEvent of single-object bytes (newest version's fields); DecodeError as the codec words it."""
+        schemas = self.writers.get(bytes(value[:HEADER_SIZE]))
+        if schemas is not None:
+            stream = io.BytesIO(value)
+            stream.seek(HEADER_SIZE)
+            try:
+                event = fastavro.schemaless_reader(stream, schemas[0], schemas[1])
+                if stream.tell() == len(value):
+                    return event
+            except Exception:  # damaged: the codec below raises the worded DecodeError
+                pass
+        return self.codec.decode(value)
 
 
 @dataclass
@@ -40,6 +81,13 @@ class _Held:
     payload: bytes | None
     event: dict[str, Any] | None
     problem: str | None
+
+
+@lru_cache(maxsize=1)
+def plain_event_reader() -> PlainEventReader:
+    """The process-wide PlainEventReader over the default codec (both the mapping and its re-verification read
+    events with it, so they see the same values)."""
+    return PlainEventReader(default_codec())
 
 
 class PartitionMapper:
@@ -59,8 +107,11 @@ class PartitionMapper:
         self.format = format
         self.product_version = product_version
         self._codecs = codecs or sealed_codecs()
-        self._event_codec = event_codec or default_codec()
+        self._event_reader = PlainEventReader(event_codec or default_codec()) if event_codec else plain_event_reader()
         self._held: list[_Held] = []
+        # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
+        self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
+                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND)}
 
     @property
     def held(self) -> int:
@@ -98,14 +149,14 @@ class PartitionMapper:
             kind, fields = codecs.decode_fields(value)
         except (DecodeError, ValueError) as exc:
             return _Held(position, value, None, None, None, None, f"not a readable audit.sealed record: {exc}")
-        record = codecs.record_of_fields(kind, fields)
+        record = dict(zip(self._names[kind], fields, strict=False))
         if kind == CHECKPOINT_KIND:
             return _Held(position, value, kind, record, None, None, None)
         payload = entry_payload(kind, record)
         if kind == REJECTION_KIND:
             return _Held(position, value, kind, record, payload, None, None)
         try:
-            event = self._event_codec.decode(record["event"])
+            event = self._event_reader.decode(record["event"])
         except DecodeError as exc:
             return _Held(position, value, kind, record, payload, None, f"the sealed AuditEvent is unreadable: {exc}")
         return _Held(position, value, kind, record, payload, event, None)
@@ -190,10 +241,9 @@ def _jsonable(value: Any) -> Any:
 
 def mappers(*, format: str = "ocsf", product_version: str | None = None) -> Callable[[str, int], PartitionMapper]:
     """A factory ``make(topic, partition)`` of PartitionMappers sharing one set of codecs."""
-    codecs, event_codec = sealed_codecs(), default_codec()
+    codecs = sealed_codecs()
 
     def make(topic: str, partition: int) -> PartitionMapper:
-        return PartitionMapper(topic, partition, format=format, product_version=product_version, codecs=codecs,
-                               event_codec=event_codec)
+        return PartitionMapper(topic, partition, format=format, product_version=product_version, codecs=codecs)
 
     return make

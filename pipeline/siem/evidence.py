@@ -31,7 +31,8 @@ from pipeline.integrity.errors import IntegrityError
 from pipeline.integrity.keyring import Keyring
 from pipeline.integrity.merkle import record_leaf_hash, verify_inclusion
 from pipeline.siem import ocsf
-from pipeline.wire.codec import DecodeError, default_codec
+from pipeline.siem.batches import plain_event_reader
+from pipeline.wire.codec import DecodeError
 
 _EVENT_TAG, _REJECTION_TAG = 0x01, 0x02
 _SOURCE_END = 21  # tag (1) + u32 partition + u64 offset + u64 timestamp
@@ -121,7 +122,7 @@ def _same_as_mapped(kind: str, evidence: Mapping[str, Any], entry: bytes, prev_h
         if entry[0] != _EVENT_TAG:
             raise EvidenceError(f"{where}: the entry is not an event entry (tag {entry[0]:#04x})")
         try:
-            event = default_codec().decode(entry[_SOURCE_END:])
+            event = plain_event_reader().decode(entry[_SOURCE_END:])
         except DecodeError as exc:
             raise EvidenceError(f"{where}: the entry's event bytes do not decode: {exc}") from None
         expected = ocsf.event_record({**record, "event": entry[_SOURCE_END:]}, event, entry, position, None)

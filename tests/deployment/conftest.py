@@ -32,6 +32,7 @@ EVERYTHING_VALUES: dict[str, Any] = {
              "credentials": {"password": "sink-secret", "s3AccessKeyId": "AK", "s3SecretAccessKey": "SK"}},
     "accessAuditor": {"credentials": {"password": "auditor-secret"}, "state": {"storageClassName": "fast"}},
     "detector": {"enabled": True, "credentials": {"password": "detector-secret"}},
+    "siemBridge": {"enabled": True, "replicas": 2, "credentials": {"password": "siem-bridge-secret"}},
     "verifier": {"credentials": {"password": "verifier-secret", "s3AccessKeyId": "AK", "s3SecretAccessKey": "SK"}},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
 }

@@ -23,11 +23,11 @@ from tests.deployment.test_helm_chart import pod_specs
 
 # The chart's workloads and compose's services, and the role each authenticates as.
 WORKLOAD_ROLES = {"sealer": "sealer", "sink": "sink", "access-auditor": "access-auditor", "verifier": "verifier",
-                  "detector": "detector"}
+                  "detector": "detector", "siem-bridge": "siem-bridge"}
 # The detector's role arrives with the monitoring issue; until then it is off in the chart and behind a
 # profile in compose, and it is the one workload allowed a role the roles file does not have yet.
 PENDING_ROLES = {"detector"} - set(role_names())
-METRICS_PORTS = {"sealer": 9464, "sink": 9465, "detector": 9466}
+METRICS_PORTS = {"sealer": 9464, "sink": 9465, "detector": 9466, "siem-bridge": 9467}
 
 
 def cli_default(command: str, dest: str):
@@ -89,7 +89,7 @@ def test_compose_uses_the_dev_stack_topics_and_bucket() -> None:
 def test_chart_workloads_authenticate_as_roles_of_the_roles_file(rendered: dict[str, str]) -> None:
     values = chart_values()
     keys = {"sealer": "sealer", "sink": "sink", "access-auditor": "accessAuditor", "verifier": "verifier",
-            "detector": "detector"}
+            "detector": "detector", "siem-bridge": "siemBridge"}
     for workload, role in WORKLOAD_ROLES.items():
         assert values[keys[workload]]["credentials"]["username"] == role
         assert role in role_names() or role in PENDING_ROLES, role
@@ -154,6 +154,7 @@ def test_versions_agree_with_the_dev_stack() -> None:
 def test_cli_metrics_ports_are_the_deployed_ones() -> None:
     assert cli_default("seal", "metrics_port") == METRICS_PORTS["sealer"]
     assert cli_default("sink", "metrics_port") == METRICS_PORTS["sink"]
+    assert cli_default("siem-bridge", "metrics_port") == METRICS_PORTS["siem-bridge"]
 
 
 def test_metrics_ports_agree(rendered: dict[str, str]) -> None:
@@ -163,8 +164,9 @@ def test_metrics_ports_agree(rendered: dict[str, str]) -> None:
     scraped = {job["job_name"].removeprefix("auditseal-"): job["dns_sd_configs"][0]["port"]
                for job in scrape["scrape_configs"] if job["job_name"].startswith("auditseal-")}
     assert scraped == METRICS_PORTS
+    value_keys = {"siem-bridge": "siemBridge"}
     for workload, port in METRICS_PORTS.items():
-        assert values[workload]["metricsPort"] == port, workload
+        assert values[value_keys.get(workload, workload)]["metricsPort"] == port, workload
         assert services[workload]["command"][-2:] == ["--metrics-port", str(port)], workload
         assert services[workload]["expose"] == [str(port)], workload
     everything = rendered["everything"]

@@ -53,7 +53,7 @@ def test_compose_schema_check_reports_an_unknown_key(validators: Path, tmp_path:
 
 def test_pipeline_services_run_non_root_read_only_without_capabilities() -> None:
     services = {name: s for name, s in compose()["services"].items() if s.get("image") == PIPELINE_IMAGE}
-    assert {"sealer", "sink", "access-auditor", "detector", "verifier", "setup"} <= set(services)
+    assert {"sealer", "sink", "access-auditor", "detector", "siem-bridge", "verifier", "setup"} <= set(services)
     for name, service in services.items():
         if name == "init":  # the one root job: it hands each part of the stack volume to its user
             assert set(service["cap_add"]) == {"CHOWN", "FOWNER", "DAC_OVERRIDE"}

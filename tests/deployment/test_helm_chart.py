@@ -65,7 +65,7 @@ def test_every_pod_runs_hardened_with_resources(rendered: dict[str, str], name: 
 def test_all_workloads_render_with_everything_on(rendered: dict[str, str]) -> None:
     names = set(pod_specs(rendered["everything"]))
     assert names == {"auditseal-sealer", "auditseal-sink", "auditseal-detector", "auditseal-verifier",
-                     "auditseal-access-auditor-broker-0"}
+                     "auditseal-access-auditor-broker-0", "auditseal-siem-bridge"}
     kinds = {d["kind"] for d in documents(rendered["everything"])}
     assert {"Secret", "ConfigMap", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget",
             "PersistentVolumeClaim", "ServiceAccount", "Service"} <= kinds
@@ -106,6 +106,26 @@ def test_sealer_replicas_beyond_the_raw_partitions_are_refused(helm: Helm) -> No
     result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.replicas=7")
     assert result.returncode != 0
     assert "sealer.replicas (7) exceeds the partitions of audit.raw (6)" in result.stderr
+
+
+def test_siem_bridge_beyond_the_sealed_partitions_or_a_smaller_ocsf_topic_is_refused(helm: Helm) -> None:
+    result = helm.run("template", "auditseal", str(CHART), "--set", "siemBridge.enabled=true",
+                      "--set", "siemBridge.replicas=7")
+    assert result.returncode != 0
+    assert "siemBridge.replicas (7) exceeds the partitions of audit.sealed (6)" in result.stderr
+    # the bridge writes sealed partition p to OCSF partition p
+    result = helm.run("template", "auditseal", str(CHART), "--set", "siemBridge.enabled=true",
+                      "--set", "topics.ocsf.partitions=3")
+    assert result.returncode != 0
+    assert "topics.ocsf.partitions (3) is below topics.sealed.partitions (6)" in result.stderr
+
+
+def test_each_siem_bridge_pod_has_its_own_transactional_id(rendered: dict[str, str]) -> None:
+    spec = pod_specs(rendered["everything"])["auditseal-siem-bridge"]["containers"][0]
+    assert "--instance-id=$(POD_NAME)" in spec["args"] and "--app-id=auditseal-ocsf-bridge" in spec["args"]
+    pod_name = next(e for e in spec["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert spec["env"].index(pod_name) == 0  # $(POD_NAME) expands only from variables defined before it
 
 
 def test_a_workload_without_credentials_is_refused(helm: Helm) -> None:

@@ -19,15 +19,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import KafkaSettings
 from pipeline.dev.cache import cache_dir
 from pipeline.dev.connect import CONNECT_PORT_OFFSET, StandaloneConnect, ensure_connect_jars, worker_properties
 from pipeline.dev.processes import port_is_free
-from pipeline.dev.provision import acl_binding
 from pipeline.integrity.keyring import load_keyring
-from pipeline.permissions.topology import Grant
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import SealedRecord
 from pipeline.sealer.output import ChainWriter
@@ -38,6 +35,7 @@ from pipeline.wire.sealed import EVENT_KIND
 from tests.support.archive import seal_in_process
 from tests.support.ocsf_schema import ocsf_errors
 from tests.support.sealing import REPO, create_topics, delete_topics
+from tests.support.siem import create_ocsf_topic, delete_ocsf_topic, start_bridge
 
 pytestmark = pytest.mark.stack
 
@@ -46,31 +44,14 @@ pytestmark = pytest.mark.stack
 def siem_topics(stack):
     """Raw/sealed test topics, an OCSF topic beside them, and the siem-bridge and siem roles' grants on them."""
     topics = create_topics(stack, partitions=3)
-    ocsf_topic = topics.sealed.replace("test.sealed.", "test.ocsf.")
-    admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    for future in admin.create_topics([NewTopic(ocsf_topic, num_partitions=3, replication_factor=1)]).values():
-        future.result(timeout=30)
-    grants = [("User:siem-bridge", Grant("topic", topics.sealed, "read")),
-              ("User:siem-bridge", Grant("topic", topics.sealed, "describe")),
-              ("User:siem-bridge", Grant("topic", ocsf_topic, "write")),
-              ("User:siem-bridge", Grant("topic", ocsf_topic, "describe")),
-              ("User:siem", Grant("topic", ocsf_topic, "read")),
-              ("User:siem", Grant("topic", ocsf_topic, "describe")),
-              ("User:siem", Grant("topic", topics.sealed, "read")),
-              ("User:siem", Grant("topic", topics.sealed, "describe"))]
-    for future in admin.create_acls([acl_binding(p, g) for p, g in grants]).values():
-        future.result(timeout=30)
+    ocsf_topic = create_ocsf_topic(stack, topics)
     yield topics, ocsf_topic
-    for future in admin.delete_topics([ocsf_topic]).values():
-        future.result(timeout=30)
+    delete_ocsf_topic(stack, ocsf_topic)
     delete_topics(stack, topics)
 
 
 def _start_bridge(stack, topics, ocsf_topic: str, app_id: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, **stack.env("siem-bridge"))
-    argv = [sys.executable, "-m", "pipeline.cli.main", "siem-bridge", "--sealed-topic", topics.sealed,
-            "--ocsf-topic", ocsf_topic, "--app-id", app_id, "--metrics-port", "0"]
-    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return start_bridge(stack, topics, ocsf_topic, app_id, log)
 
 
 def _read_ocsf(stack, topic: str, expected: int, timeout: float = 180) -> dict[int, list[dict]]:

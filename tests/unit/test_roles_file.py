@@ -88,9 +88,10 @@ def test_broken_top_level_is_refused_naming_the_problem(change, message):
 def test_broken_grant_is_refused_naming_role_and_entry(grant, message):
     document = _with()
     document["roles"]["siem"]["kafka"].append(grant)
+    position = len(document["roles"]["siem"]["kafka"]) - 1
     with pytest.raises(RolesFileError) as raised:
         _parse(document)
-    assert "roles.siem.kafka[2]" in str(raised.value) and message in str(raised.value)
+    assert f"roles.siem.kafka[{position}]" in str(raised.value) and message in str(raised.value)
 
 
 def test_missing_mandatory_role_is_refused():

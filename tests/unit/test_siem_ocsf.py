@@ -206,3 +206,29 @@ def test_json_format_carries_the_record_fields(documents):
     assert len(bytes.fromhex(event["hash"])) == 32 and "event_id" in event["event_decoded"]
     assert {d["kind"] for d in plain} == {"event", "rejection", "checkpoint"}
     json.dumps(plain)
+
+
+def test_the_by_hand_recipe_of_the_siem_guide_verifies_and_refuses(documents, tmp_path):
+    """docs/verify_ocsf_record.py (stdlib + cryptography, no AuditSeal import) agrees with verify_record."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.integrity.keyring import save_keyring
+
+    script = Path(__file__).resolve().parents[2] / "docs" / "verify_ocsf_record.py"
+    keyring = tmp_path / "keyring.json"
+    save_keyring(KEYRING, keyring)
+    signed = [d for d in documents if d["class_uid"] != ocsf.BASE_EVENT][:40:7]
+
+    def run(document: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(keyring)], input=json.dumps(document),
+                              capture_output=True, text=True, timeout=60)
+
+    for document in signed:
+        result = run(document)
+        assert result.returncode == 0 and result.stdout.startswith("OK"), result.stdout + result.stderr
+    result = run(_tampered(signed[1], _flip_entry))
+    assert result.returncode == 1 and "do not hash" in result.stdout
+    result = run(_tampered(signed[1], lambda d: d["unmapped"]["auditseal"]["checkpoint"].update(signature="00" * 64)))
+    assert result.returncode == 1 and "signature" in result.stdout
