@@ -61,7 +61,7 @@ def test_the_vocabulary_is_the_one_reports_use() -> None:
         "ALTERED": "altered_record", "GAP": "gap", "DUPLICATE": "duplicate", "REORDER": "reorder",
         "FORK": "fork", "WRONG_CHAIN": "wrong_chain", "MALFORMED": "malformed_record",
         "BAD_SIGNATURE": "bad_signature", "UNKNOWN_KEY": "unknown_key", "KEY_NOT_VALID": "key_not_valid",
-        "CHECKPOINT_MISMATCH": "checkpoint_mismatch", "CHECKPOINT_CHAIN": "checkpoint_chain_broken",
+        "COMPROMISED_KEY": "compromised_key", "CHECKPOINT_MISMATCH": "checkpoint_mismatch", "CHECKPOINT_CHAIN": "checkpoint_chain_broken",
         "UNCHECKPOINTED": "unsigned_tail",
     }
     violation = Violation(ViolationKind.GAP, CHAIN_ID, 2, HERE, "two missing")
@@ -326,3 +326,12 @@ def test_the_state_after_a_checkpoint_is_what_the_verifier_holds_there() -> None
     for seq, digest in enumerate(hashes[3:], start=3):
         assert resumed.link(CHAIN_ID, seq, resumed.head_hash, digest, digest, HERE) == ()
     assert resumed.checkpoint(checkpoints[1], HERE, KEYRING) == []
+
+
+def test_an_unreadable_checkpoint_is_one_finding_and_the_next_one_follows_it() -> None:
+    # a checkpoint record whose fields are out of their domain: reported once, at its record; the next
+    # checkpoint is held to its last_seq and the hash it stored, so nothing cascades
+    state = ChainState(CHAIN_ID)
+    found = state.unreadable_checkpoint(9, b"\x07" * 32, HERE, "key_id must be 16 hex digits")
+    assert [(v.kind, v.seq) for v in found] == [("malformed_record", 9)]
+    assert (state.expected_first_seq, state.previous_checkpoint_hash, state.checkpoints) == (10, b"\x07" * 32, 1)
