@@ -139,8 +139,6 @@ class Sealer:
             "heartbeat.interval.ms": max(500, config.session_timeout_ms // 5),
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 50,
-            # partitions added to the raw topic are seen (and become new chains) within this
-            "topic.metadata.refresh.interval.ms": 10_000,
         }))
 
     # ---- group membership (callbacks run inside consume(), between batches) ------------------------

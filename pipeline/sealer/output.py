@@ -198,7 +198,7 @@ _NEED_MORE = "need more"
 
 def _stray_reason(kind: bytes | None, record: dict | str, where: str) -> str:
     if kind is None:
-        return str(record)
+        return f"{record} ({where})"
     return f"a {kind.decode()} record of chain {record.get('chain_id')!r} seq {record.get('seq', record.get('last_seq'))} {where}"
 
 

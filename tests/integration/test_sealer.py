@@ -169,7 +169,12 @@ def test_exactly_once_through_a_broker_restart(stack, topics, tmp_path):
     producer_thread.start()
     worker = start_sealer(stack, topics, log=tmp_path / "sealer.log")
     try:
-        time.sleep(6)
+        # mid-stream means once the worker sealed (a start-up without a broker is refused, exit 2, by its
+        # pre-flight check): on a loaded machine start-up alone can take longer than a fixed sleep
+        deadline = time.monotonic() + 120
+        while "opened at seq" not in (tmp_path / "sealer.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)
         # the broker goes away mid-stream (transactions open, producer retrying) and comes back with its data
         stack.kafka_process.stop()
         time.sleep(3)

@@ -299,15 +299,19 @@ def test_a_partition_added_to_the_raw_topic_is_a_new_chain_at_genesis_and_no_cra
         for event in synthetic_events(50, seed=72):
             raw.produce(topics.raw, default_codec().encode(event), partition=2)
         assert raw.flush(30) == 0
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 420  # the consumer sees new partitions at its metadata refresh (5 min)
         while "none numbered 2" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(1)
         assert "none numbered 2" in log.read_text(), "the sealer never saw the new partition"
-        time.sleep(6)  # a lag report
+        deadline = time.monotonic() + 60  # the lag is reported every 5 s
+        while True:
+            lag = {line.split('chain="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                   for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                   .splitlines() if line.startswith("auditseal_sealer_consumer_lag{")}
+            if lag.get(f"{topics.raw}/2") == 50 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert worker.poll() is None, "the sealer stopped on a new raw partition"
-        lag = {line.split('chain="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-               for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-               .splitlines() if line.startswith("auditseal_sealer_consumer_lag{")}
         assert lag.get(f"{topics.raw}/2") == 50, lag
         # the sealed topic gets its partition too: the chain starts at genesis
         for future in admin.create_partitions([NewPartitions(topics.sealed, 3)]).values():
