@@ -8,4 +8,5 @@
 - :mod:`connectors.s3sink.bucket` — locked writes, read-back, retries (S3 I/O)
 - :mod:`connectors.s3sink.worker` — the consume loop and offset commits (Kafka I/O)
 - :mod:`connectors.s3sink.command` — the start-up bucket check and the process
+- :mod:`connectors.s3sink.cli` — `auditseal sink`'s options, registered through the `auditseal.commands` entry point
 """

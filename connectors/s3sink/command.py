@@ -11,17 +11,16 @@ Given the bucket admin's keys in ``AUDITSEAL_S3_CHECK_ACCESS_KEY_ID`` /
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
 import threading
-from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.s3sink import metrics
 from connectors.s3sink.bucket import ArchiveBucket
+from connectors.s3sink.cli import RECHECK_INTERVAL_S
 from connectors.s3sink.worker import S3Sink, SinkConfig, install_stop_handlers
 from pipeline.archive.encryption import MASTER_KEY_VARIABLE, KeyEncryptionKey
 from pipeline.archive.objectlock import ConformanceReport, check_bucket, check_bucket_as_writer, with_exposure
@@ -35,7 +34,7 @@ log = logging.getLogger("connectors.s3sink")
 
 CHECK_KEY_VARIABLES = ("AUDITSEAL_S3_CHECK_ACCESS_KEY_ID", "AUDITSEAL_S3_CHECK_SECRET_ACCESS_KEY")
 CRASH_VARIABLE = "AUDITSEAL_SINK_CRASH_BEFORE_COMMIT"
-RECHECK_INTERVAL_S = 3600.0
+
 CHECK_ACTION = "bucket.check"
 
 
@@ -166,34 +165,3 @@ def sink_command(args) -> int:
         raise ConfigError("--recheck-interval must be positive")
     return run_sink(config, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                     recheck_interval=args.recheck_interval)
-
-
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``auditseal sink`` to the command line (entry point ``auditseal.commands``)."""
-    sink = commands.add_parser("sink", help="run the S3 sink: audit.sealed -> Object Lock COMPLIANCE objects",
-                               description="Archive audit.sealed to the bucket in the AWS_*/AUDITSEAL_BUCKET "
-                               "variables as the role in the AUDITSEAL_* variables (README, 'The S3 sink').")
-    sink.add_argument("--profile", help="compliance profile (default: the compliance file's default)")
-    sink.add_argument("--compliance-file", type=Path,
-                      help="profiles file (default $AUDITSEAL_COMPLIANCE_FILE or config/compliance.yaml)")
-    sink.add_argument("--prefix", default="", help="key prefix ending in '/', e.g. archive/ (default: none)")
-    sink.add_argument("--master-key", help="encrypt objects with this master key: a file, or pkcs11:LABEL for a key in the "
-                      "AUDITSEAL_PKCS11_* token (default $AUDITSEAL_MASTER_KEY)")
-    sink.add_argument("--generate-master-key", type=Path, metavar="PATH", help="write a new master key file and exit")
-    sink.add_argument("--key-id", help="with --generate-master-key: its id (default: derived from the key)")
-    sink.add_argument("--max-records", type=int, default=20_000, help="records per object at most (default 20000)")
-    sink.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024,
-                      help="record value bytes per object at most (default 16 MiB)")
-    sink.add_argument("--max-age-ms", type=int, default=10_000,
-                      help="close an object this long after its first record arrived (default 10000)")
-    sink.add_argument("--codec", default="deflate", choices=["deflate", "null"], help="OCF block codec (default deflate)")
-    sink.add_argument("--workers", type=int, default=4, help="objects written in parallel (one per partition)")
-    sink.add_argument("--topic", default="audit.sealed")
-    sink.add_argument("--group", default="auditseal-sink", help="consumer group (must start with auditseal-sink)")
-    sink.add_argument("--instance-id", help="static group membership id: a restart resumes at once")
-    sink.add_argument("--metrics-port", type=int, default=9465, help="Prometheus endpoint port (0: off)")
-    sink.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
-    sink.add_argument("--recheck-interval", type=float, default=RECHECK_INTERVAL_S, metavar="SECONDS",
-                      help="re-prove the bucket (WORM, policy, default retention) this often; a failure is an event "
-                           "and stops the sink (default 3600)")
-    sink.set_defaults(handler=sink_command)

@@ -35,8 +35,10 @@ from pipeline.producer import AuditProducer, new_event
 imported = time.perf_counter() - started
 with AuditProducer() as producer:  # AUDITSEAL_* only
     producer.check()
-    results = [producer.emit(new_event(actor_id="svc-wheel", action="document.read", resource_type="document",
-                                       resource_id=f"doc-{n}", source_service="wheel-test")) for n in range(20)]
+    results = [producer.emit(new_event(actor={"id": "svc-wheel", "type": "SERVICE"}, action="document.read",
+                                       resource={"type": "document", "id": f"doc-{n}"},
+                                       outcome={"status": "SUCCESS"}, source_service="wheel-test"))
+               for n in range(20)]
     producer.flush()
 print(json.dumps({"import_s": imported, "modules": sorted(m.split(".")[0] for m in sys.modules),
                   "delivered": [[r.partition, r.offset] for r in results]}))
