@@ -8,7 +8,7 @@ from confluent_kafka import Producer
 
 from pipeline.config import KafkaSettings
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.sealer.chain_sealer import ChainSealer, SealerStateError
+from pipeline.sealer.chain_sealer import ChainSealer
 from pipeline.sealer.output import ChainWriter
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import KIND_HEADER, chain_id_for
@@ -68,44 +68,44 @@ def test_an_intact_chain_resumes_where_its_last_checkpoint_says(stack, topics):
     assert resumed.next_source_offset == 5
 
 
-def test_an_entry_appended_after_the_last_checkpoint_is_refused_as_an_unsigned_tail(stack, topics):
+def _resume(stack, topics):
+    """Open the chain as the sealer does after a restart: (the state it resumes from, the strays it skipped)."""
+    writer = _writer(stack, topics)
+    try:
+        return writer.open(timeout=60), list(writer.strays)
+    finally:
+        writer.close()
+
+
+def test_an_entry_appended_after_the_last_checkpoint_is_skipped_as_a_stray_never_extended(stack, topics):
     sealed = _seal_one_batch(stack, topics, _events(5, seed=4))
     # the attacker extends the chain correctly (the next seq, linked to the head): only the missing
-    # signature gives it away
+    # signature gives it away, so the sealer resumes from its own signed checkpoint and names the stray
     forger = ChainSealer(chain_id_for(topics.raw, 0), 0, stack.signer(), sealed.head,
                          prev_checkpoint_hash=sealed.prev_checkpoint_hash)
     _append_behind_the_sealers_back(stack, topics, [forger.seal(_events(1, seed=5)[0], 5, ISSUED + 5).value])
-    writer = _writer(stack, topics)
-    try:
-        with pytest.raises(SealerStateError, match=r"seq 5: unsigned_tail: 1 entries after the last checkpoint"):
-            writer.open(timeout=60)
-    finally:
-        writer.close()
+    resumed, strays = _resume(stack, topics)
+    assert resumed.head == sealed.head and resumed.next_source_offset == 5
+    assert len(strays) == 1 and "seq 5 after the last valid checkpoint" in strays[0][1], strays
 
 
-def test_a_forked_entry_after_the_last_checkpoint_is_named(stack, topics):
-    _seal_one_batch(stack, topics, _events(3, seed=6))
+def test_a_forked_entry_after_the_last_checkpoint_is_named_and_skipped(stack, topics):
+    sealed = _seal_one_batch(stack, topics, _events(3, seed=6))
     # a second history from genesis, appended after the sealer's checkpoint
     other = ChainSealer.resume(chain_id_for(topics.raw, 0), 0, stack.signer(), None)
     _append_behind_the_sealers_back(stack, topics, [other.seal(_events(1, seed=7)[0], 0, ISSUED).value])
-    writer = _writer(stack, topics)
-    try:
-        with pytest.raises(SealerStateError, match=r"seq 0: reorder: expected seq 3, found seq 0") as caught:
-            writer.open(timeout=60)
-    finally:
-        writer.close()
-    assert f"{topics.sealed}[0] offset " in str(caught.value)  # where: the appended record
+    resumed, strays = _resume(stack, topics)
+    assert resumed.head == sealed.head  # the chain goes on from seq 2, never from the forger's seq 0
+    assert len(strays) == 1 and "seq 0 after the last valid checkpoint" in strays[0][1], strays
 
 
-def test_entries_without_any_checkpoint_are_refused_not_resumed_at_genesis(stack, topics):
-    # before the state machine, a partition with entries but no checkpoint resumed at seq 0: a fork
+def test_entries_without_any_checkpoint_are_strays_not_a_chain_to_extend(stack, topics):
+    # before the stray-tolerant resume, a partition with entries but no checkpoint resumed after them: a fork
     forger = ChainSealer.resume(chain_id_for(topics.raw, 0), 0, stack.signer(), None)
     events = _events(2, seed=8)
     _append_behind_the_sealers_back(stack, topics,
                                     [forger.seal(value, n, ISSUED + n).value for n, value in enumerate(events)])
-    writer = _writer(stack, topics)
-    try:
-        with pytest.raises(SealerStateError, match=r"seq 0: unsigned_tail: 2 entries"):
-            writer.open(timeout=60)
-    finally:
-        writer.close()
+    resumed, strays = _resume(stack, topics)
+    assert resumed.head.seq == -1 and resumed.next_source_offset is None  # nothing signed: nothing to extend
+    assert [why for _, why in strays] == [f"a event record of chain {chain_id_for(topics.raw, 0)!r} seq {n} "
+                                          "before any valid checkpoint" for n in range(2)], strays
