@@ -28,12 +28,12 @@ from pipeline.keys.store import SigningKeyStore
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import complete_event
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.verifier.chains import ChainAuditor
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND
 from pipeline.wire.topics import RAW_TOPIC
 from tests.support.sealing import (
     REPO,
+    audit,
     create_topics,
     delete_topics,
     raw_end_offsets,
@@ -110,19 +110,6 @@ def _emit(stack, topics, count: int, seed: int, rate: float | None = None) -> No
             producer.emit(event)
             if rate is not None and (ahead := index / rate - (time.monotonic() - started)) > 0:
                 time.sleep(ahead)
-
-
-def _audit(keyring_path: str, sealed) -> ChainAuditor:
-    auditor = ChainAuditor(load_keyring(keyring_path))
-    for partition, records in sorted(sealed.items()):
-        for offset, kind, record in records:
-            location = f"sealed[{partition}]@{offset}"
-            if kind == CHECKPOINT_KIND:
-                auditor.checkpoint(record, location)
-            else:
-                auditor.entry(kind, record, location)
-    auditor.finish()
-    return auditor
 
 
 def _checkpoints(sealed) -> list[dict]:
@@ -218,7 +205,7 @@ def test_rotation_under_load_leaves_no_gap_no_fork_and_both_keys_verify(stack, t
     offsets = sealed_source_offsets(sealed)
     assert all(offsets[p] == list(range(end)) for p, end in ends.items())
     # no fork and every checkpoint verifies, each under the key valid at its time
-    auditor = _audit(custody["AUDITSEAL_KEYRING"], sealed)
+    auditor = audit(stack, sealed, custody["AUDITSEAL_KEYRING"])
     assert auditor.violations == []
     assert auditor.checkpoints_valid == auditor.checkpoints_checked
     checkpoints = _checkpoints(sealed)
@@ -258,14 +245,14 @@ def test_a_revoked_key_is_refused_by_the_sealer_and_its_later_checkpoints_are_re
     assert "revoked as compromised" in log.read_text()
     after = read_sealed(stack, topics)
     assert _checkpoints(after) == _checkpoints(sealed_before_refusal)
-    auditor = _audit(custody["AUDITSEAL_KEYRING"], after)
+    auditor = audit(stack, after, custody["AUDITSEAL_KEYRING"])
     flagged = [v for v in auditor.violations if v.kind == COMPROMISED_KEY]
     late = [c for c in _checkpoints(after) if c["issued_at_micros"] >= compromised_since]
     assert late and len(flagged) == len(late)
     assert {v.kind for v in auditor.violations} == {COMPROMISED_KEY}
     assert all(key_id in v.detail and "after its compromise" in v.detail for v in flagged)
     # what it signed before the compromise still verifies
-    assert _audit(custody["AUDITSEAL_KEYRING"], early).violations == []
+    assert audit(stack, early, custody["AUDITSEAL_KEYRING"]).violations == []
 
 
 def test_the_private_key_cannot_be_read_out_of_the_token(stack, custody):

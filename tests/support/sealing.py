@@ -193,9 +193,10 @@ def read_sealed(stack, topics: Topics, timeout: float = 60) -> dict[int, list[tu
     return dict(out)
 
 
-def audit(stack, sealed: dict[int, list]) -> ChainAuditor:
-    """Verify every chain of a sealed topic read with :func:`read_sealed`."""
-    auditor = ChainAuditor(load_keyring(stack.keyring_file))
+def audit(stack, sealed: dict[int, list], keyring_path=None) -> ChainAuditor:
+    """Verify every chain of a sealed topic read with :func:`read_sealed`, against the stack's keyring or
+    ``keyring_path``."""
+    auditor = ChainAuditor(load_keyring(keyring_path or stack.keyring_file))
     for partition, records in sorted(sealed.items()):
         for offset, kind, record in records:
             location = f"sealed[{partition}]@{offset}"
