@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError
 from pipeline.integrity.chain import chain_hash
-from pipeline.integrity.checkpoint import checkpoint_signed_bytes, verify_checkpoint_batch
-from pipeline.integrity.errors import CheckpointError
+from pipeline.integrity.chain_state import ChainState, Violation
+from pipeline.integrity.checkpoint import checkpoint_signed_bytes
 from pipeline.integrity.keyring import KeySchedule, key_id_for
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
 from pipeline.wire.sealed import (
@@ -218,8 +218,9 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
             public_key.verify(checkpoint.signature, checkpoint_signed_bytes(checkpoint))
         except InvalidSignature:
             return f"its signature does not verify under this sealer's key {key_id}", set()
+    # walk back from the head it signs to its first_seq, picking out its own entries among strays
     expected_seq, expected_hash = checkpoint.last_seq, checkpoint.chain_head
-    hashes, batch = [], set()
+    entries, batch = [], set()
     for offset, kind, entry in reversed(decoded[:index]):
         if expected_seq < checkpoint.first_seq:
             break
@@ -230,20 +231,30 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
         if entry["seq"] != expected_seq or entry["hash"] != expected_hash:
             continue
         try:
-            recomputed = chain_hash(entry["prev_hash"], entry["seq"], entry_payload(kind, entry))
+            payload = entry_payload(kind, entry)
+            if chain_hash(entry["prev_hash"], entry["seq"], payload) != entry["hash"]:
+                continue  # a record claiming the position with other bytes: a stray
         except (AuditSealError, ValueError, TypeError, KeyError):
             continue
-        if recomputed != entry["hash"]:
-            continue
-        hashes.append(entry["hash"])
+        entries.append((offset, entry, payload))
         batch.add(offset)
         expected_seq, expected_hash = expected_seq - 1, entry["prev_hash"]
     if expected_seq >= checkpoint.first_seq:
         return _NEED_MORE, set()
-    try:
-        verify_checkpoint_batch(checkpoint, checkpoint.chain_id, checkpoint.first_seq, hashes[::-1])
-    except CheckpointError as exc:
-        return str(exc), set()
+    if not entries:
+        return f"it signs no entries (first_seq {checkpoint.first_seq}, last_seq {checkpoint.last_seq})", set()
+    # the batch judged by the one state machine the verifier runs: links, continuity, Merkle root
+    first = entries[-1][1]
+    state = ChainState(checkpoint.chain_id, head_seq=first["seq"] - 1, head_hash=first["prev_hash"],
+                       batch_first_seq=first["seq"], expected_first_seq=checkpoint.first_seq,
+                       previous_checkpoint_hash=checkpoint.prev_checkpoint_hash)
+    found: list[Violation] = []
+    for offset, entry, payload in reversed(entries):
+        found += state.entry(entry["chain_id"], entry["seq"], entry["prev_hash"], entry["hash"], payload,
+                             f"offset {offset}")
+    found += state.checkpoint(checkpoint, f"offset {decoded[index][0]}", keyring=None)
+    if found:
+        return "; ".join(f"{violation.kind}: {violation.detail}" for violation in found), set()
     return None, batch
 
 
