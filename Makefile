@@ -8,7 +8,7 @@ AUDITSEAL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/audi
 export AUDITSEAL_CACHE
 export PIP_CACHE_DIR ?= $(AUDITSEAL_CACHE)/pip
 
-.PHONY: venv up down status test test-cluster unit lint deploy-check demo bench clean
+.PHONY: venv up down status test test-cluster unit lint deploy-check demo bench bench-pipeline clean
 
 venv: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard pipeline/native/*.pyx pip
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "AuditSeal needs Python >= 3.11; set PYTHON=python3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[pipeline,test]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[pipeline,test,bench]'
 	@touch $@
 
 up: venv
@@ -63,6 +63,11 @@ bench: venv
 	$(BIN)/python -m bench.verify
 	$(BIN)/python -m bench.privacy
 	$(BIN)/python -m bench.siem
+
+# every stage at once, 10 minutes per offered rate (about an hour): see bench/pipeline.py
+bench-pipeline: venv
+	$(BIN)/auditseal dev up --no-check
+	$(BIN)/python -m bench.pipeline
 
 clean:
 	-$(BIN)/auditseal dev down --purge
