@@ -166,7 +166,8 @@ def _seal(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from pipeline.cli.detect import run_detector
 
-    return run_detector(rules=args.rules, raw_topic=args.raw_topic, alerts_topic=args.alerts_topic, app_id=args.app_id,
+    return run_detector(rules=args.rules, access_topic=args.access_topic, verification_topic=args.verification_topic,
+                        detection_topic=args.detection_topic, alerts_topic=args.alerts_topic, app_id=args.app_id,
                         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                         replication_factor=args.replication_factor, loglevel=args.loglevel)
 
@@ -355,13 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
                       "$XDG_STATE_HOME/auditseal, i.e. ~/.local/state/auditseal)")
     seal.set_defaults(handler=_seal)
 
-    detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events in "
-                                 "audit.raw -> alerts on audit.alerts, sealed as events in audit.raw")
+    detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events of "
+                                 "audit.access and audit.verification -> alerts on audit.alerts, sealed as events "
+                                 "via audit.detection")
     detect.add_argument("--rules", type=Path,
                         help="rules file (default $AUDITSEAL_DETECTOR_RULES or config/detector.yaml)")
     detect.add_argument("--metrics-port", type=int, default=9466, help="Prometheus endpoint port (0: off)")
     detect.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
-    detect.add_argument("--raw-topic", default="audit.raw")
+    detect.add_argument("--access-topic", default="audit.access",
+                        help="the access auditor's events (only it may write this topic)")
+    detect.add_argument("--verification-topic", default="audit.verification",
+                        help="the verifier's records (only it may write this topic)")
+    detect.add_argument("--detection-topic", default="audit.detection",
+                        help="where each alert is written as an alert.raised event, to be sealed")
     detect.add_argument("--alerts-topic", default="audit.alerts")
     detect.add_argument("--app-id", default="auditseal-detector",
                         help="Faust app id = consumer group and table topic prefix (must start with auditseal-detector)")
