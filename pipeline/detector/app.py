@@ -1,7 +1,8 @@
 """The Faust app of the detector: ``auditseal detect`` runs one worker.
 
-One agent reads its authenticated sources only: ``audit.access`` (written by the access auditor alone)
-and ``audit.verification`` (the verifier alone), never ``audit.raw``, where any producer could write an
+One agent reads its authenticated sources only: ``audit.access`` (written by the access auditor alone),
+``audit.verification`` (the verifier alone) and ``audit.reconciliation`` (the reconciler alone), never
+``audit.raw``, where any producer could write an
 event claiming ``source_service: kafka-broker`` (``acl check``, only_origin_writes, proves who can write
 each). It keeps two tables keyed by principal, and judges each access event with the pure rules of
 :mod:`pipeline.detector.rules`:
@@ -38,7 +39,13 @@ from pipeline.detector.topics import changelog_configs, ensure_changelogs
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import new_event
 from pipeline.wire.codec import DecodeError, EventCodec, default_codec
-from pipeline.wire.topics import ACCESS_TOPIC, ALERTS_TOPIC, DETECTION_TOPIC, VERIFICATION_TOPIC
+from pipeline.wire.topics import (
+    ACCESS_TOPIC,
+    ALERTS_TOPIC,
+    DETECTION_TOPIC,
+    RECONCILIATION_TOPIC,
+    VERIFICATION_TOPIC,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,7 @@ class DetectorSettings:
     # the authenticated sources the rules judge (co-partitioned: one agent, one set of tables)
     access_topic: str = ACCESS_TOPIC
     verification_topic: str = VERIFICATION_TOPIC
+    reconciliation_topic: str = RECONCILIATION_TOPIC
     # where each alert is sealed as an alert.raised event
     detection_topic: str = DETECTION_TOPIC
     alerts_topic: str = ALERTS_TOPIC
@@ -161,7 +169,8 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
     publisher = publisher or AlertPublisher(settings, detector)
     own_principal = publisher.principal
     codec = default_codec()
-    sources = app.topic(detector.access_topic, detector.verification_topic, value_serializer="raw",
+    sources = app.topic(detector.access_topic, detector.verification_topic, detector.reconciliation_topic,
+                        value_serializer="raw",
                         key_serializer="raw", internal=False)
     profiles = app.Table("principal-profiles", default=dict, partitions=detector.partitions)
     learning = app.Table("learning", default=int, partitions=detector.partitions)

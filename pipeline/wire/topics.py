@@ -72,15 +72,16 @@ TOPICS = (
     # sealed records live in Kafka for SIEM replay; the locked archive in S3 is the long-term copy
     TopicSpec(SEALED_TOPIC, partitions=6, retention_ms=30 * DAY_MS),
     TopicSpec(ALERTS_TOPIC, partitions=3, retention_ms=90 * DAY_MS),
-    # access and verification records share the detector's Faust agent: co-partitioned (3 each)
+    # access, verification and reconciliation records share the detector's Faust agent: co-partitioned (3 each)
     TopicSpec(ACCESS_TOPIC, partitions=3, retention_ms=7 * DAY_MS),
     TopicSpec(sealed_topic_of(ACCESS_TOPIC), partitions=3, retention_ms=30 * DAY_MS),
     TopicSpec(VERIFICATION_TOPIC, partitions=3, retention_ms=7 * DAY_MS),
     TopicSpec(sealed_topic_of(VERIFICATION_TOPIC), partitions=3, retention_ms=30 * DAY_MS),
     TopicSpec(DETECTION_TOPIC, partitions=1, retention_ms=7 * DAY_MS),
     TopicSpec(sealed_topic_of(DETECTION_TOPIC), partitions=1, retention_ms=30 * DAY_MS),
-    TopicSpec(RECONCILIATION_TOPIC, partitions=1, retention_ms=7 * DAY_MS),
-    TopicSpec(sealed_topic_of(RECONCILIATION_TOPIC), partitions=1, retention_ms=30 * DAY_MS),
+    # read by the detector's agent too (reconcile.mismatch alerts): co-partitioned with access and verification
+    TopicSpec(RECONCILIATION_TOPIC, partitions=3, retention_ms=7 * DAY_MS),
+    TopicSpec(sealed_topic_of(RECONCILIATION_TOPIC), partitions=3, retention_ms=30 * DAY_MS),
     # partition p holds partition p of audit.sealed in the same order; kept as long as the sealed records
     TopicSpec(OCSF_TOPIC, partitions=6, retention_ms=30 * DAY_MS),
 )

@@ -98,7 +98,8 @@ def test_null_value_and_a_new_source_partition_do_not_stop_it(stack, made, rules
         # burst written to it alone
         setup = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
         for future in setup.create_partitions([NewPartitions(topics.access, 4),
-                                               NewPartitions(topics.verification, 4)]).values():
+                                               NewPartitions(topics.verification, 4),
+                                               NewPartitions(topics.reconciliation, 4)]).values():
             future.result(timeout=30)
         deadline = time.monotonic() + 60
         while len(producer.list_topics(topics.access, timeout=10).topics[topics.access].partitions) < 4:

@@ -39,6 +39,7 @@ class DetectorTopics:
 
     access: str
     verification: str
+    reconciliation: str
     detection: Topics
     alerts: str
 
@@ -48,28 +49,31 @@ def create_detector_topics(stack, partitions: int = 3) -> DetectorTopics:
     detection = create_topics(stack, partitions=1)
     suffix = detection.raw.rsplit(".", 1)[1]
     access, verification, alerts = f"test.access.{suffix}", f"test.verification.{suffix}", f"test.alerts.{suffix}"
+    reconciliation = f"test.reconciliation.{suffix}"
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
     new = [NewTopic(access, num_partitions=partitions, replication_factor=1),
            NewTopic(verification, num_partitions=partitions, replication_factor=1),
+           NewTopic(reconciliation, num_partitions=partitions, replication_factor=1),
            NewTopic(alerts, num_partitions=1, replication_factor=1)]
     for future in admin.create_topics(new).values():
         future.result(timeout=30)
     grants = [("User:access-auditor", Grant("topic", access, op)) for op in ("write", "describe")]
     grants += [("User:verifier", Grant("topic", verification, op)) for op in ("write", "describe")]
-    grants += [("User:detector", Grant("topic", topic, op)) for topic in (access, verification)
+    grants += [("User:reconciler", Grant("topic", reconciliation, op)) for op in ("write", "describe", "read")]
+    grants += [("User:detector", Grant("topic", topic, op)) for topic in (access, verification, reconciliation)
                for op in ("read", "describe")]
     grants += [("User:detector", Grant("topic", topic, op)) for topic in (detection.raw, alerts)
                for op in ("write", "describe")]
     grants += [("User:verifier", Grant("topic", alerts, op)) for op in ("read", "describe")]
     create_acls(stack, grants)
-    return DetectorTopics(access, verification, detection, alerts)
+    return DetectorTopics(access, verification, reconciliation, detection, alerts)
 
 
 def delete_detector_topics(stack, made: DetectorTopics, app_ids: list[str]) -> None:
     """Remove the test's topics, and the changelogs of every detector app id it ran."""
     delete_topics(stack, made.detection)
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    doomed = [made.access, made.verification, made.alerts]
+    doomed = [made.access, made.verification, made.reconciliation, made.alerts]
     doomed += [t for t in admin.list_topics(timeout=30).topics if t.startswith(tuple(app_ids))]
     for future in admin.delete_topics(doomed).values():
         future.result(timeout=30)
@@ -84,7 +88,8 @@ def start_detector(stack, made: DetectorTopics, rules: Path, *, app_id: str, log
                    alerts_topic: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A real detector process as the detector role on the test's topics."""
     argv = [sys.executable, "-m", "pipeline.cli.main", "detect", "--rules", str(rules), "--access-topic", made.access,
-            "--verification-topic", made.verification, "--detection-topic", made.detection.raw,
+            "--verification-topic", made.verification, "--reconciliation-topic", made.reconciliation,
+            "--detection-topic", made.detection.raw,
             "--alerts-topic", alerts_topic or made.alerts, "--app-id", app_id, "--metrics-port", "0",
             "--loglevel", "warning"]
     return subprocess.Popen(argv, env=dict(os.environ, **stack.env("detector"), **(env or {})), cwd=REPO,
