@@ -77,8 +77,10 @@ class Reconciler:
     def __init__(self, settings: KafkaSettings, *, source_topic: str, sealed_topic: str,
                  start: dict[int, int] | None = None, group_id: str = GROUP_PREFIX) -> None:
         self.source_topic, self.sealed_topic = source_topic, sealed_topic
+        # assign() only, never a group join: librdkafka's coordinator chatter on close (an error line per
+        # consumer) says nothing here; a read that fails raises ReconcileReadError naming the partition
         base = {"group.id": group_id, "enable.auto.commit": False, "enable.partition.eof": True,
-                "auto.offset.reset": "earliest"}
+                "auto.offset.reset": "earliest", "log_level": 2}
         self.sealed = Consumer(settings.client_config(**base, **{"isolation.level": "read_committed"}))
         self.raw = Consumer(settings.client_config(**base))
         metadata = self.sealed.list_topics(sealed_topic, timeout=READ_TIMEOUT_S).topics.get(sealed_topic)
@@ -144,7 +146,8 @@ class Reconciler:
 
 def start_offsets(settings: KafkaSettings, sealed_topic: str, since_micros: int) -> dict[int, int]:
     """The first sealed offset of each partition written at or after ``since_micros``."""
-    consumer = Consumer(settings.client_config(**{"group.id": GROUP_PREFIX, "enable.auto.commit": False}))
+    consumer = Consumer(settings.client_config(**{"group.id": GROUP_PREFIX, "enable.auto.commit": False,
+                                                  "log_level": 2}))
     try:
         metadata = consumer.list_topics(sealed_topic, timeout=READ_TIMEOUT_S).topics[sealed_topic]
         wanted = [TopicPartition(sealed_topic, p, since_micros // 1000) for p in metadata.partitions]
