@@ -12,6 +12,10 @@ configuration (:func:`pipeline.dev.kafka.server_properties`), and the provisioni
 What differs is only where things run: each service in its own container, reached by its compose name,
 so certificates also name ``kafka`` and ``s3`` and listeners bind every interface of the container.
 
+As in ``dev up``, the super users are certificate principals only (``Cert:broker``, ``Cert:bootstrap``; the
+broker image carries the principal builder, deploy/compose/kafka.Dockerfile): the setup job provisions with the
+``bootstrap`` client certificate over the INTERNAL mutual-TLS listener, and no SCRAM user is made for it.
+
 Each step is idempotent: existing files are kept, so ``docker compose up`` again reuses the stack.
 """
 
@@ -72,10 +76,11 @@ def role_env(role_name: str, creds: Credentials) -> dict[str, str]:
         "AUDITSEAL_BUCKET": BUCKET,
         "AUDITSEAL_KEYRING": str(ROLE_HOME / "keyring.json"),
         **({"AUDITSEAL_SIGNING_KEY": str(ROLE_HOME / "signing-key.pem")} if role_name == "sealer" else {}),
-        # no access auditor reads the verifier's spool (a tmpfs): it writes its own access record to
-        # audit.raw with the access auditor's credentials
-        **({"AUDITSEAL_ACCESS_RECORD_SASL_USERNAME": "access-auditor",
-            "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD": creds.kafka["access-auditor"]} if role_name == "verifier" else {}),
+        # the reconciler signs its attestations with a key of its own, never the sealer's
+        **({"AUDITSEAL_RECONCILER_KEY": str(ROLE_HOME / "reconciler-key.pem")} if role_name == "reconciler" else {}),
+        # no access auditor reads the verifier's spool (a tmpfs): it writes its record to audit.verification,
+        # its own origin topic, as itself
+        **({"AUDITSEAL_VERIFICATION_RECORD": "kafka"} if role_name == "verifier" else {}),
     }
 
 
@@ -117,7 +122,8 @@ def make_files(stack: Path) -> None:
         pki.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(pki.directory, 0o700)
         create_ca(pki.directory, common_name="AuditSeal compose CA")
-    for name, client_auth in (("broker", True), ("s3", False)):
+    # bootstrap: the setup job's client certificate (Cert:bootstrap), as `dev up` issues it
+    for name, client_auth in (("broker", True), ("s3", False), (kafka.BOOTSTRAP_USER, True)):
         if not pki.keystore(name).exists():
             issue_service_certificate(pki, name, client_auth=client_auth)
     credentials = stack / "credentials.json"
@@ -133,6 +139,10 @@ def make_files(stack: Path) -> None:
         key = generate_signing_key()
         save_signing_key(key, keys / "sealer-signing-key.pem")
         save_keyring(Keyring().rotate(key.public_key, time.time_ns() // 1000), keys / "keyring.json")
+    if not (keys / "reconciler-key.pem").exists():
+        from pipeline.integrity.keyring import generate_signing_key, save_signing_key
+
+        save_signing_key(generate_signing_key(), keys / "reconciler-key.pem")
 
     home = stack / "kafka"
     for folder in ("data", "logs"):
@@ -141,7 +151,6 @@ def make_files(stack: Path) -> None:
     _write(home / "log4j2.properties", kafka.log4j_properties(KAFKA_HOME / "logs"), keep=False)
     _write(home / "broker.keystore.pem", pki.keystore("broker").read_bytes(), 0o600, keep=False)
     _write(home / "ca.pem", pki.ca_cert.read_bytes(), keep=False)
-    _write(home / "bootstrap-password", creds.kafka_bootstrap_password, 0o600)
     _write(home / "cluster-id", base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
     _own(home, KAFKA_UID)
 
@@ -161,6 +170,8 @@ def make_files(stack: Path) -> None:
         _write(folder / "keyring.json", (keys / "keyring.json").read_bytes(), keep=False)
         if role.name == "sealer":
             _write(folder / "signing-key.pem", (keys / "sealer-signing-key.pem").read_bytes(), 0o400, keep=False)
+        if role.name == "reconciler":
+            _write(folder / "reconciler-key.pem", (keys / "reconciler-key.pem").read_bytes(), 0o400, keep=False)
         _own(folder, PIPELINE_UID)
     # the setup job (as the pipeline user) reads every credential and takes dev up's ACL lock in run/
     (stack / "run").mkdir(exist_ok=True)
@@ -168,6 +179,10 @@ def make_files(stack: Path) -> None:
     if os.geteuid() == 0:
         os.chown(credentials, PIPELINE_UID, PIPELINE_UID)
         os.chown(pki.ca_cert, PIPELINE_UID, PIPELINE_UID)
+        # the setup identity's certificate and key: the setup job's alone (it runs as the pipeline user); the
+        # CA's private key stays root's
+        for path in (pki.directory, pki.cert(kafka.BOOTSTRAP_USER), pki.key(kafka.BOOTSTRAP_USER)):
+            os.chown(path, PIPELINE_UID, PIPELINE_UID)
     print(f"compose stack files in {stack}: CA, certificates for {', '.join(SERVICE_NAMES)}, "
           f"{len(roles())} roles ({', '.join(r.name for r in roles())})")
 
@@ -181,9 +196,11 @@ def setup(stack: Path) -> int:
 
     creds = Credentials(**json.loads((stack / "credentials.json").read_text()))
     ca = str(stack / "pki" / "ca.pem")
-    kafka_env = {"AUDITSEAL_BOOTSTRAP": f"{KAFKA_HOST}:{DEFAULT_PORTS['kafka_client']}",
-                 "AUDITSEAL_SASL_USERNAME": kafka.BOOTSTRAP_USER,
-                 "AUDITSEAL_SASL_PASSWORD": creds.kafka_bootstrap_password, "AUDITSEAL_CA_FILE": ca}
+    # the setup super user has no password: its certificate (Cert:bootstrap), on the internal mTLS listener
+    pki = Pki(stack / "pki")
+    kafka_env = {"AUDITSEAL_BOOTSTRAP": f"{KAFKA_HOST}:{DEFAULT_PORTS['kafka_internal']}", "AUDITSEAL_CA_FILE": ca,
+                 "AUDITSEAL_SSL_CERT_FILE": str(pki.cert(kafka.BOOTSTRAP_USER)),
+                 "AUDITSEAL_SSL_KEY_FILE": str(pki.key(kafka.BOOTSTRAP_USER))}
     s3_env = {"AWS_ENDPOINT_URL": f"https://{S3_HOST}:{DEFAULT_PORTS['s3']}", "AWS_CA_BUNDLE": ca,
               "AUDITSEAL_BUCKET": BUCKET}
     provision_kafka(kafka_env, creds)

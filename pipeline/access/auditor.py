@@ -13,8 +13,9 @@ Its sources, each read with a durable position (:mod:`pipeline.access.tail`):
 
 A :class:`~pipeline.access.trail_watch.TrailWatch` checks meanwhile that the authorizer log is still written.
 
-Events go to ``audit.raw`` through :class:`~pipeline.producer.client.AuditProducer` as the
-``access-auditor`` role. A batch's position is saved only after every event of the batch is
+Events go to ``audit.access`` (the auditor's own origin topic: no other principal may write it, and a
+sealer of its own seals it into ``audit.sealed.access``) through
+:class:`~pipeline.producer.client.AuditProducer` as the ``access-auditor`` role. A batch's position is saved only after every event of the batch is
 delivered: a crash before that replays the batch, and since an event id is derived from the log
 entry itself (file, offset, content), a replayed entry carries the id it had the first time and
 the duplicate is recognisable downstream. The routine allowed requests of the broker's own principal and
@@ -52,7 +53,8 @@ AUDITOR_SERVICE = "auditseal-access-auditor"
 BROKER_PRINCIPAL = "Cert:broker"
 # the pipeline's own data plane (and the broker replicating): their routine allowed requests are not
 # forwarded, everything else they do is (see is_audited)
-ROUTINE_PRINCIPALS = frozenset({"User:producer", "User:sealer", "User:sink", "User:detector", BROKER_PRINCIPAL})
+ROUTINE_PRINCIPALS = frozenset({"User:producer", "User:sealer", "User:sink", "User:detector", "User:reconciler",
+                                BROKER_PRINCIPAL})
 AUTHORIZER, AUTHENTICATION, SPOOL, METADATA = "authorizer", "authentication", "spool", "metadata"
 BATCH_LINES = 1000
 FLUSH_TIMEOUT_S = 60.0
@@ -241,11 +243,11 @@ def trail_watch(settings: Any, *, interval: float, timeout: float) -> TrailWatch
     from confluent_kafka.admin import AdminClient
 
     from pipeline.access.broker_logger import authorizer_levels
-    from pipeline.wire.topics import RAW_TOPIC
+    from pipeline.wire.topics import ACCESS_TOPIC
 
     admin = AdminClient(settings.client_config())
-    return TrailWatch(own_principal=f"User:{settings.username}", probe_topic=RAW_TOPIC,
-                      probe=lambda: admin.list_topics(RAW_TOPIC, timeout=10),
+    return TrailWatch(own_principal=f"User:{settings.username}", probe_topic=ACCESS_TOPIC,
+                      probe=lambda: admin.list_topics(ACCESS_TOPIC, timeout=10),
                       read_levels=lambda: authorizer_levels(settings, sorted(admin.list_topics(timeout=10).brokers)),
                       interval=interval, timeout=timeout)
 
@@ -260,17 +262,17 @@ def run_access_auditor(*, metadata_log: Path | None = None, authentication_log: 
     from pipeline.dev.stack import LocalStack
     from pipeline.preflight import check_kafka
     from pipeline.producer.client import AuditProducer
-    from pipeline.wire.topics import AUDIT_TOPICS, RAW_TOPIC
+    from pipeline.wire.topics import ACCESS_TOPIC, AUDIT_TOPICS
 
     settings = KafkaSettings.from_env()
-    check_kafka(settings, [RAW_TOPIC])  # one line and exit 2 on a bad login or a dead broker, not a retry loop
+    check_kafka(settings, [ACCESS_TOPIC])  # one line and exit 2 on a bad login or a dead broker, not a retry loop
     spool = spool_file or spool_path()
     auditor_state = state_file or spool.parent / "access-auditor.position.json"
     if metadata_log is None:
         local = LocalStack().root / "kafka" / "data" / "__cluster_metadata-0"
         metadata_log = local if local.is_dir() else None
     authentication_log = authentication_log or LocalStack().root / "kafka" / "logs" / "kafka-authentication.log"
-    with AuditProducer(settings, config={"client.id": AUDITOR_SERVICE}) as producer:
+    with AuditProducer(settings, topic=ACCESS_TOPIC, config={"client.id": AUDITOR_SERVICE}) as producer:
         producer.check()
         auditor = AccessAuditor(
             producer, authorizer_log=log_file or LocalStack().authorizer_log, spool=spool, state_file=auditor_state,

@@ -18,7 +18,8 @@ def rules_path(explicit: Path | None = None) -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / "config" / "detector.yaml"
 
 
-def run_detector(*, rules: Path | None, raw_topic: str, alerts_topic: str, app_id: str, metrics_port: int,
+def run_detector(*, rules: Path | None, access_topic: str, verification_topic: str, reconciliation_topic: str,
+                 detection_topic: str, alerts_topic: str, app_id: str, metrics_port: int,
                  metrics_addr: str | None = None, replication_factor: int = 1, loglevel: str = "info") -> int:
     """Start the detector's Faust worker as the role in the ``AUDITSEAL_*`` variables until stopped."""
     from faust.worker import Worker
@@ -43,9 +44,14 @@ def run_detector(*, rules: Path | None, raw_topic: str, alerts_topic: str, app_i
     # A missing or forbidden alerts topic, a bad login or a dead broker: one line and exit 2 now. Waiting
     # for audit.alerts to appear was the alternative; but it is created with the stack, never by the
     # detector, so its absence is a deployment error that a retry loop would only hide.
-    partitions = check_kafka(settings, [raw_topic, alerts_topic])
-    detector = DetectorSettings(app_id=app_id, raw_topic=raw_topic, alerts_topic=alerts_topic,
-                                partitions=partitions[raw_topic], replication_factor=replication_factor)
+    sources = (access_topic, verification_topic, reconciliation_topic)
+    partitions = check_kafka(settings, [*sources, detection_topic, alerts_topic])
+    if len({partitions[topic] for topic in sources}) != 1:
+        raise ConfigError("the detector's one agent needs its sources co-partitioned, found "
+                          + ", ".join(f"{topic} {partitions[topic]}" for topic in sources) + " partitions")
+    detector = DetectorSettings(app_id=app_id, access_topic=access_topic, verification_topic=verification_topic,
+                                reconciliation_topic=reconciliation_topic, detection_topic=detection_topic, alerts_topic=alerts_topic,
+                                partitions=partitions[access_topic], replication_factor=replication_factor)
     app = create_app(settings, config, detector)
     # the tables' changelogs exist, with a leader per partition, before Faust looks for them
     for line in ensure_changelogs(settings, changelog_configs(app), partitions=detector.partitions,

@@ -27,7 +27,7 @@ COMMANDS_ENTRY_POINT = "auditseal.commands"
 LOG_LEVEL_VARIABLE = "AUDITSEAL_LOG_LEVEL"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # daemons report what they do; one-shot commands speak only through their output unless asked
-DAEMONS = frozenset({"seal", "sink", "detect", "access-audit", "siem-bridge"})
+DAEMONS = frozenset({"seal", "sink", "detect", "access-audit", "siem-bridge", "reconcile"})
 # the optional dependencies of `pip install 'auditseal[pipeline]'`: a missing one is an installation
 # problem the user can fix (exit 2), not a crash
 PIPELINE_EXTRA_MODULES = frozenset({"faust", "mode", "boto3", "botocore", "yaml", "cryptography", "prometheus_client",
@@ -166,7 +166,9 @@ def _seal(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from pipeline.cli.detect import run_detector
 
-    return run_detector(rules=args.rules, raw_topic=args.raw_topic, alerts_topic=args.alerts_topic, app_id=args.app_id,
+    return run_detector(rules=args.rules, access_topic=args.access_topic, verification_topic=args.verification_topic,
+                        reconciliation_topic=args.reconciliation_topic,
+                        detection_topic=args.detection_topic, alerts_topic=args.alerts_topic, app_id=args.app_id,
                         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
                         replication_factor=args.replication_factor, loglevel=args.loglevel)
 
@@ -256,6 +258,10 @@ def _emit(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from pipeline.cli.verify import verify_command
 
+    if args.reconcile:
+        from pipeline.cli.reconcile import verify_reconcile_command
+
+        return verify_reconcile_command(args)
     return verify_command(args)
 
 
@@ -355,13 +361,21 @@ def build_parser() -> argparse.ArgumentParser:
                       "$XDG_STATE_HOME/auditseal, i.e. ~/.local/state/auditseal)")
     seal.set_defaults(handler=_seal)
 
-    detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events in "
-                                 "audit.raw -> alerts on audit.alerts, sealed as events in audit.raw")
+    detect = commands.add_parser("detect", help="run the anomalous-access detector (Faust): access events of "
+                                 "audit.access, audit.verification and audit.reconciliation -> alerts on audit.alerts, sealed as events "
+                                 "via audit.detection")
     detect.add_argument("--rules", type=Path,
                         help="rules file (default $AUDITSEAL_DETECTOR_RULES or config/detector.yaml)")
     detect.add_argument("--metrics-port", type=int, default=9466, help="Prometheus endpoint port (0: off)")
     detect.add_argument("--metrics-addr", help="address of the endpoint (default $AUDITSEAL_METRICS_ADDR or 127.0.0.1)")
-    detect.add_argument("--raw-topic", default="audit.raw")
+    detect.add_argument("--access-topic", default="audit.access",
+                        help="the access auditor's events (only it may write this topic)")
+    detect.add_argument("--verification-topic", default="audit.verification",
+                        help="the verifier's records (only it may write this topic)")
+    detect.add_argument("--reconciliation-topic", default="audit.reconciliation",
+                        help="the reconciler's attestations and mismatches (only it may write this topic)")
+    detect.add_argument("--detection-topic", default="audit.detection",
+                        help="where each alert is written as an alert.raised event, to be sealed")
     detect.add_argument("--alerts-topic", default="audit.alerts")
     detect.add_argument("--app-id", default="auditseal-detector",
                         help="Faust app id = consumer group and table topic prefix (must start with auditseal-detector)")
@@ -464,8 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--kafka-grace", type=float, metavar="SECONDS",
                         help="with --kafka: entries sealed less than this long ago may be missing from the archive "
                         "(the sink's lag, a notice); older ones missing are a truncated tail (default 300)")
+    verify.add_argument("--reconcile", action="store_true",
+                        help="instead: compare every sealed entry with its source record on Kafka (reconciler role)")
+    verify.add_argument("--since", type=float, metavar="SECONDS", help="with --reconcile: only what was sealed "
+                        "in the last SECONDS (default: everything the sealed topics retain)")
+    verify.add_argument("--source", action="append", metavar="TOPIC",
+                        help="with --reconcile: a source topic (repeatable; default every sealed source)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
+
+    from pipeline.cli.reconcile import register as register_reconcile
+
+    register_reconcile(commands)
 
     prove = commands.add_parser("prove", help="print an inclusion proof of one archived event against its signed "
                                 "checkpoint (exit 1 if not found)")

@@ -227,14 +227,15 @@ def verify_command(args) -> int:
     return 0 if report.intact else 1
 
 
-ACCESS_RECORD_USER_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"
-ACCESS_RECORD_PASSWORD_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"
+VERIFICATION_RECORD_VARIABLE = "AUDITSEAL_VERIFICATION_RECORD"
+"""Set to ``kafka``: the run's record is also written to ``audit.verification`` as the verifier itself."""
 
 
 def _record_access(args, report: Report) -> None:
-    # The run's access record goes to the access spool; where no access auditor forwards that spool
-    # (a Kubernetes Job's scratch folder, a compose tmpfs), the deployment gives the verifier
-    # credentials that may write audit.raw and it delivers the record itself, or fails saying so.
+    # The run's access record goes to the access spool (the access auditor forwards it to audit.access); a
+    # deployment where no auditor reads the spool (a Kubernetes Job's scratch folder, a compose tmpfs) sets
+    # AUDITSEAL_VERIFICATION_RECORD=kafka and the verifier delivers the record to its own origin topic,
+    # audit.verification, as its own principal (only it may write there), or fails saying so.
     from pipeline.access.record import record_access
 
     event = record_access(
@@ -245,29 +246,29 @@ def _record_access(args, report: Report) -> None:
         + ", ".join(sorted(report.violation_counts)),
         attributes={"objects": str(report.objects), "records": str(report.records)},
     )
-    if os.environ.get(ACCESS_RECORD_USER_VARIABLE):
-        deliver_access_record(event)
+    wanted = os.environ.get(VERIFICATION_RECORD_VARIABLE)
+    if wanted and wanted != "kafka":
+        raise ConfigError(f"{VERIFICATION_RECORD_VARIABLE}={wanted!r}: expected kafka (or unset)")
+    if wanted:
+        deliver_verification_record(event)
 
 
-def deliver_access_record(event: dict) -> None:
-    """Write one access record to ``audit.raw`` as ``$AUDITSEAL_ACCESS_RECORD_SASL_USERNAME`` (password in
-    ``$AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD``; broker and CA as for the verifier); AuditSealError if it
-    is not delivered."""
+def deliver_verification_record(event: dict) -> None:
+    """Write one verification record to ``audit.verification`` as the verifier (the role in the
+    ``AUDITSEAL_*`` variables); AuditSealError if it is not delivered."""
     from pipeline.producer.client import AuditProducer
+    from pipeline.wire.topics import VERIFICATION_TOPIC
 
-    password = os.environ.get(ACCESS_RECORD_PASSWORD_VARIABLE)
-    if not password:
-        raise ConfigError(f"{ACCESS_RECORD_USER_VARIABLE} is set but {ACCESS_RECORD_PASSWORD_VARIABLE} is not")
-    verifier = KafkaSettings.from_env()
-    settings = KafkaSettings(verifier.bootstrap, os.environ[ACCESS_RECORD_USER_VARIABLE], password, verifier.ca_file)
+    settings = KafkaSettings.from_env()
     # one message on failure, below: the client's own log lines (librdkafka's, the producer's) would repeat it
     logging.getLogger("pipeline.producer.client").setLevel(logging.CRITICAL)
-    producer = AuditProducer(settings, config={"log_level": 2, "message.timeout.ms": 30_000})
+    producer = AuditProducer(settings, topic=VERIFICATION_TOPIC,
+                             config={"log_level": 2, "message.timeout.ms": 30_000})
     try:
         producer.emit(event, key=event["actor"]["id"])
         producer.close(30)  # flushes: raises unless delivered
     except AuditSealError as exc:
         with contextlib.suppress(AuditSealError):
             producer.close(0)  # stops its thread; it raises the failure reported below again
-        raise AuditSealError(f"the access record of this verification ({event['event_id']}) was not delivered "
-                             f"to audit.raw as {settings.username}: {exc}") from None
+        raise AuditSealError(f"the record of this verification ({event['event_id']}) was not delivered "
+                             f"to {VERIFICATION_TOPIC} as {settings.username}: {exc}") from None

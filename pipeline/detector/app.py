@@ -1,16 +1,19 @@
 """The Faust app of the detector: ``auditseal detect`` runs one worker.
 
-One agent reads ``audit.raw`` (the volume of access events is low next to the services' events, which
-it skips after decoding), keeps two tables keyed by principal, and judges each access event with the
-pure rules of :mod:`pipeline.detector.rules`:
+One agent reads its authenticated sources only: ``audit.access`` (written by the access auditor alone),
+``audit.verification`` (the verifier alone) and ``audit.reconciliation`` (the reconciler alone), never
+``audit.raw``, where any producer could write an
+event claiming ``source_service: kafka-broker`` (``acl check``, only_origin_writes, proves who can write
+each). It keeps two tables keyed by principal, and judges each access event with the pure rules of
+:mod:`pipeline.detector.rules`:
 
 - ``principal-profiles``: what each principal read, when, and since when it is known;
 - ``denied-attempts``: DENIED decisions per principal in a tumbling window (Faust windowed table, by
   the record's Kafka timestamp), expiring after two windows.
 
 An alert is written twice before the agent moves on (so before Faust commits the offset): as an
-``Alert`` record on ``audit.alerts`` and as an ``alert.raised`` AuditEvent on ``audit.raw``, which the
-sealer seals like any other event. A crash in between replays the access event and raises the same
+``Alert`` record on ``audit.alerts`` and as an ``alert.raised`` AuditEvent on ``audit.detection`` (the
+detector's own origin topic), which a sealer seals into ``audit.sealed.detection``. A crash in between replays the access event and raises the same
 alert id again: at least once, with recognisable duplicates.
 """
 
@@ -36,7 +39,13 @@ from pipeline.detector.topics import changelog_configs, ensure_changelogs
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import new_event
 from pipeline.wire.codec import DecodeError, EventCodec, default_codec
-from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC
+from pipeline.wire.topics import (
+    ACCESS_TOPIC,
+    ALERTS_TOPIC,
+    DETECTION_TOPIC,
+    RECONCILIATION_TOPIC,
+    VERIFICATION_TOPIC,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +70,14 @@ class DetectorSettings:
     """Where the detector reads and writes, and its identity."""
 
     app_id: str = "auditseal-detector"
-    raw_topic: str = RAW_TOPIC
+    # the authenticated sources the rules judge (co-partitioned: one agent, one set of tables)
+    access_topic: str = ACCESS_TOPIC
+    verification_topic: str = VERIFICATION_TOPIC
+    reconciliation_topic: str = RECONCILIATION_TOPIC
+    # where each alert is sealed as an alert.raised event
+    detection_topic: str = DETECTION_TOPIC
     alerts_topic: str = ALERTS_TOPIC
-    partitions: int = 6
+    partitions: int = 3
     replication_factor: int = 1
 
 
@@ -81,13 +95,13 @@ def alert_event(record: Mapping[str, Any], *, principal: str) -> dict[str, Any]:
 
 
 class AlertPublisher:
-    """Writes each alert to the alerts topic (Alert record) and the raw topic (AuditEvent), and waits."""
+    """Writes each alert to the alerts topic (Alert record) and the detection topic (AuditEvent), and waits."""
 
     def __init__(self, settings: KafkaSettings, detector: DetectorSettings) -> None:
         self.principal = f"User:{settings.username}"
         self.alerts = AuditProducer(settings, topic=detector.alerts_topic, codec=EventCodec(family="alert"),
                                     config={"client.id": f"{DETECTOR_SERVICE}-alerts"})
-        self.raw = AuditProducer(settings, topic=detector.raw_topic, config={"client.id": DETECTOR_SERVICE})
+        self.raw = AuditProducer(settings, topic=detector.detection_topic, config={"client.id": DETECTOR_SERVICE})
 
     def publish(self, alert: Alert) -> dict[str, Any]:
         """Deliver one alert to both topics (raises the producer's error if either is not delivered)."""
@@ -125,7 +139,7 @@ class ChangelogPartitions:
             replication_factor=self.detector.replication_factor))
         # Faust's producer checks a record's partition against its cached metadata: refresh it now
         await self.app.producer._producer.client.force_metadata_update()
-        log.warning("%s now has a partition %d: %s", self.detector.raw_topic, partition,
+        log.warning("%s now has a partition %d: %s", self.detector.access_topic, partition,
                     "; ".join(done) or "the changelogs already had it")
         self.partitions = wanted
 
@@ -155,7 +169,9 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
     publisher = publisher or AlertPublisher(settings, detector)
     own_principal = publisher.principal
     codec = default_codec()
-    raw = app.topic(detector.raw_topic, value_serializer="raw", key_serializer="raw", internal=False)
+    sources = app.topic(detector.access_topic, detector.verification_topic, detector.reconciliation_topic,
+                        value_serializer="raw",
+                        key_serializer="raw", internal=False)
     profiles = app.Table("principal-profiles", default=dict, partitions=detector.partitions)
     learning = app.Table("learning", default=int, partitions=detector.partitions)
     window = config.burst_window
@@ -164,7 +180,7 @@ def create_app(settings: KafkaSettings, config: DetectorConfig, detector: Detect
 
     changelogs = ChangelogPartitions(app, settings, detector)
 
-    @app.agent(raw, name="detect")
+    @app.agent(sources, name="detect")
     async def detect(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
         async for event in stream.events():

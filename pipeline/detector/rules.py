@@ -77,7 +77,7 @@ class DetectorConfig:
 
     rules: Mapping[str, RuleConfig]
     access_sources: frozenset[str] = frozenset({"kafka-broker", "kafka-metadata", "auditseal",
-                                                "auditseal-access-auditor"})
+                                                "auditseal-access-auditor", "auditseal-reconciler"})
     read_actions: frozenset[str] = frozenset({"topic.read", "topic.consume", "archive.read"})
     ignore_principals: frozenset[str] = frozenset({"Cert:broker"})
     learning_period: int = 86400

@@ -8,8 +8,11 @@ DESIGN.md, "Permission model" (anchors: Kafka's StandardAuthorizer, AWS IAM sepa
   ALTER_CONFIGS or ALL whose pattern (literal, ``*`` or prefixed) matches an audit topic;
 - no principal holds both a write and a delete right (WRITE/ALL and DELETE/ALL on any topic,
   counting ``User:*`` ACLs as everybody's);
-- only the sealer writes ``audit.sealed``; only producers, the access auditor and the detector (which seals
-  its alerts as events) write ``audit.raw``;
+- only the sealer writes ``audit.sealed`` and its twins ``audit.sealed.<origin>``; only producers and the
+  privacy role (erasure records) write ``audit.raw``;
+- each origin topic is written by its own component only (:data:`ORIGIN_WRITERS`): access events by the
+  access auditor, verification records by the verifier, alert events and alerts by the detector,
+  attestations by the reconciler; so the topic a sealed entry came from names its authenticated source;
 - readers cannot write: a role the file gives no topic write holds none on the broker either;
 - cluster rights are only the file's: nobody holds ALTER_CONFIGS, ALL or CLUSTER_ACTION on the cluster (they
   change broker and logger configs, e.g. silence the authorizer log), and cluster ALTER/CREATE only where
@@ -34,7 +37,25 @@ from typing import Any
 
 from pipeline.permissions.acls import WILDCARD_PRINCIPAL, AclEntry
 from pipeline.permissions.roles import CERTIFICATE_PRINCIPAL_TYPE, RolesFile
-from pipeline.wire.topics import KEYS_TOPIC
+from pipeline.wire.topics import (
+    ACCESS_TOPIC,
+    ALERTS_TOPIC,
+    DETECTION_TOPIC,
+    KEYS_TOPIC,
+    ORIGIN_TOPICS,
+    RECONCILIATION_TOPIC,
+    VERIFICATION_TOPIC,
+    sealed_topic_of,
+)
+
+ORIGIN_WRITERS = {
+    ACCESS_TOPIC: ("access-auditor",),
+    VERIFICATION_TOPIC: ("verifier",),
+    DETECTION_TOPIC: ("detector",),
+    ALERTS_TOPIC: ("detector",),
+    RECONCILIATION_TOPIC: ("reconciler",),
+}
+"""Origin topic -> the role kinds that alone may write it (``only_origin_writes``)."""
 
 PRINCIPAL_BUILDER = "dev.auditseal.kafka.CertificatePrincipalBuilder"
 # cluster operations nobody may hold: broker/logger config changes, and the brokers' own RPCs
@@ -111,12 +132,13 @@ def check_invariants(
     rules = (
         _no_destructive_rights(allows, audit_topics),
         _no_write_and_delete(allows),
-        _only_writers(allows, sealed_topic, roles.principals_of_kind("sealer"), "only_sealer_writes_sealed",
-                      f"only the sealer writes {sealed_topic}"),
-        _only_writers(allows, raw_topic, roles.principals_of_kind("producer", "access-auditor", "detector", "privacy"),
+        _only_writers(allows, (sealed_topic, *(sealed_topic_of(t) for t in ORIGIN_TOPICS)),
+                      roles.principals_of_kind("sealer"), "only_sealer_writes_sealed",
+                      f"only the sealer writes {sealed_topic} and its twins"),
+        _only_writers(allows, (raw_topic,), roles.principals_of_kind("producer", "privacy"),
                       "only_producers_write_raw",
-                      f"only producers, the access auditor, the detector (its alert events) and the privacy role "
-                      f"(erasure records) write {raw_topic}"),
+                      f"only producers and the privacy role (erasure records) write {raw_topic}"),
+        _only_origin_writes(allows, roles),
         _readers_cannot_write(allows, roles),
         _cluster_rights(allows, roles),
         _only_key_readers(allows, roles.principals_of_kind("privacy", "investigator")),
@@ -155,13 +177,23 @@ def _no_write_and_delete(allows: list[AclEntry]) -> RuleResult:
                       tuple(breaches))
 
 
-def _only_writers(allows: list[AclEntry], topic: str, permitted: frozenset[str], name: str,
+def _only_writers(allows: list[AclEntry], topics: tuple[str, ...], permitted: frozenset[str], name: str,
                   description: str) -> RuleResult:
     breaches = [f"{acl.principal} can write {topic} via `{acl.describe()}`"
-                for acl in allows
+                for topic in topics for acl in allows
                 if acl.matches_resource("topic", topic) and acl.operation in WRITE_OPERATIONS
                 and acl.principal not in permitted]
     return RuleResult(name, description, tuple(breaches))
+
+
+def _only_origin_writes(allows: list[AclEntry], roles: RolesFile) -> RuleResult:
+    breaches: list[str] = []
+    for topic, kinds in ORIGIN_WRITERS.items():
+        breaches += _only_writers(allows, (topic,), roles.principals_of_kind(*kinds), "", "").breaches
+    return RuleResult("only_origin_writes",
+                      "each origin topic is written by its own component only: "
+                      + "; ".join(f"{topic} by {', '.join(kinds)}" for topic, kinds in ORIGIN_WRITERS.items()),
+                      tuple(breaches))
 
 
 def _only_key_readers(allows: list[AclEntry], permitted: frozenset[str]) -> RuleResult:

@@ -27,7 +27,7 @@ WORKLOAD_ROLES = {"sealer": "sealer", "sink": "sink", "access-auditor": "access-
 # The detector's role arrives with the monitoring issue; until then it is off in the chart and behind a
 # profile in compose, and it is the one workload allowed a role the roles file does not have yet.
 PENDING_ROLES = {"detector"} - set(role_names())
-METRICS_PORTS = {"sealer": 9464, "sink": 9465, "detector": 9466, "siem-bridge": 9467}
+METRICS_PORTS = {"sealer": 9464, "sink": 9465, "detector": 9466, "siem-bridge": 9467, "reconciler": 9468}
 
 
 def cli_default(command: str, dest: str):
@@ -125,7 +125,8 @@ def test_kafka_ports_agree() -> None:
     assert properties["listener.security.protocol.map"] == "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL"
     assert properties["advertised.listeners"] == f"CLIENT://kafka:{client},INTERNAL://kafka:{internal}"
     kafka = compose()["services"]["kafka"]
-    assert kafka["image"] == "apache/kafka:4.4.0"
+    # the official image plus the principal builder (deploy/compose/kafka.Dockerfile)
+    assert kafka["image"] == "auditseal/kafka:4.4.0"
     assert set(kafka["expose"]) == {str(client), str(internal), str(controller)}
     assert kafka["ports"] == [f"127.0.0.1:{client}:{client}"]
     assert f"/{client}" in kafka["healthcheck"]["test"][-1]
@@ -147,7 +148,9 @@ def test_versions_agree_with_the_dev_stack() -> None:
     from pipeline.dev.s3server import VERSITYGW_VERSION
 
     services = compose()["services"]
-    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    assert services["kafka"]["image"] == f"auditseal/kafka:{KAFKA_VERSION}"
+    dockerfile = (REPO / services["kafka"]["build"]["dockerfile"]).read_text()
+    assert f"ARG KAFKA_IMAGE=apache/kafka:{KAFKA_VERSION}\n" in dockerfile
     assert services["s3"]["image"] == services["s3-tools"]["image"] == f"versity/versitygw:{VERSITYGW_VERSION}"
 
 
@@ -155,6 +158,7 @@ def test_cli_metrics_ports_are_the_deployed_ones() -> None:
     assert cli_default("seal", "metrics_port") == METRICS_PORTS["sealer"]
     assert cli_default("sink", "metrics_port") == METRICS_PORTS["sink"]
     assert cli_default("siem-bridge", "metrics_port") == METRICS_PORTS["siem-bridge"]
+    assert cli_default("reconcile", "metrics_port") == METRICS_PORTS["reconciler"]
 
 
 def test_metrics_ports_agree(rendered: dict[str, str]) -> None:

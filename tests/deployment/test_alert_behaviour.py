@@ -60,3 +60,19 @@ def test_promtool_would_say_if_an_expected_alert_did_not_fire(tmp_path) -> None:
         {"series": f'auditseal_sealer_stray_records_total{{chain="{CHAIN}",job="auditseal-sealer"}}', "values": "0x20"},
     ], "alert_rule_test": [_fires("AuditSealStrayRecords", "10m", {"chain": CHAIN, "severity": "critical"})]}
     assert _test_rules(tmp_path, [quiet]).returncode != 0
+
+
+def test_a_reconcile_mismatch_pages_and_a_clean_round_does_not(tmp_path) -> None:
+    mismatch = {"interval": "1m", "input_series": [
+        {"series": f'auditseal_reconciler_mismatches_total{{chain="{CHAIN}",kind="substituted",job="auditseal-reconciler"}}',
+         "values": "0 0 1x20"},
+        {"series": 'auditseal_reconciler_last_round_timestamp_seconds{job="auditseal-reconciler"}', "values": "0+60x20"},
+    ], "alert_rule_test": [
+        _fires("AuditSealReconcileMismatch", "5m", {"chain": CHAIN, "kind": "substituted", "severity": "critical"}),
+        _fires("AuditSealReconcilerStalled", "15m", {}),
+    ]}
+    stalled = {"interval": "1m", "input_series": [
+        {"series": 'auditseal_reconciler_last_round_timestamp_seconds{job="auditseal-reconciler"}', "values": "60x20"},
+    ], "alert_rule_test": [_fires("AuditSealReconcilerStalled", "15m", {"severity": "warning"})]}
+    result = _test_rules(tmp_path, [mismatch, stalled])
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -135,14 +135,79 @@ def test_the_sealer_can_sign_through_a_pkcs11_module_instead_of_its_key_file(tmp
     assert "AUDITSEAL_SIGNING_KEY" not in with_hsm and with_hsm["AUDITSEAL_PKCS11_MODULE"] == "/opt/hsm/libpkcs11.so"
 
 
-def test_the_verifier_can_deliver_its_own_access_record(stack_files: Path) -> None:
-    # its spool is a tmpfs no access auditor reads: it writes the record to audit.raw itself (issue 14)
-    def env_of(role: str) -> dict[str, str]:
-        text = (stack_files / "roles" / role / "auditseal.env").read_text()
-        return {k: shlex.split(v)[0] if v else v
-                for k, v in (line.removeprefix("export ").split("=", 1) for line in text.splitlines())}
+def _env_of(stack_files: Path, role: str) -> dict[str, str]:
+    text = (stack_files / "roles" / role / "auditseal.env").read_text()
+    return {k: shlex.split(v)[0] if v else v
+            for k, v in (line.removeprefix("export ").split("=", 1) for line in text.splitlines())}
 
-    verifier, auditor = env_of("verifier"), env_of("access-auditor")
-    assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] == "access-auditor"
-    assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"] == auditor["AUDITSEAL_SASL_PASSWORD"]
-    assert not [r for r in role_names() if r != "verifier" and "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME" in env_of(r)]
+
+def test_the_verifier_delivers_its_record_as_itself_to_its_own_topic(stack_files: Path) -> None:
+    # its spool is a tmpfs no access auditor reads: it writes the record to audit.verification, which only the
+    # verifier may write, with its own credential (no longer the access auditor's, issue 15)
+    verifier = _env_of(stack_files, "verifier")
+    assert verifier["AUDITSEAL_VERIFICATION_RECORD"] == "kafka" and verifier["AUDITSEAL_SASL_USERNAME"] == "verifier"
+    passwords = {role: _env_of(stack_files, role)["AUDITSEAL_SASL_PASSWORD"] for role in role_names()}
+    assert len(set(passwords.values())) == len(passwords), "two roles share a password"
+    for role in role_names():
+        env = _env_of(stack_files, role)
+        assert not [k for k in env if k.startswith("AUDITSEAL_ACCESS_RECORD_")], role
+        assert ("AUDITSEAL_VERIFICATION_RECORD" in env) == (role == "verifier"), role
+
+
+def test_the_reconciler_has_its_own_credential_and_key(stack_files: Path) -> None:
+    from pipeline.integrity.keyring import load_signing_key
+
+    env = _env_of(stack_files, "reconciler")
+    assert env["AUDITSEAL_SASL_USERNAME"] == "reconciler"
+    key_file = stack_files / "roles" / "reconciler" / Path(env["AUDITSEAL_RECONCILER_KEY"]).name
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o400
+    sealer_key = load_signing_key(stack_files / "roles" / "sealer" / "signing-key.pem")
+    assert load_signing_key(key_file).key_id != sealer_key.key_id
+    assert not any((stack_files / "roles" / r / "reconciler-key.pem").exists() for r in role_names() if r != "reconciler")
+    service = compose()["services"]["reconciler"]
+    assert service["command"][0] == "reconcile"
+    assert [v["volume"]["subpath"] for v in service["volumes"]] == ["roles/reconciler"]
+
+
+def test_the_broker_has_the_principal_builder_and_no_scram_super_user(stack_files: Path) -> None:
+    # as `dev up` runs it: certificate principals only as super users, the builder on the class path, the
+    # setup job on the bootstrap certificate; no SCRAM credential is created for any super user
+    from pipeline.dev import kafka
+
+    kafka_service = compose()["services"]["kafka"]
+    dockerfile = REPO / kafka_service["build"]["dockerfile"]
+    text = dockerfile.read_text()
+    assert "FROM ${KAFKA_IMAGE}" in text and "CertificatePrincipalBuilder.java" in text
+    assert "/opt/auditseal-principal" in text
+    assert (REPO / "pipeline" / "dev" / "java" / "dev" / "auditseal" / "kafka" / "CertificatePrincipalBuilder.java").exists()
+    start = (REPO / "deploy" / "compose" / "kafka-start.sh").read_text()
+    assert "export CLASSPATH=/opt/auditseal-principal" in start
+    assert "--add-scram" not in start and "bootstrap-password" not in start
+    properties = dict(line.split("=", 1) for line in (stack_files / "kafka" / "server.properties").read_text().splitlines())
+    assert properties["principal.builder.class"] == kafka.PRINCIPAL_BUILDER
+    assert properties["super.users"] == "Cert:broker;Cert:bootstrap"
+    assert not (stack_files / "kafka" / "bootstrap-password").exists()
+    cert = x509.load_pem_x509_certificate((stack_files / "pki" / "bootstrap.pem").read_bytes())
+    names = {a.oid: a.value for a in cert.subject}
+    assert names[x509.NameOID.COMMON_NAME] == "bootstrap" and x509.NameOID.ORGANIZATION_NAME in names
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.ExtendedKeyUsageOID.CLIENT_AUTH in usages
+    setup_source = (REPO / "deploy" / "compose" / "provision.py").read_text()
+    assert "AUDITSEAL_SSL_CERT_FILE" in setup_source and "kafka_bootstrap_password" not in setup_source
+
+
+def test_every_origin_topic_has_a_sealer_and_a_sink() -> None:
+    from pipeline.wire.topics import ORIGIN_TOPICS, sealed_topic_of
+
+    services = compose()["services"]
+    commands = [s.get("command", []) for s in services.values()]
+    for topic in ORIGIN_TOPICS:
+        sealer = [c for c in commands if c[:1] == ["seal"] and topic in c]
+        assert len(sealer) == 1 and sealed_topic_of(topic) in sealer[0], topic
+        assert sealer[0][sealer[0].index("--app-id") + 1].startswith("auditseal-sealer-"), topic
+        sink = [c for c in commands if c[:1] == ["sink"] and sealed_topic_of(topic) in c]
+        assert len(sink) == 1 and sink[0][sink[0].index("--group") + 1].startswith("auditseal-sink-"), topic
+    for name, service in services.items():
+        if service.get("command", [None])[0] in ("seal", "sink"):
+            role = "sealer" if service["command"][0] == "seal" else "sink"
+            assert [v["volume"]["subpath"] for v in service["volumes"]] == [f"roles/{role}"], name

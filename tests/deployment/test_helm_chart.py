@@ -65,7 +65,7 @@ def test_every_pod_runs_hardened_with_resources(rendered: dict[str, str], name: 
 def test_all_workloads_render_with_everything_on(rendered: dict[str, str]) -> None:
     names = set(pod_specs(rendered["everything"]))
     assert names == {"auditseal-sealer", "auditseal-sink", "auditseal-detector", "auditseal-verifier",
-                     "auditseal-access-auditor-broker-0", "auditseal-siem-bridge"}
+                     "auditseal-access-auditor-broker-0", "auditseal-siem-bridge", "auditseal-reconciler"}
     kinds = {d["kind"] for d in documents(rendered["everything"])}
     assert {"Secret", "ConfigMap", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget",
             "PersistentVolumeClaim", "ServiceAccount", "Service"} <= kinds
@@ -75,7 +75,9 @@ def test_private_keys_reach_only_their_workload_owner_only(rendered: dict[str, s
     # the signing key only to the sealer, the archive master key only to the sink; both copied by an init
     # container into memory with mode 0400 (the commands refuse a group-readable key)
     keys = {"auditseal-sealer": ("AUDITSEAL_SIGNING_KEY", "auditseal-signing-key", "signing-key"),
-            "auditseal-sink": ("AUDITSEAL_MASTER_KEY", "auditseal-master-key", "master-key")}
+            "auditseal-sink": ("AUDITSEAL_MASTER_KEY", "auditseal-master-key", "master-key"),
+            # the reconciler's attestation key: its own, never the sealer's
+            "auditseal-reconciler": ("AUDITSEAL_RECONCILER_KEY", "auditseal-reconciler-key", "reconciler-key")}
     for workload, spec in pod_specs(rendered["everything"]).items():
         env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
         secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
@@ -99,7 +101,7 @@ def test_secrets_come_from_existing_secrets_in_production(rendered: dict[str, st
             for spec in pod_specs(rendered["production"]).values()
             for c in spec["containers"] for e in c["env"] if "valueFrom" in e}
     assert refs == {"auditseal-sealer-scram", "auditseal-sink-credentials", "auditseal-access-auditor-scram",
-                    "auditseal-verifier-credentials", "auditseal-hsm-pin"}
+                    "auditseal-verifier-credentials", "auditseal-hsm-pin", "auditseal-reconciler-scram"}
 
 
 def test_sealer_replicas_beyond_the_raw_partitions_are_refused(helm: Helm) -> None:
@@ -146,6 +148,7 @@ def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str
     expected_egress = {  # ports per workload: DNS, the brokers' 9093, AWS S3's 443
         "auditseal-sealer": {53, 9093}, "auditseal-sink": {53, 9093, 443},
         "auditseal-access-auditor": {53, 9093}, "auditseal-verifier": {53, 9093, 443},
+        "auditseal-reconciler": {53, 9093},
     }
     assert set(policies) == set(expected_egress)
     for name, spec in policies.items():
@@ -153,7 +156,8 @@ def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str
         assert {p["port"] for rule in spec["egress"] for p in rule["ports"]} == expected_egress[name], name
         assert all(rule.get("to") for rule in spec["egress"]), f"{name}: an egress rule open to any address"
         ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
-        assert ingress_ports == ({9464} if name == "auditseal-sealer" else {9465} if name == "auditseal-sink" else set())
+        metrics = {"auditseal-sealer": {9464}, "auditseal-sink": {9465}, "auditseal-reconciler": {9468}}
+        assert ingress_ports == metrics.get(name, set()), name
 
 
 def test_prometheus_rule_carries_the_alerts_file(rendered: dict[str, str]) -> None:
@@ -199,12 +203,27 @@ def test_a_pkcs11_module_without_token_or_pin_is_refused(helm: Helm) -> None:
 
 
 @pytest.mark.parametrize("name", ["default", "production"])
-def test_the_verifier_job_delivers_its_own_access_record(rendered: dict[str, str], name: str) -> None:
-    # the Job's spool is its scratch folder, which no access auditor reads (issue 14)
+def test_the_verifier_job_delivers_its_record_as_itself_to_its_own_topic(rendered: dict[str, str], name: str) -> None:
+    # the Job's spool is its scratch folder, which no access auditor reads: it writes its record to
+    # audit.verification, which only it may write, with its own credential (issue 15), never the auditor's
     spec = pod_specs(rendered[name])["auditseal-verifier"]
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
-    assert env["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"]["value"] == "access-auditor"
-    secret = env["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert env["AUDITSEAL_VERIFICATION_RECORD"]["value"] == "kafka"
+    assert env["AUDITSEAL_SASL_USERNAME"]["value"] == "verifier"
+    assert not [n for n in env if n.startswith("AUDITSEAL_ACCESS_RECORD_")]
     auditor = next(s for n, s in pod_specs(rendered[name]).items() if n.startswith("auditseal-access-auditor"))
     auditor_secret = {e["name"]: e for e in auditor["containers"][0]["env"]}["AUDITSEAL_SASL_PASSWORD"]
-    assert secret == auditor_secret["valueFrom"]["secretKeyRef"]
+    assert env["AUDITSEAL_SASL_PASSWORD"]["valueFrom"] != auditor_secret["valueFrom"]
+
+
+@pytest.mark.parametrize("name", ["default", "production", "everything"])
+def test_the_reconciler_runs_as_itself_with_its_own_key(rendered: dict[str, str], name: str) -> None:
+    spec = pod_specs(rendered[name])["auditseal-reconciler"]
+    container = spec["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert container["args"][0] == "reconcile" and env["AUDITSEAL_SASL_USERNAME"]["value"] == "reconciler"
+    assert env["AUDITSEAL_RECONCILER_KEY"]["value"] == "/run/auditseal/reconciler-key/reconciler-key.pem"
+    secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    sealer = pod_specs(rendered[name])["auditseal-sealer"]
+    assert not secrets & {v["secret"]["secretName"] for v in sealer["volumes"] if "secret" in v}
+    assert "AUDITSEAL_SIGNING_KEY" not in env

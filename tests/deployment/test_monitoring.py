@@ -37,9 +37,11 @@ def test_promtool_rejects_a_broken_expression(promtool, tmp_path) -> None:
 def _code_series() -> set[str]:
     import connectors.s3sink.metrics as sink_metrics
     import pipeline.detector.app as detector_app
+    import pipeline.reconciler.daemon as reconciler_daemon
     import pipeline.sealer.app as sealer_app
 
-    return exported_metrics(sealer_app) | exported_metrics(sink_metrics) | exported_metrics(detector_app)
+    return (exported_metrics(sealer_app) | exported_metrics(sink_metrics) | exported_metrics(detector_app)
+            | exported_metrics(reconciler_daemon))
 
 
 def _alert_expressions() -> list[str]:

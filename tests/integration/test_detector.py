@@ -1,27 +1,23 @@
-"""The detector on the real broker: each rule fires on its scripted access pattern, normal traffic stays quiet,
-and every alert is sealed into the log as an ``alert.raised`` event."""
+"""The detector on the real broker: each rule fires on its scripted access pattern (written where the access
+auditor writes, to the access topic only it may write), normal traffic stays quiet, and every alert is sealed
+into the log as an ``alert.raised`` event from the detector's own origin topic."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import KafkaSettings
-from pipeline.permissions.topology import Grant
-from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import new_event
 from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.wire.sealed import EVENT_KIND
-from tests.support.sealing import REPO, create_acls, create_topics, delete_topics, start_sealer, wait_until_sealed
+from tests.support.detector import create_detector_topics, delete_detector_topics, emit_as, new_app_id, start_detector
+from tests.support.sealing import start_sealer, wait_until_sealed
 
 pytestmark = pytest.mark.stack
 
@@ -52,14 +48,13 @@ def _script() -> list[dict]:
               for h in range(9, 18) for m in (0, 20, 40)]
     events.append(_access("User:verifier", "archive.verify", "s3://audit-archive", "SUCCESS", start + timedelta(hours=9),
                           source="auditseal"))
-    # normal traffic today: usual reads, a verification that passed, two denials, a service's own events
+    # normal traffic today: usual reads, a verification that passed, two denials
     events += [_access("User:siem", "topic.read", "audit.sealed", "SUCCESS", today + timedelta(hours=h))
                for h in (10, 11, 15)]
     events.append(_access("User:verifier", "archive.verify", "s3://audit-archive", "SUCCESS", today + timedelta(hours=9),
                           source="auditseal"))
     events += [_access("User:siem", "topic.describe", "audit.raw", "DENIED", today + timedelta(hours=12),
                        reason="DefaultDeny") for _ in range(2)]
-    events += [_access("svc-billing", "invoice.read", "inv-1", "SUCCESS", today, source="billing") for _ in range(5)]
     # the patterns
     events += [_access("User:mallory", "topic.describe", "audit.sealed", "DENIED", today + timedelta(hours=13),
                        reason="DefaultDeny") for _ in range(6)]
@@ -72,22 +67,10 @@ def _script() -> list[dict]:
 
 @pytest.fixture
 def topics(stack):
-    made = create_topics(stack, partitions=3)
-    suffix = made.raw.rsplit(".", 1)[1]
-    app_id = f"auditseal-detector-test-{suffix}"
-    alerts = f"test.alerts.{suffix}"
-    admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    for future in admin.create_topics([NewTopic(alerts, num_partitions=1, replication_factor=1)]).values():
-        future.result(timeout=30)
-    grants = [Grant("topic", made.raw, "read"), Grant("topic", made.raw, "describe"), Grant("topic", made.raw, "write"),
-              Grant("topic", alerts, "write"), Grant("topic", alerts, "describe")]
-    create_acls(stack, [("User:detector", g) for g in grants]
-                + [("User:verifier", Grant("topic", alerts, op)) for op in ("read", "describe")])
-    yield made, alerts, app_id
-    delete_topics(stack, made)
-    changelogs = [t for t in admin.list_topics(timeout=30).topics if t.startswith(app_id)]
-    for future in admin.delete_topics([alerts, *changelogs]).values():
-        future.result(timeout=30)
+    made = create_detector_topics(stack, partitions=3)
+    app_id = new_app_id()
+    yield made, app_id
+    delete_detector_topics(stack, made, [app_id])
 
 
 def _read_alerts(env, topic: str, expected: int, timeout: float) -> list[dict]:
@@ -113,21 +96,17 @@ def _read_alerts(env, topic: str, expected: int, timeout: float) -> list[dict]:
 
 
 def test_each_rule_fires_on_its_pattern_and_the_alerts_are_sealed(stack, role_env, topics, tmp_path):
-    raw, alerts_topic, app_id = topics
+    made, app_id = topics
+    alerts_topic = made.alerts
     rules = tmp_path / "detector.yaml"
     rules.write_text(RULES)
-    with AuditProducer(KafkaSettings.from_env(role_env("producer")), topic=raw.raw) as producer:
-        for event in _script():
-            # one key, one partition: the script's order (a day of learning first) is the order the detector
-            # sees; spread over partitions, today's events could be read before the learning day and the
-            # "something new" rules would rightly still be learning
-            producer.emit(event, key="detector-test")
+    # one key, one partition: the script's order (a day of learning first) is the order the detector sees;
+    # spread over partitions, today's events could be read before the learning day and the "something new"
+    # rules would rightly still be learning. The access auditor forwards the verifier's spooled records too.
+    emit_as(stack, "access-auditor", made.access, _script(), key="detector-test")
 
     log = tmp_path / "detector.log"
-    detector = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "detect", "--rules", str(rules), "--raw-topic", raw.raw,
-         "--alerts-topic", alerts_topic, "--app-id", app_id, "--metrics-port", "0", "--loglevel", "warning"],
-        env=dict(os.environ, **role_env("detector")), cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    detector = start_detector(stack, made, rules, app_id=app_id, log=log)
     try:
         records = _read_alerts(role_env("verifier"), alerts_topic, expected=5, timeout=90)
     finally:
@@ -142,10 +121,11 @@ def test_each_rule_fires_on_its_pattern_and_the_alerts_are_sealed(stack, role_en
     assert burst["attributes"]["last_reason"] == "DefaultDeny"
     assert next(r for r in records if r["rule"] == "new_topic_read")["attributes"]["topic"] == "audit.raw"
 
-    # the alerts are in the raw topic as events, and the sealer chains them like any other event
-    sealer = start_sealer(stack, raw, log=tmp_path / "sealer.log")
+    # the alerts are on the detection topic as events, and a sealer of that topic chains them, each entry's
+    # chain naming the detector's own origin topic
+    sealer = start_sealer(stack, made.detection, log=tmp_path / "sealer.log")
     try:
-        sealed = wait_until_sealed(stack, raw, timeout=90)
+        sealed = wait_until_sealed(stack, made.detection, timeout=90)
     finally:
         sealer.send_signal(signal.SIGTERM)
         sealer.wait(30)
@@ -156,3 +136,5 @@ def test_each_rule_fires_on_its_pattern_and_the_alerts_are_sealed(stack, role_en
     sample = alert_events[str(burst["alert_id"])]
     assert sample["actor"]["id"] == "User:detector" and sample["source_service"] == "auditseal-detector"
     assert sample["attributes"]["rule"] == "denied_burst"
+    assert {r["chain_id"].split("/")[0] for entries in sealed.values() for _, kind, r in entries
+            if kind == EVENT_KIND} == {made.detection.raw}

@@ -1,6 +1,6 @@
 """The detector on the real broker survives what broke it before: its first start on a cluster where its
 changelog topics do not exist yet (it raced their creation), a null-value record, a partition added to
-the raw topic, and a missing alerts topic (one line, exit 2)."""
+the access topic, and a missing alerts topic (one line, exit 2)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def _stop(detector: subprocess.Popen) -> None:
 
 
 def _emit_denials(stack, topic: str, principal: str, count: int = 3) -> None:
-    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topic) as producer:
+    # as the access auditor, the one principal that may write the detector's access topic
+    with AuditProducer(KafkaSettings.from_env(stack.env("access-auditor")), topic=topic) as producer:
         for _ in range(count):
             producer.emit(denial(principal), key=principal)
 
@@ -70,7 +71,7 @@ def test_three_first_starts_in_a_row_all_succeed(stack, made, rules, tmp_path):
         detector = start_detector(stack, topics, rules, app_id=app_id, log=log)
         try:
             principal = f"User:first-start-{attempt}"
-            _emit_denials(stack, topics.raw, principal)
+            _emit_denials(stack, topics.access, principal)
             alert = wait_for_alert(stack, topics, principal, timeout=120, detector=detector)
             assert alert["rule"] == "denied_burst"
         finally:
@@ -78,31 +79,35 @@ def test_three_first_starts_in_a_row_all_succeed(stack, made, rules, tmp_path):
         assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
 
 
-def test_null_value_and_a_new_raw_partition_do_not_stop_it(stack, made, rules, tmp_path):
+def test_null_value_and_a_new_source_partition_do_not_stop_it(stack, made, rules, tmp_path):
     topics, app_ids = made
     app_id = new_app_id()
     app_ids.append(app_id)
     log = tmp_path / "detector.log"
     detector = start_detector(stack, topics, rules, app_id=app_id, log=log)
-    producer = Producer(KafkaSettings.from_env(stack.env("producer")).client_config())
+    producer = Producer(KafkaSettings.from_env(stack.env("access-auditor")).client_config())
     try:
         # a record without a value (a tombstone) first: it used to crash the agent
         for partition in range(3):
-            producer.produce(topics.raw, value=None, key=b"tombstone", partition=partition)
+            producer.produce(topics.access, value=None, key=b"tombstone", partition=partition)
         assert producer.flush(30) == 0
-        _emit_denials(stack, topics.raw, "User:after-null")
+        _emit_denials(stack, topics.access, "User:after-null")
         wait_for_alert(stack, topics, "User:after-null", timeout=120, detector=detector)
 
-        # a fourth partition on the raw topic, and a burst written to it alone
+        # a fourth partition on the detector's sources (grown together: they are co-partitioned), and a
+        # burst written to it alone
         setup = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-        setup.create_partitions([NewPartitions(topics.raw, 4)])[topics.raw].result(timeout=30)
+        for future in setup.create_partitions([NewPartitions(topics.access, 4),
+                                               NewPartitions(topics.verification, 4),
+                                               NewPartitions(topics.reconciliation, 4)]).values():
+            future.result(timeout=30)
         deadline = time.monotonic() + 60
-        while len(producer.list_topics(topics.raw, timeout=10).topics[topics.raw].partitions) < 4:
+        while len(producer.list_topics(topics.access, timeout=10).topics[topics.access].partitions) < 4:
             assert time.monotonic() < deadline, "the producer never saw the new partition"
             time.sleep(0.5)
         codec = default_codec()
         for _ in range(3):
-            producer.produce(topics.raw, value=codec.encode(denial("User:new-partition")), partition=3)
+            producer.produce(topics.access, value=codec.encode(denial("User:new-partition")), partition=3)
         assert producer.flush(30) == 0
         alert = wait_for_alert(stack, topics, "User:new-partition", timeout=180, detector=detector)
         assert alert["rule"] == "denied_burst"
@@ -110,7 +115,7 @@ def test_null_value_and_a_new_raw_partition_do_not_stop_it(stack, made, rules, t
         _stop(detector)
     text = log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
-    assert f"{topics.raw} now has a partition 3" in text, text[-3000:]
+    assert f"{topics.access} now has a partition 3" in text, text[-3000:]
 
 
 def test_missing_alerts_topic_is_one_line_and_exit_2(stack, made, rules, tmp_path):

@@ -21,7 +21,14 @@ BOUND_S = 60.0  # the checks give up after 20 to 30 s; the rest is Python start-
 def _commands(tmp_path) -> dict[str, tuple[str, list[str]]]:
     """Each command under test: the role whose variables it runs with, and its argv after `auditseal`."""
     (tmp_path / "archive").mkdir(exist_ok=True)
+    from pipeline.integrity.keyring import generate_signing_key, save_signing_key
+
+    key = tmp_path / "reconciler.pem"
+    if not key.exists():
+        save_signing_key(generate_signing_key(), key)
     return {
+        "reconcile": ("reconciler", ["reconcile", "--signing-key", str(key), "--metrics-port", "0"]),
+        "verify --reconcile": ("reconciler", ["verify", "--reconcile"]),
         "seal": ("sealer", ["seal", "--metrics-port", "0"]),
         "sink": ("sink", ["sink", "--metrics-port", "0"]),
         "detect": ("detector", ["detect", "--metrics-port", "0"]),

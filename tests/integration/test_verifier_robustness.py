@@ -146,24 +146,22 @@ def test_a_stray_record_on_the_sealed_topic_is_a_violation_at_its_offset(stack, 
     assert [v["location"] for v in strays] == [f"{topics.sealed}[1] offset {offsets[0]}"], report["violations"]
 
 
-def test_the_verifier_delivers_its_own_access_record_and_it_is_sealed(stack, tmp_path):
-    # as the chart and compose run it: no access auditor reads the verifier's spool, so it writes
-    # its record to audit.raw itself with the credentials the deployment gives it for that
-    auditor = stack.env("access-auditor")
+def test_the_verifier_delivers_its_own_record_to_its_origin_topic_and_it_is_sealed_from_there(stack, tmp_path):
+    # as the chart and compose run it: no access auditor reads the verifier's spool, so it writes its record
+    # to audit.verification, which only the verifier may write, as its own principal
     archive = tmp_path / "empty-archive"
     archive.mkdir()
     result, _ = _run(stack, "verifier", "verify", "--dir", str(archive), "--keyring", str(stack.keyring_file),
-                     env={"AUDITSEAL_ACCESS_RECORD_SASL_USERNAME": auditor["AUDITSEAL_SASL_USERNAME"],
-                          "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD": auditor["AUDITSEAL_SASL_PASSWORD"]},
-                     tmp_path=tmp_path)
+                     env={"AUDITSEAL_VERIFICATION_RECORD": "kafka"}, tmp_path=tmp_path)
     # an empty prefix proves nothing (no_archive, exit 1): the run is still an access, recorded as a failure
     assert result.returncode == 1 and "no archived object" in result.stdout, result.stderr[-3000:]
     record = json.loads((tmp_path / "access.jsonl").read_text().splitlines()[-1])
     assert record["action"] == "archive.verify"
-    # the real pipeline seals it: a sealer on audit.raw -> audit.sealed
+    # the real pipeline seals it: a sealer on audit.verification -> audit.sealed.verification, chains
+    # audit.verification/N: the sealed entry names the verifier's authenticated source
     from tests.support.sealing import Topics
 
-    real = Topics("audit.raw", "audit.sealed", 6, "auditseal-sealer")
+    real = Topics("audit.verification", "audit.sealed.verification", 3, "auditseal-sealer-verification")
     sealer = start_sealer(stack, real, log=tmp_path / "sealer.log")
     try:
         sealed = wait_until_sealed(stack, real, timeout=180)
@@ -173,17 +171,17 @@ def test_the_verifier_delivers_its_own_access_record_and_it_is_sealed(stack, tmp
     from pipeline.wire.codec import default_codec
     from pipeline.wire.sealed import EVENT_KIND
 
-    ids = {str(default_codec().decode(r["event"])["event_id"]) for records in sealed.values()
-           for _, kind, r in records if kind == EVENT_KIND}
-    assert record["event_id"] in ids
+    chains = {str(default_codec().decode(r["event"])["event_id"]): r["chain_id"] for records in sealed.values()
+              for _, kind, r in records if kind == EVENT_KIND}
+    assert chains[record["event_id"]].startswith("audit.verification/")
 
 
 def test_an_access_record_that_cannot_be_delivered_fails_the_run_in_one_line(stack, tmp_path):
     archive = tmp_path / "empty-archive"
     archive.mkdir()
     result, took = _run(stack, "verifier", "verify", "--dir", str(archive), "--keyring", str(stack.keyring_file),
-                        env={"AUDITSEAL_ACCESS_RECORD_SASL_USERNAME": "access-auditor",
-                             "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD": "wrong"}, tmp_path=tmp_path)
+                        env={"AUDITSEAL_VERIFICATION_RECORD": "kafka", "AUDITSEAL_SASL_PASSWORD": "wrong"},
+                        tmp_path=tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert len(lines) == 1 and "was not delivered" in lines[0], lines

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pipeline.config import KafkaSettings
 from pipeline.producer.client import AuditProducer, DeliveryResult
 from pipeline.wire.codec import default_codec
-from pipeline.wire.topics import RAW_TOPIC
+from pipeline.wire.topics import ACCESS_TOPIC
 
 
 class RecordingProducer(AuditProducer):
@@ -18,6 +18,7 @@ class RecordingProducer(AuditProducer):
     instead of scanning a topic other tests and benchmarks write millions of events to."""
 
     def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("topic", ACCESS_TOPIC)  # where the access auditor writes
         super().__init__(*args, **kwargs)
         self.results: list[DeliveryResult] = []
 
@@ -27,15 +28,15 @@ class RecordingProducer(AuditProducer):
         return result
 
 
-def read_back(env, results: list[DeliveryResult]) -> list[dict]:
-    """The events at the delivered offsets, read back as the sealer role."""
+def read_back(env, results: list[DeliveryResult], topic: str = ACCESS_TOPIC) -> list[dict]:
+    """The events at the delivered offsets of ``topic`` (the access auditor's), read back as the sealer role."""
     consumer = Consumer(KafkaSettings.from_env(env).client_config(**{
         "group.id": f"auditseal-sealer-test-{secrets.token_hex(4)}", "enable.auto.commit": False}))
     codec = default_codec()
     events = []
     try:
         for result in results:
-            consumer.assign([TopicPartition(RAW_TOPIC, result.partition, result.offset)])
+            consumer.assign([TopicPartition(topic, result.partition, result.offset)])
             message = None
             deadline = time.monotonic() + 10
             while message is None and time.monotonic() < deadline:

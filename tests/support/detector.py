@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import KafkaSettings
 from pipeline.permissions.topology import Grant
+from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import new_event
 from pipeline.wire.codec import EventCodec
 from tests.support.sealing import REPO, Topics, create_acls, create_topics, delete_topics
@@ -31,35 +32,49 @@ rules:
 
 @dataclass(frozen=True)
 class DetectorTopics:
-    """A raw topic (and its sealed twin) and an alerts topic made for one test, with the detector's grants."""
+    """The detector's topics made for one test, granted as the roles file grants the real ones: an access
+    topic only the access auditor writes and a verification topic only the verifier writes (the detector's
+    sources, co-partitioned), a detection topic for its alert events (``detection.raw``, sealed into
+    ``detection.sealed``) and an alerts topic, both written by the detector only."""
 
-    topics: Topics
+    access: str
+    verification: str
+    reconciliation: str
+    detection: Topics
     alerts: str
-
-    @property
-    def raw(self) -> str:
-        return self.topics.raw
 
 
 def create_detector_topics(stack, partitions: int = 3) -> DetectorTopics:
-    """Fresh raw and alerts topics; the detector may read and write raw and write alerts, the verifier reads alerts."""
-    made = create_topics(stack, partitions=partitions)
-    alerts = f"test.alerts.{made.raw.rsplit('.', 1)[1]}"
+    """Fresh topics and grants of :class:`DetectorTopics`; the verifier may read the alerts."""
+    detection = create_topics(stack, partitions=1)
+    suffix = detection.raw.rsplit(".", 1)[1]
+    access, verification, alerts = f"test.access.{suffix}", f"test.verification.{suffix}", f"test.alerts.{suffix}"
+    reconciliation = f"test.reconciliation.{suffix}"
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    for future in admin.create_topics([NewTopic(alerts, num_partitions=1, replication_factor=1)]).values():
+    new = [NewTopic(access, num_partitions=partitions, replication_factor=1),
+           NewTopic(verification, num_partitions=partitions, replication_factor=1),
+           NewTopic(reconciliation, num_partitions=partitions, replication_factor=1),
+           NewTopic(alerts, num_partitions=1, replication_factor=1)]
+    for future in admin.create_topics(new).values():
         future.result(timeout=30)
-    grants = [("User:detector", Grant("topic", made.raw, op)) for op in ("read", "describe", "write")]
-    grants += [("User:detector", Grant("topic", alerts, op)) for op in ("write", "describe")]
+    grants = [("User:access-auditor", Grant("topic", access, op)) for op in ("write", "describe")]
+    grants += [("User:verifier", Grant("topic", verification, op)) for op in ("write", "describe")]
+    grants += [("User:reconciler", Grant("topic", reconciliation, op)) for op in ("write", "describe", "read")]
+    grants += [("User:detector", Grant("topic", topic, op)) for topic in (access, verification, reconciliation)
+               for op in ("read", "describe")]
+    grants += [("User:detector", Grant("topic", topic, op)) for topic in (detection.raw, alerts)
+               for op in ("write", "describe")]
     grants += [("User:verifier", Grant("topic", alerts, op)) for op in ("read", "describe")]
     create_acls(stack, grants)
-    return DetectorTopics(made, alerts)
+    return DetectorTopics(access, verification, reconciliation, detection, alerts)
 
 
 def delete_detector_topics(stack, made: DetectorTopics, app_ids: list[str]) -> None:
     """Remove the test's topics, and the changelogs of every detector app id it ran."""
-    delete_topics(stack, made.topics)
+    delete_topics(stack, made.detection)
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    doomed = [made.alerts] + [t for t in admin.list_topics(timeout=30).topics if t.startswith(tuple(app_ids))]
+    doomed = [made.access, made.verification, made.reconciliation, made.alerts]
+    doomed += [t for t in admin.list_topics(timeout=30).topics if t.startswith(tuple(app_ids))]
     for future in admin.delete_topics(doomed).values():
         future.result(timeout=30)
 
@@ -72,11 +87,20 @@ def new_app_id() -> str:
 def start_detector(stack, made: DetectorTopics, rules: Path, *, app_id: str, log: Path,
                    alerts_topic: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A real detector process as the detector role on the test's topics."""
-    argv = [sys.executable, "-m", "pipeline.cli.main", "detect", "--rules", str(rules), "--raw-topic", made.raw,
+    argv = [sys.executable, "-m", "pipeline.cli.main", "detect", "--rules", str(rules), "--access-topic", made.access,
+            "--verification-topic", made.verification, "--reconciliation-topic", made.reconciliation,
+            "--detection-topic", made.detection.raw,
             "--alerts-topic", alerts_topic or made.alerts, "--app-id", app_id, "--metrics-port", "0",
             "--loglevel", "warning"]
     return subprocess.Popen(argv, env=dict(os.environ, **stack.env("detector"), **(env or {})), cwd=REPO,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def emit_as(stack, role: str, topic: str, events: list[dict], key: str | None = None) -> None:
+    """Deliver ``events`` to ``topic`` as ``role`` (one key: one partition, in order, when ``key`` is given)."""
+    with AuditProducer(KafkaSettings.from_env(stack.env(role)), topic=topic) as producer:
+        for event in events:
+            producer.emit(event, key=key or event["actor"]["id"])
 
 
 def denial(principal: str) -> dict:

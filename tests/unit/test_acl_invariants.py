@@ -24,7 +24,7 @@ def test_the_shipped_roles_satisfy_every_rule():
     assert report.passed, report.as_dict()
     assert {r.name for r in report.rules} == {
         "no_destructive_rights_on_audit_topics", "no_principal_writes_and_deletes", "only_sealer_writes_sealed",
-        "only_producers_write_raw", "readers_cannot_write", "cluster_rights_as_declared",
+        "only_producers_write_raw", "only_origin_writes", "readers_cannot_write", "cluster_rights_as_declared",
         "only_privacy_roles_read_keys"}
     assert report.super_users == ("Cert:broker", "Cert:bootstrap")
     assert any("User:admin" in note and "cluster ALTER" in note for note in report.notes)
@@ -40,8 +40,26 @@ def test_the_shipped_roles_satisfy_every_rule():
     (_acl("User:producer", "write", name="audit.sealed"), "only_sealer_writes_sealed", "User:producer can write"),
     (_acl("User:*", "write", name="audit.s", pattern="prefixed"), "only_sealer_writes_sealed", "User:*"),
     (_acl("User:sealer", "write"), "only_producers_write_raw", "User:sealer can write audit.raw"),
+    # authenticated origin: each origin topic has one writer, and its components no longer write audit.raw
+    (_acl("User:access-auditor", "write"), "only_producers_write_raw", "User:access-auditor can write audit.raw"),
+    (_acl("User:detector", "write"), "only_producers_write_raw", "User:detector can write audit.raw"),
+    (_acl("User:producer", "write", name="audit.access"), "only_origin_writes", "User:producer can write audit.access"),
+    (_acl("User:svc-billing", "write", name="audit.ac", pattern="prefixed"), "only_origin_writes",
+     "User:svc-billing can write audit.access"),
+    (_acl("User:producer", "write", name="audit.verification"), "only_origin_writes",
+     "User:producer can write audit.verification"),
+    (_acl("User:access-auditor", "write", name="audit.verification"), "only_origin_writes",
+     "User:access-auditor can write audit.verification"),
+    (_acl("User:verifier", "write", name="audit.access"), "only_origin_writes", "User:verifier can write audit.access"),
+    (_acl("User:producer", "write", name="audit.detection"), "only_origin_writes",
+     "User:producer can write audit.detection"),
+    (_acl("User:*", "write", name="audit.alerts"), "only_origin_writes", "User:* can write audit.alerts"),
+    (_acl("User:producer", "write", name="audit.reconciliation"), "only_origin_writes",
+     "User:producer can write audit.reconciliation"),
+    (_acl("User:reconciler", "write", name="audit.sealed.access"), "only_sealer_writes_sealed",
+     "User:reconciler can write audit.sealed.access"),
     (_acl("User:siem", "write", name="scratch"), "readers_cannot_write", "siem (declared without any write)"),
-    (_acl("User:*", "write", name="scratch"), "readers_cannot_write", "verifier"),
+    (_acl("User:*", "write", name="scratch"), "readers_cannot_write", "sink (declared without any write)"),
     (_acl("User:siem", "read", name="audit.keys"), "only_privacy_roles_read_keys", "User:siem can read audit.keys"),
     (_acl("User:*", "read", name="audit.k", pattern="prefixed"), "only_privacy_roles_read_keys", "User:*"),
     (_acl("User:sink", "all", name="audit.keys"), "only_privacy_roles_read_keys", "User:sink"),

@@ -106,7 +106,7 @@ def test_a_new_principal_is_flagged_after_learning_but_not_during_it_nor_when_kn
     during = _access("User:early", at=T0 + HOUR)
     after = _access("User:intruder", action="topic.describe", status="DENIED", at=T0 + 2 * DAY)
     assert _rules(_replay([*_baseline(), during, after])) == ["new_principal"]
-    config = parse_detector_config((rules_path()).read_text().replace("known_principals: [kafka-controller]",
+    config = parse_detector_config((rules_path()).read_text().replace("known_principals: [kafka-controller, User:reconciler]",
                                                                       "known_principals: [User:intruder]"))
     assert _rules(_replay([*_baseline(), after], config)) == []
 
