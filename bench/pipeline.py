@@ -2,7 +2,8 @@
 
 Every stage runs at once on this machine against the secured local stack (``auditseal dev up``), on the
 stack's real topics and bucket: the producer (its own process, emitting synthetic events at an offered
-rate), the sealer, the sink, the access auditor and the detector. The offered rate ramps through
+rate), the sealer of ``audit.raw``, the sink, the access auditor, the sealer of its ``audit.access`` and the
+detector. The offered rate ramps through
 ``--rates``, each step held for ``--step-seconds`` (600 by default: start-up and batching never dominate).
 
 Measured, every ``--sample-seconds``:
@@ -51,7 +52,7 @@ from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev.stack import LocalStack
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import EVENT_KIND, KIND_HEADER, sealed_codecs
-from pipeline.wire.topics import SEALED_TOPIC
+from pipeline.wire.topics import ACCESS_TOPIC, SEALED_TOPIC, sealed_topic_of
 
 REPO = Path(__file__).resolve().parent.parent
 # sampled events' ids start with this (a valid UUID prefix no uuid4 can have: its version nibble is 0)
@@ -259,6 +260,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, role, argv in (
             ("sealer", "sealer", ["seal"]),
+            # the access auditor's events travel on audit.access, sealed by a sealer of their own
+            ("sealer (access)", "sealer", ["seal", "--raw-topic", ACCESS_TOPIC, "--sealed-topic",
+                                           sealed_topic_of(ACCESS_TOPIC), "--app-id", "auditseal-sealer-access"]),
             ("sink", "sink", ["sink", "--max-age-ms", str(args.sink_max_age_ms)]),
             ("detector", "detector", ["detect"]),
         ):
