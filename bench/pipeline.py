@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         for name, role, argv in (
             ("sealer", "sealer", ["seal"]),
             # the access auditor's events travel on audit.access, sealed by a sealer of their own
-            ("sealer (access)", "sealer", ["seal", "--raw-topic", ACCESS_TOPIC, "--sealed-topic",
+            ("sealer-access", "sealer", ["seal", "--raw-topic", ACCESS_TOPIC, "--sealed-topic",
                                            sealed_topic_of(ACCESS_TOPIC), "--app-id", "auditseal-sealer-access"]),
             ("sink", "sink", ["sink", "--max-age-ms", str(args.sink_max_age_ms)]),
             ("detector", "detector", ["detect"]),
