@@ -76,7 +76,22 @@ def role_env(role_name: str, creds: Credentials) -> dict[str, str]:
         # audit.raw with the access auditor's credentials
         **({"AUDITSEAL_ACCESS_RECORD_SASL_USERNAME": "access-auditor",
             "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD": creds.kafka["access-auditor"]} if role_name == "verifier" else {}),
+        **privacy_role_env(role_name, creds),
     }
+
+
+def privacy_role_env(role_name: str, creds: Credentials) -> dict[str, str]:
+    """Personal-data protection (README, "Personal data"): the roles that need the key store's KEK get the
+    KEK file in their folder (the producer also the privacy role's key-store identity); the investigator,
+    whose access spool nobody forwards (a tmpfs), delivers its reveal records itself, as the verifier does.
+    A KEK in an HSM instead: AUDITSEAL_KEK=pkcs11:LABEL and the AUDITSEAL_PKCS11_* variables (override file)."""
+    from pipeline.privacy.provision import privacy_env
+
+    env = privacy_env(role_name, ROLE_HOME, creds.kafka)  # dev up's: the KEK file, the key-store identity
+    if role_name == "investigator":
+        env["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] = "access-auditor"
+        env["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"] = creds.kafka["access-auditor"]
+    return env
 
 
 def issue_service_certificate(pki: Pki, name: str, *, client_auth: bool = False) -> None:
@@ -133,6 +148,9 @@ def make_files(stack: Path) -> None:
         key = generate_signing_key()
         save_signing_key(key, keys / "sealer-signing-key.pem")
         save_keyring(Keyring().rotate(key.public_key, time.time_ns() // 1000), keys / "keyring.json")
+    from pipeline.privacy.provision import KEK_FILE_NAME, KEK_ROLES, ensure_kek
+
+    ensure_kek(keys)  # the key store's KEK (the setup job creates audit.keys and its pseudonym key with it)
 
     home = stack / "kafka"
     for folder in ("data", "logs"):
@@ -161,6 +179,8 @@ def make_files(stack: Path) -> None:
         _write(folder / "keyring.json", (keys / "keyring.json").read_bytes(), keep=False)
         if role.name == "sealer":
             _write(folder / "signing-key.pem", (keys / "sealer-signing-key.pem").read_bytes(), 0o400, keep=False)
+        if role.name in KEK_ROLES:
+            _write(folder / KEK_FILE_NAME, (keys / KEK_FILE_NAME).read_bytes(), 0o400, keep=False)
         _own(folder, PIPELINE_UID)
     # the setup job (as the pipeline user) reads every credential and takes dev up's ACL lock in run/
     (stack / "run").mkdir(exist_ok=True)
@@ -168,6 +188,9 @@ def make_files(stack: Path) -> None:
     if os.geteuid() == 0:
         os.chown(credentials, PIPELINE_UID, PIPELINE_UID)
         os.chown(pki.ca_cert, PIPELINE_UID, PIPELINE_UID)
+        # the setup job provisions the key store with the KEK (keys/kek.json)
+        os.chown(keys, PIPELINE_UID, PIPELINE_UID)
+        os.chown(keys / KEK_FILE_NAME, PIPELINE_UID, PIPELINE_UID)
     print(f"compose stack files in {stack}: CA, certificates for {', '.join(SERVICE_NAMES)}, "
           f"{len(roles())} roles ({', '.join(r.name for r in roles())})")
 

@@ -269,5 +269,5 @@ def deliver_access_record(event: dict) -> None:
     except AuditSealError as exc:
         with contextlib.suppress(AuditSealError):
             producer.close(0)  # stops its thread; it raises the failure reported below again
-        raise AuditSealError(f"the access record of this verification ({event['event_id']}) was not delivered "
+        raise AuditSealError(f"the access record ({event['action']} {event['event_id']}) was not delivered "
                              f"to audit.raw as {settings.username}: {exc}") from None

@@ -145,4 +145,7 @@ def test_the_verifier_can_deliver_its_own_access_record(stack_files: Path) -> No
     verifier, auditor = env_of("verifier"), env_of("access-auditor")
     assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] == "access-auditor"
     assert verifier["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"] == auditor["AUDITSEAL_SASL_PASSWORD"]
-    assert not [r for r in role_names() if r != "verifier" and "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME" in env_of(r)]
+    # the investigator's reveal records likewise (issue 18)
+    assert env_of("investigator")["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] == "access-auditor"
+    assert not [r for r in role_names() if r not in ("verifier", "investigator")
+                and "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME" in env_of(r)]

@@ -341,6 +341,19 @@ def test_a_reveal_is_sealed_by_the_sealer_and_archived_with_a_proof(stack, pipel
     assert json.loads(capsys.readouterr().out)["violations"] == []
 
 
+def test_a_reveal_whose_access_record_cannot_be_delivered_shows_nothing(stack, pipeline_run, monkeypatch, capsys):
+    # where no access auditor forwards the spool (a Kubernetes Job, compose), reveal delivers the record itself
+    # first; if that fails, no plaintext is printed
+    monkeypatch.setenv("AUDITSEAL_ACCESS_RECORD_SASL_USERNAME", "access-auditor")
+    monkeypatch.setenv("AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD", "not-the-password")
+    event_id = pipeline_run["ids"]["carol"][9]
+    code, result, err = _reveal(capsys, monkeypatch, stack, pipeline_run, event_id)
+    assert code == 1 and result is None
+    assert err.count("\n") == 1 and "the access record (privacy.reveal " in err
+    assert "was not delivered to audit.raw as access-auditor" in err
+    assert CAROL["id"] not in err
+
+
 def test_the_investigator_reveals_but_can_neither_write_the_log_nor_create_or_destroy_keys(stack, pipeline_run,
                                                                                            monkeypatch, capsys):
     from confluent_kafka import Consumer, TopicPartition
