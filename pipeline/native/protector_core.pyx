@@ -79,7 +79,6 @@ cdef class ProtectedEncoder:
     cdef Py_ssize_t count
     cdef Py_ssize_t size
     cdef double ttl
-    cdef object __weakref__  # the Protector holds its encoders weakly, to empty them on an erasure
 
     def __init__(self, native_encoder, slow, *, Py_ssize_t size, double ttl):
         """``native_encoder``: the codec's :class:`pipeline.native.avro_writer.NativeEncoder`; ``slow``:

@@ -23,7 +23,6 @@ per ``cache_ttl``, and the cache is emptied when the key store reports an erasur
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -110,7 +109,7 @@ class Protector:
         self._actors = _ExpiringTable(cache_size, cache_ttl)
         self._values = _ExpiringTable(cache_size, cache_ttl)
         self._cache_size, self._cache_ttl = cache_size, cache_ttl
-        self._encoders: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._encoders: dict[Any, Any] = {}  # the codec's NativeEncoder -> its ProtectedEncoder
         self._generation = 0  # counts erasures, so an encoder never learns parts protected before one
         store.on_erasure(self._forget_all)
 
@@ -119,7 +118,7 @@ class Protector:
         self._generation += 1
         self._actors.clear()
         self._values.clear()
-        for encoder in list(self._encoders):
+        for encoder in list(self._encoders.values()):
             encoder.clear()
 
     def subject_pseudonym(self, subject_id: str) -> str:
@@ -216,6 +215,8 @@ class Protector:
         protect = self.protect
         if not isinstance(native, NativeEncoder):
             return lambda event: encode(protect(event))
+        if native in self._encoders:  # one table per encoder: a new producer finds the actors already learnt
+            return self._encoders[native]
         names = native.field_names()
         actor_index, fields_index = names.index("actor"), names.index(PROTECTED_FIELDS)
 
@@ -240,8 +241,8 @@ class Protector:
                 compiled.learn(event["actor"], replaced)
             return data
 
-        compiled = ProtectedEncoder(native, reference, size=self._cache_size, ttl=self._cache_ttl)
-        self._encoders.add(compiled)
+        compiled = self._encoders[native] = ProtectedEncoder(native, reference, size=self._cache_size,
+                                                             ttl=self._cache_ttl)
         return compiled
 
 

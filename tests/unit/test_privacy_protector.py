@@ -189,13 +189,11 @@ def test_the_encoder_splices_the_cached_fields_into_the_same_bytes(event: dict) 
 def test_the_compiled_path_learns_an_actor_once_and_encodes_later_events_without_protecting_them() -> None:
     keys = MemoryKeys()
     protector = Protector(keys)  # type: ignore[arg-type]
-    encode = protector.encoder(CODEC.encode)
-    encode(_event())
-    assert len(encode) == 1
     calls = []
     protector.protect = lambda event: calls.append(event) or Protector.protect(protector, event)
-    encode = protector.encoder(CODEC.encode)  # a fresh encoder that sees the counting protect
+    encode = protector.encoder(CODEC.encode)
     first = encode(_event(action="a.first"))
+    assert len(encode) == 1 and protector.encoder(CODEC.encode) is encode  # every producer shares what is learnt
     events = [_event(action=f"a.{n}") for n in range(5)]
     later = [encode(event) for event in events]
     assert len(calls) == 1 and keys.created == 1  # learnt from the reference once; no key lookup after that
@@ -245,7 +243,6 @@ def test_the_compiled_table_is_bounded_and_emptied_by_an_erasure() -> None:
 def test_an_expired_actor_is_protected_again() -> None:
     keys = MemoryKeys()
     protector = Protector(keys, cache_ttl=0.0)  # type: ignore[arg-type]
-    encode = protector.encoder(CODEC.encode)
     calls = []
     original = protector.protect
     protector.protect = lambda event: calls.append(1) or original(event)
