@@ -3,16 +3,17 @@ key store's size per million subjects.
 
 1. Emit: the same synthetic events (realistic actors: 200 users, ~900 distinct user/IP/agent/session
    combinations per 20,000 events) through AuditProducer, without and with a Protector, alternately
-   for ``--rounds``; events/s until the last acknowledgement. The first protected round creates the
-   subjects' keys (one durable key-store write each); later rounds find them. Also: how fast keys of
-   never-seen subjects are created (one synchronous write to audit.keys each), the worst case.
+   for ``--rounds`` (each side first in every other round); events/s until the last acknowledgement,
+   and the process's CPU time per event. The subjects' keys are created before the rounds (one durable
+   key-store write each), and measured apart: how fast keys of never-seen subjects are created (one
+   synchronous write to audit.keys each), the worst case.
 2. Seal: one backlog of plain events and one of protected events, each sealed by one worker on its
    own fresh topics (``bench.sealer``'s throughput measurement); ratio protected / plain.
 3. Key store size: ``--subjects`` key records in the key store's format (the bytes KeyStore writes),
    on a throwaway topic with the key store's configs; bytes on disk per record and per million
    subjects, the time and memory a client needs to read them when it opens.
 
-    .venv/bin/python -m bench.privacy [--events 200000] [--rounds 3] [--subjects 100000]
+    .venv/bin/python -m bench.privacy [--events 200000] [--rounds 3] [--subjects 100000] [--steps emit,seal,size]
 
 Runs on the local stack (``auditseal dev up``) on throwaway topics, except the subject keys of step 1,
 which are real keys of synthetic users in audit.keys.
@@ -39,9 +40,10 @@ from pipeline.privacy.crypto import PseudonymKey, new_subject_key, wrap_key
 from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, KeyStore, keystore_from_env
 from pipeline.privacy.protector import Protector
 from pipeline.privacy.records import WrappedKey, subject_key_name
-from pipeline.producer.client import AuditProducer
+from pipeline.producer.client import PRODUCER_TUNING, AuditProducer
 from pipeline.producer.event import complete_event
 from pipeline.producer.synthetic import synthetic_events
+from pipeline.wire.codec import default_codec
 from tests.support.sealing import create_topics, delete_topics
 
 
@@ -70,15 +72,58 @@ def wait_writable(settings: KafkaSettings, topic: str, timeout: float = 60) -> N
         time.sleep(1)
 
 
-def emit_rate(settings: KafkaSettings, topic: str, events: list[dict], protector: Protector | None) -> float:
-    """Events/s of one AuditProducer (with ``protector`` if given) until every event is acknowledged."""
+def emit_rate(settings: KafkaSettings, topic: str, events: list[dict], protector: Protector | None) -> tuple[float, float]:
+    """(events/s, CPU microseconds per event) of one AuditProducer (with ``protector`` if given) until every
+    event is acknowledged. The CPU time is this process's (every thread: ours and librdkafka's, which
+    compresses and sends the larger protected events): on a loaded machine it moves far less than the wall
+    clock, which waits for whatever else runs."""
     with AuditProducer(settings, topic=topic, protector=protector) as producer:
         producer.emit(events[0]).wait(60)  # connection, metadata and idempotence id before the clock starts
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for event in events:
             producer.emit(event)
         producer.flush()
-        return len(events) / (time.perf_counter() - started)
+        return len(events) / (time.perf_counter() - started), (time.process_time() - cpu) / len(events) * 1e6
+
+
+def raw_rate(settings: KafkaSettings, topic: str, payloads: list[bytes]) -> float:
+    """Events/s of a bare confluent-kafka Producer with the AuditProducer's tuning sending ``payloads``
+    (already encoded): what the bytes alone cost, with no validation, encoding or protection."""
+    producer = Producer(settings.client_config(**PRODUCER_TUNING))
+    producer.produce(topic, payloads[0])
+    producer.flush(60)
+    started = time.perf_counter()
+    for index, payload in enumerate(payloads):
+        while True:
+            try:
+                producer.produce(topic, payload)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if index % 16 == 0:
+            producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError(f"{len(producer)} payloads not acknowledged")
+    return len(payloads) / (time.perf_counter() - started)
+
+
+def _encoding_us(encoders: tuple, events: list[dict]) -> list[float]:
+    """Microseconds per event of each of ``encoders`` over ``events[:20000]``: the best of 30 passes, the
+    encoders taking turns so that a burst of load elsewhere hits them alike."""
+    sample = events[:20_000]
+    best = [float("inf")] * len(encoders)
+    for _ in range(30):
+        for index, encode in enumerate(encoders):
+            started = time.perf_counter()
+            for event in sample:
+                encode(event)
+            best[index] = min(best[index], time.perf_counter() - started)
+    return [seconds / len(sample) * 1e6 for seconds in best]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def emit_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store: KeyStore) -> None:
@@ -88,16 +133,36 @@ def emit_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store:
     wait_writable(settings, topics.raw)
     try:
         protector = Protector(store)
-        off, on = [], []
+        before = store.subject_count()
+        for event in events:  # the subjects' keys exist before the clock runs (measured apart, below)
+            protector.protect(event)
+        print(f"  keys created before the rounds: {store.subject_count() - before}")
+        off, on, ratios, cpu_off, cpu_on = [], [], [], [], []
         for round_number in range(rounds):
-            off.append(emit_rate(settings, topics.raw, events, None))
-            before = store.subject_count()
-            on.append(emit_rate(settings, topics.raw, events, protector))
-            print(f"  round {round_number + 1}: off {off[-1]:10,.0f} events/s   on {on[-1]:10,.0f} events/s   "
-                  f"ratio {on[-1] / off[-1]:.2f}   (keys created this round: {store.subject_count() - before})")
+            # alternately first, so neither side always runs on the warmer (or the more loaded) machine
+            measured = {side: emit_rate(settings, topics.raw, events, protector if side == "on" else None)
+                        for side in (("off", "on") if round_number % 2 == 0 else ("on", "off"))}
+            (rate_off, us_off), (rate_on, us_on) = measured["off"], measured["on"]
+            off.append(rate_off), on.append(rate_on), ratios.append(rate_on / rate_off)
+            cpu_off.append(us_off), cpu_on.append(us_on)
+            print(f"  round {round_number + 1}: off {rate_off:10,.0f} events/s ({us_off:5.1f} CPU us/event)   "
+                  f"on {rate_on:10,.0f} events/s ({us_on:5.1f} CPU us/event)   ratio {rate_on / rate_off:.2f}")
         print(f"emit: encryption off {max(off):,.0f} events/s, on {max(on):,.0f} events/s (best of {rounds}); "
-              f"ratio of the best {max(on) / max(off):.2f}, of the medians "
-              f"{sorted(on)[len(on) // 2] / sorted(off)[len(off) // 2]:.2f}   target >= 0.8")
+              f"ratio of the best {max(on) / max(off):.2f}, median of the rounds' ratios {_median(ratios):.2f}; "
+              f"CPU per event off {_median(cpu_off):.1f} us, on {_median(cpu_on):.1f} us, ratio (off/on) "
+              f"{_median(cpu_off) / _median(cpu_on):.2f}   target >= 0.8")
+        codec = default_codec()
+        encode = protector.encoder(codec.encode)
+        plain, protected = [codec.encode(e) for e in events], [encode(e) for e in events]
+        size_off, size_on = sum(map(len, plain)) / len(plain), sum(map(len, protected)) / len(protected)
+        bare = [raw_rate(settings, topics.raw, protected) / raw_rate(settings, topics.raw, plain)
+                for _ in range(max(1, rounds // 2))]
+        plain_us, protected_us = _encoding_us((codec.encode, encode), events)
+        print(f"emit, the encoding alone (no Kafka; best of 30 alternating passes): plain {plain_us:.2f} us/event, "
+              f"protected {protected_us:.2f} us/event")
+        print(f"emit, the bytes alone: {size_off:.0f} B per plain event, {size_on:.0f} B protected; a bare producer "
+              f"sending the pre-encoded events: ratio on / off {_median(bare):.2f} (median of {len(bare)}), the "
+              "ceiling of the emit ratio with this wire format")
         fresh = [{"id": f"bench-new-{secrets.token_hex(6)}", "type": "USER"} for _ in range(200)]
         started = time.perf_counter()
         for actor in fresh:
@@ -179,13 +244,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--subjects", type=int, default=100_000)
+    parser.add_argument("--steps", default="emit,seal,size", help="which of emit, seal, size to run")
     args = parser.parse_args()
+    steps = set(args.steps.split(","))
     stack = LocalStack()
     events = _events(args.events, seed=18)
     with keystore_from_env(stack.env("producer")) as store:
-        emit_side_by_side(stack, events, args.rounds, store)
-        seal_side_by_side(stack, events, store)
-    keystore_size(stack, args.subjects)
+        if "emit" in steps:
+            emit_side_by_side(stack, events, args.rounds, store)
+        if "seal" in steps:
+            seal_side_by_side(stack, events, store)
+    if "size" in steps:
+        keystore_size(stack, args.subjects)
 
 
 if __name__ == "__main__":

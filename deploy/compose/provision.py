@@ -81,7 +81,23 @@ def role_env(role_name: str, creds: Credentials) -> dict[str, str]:
         # no access auditor reads the verifier's spool (a tmpfs): it writes its record to audit.verification,
         # its own origin topic, as itself
         **({"AUDITSEAL_VERIFICATION_RECORD": "kafka"} if role_name == "verifier" else {}),
+        **privacy_role_env(role_name, creds),
     }
+
+
+def privacy_role_env(role_name: str, creds: Credentials) -> dict[str, str]:
+    """Personal-data protection (README, "Personal data"): the roles that need the key store's KEK get the
+    KEK file in their folder (the producer also the privacy role's key-store identity); the investigator,
+    whose access spool nobody forwards (a tmpfs), delivers its reveal records to audit.access itself with the access
+    auditor's credential (a stated limit: two services hold it; the verifier has its own origin topic).
+    A KEK in an HSM instead: AUDITSEAL_KEK=pkcs11:LABEL and the AUDITSEAL_PKCS11_* variables (override file)."""
+    from pipeline.privacy.provision import privacy_env
+
+    env = privacy_env(role_name, ROLE_HOME, creds.kafka)  # dev up's: the KEK file, the key-store identity
+    if role_name == "investigator":
+        env["AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"] = "access-auditor"
+        env["AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"] = creds.kafka["access-auditor"]
+    return env
 
 
 def issue_service_certificate(pki: Pki, name: str, *, client_auth: bool = False) -> None:
@@ -143,6 +159,9 @@ def make_files(stack: Path) -> None:
         from pipeline.integrity.keyring import generate_signing_key, save_signing_key
 
         save_signing_key(generate_signing_key(), keys / "reconciler-key.pem")
+    from pipeline.privacy.provision import KEK_FILE_NAME, KEK_ROLES, ensure_kek
+
+    ensure_kek(keys)  # the key store's KEK (the setup job creates audit.keys and its pseudonym key with it)
 
     home = stack / "kafka"
     for folder in ("data", "logs"):
@@ -172,6 +191,8 @@ def make_files(stack: Path) -> None:
             _write(folder / "signing-key.pem", (keys / "sealer-signing-key.pem").read_bytes(), 0o400, keep=False)
         if role.name == "reconciler":
             _write(folder / "reconciler-key.pem", (keys / "reconciler-key.pem").read_bytes(), 0o400, keep=False)
+        if role.name in KEK_ROLES:
+            _write(folder / KEK_FILE_NAME, (keys / KEK_FILE_NAME).read_bytes(), 0o400, keep=False)
         _own(folder, PIPELINE_UID)
     # the setup job (as the pipeline user) reads every credential and takes dev up's ACL lock in run/
     (stack / "run").mkdir(exist_ok=True)
@@ -183,6 +204,9 @@ def make_files(stack: Path) -> None:
         # CA's private key stays root's
         for path in (pki.directory, pki.cert(kafka.BOOTSTRAP_USER), pki.key(kafka.BOOTSTRAP_USER)):
             os.chown(path, PIPELINE_UID, PIPELINE_UID)
+        # the setup job provisions the key store with the KEK (keys/kek.json)
+        os.chown(keys, PIPELINE_UID, PIPELINE_UID)
+        os.chown(keys / KEK_FILE_NAME, PIPELINE_UID, PIPELINE_UID)
     print(f"compose stack files in {stack}: CA, certificates for {', '.join(SERVICE_NAMES)}, "
           f"{len(roles())} roles ({', '.join(r.name for r in roles())})")
 

@@ -455,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                       type=attribute, help="an extra attribute (repeatable)")
     emit.add_argument("--json", action="store_true", help="the summary (and event ids) as one JSON object on stdout")
     emit.add_argument("--protect", action="store_true", help="encrypt personal fields under their subjects' keys "
-                      "(key store as AUDITSEAL_KEYSTORE_USERNAME, KEK in AUDITSEAL_KEK_FILE)")
+                      "(key store as AUDITSEAL_KEYSTORE_USERNAME, KEK in AUDITSEAL_KEK_FILE or AUDITSEAL_KEK=pkcs11:LABEL)")
     emit.add_argument("--personal-attr", dest="personal_attributes", action="append", default=[],
                       metavar="KEY=SUBJECT", type=attribute, help="with --protect: attribute KEY is personal data "
                       "of SUBJECT (repeatable)")

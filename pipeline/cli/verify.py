@@ -256,19 +256,44 @@ def _record_access(args, report: Report) -> None:
 def deliver_verification_record(event: dict) -> None:
     """Write one verification record to ``audit.verification`` as the verifier (the role in the
     ``AUDITSEAL_*`` variables); AuditSealError if it is not delivered."""
-    from pipeline.producer.client import AuditProducer
     from pipeline.wire.topics import VERIFICATION_TOPIC
 
-    settings = KafkaSettings.from_env()
+    deliver_record(event, KafkaSettings.from_env(), VERIFICATION_TOPIC, f"the record of this verification "
+                   f"({event['event_id']})")
+
+
+ACCESS_RECORD_USER_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_USERNAME"
+ACCESS_RECORD_PASSWORD_VARIABLE = "AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD"
+
+
+def deliver_access_record(event: dict) -> None:
+    """Write one access record of a command (a reveal) to ``audit.access`` as
+    ``$AUDITSEAL_ACCESS_RECORD_SASL_USERNAME`` (password in ``$AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD``; broker and
+    CA as for the command's own role): where no access auditor forwards the command's spool, the deployment
+    lends it the auditor's credential, the one principal that may write ``audit.access``. AuditSealError if it
+    is not delivered."""
+    from pipeline.wire.topics import ACCESS_TOPIC
+
+    password = os.environ.get(ACCESS_RECORD_PASSWORD_VARIABLE)
+    if not password:
+        raise ConfigError(f"{ACCESS_RECORD_USER_VARIABLE} is set but {ACCESS_RECORD_PASSWORD_VARIABLE} is not")
+    own = KafkaSettings.from_env()
+    settings = KafkaSettings(own.bootstrap, os.environ[ACCESS_RECORD_USER_VARIABLE], password, own.ca_file)
+    deliver_record(event, settings, ACCESS_TOPIC, f"the access record ({event['action']} {event['event_id']})")
+
+
+def deliver_record(event: dict, settings: KafkaSettings, topic: str, what: str) -> None:
+    """Write one record of this command to ``topic`` as ``settings``' principal; AuditSealError naming ``what``
+    if it is not delivered."""
+    from pipeline.producer.client import AuditProducer
+
     # one message on failure, below: the client's own log lines (librdkafka's, the producer's) would repeat it
     logging.getLogger("pipeline.producer.client").setLevel(logging.CRITICAL)
-    producer = AuditProducer(settings, topic=VERIFICATION_TOPIC,
-                             config={"log_level": 2, "message.timeout.ms": 30_000})
+    producer = AuditProducer(settings, topic=topic, config={"log_level": 2, "message.timeout.ms": 30_000})
     try:
         producer.emit(event, key=event["actor"]["id"])
         producer.close(30)  # flushes: raises unless delivered
     except AuditSealError as exc:
         with contextlib.suppress(AuditSealError):
             producer.close(0)  # stops its thread; it raises the failure reported below again
-        raise AuditSealError(f"the record of this verification ({event['event_id']}) was not delivered "
-                             f"to {VERIFICATION_TOPIC} as {settings.username}: {exc}") from None
+        raise AuditSealError(f"{what} was not delivered to {topic} as {settings.username}: {exc}") from None

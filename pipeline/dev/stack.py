@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.dev import cluster, kafka, s3server
 from pipeline.dev.cache import cache_dir, stack_dir
-from pipeline.dev.hsm import ARCHIVE_TOKEN, SIGNING_TOKEN, DevHsm
+from pipeline.dev.hsm import ARCHIVE_TOKEN, KEYSTORE_TOKEN, SIGNING_TOKEN, DevHsm
 from pipeline.dev.pki import Pki, ensure_pki, write_private
 from pipeline.dev.processes import ManagedProcess, StackError, make_private, port_is_free, port_is_open
 from pipeline.permissions.topology import BUCKET, roles
@@ -134,6 +134,9 @@ class LocalStack:
         archive = open_token(Pkcs11Config.from_env(self.hsm.env(ARCHIVE_TOKEN)))
         if archive.master_key_count(DEFAULT_MASTER_LABEL) == 0:
             archive.generate_master_key(DEFAULT_MASTER_LABEL, "mk-dev-" + secrets.token_hex(6))
+        from pipeline.privacy.provision import ensure_token_kek
+
+        ensure_token_kek(open_token(Pkcs11Config.from_env(self.hsm.env(KEYSTORE_TOKEN))))
 
     @property
     def witness_policy_file(self) -> Path:

@@ -15,7 +15,8 @@ CKA_ID = the 8 bytes of the AuditSeal key id (hex(SHA-256(raw public key))[:16])
 key the keyring names. Signing is CKM_EDDSA (pure Ed25519, RFC 8032), verifiable by anyone with the public
 half. Several keys share a label across rotations; the key id tells them apart. A master key is a 256-bit
 CKK_AES secret key, non-extractable, with CKA_ID = its key id (ASCII), used only for CKM_AES_KEY_WRAP
-(RFC 3394) and CKM_AES_CMAC (the data-key derivation, :mod:`pipeline.archive.encryption`).
+(RFC 3394) and CKM_AES_CMAC (the data-key derivation, :mod:`pipeline.archive.encryption`). The key store's
+KEK (:mod:`pipeline.privacy.keystore`, ``AUDITSEAL_KEK=pkcs11:LABEL``) is such a key too, in its own token.
 
 PKCS#11 logins belong to the process, not to a session, so one logged-in session per token is opened per
 process and shared; operations on it are serialised by a lock (a C_SignInit/C_Sign pair must not
@@ -136,13 +137,14 @@ class Pkcs11MasterKey:
         return kbkdf_cmac_data_key(self.cmac, object_key, plaintext)
 
     def wrap(self, data_key: bytes) -> bytes:
-        """AES-KW (RFC 3394) of ``data_key`` by the token: the data key enters it as a session object."""
-        from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+        """AES-KW (RFC 3394) of ``data_key`` by the token: the data key enters it as a session object
+        (an AES key, or a generic secret for other lengths, such as the key store's 64-byte AES-SIV keys)."""
+        from pkcs11 import Attribute, Mechanism, ObjectClass
 
         with self._token.lock:
             session = self._token.session
             temporary = session.create_object({
-                Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: _secret_type(len(data_key)),
                 Attribute.VALUE: data_key, Attribute.TOKEN: False, Attribute.SENSITIVE: False,
                 Attribute.EXTRACTABLE: True,
             })
@@ -154,11 +156,12 @@ class Pkcs11MasterKey:
     def unwrap(self, wrapped: bytes) -> bytes:
         """The data key inside ``wrapped`` (AES-KW, RFC 3394), unwrapped by the token; raises
         ValueError if it does not unwrap under this key."""
-        from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, PKCS11Error
+        from pkcs11 import Attribute, Mechanism, ObjectClass, PKCS11Error
 
         with self._token.lock:
             try:
-                key = self._key.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, wrapped,
+                # AES-KW adds 8 bytes: the unwrapped key's length, hence its type, is known beforehand
+                key = self._key.unwrap_key(ObjectClass.SECRET_KEY, _secret_type(len(wrapped) - 8), wrapped,
                                            mechanism=Mechanism.AES_KEY_WRAP, store=False,
                                            template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
             except PKCS11Error as exc:
@@ -322,6 +325,14 @@ def open_token(config: Pkcs11Config) -> Token:
             raise TokenPinError(f"token {config.token!r}: the user PIN is locked (too many wrong PINs)") from None
         token = _open_tokens[(config.module, config.token)] = Token(config, session)
         return token
+
+
+def _secret_type(length: int):
+    # what a session object of a key to wrap is: an AES key for AES lengths (the archive's data keys), a
+    # generic secret for any other (HSMs refuse AES keys of other lengths)
+    from pkcs11 import KeyType
+
+    return KeyType.AES if length in (16, 24, 32) else KeyType.GENERIC_SECRET
 
 
 def _raw_ec_point(point: bytes) -> bytes:

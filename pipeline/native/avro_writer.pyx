@@ -402,6 +402,92 @@ cdef class NativeEncoder:
                 PyMem_Free(out.data)
         return self.fallback(value)
 
+    def field_names(self):
+        """The root record's field names, in schema order (empty if the root is not a record)."""
+        if not isinstance(self.root, _Record):
+            return ()
+        return tuple([(<_Field>field).name for field in (<_Record>self.root).fields])
+
+    def encode_field(self, str name, value):
+        """The bytes of ``value`` as the root record's field ``name`` alone, or None if its op does not
+        write it (then only the whole event, through :meth:`encode`, says why)."""
+        cdef char stack[STACK_SIZE]
+        cdef Buffer out
+        cdef _Field field
+        if not isinstance(self.root, _Record):
+            return None
+        for field in (<_Record>self.root).fields:
+            if field.name != name:
+                continue
+            out.data = stack
+            out.stack = stack
+            out.capacity = STACK_SIZE
+            out.size = 0
+            try:
+                if field.op.write(&out, value) == WRITTEN:
+                    return PyBytes_FromStringAndSize(out.data, out.size)
+            finally:
+                if out.data != stack:
+                    PyMem_Free(out.data)
+            return None
+        return None
+
+    def encode_replacing(self, value, tuple replaced):
+        """``prefix`` + the encoding of ``value`` with the root record's field ``i`` written as the bytes
+        ``replaced[i]`` where that is not None (one per field, in :meth:`field_names` order), whatever
+        ``value`` holds there; a key of ``value`` under a replaced field still counts as a known field.
+        None if the ops do not write the rest: the caller encodes the usual way, which validates.
+
+        For a producer that encodes many events sharing one part it has encoded before (the protected
+        actor and its encrypted fields, :mod:`pipeline.privacy.protector`)."""
+        cdef char stack[STACK_SIZE]
+        cdef Buffer out
+        cdef _Record record
+        cdef _Field field
+        cdef PyObject* item
+        cdef Py_ssize_t found = 0, i = 0
+        cdef object replacement, present
+        if not isinstance(self.root, _Record) or not PyDict_CheckExact(value):
+            return None
+        record = <_Record>self.root
+        if PyTuple_GET_SIZE(replaced) != len(record.fields):
+            raise ValueError(f"expected one replacement (or None) per field, {len(record.fields)}")
+        out.data = stack
+        out.stack = stack
+        out.capacity = STACK_SIZE
+        out.size = 0
+        try:
+            _put(&out, PyBytes_AS_STRING(self.prefix), PyBytes_GET_SIZE(self.prefix))
+            for field in record.fields:
+                replacement = <object>PyTuple_GET_ITEM(replaced, i)
+                i += 1
+                item = PyDict_GetItemWithError(value, field.name)
+                if item == NULL and PyErr_Occurred() != NULL:
+                    PyErr_Clear()
+                    return None
+                if replacement is not None:
+                    if not PyBytes_CheckExact(replacement):
+                        raise TypeError("a replacement is bytes or None")
+                    if item != NULL:
+                        found += 1
+                    _put(&out, PyBytes_AS_STRING(replacement), PyBytes_GET_SIZE(replacement))
+                    continue
+                if item == NULL:
+                    if field.default is None:
+                        return None  # missing
+                    _put(&out, PyBytes_AS_STRING(field.default), PyBytes_GET_SIZE(field.default))
+                    continue
+                found += 1
+                present = <object>item  # a reference of our own while the field's op runs
+                if field.op.write(&out, present) != WRITTEN:
+                    return None
+            if found != PyDict_Size(value):
+                return None  # an unknown field: encode() names it
+            return PyBytes_FromStringAndSize(out.data, out.size)
+        finally:
+            if out.data != stack:
+                PyMem_Free(out.data)
+
 
 class _OpCompiler:
     """Turns a ``fastavro.parse_schema`` result into ops, mirroring ``pipeline.wire.validation._Compiler``."""

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from cachetools import TTLCache
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from pipeline.archive.encryption import MasterKey
+from pipeline.archive.encryption import KeyEncryptionKey
 from pipeline.config import KafkaSettings
 from pipeline.privacy.crypto import (
     PSEUDONYM_KEY_BYTES,
@@ -34,9 +34,8 @@ from pipeline.privacy.crypto import (
     PrivacyError,
     PseudonymKey,
     SubjectKey,
+    WrongKekError,
     new_subject_key,
-    unwrap_key,
-    wrap_key,
 )
 from pipeline.privacy.records import (
     ERASED_PREFIX,
@@ -77,6 +76,8 @@ KEYS_TOPIC_CONFIGS = {
 KEYS_TOPIC_PARTITIONS = 1
 KEYSTORE_USERNAME_VARIABLE = "AUDITSEAL_KEYSTORE_USERNAME"
 KEYSTORE_PASSWORD_VARIABLE = "AUDITSEAL_KEYSTORE_PASSWORD"
+KEK_FILE_VARIABLE = "AUDITSEAL_KEK_FILE"
+KEK_VARIABLE = "AUDITSEAL_KEK"
 
 _log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def _now() -> str:
 class KeyStore:
     """Subject keys and pseudonym keys in ``audit.keys``, unwrapped with ``kek``; see the module doc."""
 
-    def __init__(self, settings: KafkaSettings, kek: MasterKey, *, topic: str = KEYS_TOPIC,
+    def __init__(self, settings: KafkaSettings, kek: KeyEncryptionKey, *, topic: str = KEYS_TOPIC,
                  cache_size: int = 10_000, cache_ttl: float = 600.0, timeout: float = 15.0) -> None:
         """No I/O here; :meth:`open` reads the topic."""
         self.settings = settings
@@ -340,7 +341,7 @@ class KeyStore:
             import os
 
             material = os.urandom(PSEUDONYM_KEY_BYTES)
-            record = WrappedKey(self.kek.key_id, wrap_key(self.kek.key, material), _now())
+            record = WrappedKey(self.kek.key_id, self.kek.wrap(material), _now())
             self._write([(pseudonym_key_name(1), record.to_value())])
             with self._lock:
                 self._pseudonym_keys[1] = record
@@ -350,11 +351,16 @@ class KeyStore:
 
     def _unwrap(self, wrapped: WrappedKey, what: str) -> bytes:
         if wrapped.kek_id != self.kek.key_id:
-            from pipeline.privacy.crypto import WrongKekError
-
             raise WrongKekError(f"{what} is wrapped with KEK {wrapped.kek_id!r}, not with the KEK given "
-                                f"({self.kek.key_id!r}); give that KEK (AUDITSEAL_KEK_FILE)")
-        return unwrap_key(self.kek.key, wrapped.wrapped, what, self.kek.key_id)
+                                f"({self.kek.key_id!r}); give that KEK ({KEK_FILE_VARIABLE} or {KEK_VARIABLE})")
+        try:
+            # AES-KW (RFC 3394) by the KEK wherever it is: here for a file, inside the token for PKCS#11
+            return self.kek.unwrap(wrapped.wrapped)
+        except ValueError:
+            raise WrongKekError(
+                f"{what} does not unwrap with KEK {self.kek.key_id!r}: the key store was written under another "
+                f"KEK, or the record is damaged; give the KEK that wrapped it ({KEK_FILE_VARIABLE} or {KEK_VARIABLE})"
+            ) from None
 
     def cipher_for(self, pseudonym: str) -> FieldCipher:
         """A cipher to encrypt ``pseudonym``'s fields: a key it has, or a new one, stored before it is used."""
@@ -369,7 +375,7 @@ class KeyStore:
                 self._ciphers[pseudonym] = cipher
                 return cipher
         key = new_subject_key()
-        record = WrappedKey(self.kek.key_id, wrap_key(self.kek.key, key.material), _now())
+        record = WrappedKey(self.kek.key_id, self.kek.wrap(key.material), _now())
         # durable in the store before anything is encrypted under it: a key lost here would lose the data
         self._write([(subject_key_name(pseudonym, key.key_id), record.to_value())])
         cipher = FieldCipher(pseudonym, key)
@@ -484,21 +490,41 @@ class KeyStore:
             consumer.close()
 
 
-KEK_FILE_VARIABLE = "AUDITSEAL_KEK_FILE"
-
-
-def keystore_from_env(env: Mapping[str, str] | None = None, **options: object) -> KeyStore:
-    """A (not yet open) KeyStore from the environment: :func:`keystore_settings` and the KEK file in
-    ``AUDITSEAL_KEK_FILE`` (the format of :func:`pipeline.archive.encryption.load_master_key`)."""
-    import os
+def kek_from_env(env: Mapping[str, str]) -> KeyEncryptionKey:
+    """The key store's KEK: ``AUDITSEAL_KEK=pkcs11:LABEL``, a non-extractable AES key in the token of the
+    ``AUDITSEAL_PKCS11_*`` variables (:mod:`pipeline.keys.pkcs11`; it wraps and unwraps inside the token and
+    never leaves it), or ``AUDITSEAL_KEK_FILE``, a key file (the format of
+    :func:`pipeline.archive.encryption.load_master_key`; for a laptop). Exactly one; ConfigError otherwise."""
     from pathlib import Path
 
     from pipeline.archive.encryption import load_master_key
     from pipeline.errors import ConfigError
 
-    env = os.environ if env is None else env
-    path = env.get(KEK_FILE_VARIABLE)
-    if not path:
+    spec, path = env.get(KEK_VARIABLE), env.get(KEK_FILE_VARIABLE)
+    if spec and path:
+        raise ConfigError(f"set one of {KEK_VARIABLE} (pkcs11:LABEL, in a token) and {KEK_FILE_VARIABLE} (a file), "
+                          "not both")
+    if path:
+        return load_master_key(Path(path))
+    if not spec:
         raise ConfigError(f"personal-data protection needs the key-encryption key: set {KEK_FILE_VARIABLE} "
-                          "(`auditseal dev env --role privacy` prints it for the local stack)")
-    return KeyStore(keystore_settings(env), load_master_key(Path(path)), **options)  # type: ignore[arg-type]
+                          f"or {KEK_VARIABLE}=pkcs11:LABEL (`auditseal dev env --role privacy` prints it for the "
+                          "local stack)")
+    from pipeline.keys.master import TOKEN_PREFIX
+    from pipeline.keys.pkcs11 import MODULE_VARIABLE, Pkcs11Config, open_token
+
+    label = spec[len(TOKEN_PREFIX):] if spec.startswith(TOKEN_PREFIX) else ""
+    if not label:
+        raise ConfigError(f"{KEK_VARIABLE}={spec!r}: expected pkcs11:LABEL (a key file goes in {KEK_FILE_VARIABLE})")
+    config = Pkcs11Config.from_env(env)
+    if config is None:
+        raise ConfigError(f"{KEK_VARIABLE}={spec!r} is in a PKCS#11 token, but {MODULE_VARIABLE} is not set")
+    return open_token(config).master_key(label)
+
+
+def keystore_from_env(env: Mapping[str, str] | None = None, **options: object) -> KeyStore:
+    """A (not yet open) KeyStore from the environment: :func:`keystore_settings` and :func:`kek_from_env`."""
+    import os
+
+    env = os.environ if env is None else env
+    return KeyStore(keystore_settings(env), kek_from_env(env), **options)  # type: ignore[arg-type]

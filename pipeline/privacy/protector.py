@@ -108,12 +108,18 @@ class Protector:
         self._actor_fields = actor_fields()
         self._actors = _ExpiringTable(cache_size, cache_ttl)
         self._values = _ExpiringTable(cache_size, cache_ttl)
+        self._cache_size, self._cache_ttl = cache_size, cache_ttl
+        self._encoders: dict[Any, Any] = {}  # the codec's NativeEncoder -> its ProtectedEncoder
+        self._generation = 0  # counts erasures, so an encoder never learns parts protected before one
         store.on_erasure(self._forget_all)
 
     def _forget_all(self, pseudonym: str) -> None:
         # erasures are rare: dropping everything is simpler than an index from subjects to entries
+        self._generation += 1
         self._actors.clear()
         self._values.clear()
+        for encoder in list(self._encoders.values()):
+            encoder.clear()
 
     def subject_pseudonym(self, subject_id: str) -> str:
         """The pseudonym of a data subject, as ``actor.id`` and ``protected_fields[].subject`` hold it."""
@@ -151,7 +157,7 @@ class Protector:
             out[PROTECTED_FIELDS] = [*out.get(PROTECTED_FIELDS, ()), *fields]
         return out
 
-    def _actor(self, actor: Mapping[str, Any]) -> list[Any]:
+    def _actor(self, actor: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
         subject = self.pseudonym_key.subject_pseudonym(actor["id"])
         cipher = self.store.cipher_for(subject)
         new_actor = dict(actor)
@@ -164,7 +170,7 @@ class Protector:
             new_actor[name] = subject if name == "id" else self.pseudonym_key.pseudonym(dotted, value)
             fields.append({"field": dotted, "subject": subject, "key_id": cipher.key_id,
                            "ciphertext": cipher.encrypt(dotted, value)})
-        return [new_actor, fields, None]  # and the encoded fields, once the encoder has them (see encoder)
+        return new_actor, fields
 
     def _attributes(self, attributes: Any, flagged: Any) -> tuple[dict[str, str], list[dict[str, str]]]:
         if not isinstance(flagged, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v
@@ -194,39 +200,50 @@ class Protector:
     def encoder(self, encode):
         """``encode`` (an event -> bytes function) with protection in front: what the producer calls per event.
 
-        For an event whose only personal data is its actor (the usual case) the encoded ``protected_fields``
-        array is cached with the actor. ``protected_fields`` is the schema's last field, so such an event is
-        encoded with its pseudonymised actor and no protected fields, which ends in the one byte of an empty
-        array (0x00, Avro 1.11 "Binary encoding", arrays), and that byte is replaced by the cached array: the
-        per-event cost is the plain event's. The unit tests hold the bytes to ``encode(protect(event))``.
+        With the codec's compiled encoder (``EventCodec.encode``), the usual event, whose only personal
+        data is an actor seen within ``cache_ttl``, takes the compiled path of
+        :class:`pipeline.native.protector_core.ProtectedEncoder`: the encoded protected actor and its
+        encoded ``protected_fields`` are written in place (``NativeEncoder.encode_replacing``), so the
+        per-event cost is about the plain event's. They are learnt from the reference path below
+        (``encode(protect(event))``) and only once they give its exact bytes; the unit tests hold every
+        event to it. Any other ``encode`` gets the reference path alone.
         """
-        protect = self.protect
-        actors = self._actors
+        from pipeline.native.avro_writer import NativeEncoder
+        from pipeline.native.protector_core import ProtectedEncoder
 
-        def protect_and_encode(event: Mapping[str, Any]) -> bytes:
-            if PERSONAL_ATTRIBUTES not in event and PROTECTED_FIELDS not in event:
-                try:
-                    hit = actors.get(tuple(event["actor"].items()))
-                except (KeyError, AttributeError, TypeError):
-                    hit = None
-                if hit is _NOT_PERSONAL:
-                    return encode(event)
-                if hit is not None and hit[2] is not None:
-                    out = dict(event)
-                    out["actor"] = hit[0]
-                    data = encode(out)
-                    return data[:-1] + hit[2]
+        native = getattr(encode, "__self__", None)
+        protect = self.protect
+        if not isinstance(native, NativeEncoder):
+            return lambda event: encode(protect(event))
+        if native in self._encoders:  # one table per encoder: a new producer finds the actors already learnt
+            return self._encoders[native]
+        names = native.field_names()
+        actor_index, fields_index = names.index("actor"), names.index(PROTECTED_FIELDS)
+
+        def reference(event: Mapping[str, Any]) -> bytes:
+            generation = self._generation
             protected = protect(event)
             data = encode(protected)
-            if protected is not event and PERSONAL_ATTRIBUTES not in event and PROTECTED_FIELDS not in event:
-                hit = actors.get(tuple(event["actor"].items()))
-                if hit is not None and hit is not _NOT_PERSONAL and hit[2] is None:
-                    base = encode({**protected, PROTECTED_FIELDS: []})
-                    if base[-1] == 0 and data.startswith(base[:-1]):
-                        hit[2] = data[len(base) - 1:]
+            if type(event) is not dict or PERSONAL_ATTRIBUTES in event or PROTECTED_FIELDS in event \
+                    or type(event.get("actor")) is not dict:
+                return data
+            if protected is event:  # a workload: nothing personal, encoded as it is
+                replaced = None
+            else:
+                parts = [None] * len(names)
+                parts[actor_index] = native.encode_field("actor", protected["actor"])
+                parts[fields_index] = native.encode_field(PROTECTED_FIELDS, protected[PROTECTED_FIELDS])
+                replaced = tuple(parts)
+                if parts[actor_index] is None or parts[fields_index] is None \
+                        or native.encode_replacing(event, replaced) != data:
+                    return data
+            if generation == self._generation:  # no erasure meanwhile: the parts are not of a destroyed key
+                compiled.learn(event["actor"], replaced)
             return data
 
-        return protect_and_encode
+        compiled = self._encoders[native] = ProtectedEncoder(native, reference, size=self._cache_size,
+                                                             ttl=self._cache_ttl)
+        return compiled
 
 
 def reveal(event: Mapping[str, Any], store: KeyStore) -> dict[str, dict[str, str]]:

@@ -1,8 +1,10 @@
 """Setting up personal-data protection on a cluster: the key store topic, the KEK, the pseudonym key.
 
-``auditseal dev up`` runs :func:`provision_keystore` (as the setup user) and :func:`ensure_kek`; on a
-production cluster the admin creates the topic with :data:`~pipeline.privacy.keystore.KEYS_TOPIC_CONFIGS`
-(replication factor 3) and the KEK comes from the organisation's KMS or HSM, never from this file.
+``auditseal dev up`` runs :func:`provision_keystore` (as the setup user), :func:`ensure_kek` (the KEK file,
+the stack's default) and :func:`ensure_token_kek` (a KEK in the stack's SoftHSM2 token); on a production
+cluster the admin creates the topic with :data:`~pipeline.privacy.keystore.KEYS_TOPIC_CONFIGS`
+(replication factor 3) and the KEK is a non-extractable key in the organisation's HSM
+(``AUDITSEAL_KEK=pkcs11:LABEL``), never a file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipeline.privacy.keystore import (
 from pipeline.wire.topics import KEYS_TOPIC
 
 KEK_FILE_NAME = "kek.json"
+TOKEN_KEK_LABEL = "auditseal-kek"
 # roles whose commands need the KEK; the producer also gets the privacy role's key-store identity
 KEK_ROLES = ("producer", "privacy", "investigator")
 
@@ -38,6 +41,16 @@ def ensure_kek(keys_dir: Path) -> MasterKey:
     if path.exists():
         return load_master_key(path)
     return generate_master_key(path, key_id="kek-1")
+
+
+def ensure_token_kek(token, label: str = TOKEN_KEK_LABEL):
+    """The KEK labelled ``label`` in ``token`` (a :class:`pipeline.keys.pkcs11.Token`), made inside it
+    (non-extractable) on first call: ``AUDITSEAL_KEK=pkcs11:<label>`` selects it."""
+    import secrets
+
+    if token.master_key_count(label) == 0:
+        return token.generate_master_key(label, "kek-hsm-" + secrets.token_hex(6))
+    return token.master_key(label)
 
 
 def privacy_env(role_name: str, keys_dir: Path, passwords: Mapping[str, str]) -> dict[str, str]:

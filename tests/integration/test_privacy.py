@@ -25,7 +25,7 @@ from pipeline.privacy.crypto import unwrap_key
 from pipeline.privacy.keystore import KeyStore, KeyStoreUnavailableError, keystore_from_env
 from pipeline.privacy.protector import PROTECTED_FIELDS, Protector, reveal
 from pipeline.privacy.residue import scan
-from pipeline.producer.client import AuditProducer
+from pipeline.producer.client import AuditProducer, AuthorizationError, DeliveryError
 from pipeline.producer.event import new_event
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
@@ -65,9 +65,11 @@ def pipeline_run(stack, tmp_path_factory):
     profile.write_text("version: 1\ndefault: test\nprofiles:\n  test: {retention: 1d, why: tests}\n")
     topics = create_topics(stack, partitions=2)
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
-    # the erasure record is sealed into this test's raw topic
+    # the erasure record (privacy) and the reveal's access record (access-auditor) are sealed into this
+    # test's raw topic
     grants = [Grant("topic", topics.raw, "write"), Grant("topic", topics.raw, "describe")]
-    for future in admin.create_acls([acl_binding("User:privacy", g) for g in grants]).values():
+    bindings = [acl_binding(principal, g) for principal in ("User:privacy", "User:access-auditor") for g in grants]
+    for future in admin.create_acls(bindings).values():
         future.result(timeout=30)
     prefix = f"privacy-{RUN}/"
     ids = {"alice": [], "carol": [], "plain": []}
@@ -293,6 +295,96 @@ def test_reveal_decrypts_chosen_events_and_records_the_access_first(stack, pipel
     assert alice_event in records[0]["resource"]["id"] and ALICE["id"] not in access_spool.read_text()
 
 
+def test_a_reveal_is_sealed_by_the_sealer_and_archived_with_a_proof(stack, pipeline_run, monkeypatch, capsys,
+                                                                   access_spool, tmp_path):
+    from pipeline.access.auditor import AccessAuditor
+    from pipeline.archive.container import read_archived_records
+    from pipeline.wire.sealed import sealed_codecs
+    from pipeline.wire.topics import AUDIT_TOPICS
+
+    run = pipeline_run
+    revealed = run["ids"]["carol"][7]
+    code, result, _ = _reveal(capsys, monkeypatch, stack, run, revealed)
+    assert code == 0 and result[revealed]["fields"]["actor.id"]["value"] == CAROL["id"]
+    (record,) = [json.loads(line) for line in access_spool.read_text().splitlines()]
+    # the access auditor forwards the spool (as in production; its broker log is not this test's business)
+    authorizer_log = tmp_path / "authorizer.log"
+    authorizer_log.write_text("")
+    with AuditProducer(KafkaSettings.from_env(stack.env("access-auditor")), topic=run["topics"].raw) as producer:
+        auditor = AccessAuditor(producer, authorizer_log=authorizer_log, spool=access_spool,
+                                state_file=tmp_path / "position.json", own_principal="User:access-auditor",
+                                audit_topics=AUDIT_TOPICS)
+        assert auditor.run(once=True, report=lambda _line: None) == 1
+    archive = run["seal_and_archive"]()  # the real sealer seals it, the sink archives it under Object Lock
+
+    codecs, codec, found = sealed_codecs(), default_codec(), []
+    for versions in archive.objects.values():
+        for row in read_archived_records(versions[0]):
+            if codecs.kind_of(row["value"]) == EVENT_KIND:
+                event = codec.decode(codecs.decode(row["value"])[1]["event"])
+                if str(event["event_id"]) == record["event_id"]:
+                    found.append(event)
+    assert len(found) == 1, f"the reveal's access record {record['event_id']} is not in the archive exactly once"
+    (sealed,) = found
+    assert sealed["action"] == "privacy.reveal" and sealed["actor"]["id"] == "User:investigator"
+    assert sealed["outcome"]["reason"] == "case INC-7" and revealed in sealed["resource"]["id"]
+    # what was revealed is never in the record of the reveal: only which events, and why
+    assert CAROL["id"] not in json.dumps(sealed, default=str)
+    # a signed checkpoint covers it: its inclusion proof verifies against the keyring, and the archive is whole
+    _env(monkeypatch, stack, "verifier")
+    proof = tmp_path / "reveal-proof.json"
+    assert main(["prove", record["event_id"], "--s3", f"s3://audit-archive/{run['prefix']}", "--out", str(proof)]) == 0
+    assert main(["verify-proof", str(proof), "--keyring", str(stack.keyring_file)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--keyring", str(stack.keyring_file), "--s3", f"s3://audit-archive/{run['prefix']}",
+                 "--compliance-file", str(run["profile"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["violations"] == []
+
+
+def test_a_reveal_whose_access_record_cannot_be_delivered_shows_nothing(stack, pipeline_run, monkeypatch, capsys):
+    # where no access auditor forwards the spool (a Kubernetes Job, compose), reveal delivers the record itself
+    # first; if that fails, no plaintext is printed
+    monkeypatch.setenv("AUDITSEAL_ACCESS_RECORD_SASL_USERNAME", "access-auditor")
+    monkeypatch.setenv("AUDITSEAL_ACCESS_RECORD_SASL_PASSWORD", "not-the-password")
+    event_id = pipeline_run["ids"]["carol"][9]
+    code, result, err = _reveal(capsys, monkeypatch, stack, pipeline_run, event_id)
+    assert code == 1 and result is None
+    assert err.count("\n") == 1 and "the access record (privacy.reveal " in err
+    assert "was not delivered to audit.access as access-auditor" in err
+    assert CAROL["id"] not in err
+
+
+def test_the_investigator_reveals_but_can_neither_write_the_log_nor_create_or_destroy_keys(stack, pipeline_run,
+                                                                                           monkeypatch, capsys):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
+
+    settings = KafkaSettings.from_env(stack.env("investigator"))
+    # it cannot forge or suppress its own access records: no write to audit.raw (the auditor forwards them)
+    with pytest.raises((AuthorizationError, DeliveryError), match="principal 'investigator' (lacks WRITE on 'audit.raw'|may not write to topic 'audit.raw')"):
+        with AuditProducer(settings, config={"log_level": 2}) as producer:
+            producer.emit(_event({"id": "User:investigator", "type": "SERVICE"}, "forged")).wait(30)
+    # nor read the raw topic (which may hold events of producers that do not protect personal data)
+    consumer = Consumer(settings.client_config(**{"group.id": "auditseal-investigator-probe",
+                                                  "enable.auto.commit": False}))
+    try:
+        assert consumer.list_topics(RAW_TOPIC, timeout=10).topics[RAW_TOPIC].error is not None
+        assert consumer.list_topics(SEALED_TOPIC, timeout=10).topics[SEALED_TOPIC].error is None
+        consumer.assign([TopicPartition(RAW_TOPIC, 0, 0)])
+        message = consumer.poll(5)
+        assert message is None or message.error() is not None
+    finally:
+        consumer.close()
+    # nor erase: the tombstones are refused and nothing is destroyed
+    _env(monkeypatch, stack, "investigator")
+    capsys.readouterr()
+    assert main(["erase", CAROL["id"], "--reason", "not mine to do", "--raw-topic", pipeline_run["topics"].raw]) == 1
+    assert "investigator" in capsys.readouterr().err
+    with keystore_from_env(stack.env("investigator")) as store:
+        assert store.key_ids(pipeline_run["pseudonyms"]["carol"]) != ()
+
+
 def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pipeline_run, monkeypatch, capsys,
                                                                      tmp_path):
     run = pipeline_run
@@ -370,6 +462,67 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     assert any("/kafka/" in p for p in found[CANARY.encode()]) and any("/s3/" in p for p in found[CANARY.encode()])
     leaks = {needle: paths for needle, paths in found.items() if needle != CANARY.encode()}
     assert leaks == {}, leaks
+
+
+# -- the KEK in a PKCS#11 token ------------------------------------------------------------------
+
+
+def test_a_kek_in_the_token_wraps_inside_it_and_an_erasure_still_destroys_the_key(stack, monkeypatch):
+    from confluent_kafka.admin import NewTopic
+    from pkcs11 import Attribute
+
+    from pipeline.dev.hsm import KEYSTORE_TOKEN
+    from pipeline.errors import ConfigError
+    from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, SubjectErasedError, kek_from_env
+    from pipeline.privacy.provision import TOKEN_KEK_LABEL
+    from pipeline.privacy.records import subject_key_name
+
+    token_env = {**stack.hsm.env(KEYSTORE_TOKEN), "AUDITSEAL_KEK": f"pkcs11:{TOKEN_KEK_LABEL}"}
+    monkeypatch.setenv("SOFTHSM2_CONF", token_env["SOFTHSM2_CONF"])
+    kek = kek_from_env(token_env)
+    # a key of the token that cannot leave it: wrapping and unwrapping happen inside the token
+    assert kek.key_id.startswith("kek-hsm-")
+    assert kek._key[Attribute.EXTRACTABLE] is False and kek._key[Attribute.SENSITIVE] is True
+    with pytest.raises(ConfigError, match="not both"):
+        kek_from_env({**token_env, "AUDITSEAL_KEK_FILE": str(stack.root / "keys" / "kek.json")})
+    with pytest.raises(ConfigError, match="expected pkcs11:LABEL"):
+        kek_from_env({"AUDITSEAL_KEK": str(stack.root / "keys" / "kek.json")})
+    with pytest.raises(ConfigError, match="expected one AES master key labelled 'no-such-kek'"):
+        kek_from_env({**token_env, "AUDITSEAL_KEK": "pkcs11:no-such-kek"})
+
+    setup = KafkaSettings.from_env(stack.setup_env("kafka"))
+    admin = AdminClient(setup.client_config())
+    topic = f"test.keys.hsm.{RUN}"
+    for future in admin.create_topics([NewTopic(topic, 1, 1, config=KEYS_TOPIC_CONFIGS)]).values():
+        future.result(timeout=30)
+    dana = {"id": f"dana-{RUN}@example.org", "type": "USER", "source_ip": f"2001:db8::d:{RUN[:4]}",
+            "user_agent": f"hsm-test/{RUN}"}
+    try:
+        with KeyStore(setup, kek, topic=topic) as store:
+            store.ensure_pseudonym_key()
+            protected = Protector(store).protect(_event(dana, "h"))
+            subject = protected["actor"]["id"]
+            (key_id,) = store.key_ids(subject)
+            wrapped = store.wrapped_keys(subject)[key_id]
+            assert reveal(protected, store)["actor.source_ip"]["value"] == dana["source_ip"]
+        # another KEK (the stack's file) cannot read what the token wrapped, and says which KEK it needs
+        with KeyStore(setup, load_master_key(stack.root / "keys" / "kek.json"), topic=topic) as other:
+            assert f"is wrapped with KEK {kek.key_id!r}" in reveal(protected, other)["actor.id"]["error"]
+        with KeyStore(setup, kek, topic=topic) as store:  # a fresh reader: unwrapped by the token again
+            assert reveal(protected, store)["actor.id"]["value"] == dana["id"]
+            store.erase(subject, "User:privacy", f"e-dana-{RUN}")
+            store.force_compaction(subject, (key_id,), timeout=180)
+            with pytest.raises(SubjectErasedError, match="erased on .* by User:privacy"):
+                store.cipher(subject, key_id)
+        # the destroyed key's record is gone from the topic's files; its tombstone (which names it) is there,
+        # so the scan does see the segment it searched
+        folder = stack.root / "kafka" / "data" / f"{topic}-0"
+        found = scan([folder], [wrapped, base64.b64encode(wrapped), wrapped.hex().encode(),
+                                subject_key_name(subject, key_id).encode()])
+        assert list(found) == [subject_key_name(subject, key_id).encode()], found
+    finally:
+        for future in admin.delete_topics([topic]).values():
+            future.result(timeout=30)
 
 
 # -- losing the key store, backup and restore -----------------------------------------------------

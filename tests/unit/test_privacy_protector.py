@@ -181,3 +181,85 @@ def test_the_encoder_splices_the_cached_fields_into_the_same_bytes(event: dict) 
     invalid = {**event, "action": 7}
     with pytest.raises(InvalidEventError, match="action"):
         encode(invalid)  # the spliced path still validates the event
+
+
+# -- the compiled path (pipeline/native/protector_core.pyx) against the reference encode(protect(event)) ---
+
+
+def test_the_compiled_path_learns_an_actor_once_and_encodes_later_events_without_protecting_them() -> None:
+    keys = MemoryKeys()
+    protector = Protector(keys)  # type: ignore[arg-type]
+    calls = []
+    protector.protect = lambda event: calls.append(event) or Protector.protect(protector, event)
+    encode = protector.encoder(CODEC.encode)
+    first = encode(_event(action="a.first"))
+    assert len(encode) == 1 and protector.encoder(CODEC.encode) is encode  # every producer shares what is learnt
+    events = [_event(action=f"a.{n}") for n in range(5)]
+    later = [encode(event) for event in events]
+    assert len(calls) == 1 and keys.created == 1  # learnt from the reference once; no key lookup after that
+    assert first != later[0] and all(b"alice@example.org" not in data for data in later)
+    assert later == [CODEC.encode(Protector.protect(protector, event)) for event in events]
+
+
+@pytest.mark.parametrize("change", [
+    {"source_ip": "198.51.100.9"},  # another value of a cached actor: another actor
+    {"session_id": None},  # None instead of a string
+    {"nickname": "al"},  # an unknown field: refused, never hidden behind the cached actor
+    {"user_agent": 7},  # a wrong type: refused
+])
+def test_an_actor_differing_in_any_item_is_never_taken_for_a_cached_one(change) -> None:
+    protector = Protector(MemoryKeys())  # type: ignore[arg-type]
+    encode = protector.encoder(CODEC.encode)
+    valid = _event()
+    encode(valid), encode(dict(valid))
+    other = _event(actor={**valid["actor"], **change})
+    try:
+        reference = CODEC.encode(protector.protect(other))
+    except InvalidEventError as refused:
+        with pytest.raises(InvalidEventError, match=str(refused).split(":")[0]):
+            encode(other)
+        return
+    assert encode(other) == encode(dict(other)) == reference
+
+
+def test_the_compiled_table_is_bounded_and_emptied_by_an_erasure() -> None:
+    keys = MemoryKeys()
+    protector = Protector(keys, cache_size=3)  # type: ignore[arg-type]
+    encode = protector.encoder(CODEC.encode)
+    for n in range(7):
+        encode(_event(actor={"id": f"user-{n}", "type": "USER"}))
+        assert len(encode) <= 3
+    encode(_event())
+    assert len(encode) >= 1
+    subject = protector.subject_pseudonym("alice@example.org")
+    old_key = next(iter(keys.keys[subject]))
+    del keys.keys[subject]
+    keys.listener(subject)  # the key store saw the erasure
+    assert len(encode) == 0
+    after = CODEC.decode(encode(_event()))
+    assert {f["key_id"] for f in after[PROTECTED_FIELDS]} != {old_key}  # never the destroyed key again
+
+
+def test_an_expired_actor_is_protected_again() -> None:
+    keys = MemoryKeys()
+    protector = Protector(keys, cache_ttl=0.0)  # type: ignore[arg-type]
+    calls = []
+    original = protector.protect
+    protector.protect = lambda event: calls.append(1) or original(event)
+    encode = protector.encoder(CODEC.encode)
+    encode(_event()), encode(_event())
+    assert len(calls) == 2
+
+
+def test_encode_replacing_refuses_what_encode_would_refuse() -> None:
+    native = CODEC.encode.__self__
+    names = native.field_names()
+    event = _event()
+    replaced = tuple(native.encode_field(name, event[name]) if name == "actor" else None for name in names)
+    assert native.encode_replacing(event, replaced) == CODEC.encode(event)
+    assert native.encode_replacing({**event, "nickname": "x"}, replaced) is None  # unknown field
+    assert native.encode_replacing({k: v for k, v in event.items() if k != "action"}, replaced) is None
+    assert native.encode_replacing({**event, "action": 7}, replaced) is None
+    assert native.encode_field("actor", {"id": 7}) is None and native.encode_field("no-such-field", 1) is None
+    with pytest.raises(ValueError, match="one replacement"):
+        native.encode_replacing(event, (None,))
