@@ -10,7 +10,8 @@ or :class:`~pipeline.verifier.archive.BucketSource`, as ``auditseal verify`` rea
 2. An object is read when its query index (:mod:`pipeline.archive.query_index`) says it may hold a match,
    or it has no index (manifests written before the index existed, ``use_index=False``). Around each, the
    objects holding the rest of its entries' batches are read too (from the manifests' checkpoint ranges),
-   so each batch is whole: its checkpoint can be checked and an inclusion proof built.
+   so each batch is whole: its checkpoint can be checked and an inclusion proof built (their entries are
+   hashed, their events not read: their index rules them out).
 3. The records of each run of consecutive objects read go through the verifier's
    :class:`~pipeline.verifier.chains.ChainAuditor` (the integrity core's state machine): every entry's hash
    recomputes, every checkpoint's Merkle root, Ed25519 signature under a key valid at its time, and its link
@@ -131,6 +132,7 @@ class _Object:
     entry: ArchiveEntry
     manifest: Manifest | None
     selected: bool = False
+    wanted: bool = True  # False: read only for the batches of its neighbours (its index rules it out)
 
 
 @dataclass
@@ -199,7 +201,8 @@ def _select(objects: list[_Object], query: TimelineQuery, use_index: bool) -> No
             ends.setdefault(ref.chain_id, []).append(ref.last_seq)
             checkpoint_at.setdefault(ref.chain_id, []).append((ref.first_seq, ref.last_seq, number))
     for number, obj in enumerate(objects):
-        if not wanted[number]:
+        obj.wanted = wanted[number]
+        if not obj.wanted:
             continue
         assert obj.manifest is not None
         low, high = number, number
@@ -333,7 +336,7 @@ class TimelineBuilder:
                         continue
                     chain_id, seq = fields[0], fields[1]
                     head, unreadable = None, None
-                    if kind == EVENT_KIND:  # every event counts for the index check, also outside the run
+                    if kind == EVENT_KIND and obj.wanted:  # every event counts for the index check
                         timeline.events_read += 1
                         try:
                             head = read_event_head(fields[-1])
@@ -368,7 +371,7 @@ class TimelineBuilder:
                 timeline.problems.append(Violation(UNREADABLE, None, None, obj.entry.name,
                                                    f"not a readable Avro container: {type(exc).__name__}: {exc}"))
                 continue
-            index = obj.manifest.index if obj.manifest is not None else None
+            index = obj.manifest.index if obj.manifest is not None and obj.wanted else None
             if index is not None and index.as_dict() != builder.index().as_dict():
                 timeline.problems.append(Violation(INDEX_MISMATCH, None, None, obj.entry.name,
                                                    "the manifest's query index does not describe the object's events: "

@@ -12,6 +12,8 @@ zig-zag length and UTF-8 bytes, enums and union branches as zig-zag ints)::
 :func:`read_event_head` reads exactly those, and :func:`check_layout` proves at first use that every
 schema version of the catalog still has that prefix, so a schema change that moves a field is a
 ConfigError, never a misread. The unit tests compare the result with the codec's full decode.
+The reading itself is compiled (:mod:`pipeline.native.event_head`); the readable reference below
+(:func:`read_event_head_reference`) is what names the field of damaged bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.native.event_head import read_head as _read_head
 from pipeline.wire.catalog import AUDIT_EVENT, default_catalog
 from pipeline.wire.codec import HEADER_SIZE, MARKER, CorruptBodyError
 from pipeline.wire.varint import VarintError, read_long
@@ -116,6 +119,18 @@ def _skip_nullable_string(data: bytes, position: int, end: int, name: str) -> in
 def read_event_head(value: bytes) -> EventHead:
     """The leading fields of AuditEvent single-object bytes (any catalog version); CorruptBodyError
     naming the field if the bytes are damaged or not an AuditEvent of this catalog."""
+    if value[:HEADER_SIZE] in check_layout():
+        found = _read_head(bytes(value), HEADER_SIZE, len(ACTOR_TYPES), len(OUTCOME_STATUSES))
+        if found is not None:
+            event_id, occurred_at, actor_id, actor_type, action, resource_type, resource_id, outcome = found
+            return EventHead(event_id, occurred_at, actor_id, ACTOR_TYPES[actor_type], action, resource_type,
+                             resource_id, OUTCOME_STATUSES[outcome])
+    return read_event_head_reference(value)
+
+
+def read_event_head_reference(value: bytes) -> EventHead:
+    """:func:`read_event_head`, in plain Python: the reference the compiled reader is tested against, and
+    what words the error for damaged bytes."""
     if bytes(value[:HEADER_SIZE]) not in check_layout():
         raise CorruptBodyError(f"not an AuditEvent of this catalog: header {bytes(value[:HEADER_SIZE]).hex()}")
     end = len(value)

@@ -25,7 +25,7 @@ from pipeline.timeline.query import TimelineQuery
 from pipeline.timeline.scan import VERIFIED, build_timeline
 from pipeline.verifier.archive import DirectorySource
 from pipeline.wire.codec import CorruptBodyError, default_codec
-from pipeline.wire.event_head import read_event_head
+from pipeline.wire.event_head import read_event_head, read_event_head_reference
 from pipeline.wire.sealed import sealed_codecs
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "v1_archive.json"
@@ -44,6 +44,18 @@ def test_event_head_reads_what_the_codec_decodes():
                                   decoded["action"], decoded["resource"]["type"], decoded["resource"]["id"],
                                   decoded["outcome"]["status"])
         assert head.occurred_at_micros == event["occurred_at"]
+
+
+def test_the_compiled_event_head_reader_agrees_with_the_reference():
+    codec = default_codec()
+    for event in synthetic_events(300, seed=9):
+        value = codec.encode(event)
+        assert read_event_head(value) == read_event_head_reference(value)
+        for cut in (12, len(value) // 3, len(value) // 2):  # damaged: both refuse, the reference words it
+            with pytest.raises(CorruptBodyError):
+                read_event_head_reference(value[:cut])
+            with pytest.raises(CorruptBodyError):
+                read_event_head(value[:cut])
 
 
 def test_event_head_refuses_damage_naming_the_field():
