@@ -378,9 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli import keys
 
     keys.register(commands)
-    from pipeline.cli import timeline
+    from pipeline.cli import report, timeline
 
     timeline.register(commands)
+    report.register(commands)
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")

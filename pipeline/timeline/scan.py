@@ -77,6 +77,7 @@ class TimelineEvent:
     problem: str | None = "no checkpoint covering it was read"
     checkpoint: dict[str, Any] | None = None
     proof: dict[str, Any] | None = None
+    source_timestamp_micros: int | None = None  # the raw record's broker timestamp (sealed with the event)
 
     @property
     def sort_key(self) -> tuple[int, str, int]:
@@ -90,7 +91,8 @@ class TimelineEvent:
                 "outcome": self.event.get("outcome"), "source_service": self.event.get("source_service"),
                 "attributes": self.event.get("attributes"),
                 "chain_id": self.chain_id, "seq": self.seq, "hash": self.entry_hash, "location": self.location,
-                "status": self.status, "problem": self.problem, "checkpoint": self.checkpoint}
+                "status": self.status, "problem": self.problem, "checkpoint": self.checkpoint,
+                "source_timestamp_micros": self.source_timestamp_micros}
 
 
 @dataclass
@@ -364,7 +366,8 @@ class TimelineBuilder:
                     if new:
                         batch_problems.setdefault(chain_id, []).extend(new)
                     if head is not None and query.matches(head):
-                        event = TimelineEvent(head, reader.decode(fields[-1]), chain_id, seq, fields[3].hex(), location)
+                        event = TimelineEvent(head, reader.decode(fields[-1]), chain_id, seq, fields[3].hex(), location,
+                                              source_timestamp_micros=fields[6])
                         pending.setdefault(chain_id, []).append(_Pending(fields, event))
                         timeline.events.append(event)
             except Exception as exc:  # fastavro signals a damaged container with many exception types
