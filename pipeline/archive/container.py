@@ -38,7 +38,7 @@ from pipeline.archive.retention import ComplianceProfile
 from pipeline.integrity.checkpoint import checkpoint_hash
 from pipeline.wire.catalog import default_catalog
 from pipeline.wire.codec import HEADER_SIZE, DecodeError
-from pipeline.wire.event_head import read_event_head
+from pipeline.wire.event_head import read_event_index_fields
 from pipeline.wire.sealed import checkpoint_from_record, sealed_codecs
 from pipeline.wire.varint import read_long
 
@@ -139,11 +139,11 @@ def query_index(records: Sequence[ArchivedInput], kinds: Sequence[str]) -> Query
             continue
         try:
             _, fields = codecs.decode_fields(value)
-            head = read_event_head(fields[-1])  # SealedEvent.event: the AuditEvent bytes, its last field
+            found = read_event_index_fields(fields[-1])  # SealedEvent.event: the AuditEvent bytes, its last field
         except (DecodeError, ValueError, IndexError, TypeError):
             builder.add_undecoded()  # archived as is; the object is then read by every query
             continue
-        builder.add(head.occurred_at_micros, head.actor_id, head.resource_id)
+        builder.add(*found)
     return builder.index()
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +53,12 @@ class QueryIndexError(AuditSealError):
     """A manifest's index that is not of this format, naming the field and the problem."""
 
 
+_WORDS = struct.Struct(">8I")
+
+
 def _positions(field_name: str, value: str, bits: int, hashes: int) -> list[int]:
     digest = hashlib.sha256(_DOMAIN + field_name.encode() + b"\x00" + value.encode("utf-8")).digest()
-    return [int.from_bytes(digest[4 * n:4 * n + 4], "big") % bits for n in range(hashes)]
+    return [word % bits for word in _WORDS.unpack(digest)[:hashes]]
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,10 @@ class BloomFilter:
         distinct = set(values)
         bits = max(MIN_BITS, -(-len(distinct) * BITS_PER_VALUE // 8) * 8)
         table = bytearray(bits // 8)
-        for value in distinct:
-            for position in _positions(field_name, value, bits, HASHES):
+        prefix, sha256, unpack = _DOMAIN + field_name.encode() + b"\x00", hashlib.sha256, _WORDS.unpack
+        for value in distinct:  # _positions, inlined: the sink builds one filter per object, over every value
+            for word in unpack(sha256(prefix + value.encode("utf-8")).digest())[:HASHES]:
+                position = word % bits
                 table[position >> 3] |= 1 << (position & 7)
         return cls(field_name, bits, HASHES, bytes(table))
 
