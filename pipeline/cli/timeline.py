@@ -35,6 +35,9 @@ def register(commands) -> None:
         "holds the subject's pseudonym: pass it, or --pseudonymize to compute it from the key store.")
     timeline.add_argument("--s3", metavar="URI", help="s3://bucket/prefix, read with the AWS_* variables")
     timeline.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
+    timeline.add_argument("--kafka", action="store_true", help="read the sealed topic itself (AUDITSEAL_* variables, "
+                          "as the verifier role) instead of the archive: every retained record is read")
+    timeline.add_argument("--kafka-topic", default="audit.sealed", help="with --kafka (default audit.sealed)")
     timeline.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
     timeline.add_argument("--master-key", action="append",
                           help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
@@ -63,6 +66,26 @@ def _pseudonym(actor: str) -> str:
         return store.pseudonym_key().subject_pseudonym(actor)
 
 
+TOPIC_GROUP = "auditseal-verifier-timeline"
+
+
+def _topic_timeline(args: argparse.Namespace, query, keyring):
+    from pipeline.config import KafkaSettings
+    from pipeline.preflight import check_kafka
+    from pipeline.siem.export import ExportSourceError, kafka_records
+    from pipeline.timeline.scan import build_topic_timeline
+
+    if args.s3 or args.dir or args.no_index:
+        raise ConfigError("--kafka reads the sealed topic (AUDITSEAL_* variables): --s3, --dir and --no-index do not apply")
+    settings = KafkaSettings.from_env()
+    check_kafka(settings, [args.kafka_topic])  # a bad login or a missing topic ends here, in seconds
+    records = kafka_records(args.kafka_topic, settings, group_id=f"{TOPIC_GROUP}-{os.getpid()}")
+    try:
+        return build_topic_timeline(records, f"kafka {args.kafka_topic}", query, keyring, proofs=bool(args.bundle))
+    except ExportSourceError as exc:
+        raise ConfigError(f"--kafka: {exc}") from None
+
+
 def timeline_command(args: argparse.Namespace) -> int:
     """Run ``auditseal timeline``; returns the exit code."""
     from pipeline.access.record import record_access
@@ -87,15 +110,18 @@ def timeline_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"no keyring: pass --keyring FILE or set {KEYRING_VARIABLE}")
     keyring = load_keyring(keyring_path)
     masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
-    source = _source(args)
-    timeline = build_timeline(source, query, keyring, master_keys=masters, use_index=not args.no_index,
-                              proofs=bool(args.bundle), progress=_progress())
+    if args.kafka:
+        timeline = _topic_timeline(args, query, keyring)
+        resource = {"type": "kafka.topic", "id": args.kafka_topic}
+    else:
+        timeline = build_timeline(_source(args), query, keyring, master_keys=masters, use_index=not args.no_index,
+                                  proofs=bool(args.bundle), progress=_progress())
+        resource = {"type": "s3.prefix" if args.s3 else "archive.dir", "id": args.s3 or str(args.dir)}
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.bundle:
         Path(args.bundle).write_text(json.dumps(make_bundle(timeline), indent=1) + "\n")
-    record_access(action="archive.timeline",
-                  resource={"type": "s3.prefix" if args.s3 else "archive.dir", "id": args.s3 or str(args.dir)},
+    record_access(action="topic.timeline" if args.kafka else "archive.timeline", resource=resource,
                   status="SUCCESS" if timeline.complete else "FAILURE",
                   attributes={"query": json.dumps({k: v for k, v in query.as_dict().items() if v is not None},
                                                   sort_keys=True),

@@ -297,16 +297,7 @@ class TimelineBuilder:
 
     def _read_run(self, objects: list[_Object], first: int, last: int, query: TimelineQuery,
                   timeline: Timeline) -> None:
-        codecs = sealed_codecs()
-        reader = plain_event_reader()
-        auditor = ChainAuditor(self.keyring)
-        seeds = self._run_seeds(objects, first)
-        batch_problems: dict[str, list[Violation]] = {}
-        pending: dict[str, list[_Pending]] = {}
-
-        def found_since(mark: int) -> list[Violation]:
-            return auditor.violations[mark:]
-
+        reader = _RecordReader(self, query, timeline, self._run_seeds(objects, first))
         for obj in objects[first:last + 1]:
             timeline.objects_read += 1
             if self.progress:
@@ -314,78 +305,35 @@ class TimelineBuilder:
             data = self._object_bytes(obj, timeline)
             if data is None:
                 continue
-            builder = IndexBuilder()
+            builder = IndexBuilder() if obj.wanted else None
             try:
                 for offset, value in archived_values(data):
-                    timeline.records_read += 1
-                    location = f"{obj.entry.name} offset {offset}"
-                    try:
-                        kind, fields = codecs.decode_fields(value)
-                    except (AuditSealError, ValueError) as exc:
-                        auditor.violations.append(Violation(ViolationKind.MALFORMED, None, None, location, str(exc)))
-                        continue
-                    if kind == CHECKPOINT_KIND:
-                        record = codecs.record_of_fields(kind, fields)
-                        chain_id = record["chain_id"]
-                        if record["last_seq"] < seeds.get(chain_id, (0, None))[0]:
-                            continue  # closes a batch before the run
-                        state = auditor.chains.get(chain_id)
-                        hashes = state.batch_hashes if state is not None else []
-                        mark = len(auditor.violations)
-                        auditor.checkpoint(record, location)
-                        problems = batch_problems.pop(chain_id, []) + found_since(mark)
-                        self._resolve(pending.pop(chain_id, []), problems, hashes, record, location)
-                        continue
-                    chain_id, seq = fields[0], fields[1]
-                    head, unreadable = None, None
-                    if kind == EVENT_KIND and obj.wanted:  # every event counts for the index check
-                        timeline.events_read += 1
-                        try:
-                            head = read_event_head(fields[-1])
-                            builder.add(head.occurred_at_micros, head.actor_id, head.resource_id)
-                        except DecodeError as exc:
-                            builder.add_undecoded()
-                            unreadable = Violation(ViolationKind.MALFORMED, chain_id, seq, location,
-                                                   f"the event does not decode: {exc}")
-                    seed = seeds.get(chain_id)
-                    if seed is not None and seq < seed[0]:
-                        if unreadable is not None:
-                            timeline.problems.append(unreadable)
-                        continue  # an entry of a batch that ends before the run
-                    if seed is not None and chain_id not in auditor.chains:
-                        auditor.chains[chain_id] = ChainState(
-                            chain_id, head_seq=seq - 1, head_hash=fields[2], batch_first_seq=seq,
-                            expected_first_seq=seed[0],
-                            **({"previous_checkpoint_hash": seed[1]} if seed[1] is not None else {}))
-                    mark = len(auditor.violations)
-                    auditor.entry_fields(chain_id, seq, fields[2], fields[3], entry_payload_of_fields(kind, fields),
-                                         location)
-                    if unreadable is not None:
-                        auditor.violations.append(unreadable)
-                    new = found_since(mark)
-                    if new:
-                        batch_problems.setdefault(chain_id, []).extend(new)
-                    if head is not None and query.matches(head):
-                        event = TimelineEvent(head, reader.decode(fields[-1]), chain_id, seq, fields[3].hex(), location,
-                                              source_timestamp_micros=fields[6])
-                        pending.setdefault(chain_id, []).append(_Pending(fields, event))
-                        timeline.events.append(event)
+                    reader.take(value, f"{obj.entry.name} offset {offset}", builder)
             except Exception as exc:  # fastavro signals a damaged container with many exception types
                 timeline.problems.append(Violation(UNREADABLE, None, None, obj.entry.name,
                                                    f"not a readable Avro container: {type(exc).__name__}: {exc}"))
                 continue
-            index = obj.manifest.index if obj.manifest is not None and obj.wanted else None
-            if index is not None and index.as_dict() != builder.index().as_dict():
+            index = obj.manifest.index if obj.manifest is not None and builder is not None else None
+            if index is not None and builder is not None and index.as_dict() != builder.index().as_dict():
                 timeline.problems.append(Violation(INDEX_MISMATCH, None, None, obj.entry.name,
                                                    "the manifest's query index does not describe the object's events: "
                                                    "queries skipping on it may miss events"))
-        if last == len(objects) - 1:
-            auditor.finish(f"end of {objects[last].entry.name}")
-        for matches in pending.values():
-            for match in matches:
-                match.event.problem = "no archived checkpoint covers it yet (sealed after the last archived " \
-                                      "checkpoint, or the batch is incomplete)"
-        timeline.problems.extend(auditor.violations)
+        reader.close(f"end of {objects[last].entry.name}" if last == len(objects) - 1 else None)
+
+    def build_from_topic(self, records: Any, description: str, query: TimelineQuery) -> Timeline:
+        """The timeline of ``query`` over the records of ``audit.sealed`` itself ((topic, partition, offset,
+        timestamp, value) in offset order per partition, e.g. :func:`pipeline.siem.export.kafka_records`).
+        Every record is read and verified from the oldest retained; a topic whose retention has cut a chain's
+        start shows as a gap at seq 0 (the archive holds the rest)."""
+        timeline = Timeline(description, query)
+        reader = _RecordReader(self, query, timeline, {})
+        for topic, partition, offset, _, value in records:
+            reader.take(value, f"{topic}[{partition}] offset {offset}", None, decode_heads=True)
+        reader.close(f"end of {description}")
+        if timeline.records_read == 0:
+            timeline.problems.append(Violation(NO_ARCHIVE, None, None, description, "the topic holds no record"))
+        timeline.events.sort(key=lambda event: event.sort_key)
+        return timeline
 
     def _object_bytes(self, obj: _Object, timeline: Timeline) -> bytes | None:
         entry = obj.entry
@@ -430,8 +378,95 @@ class TimelineBuilder:
                     event.status, event.problem = UNVERIFIED, str(exc)
 
 
+class _RecordReader:
+    """One run of sealed records in chain order: each goes through the ChainAuditor, matches wait for their
+    checkpoint (module docstring, step 3 and 4)."""
+
+    def __init__(self, builder: TimelineBuilder, query: TimelineQuery, timeline: Timeline,
+                 seeds: dict[str, tuple[int, bytes | None]]) -> None:
+        self.owner, self.query, self.timeline, self.seeds = builder, query, timeline, seeds
+        self.codecs, self.events = sealed_codecs(), plain_event_reader()
+        self.auditor = ChainAuditor(builder.keyring)
+        self.batch_problems: dict[str, list[Violation]] = {}
+        self.pending: dict[str, list[_Pending]] = {}
+
+    def take(self, value: bytes, location: str, index: IndexBuilder | None, decode_heads: bool = False) -> None:
+        """One record; ``index`` collects the object's events for the index check (None: an object read only for
+        its neighbours' batches, whose events are not read, unless ``decode_heads``)."""
+        auditor, timeline = self.auditor, self.timeline
+        timeline.records_read += 1
+        try:
+            kind, fields = self.codecs.decode_fields(value)
+        except (AuditSealError, ValueError) as exc:
+            auditor.violations.append(Violation(ViolationKind.MALFORMED, None, None, location, str(exc)))
+            return
+        if kind == CHECKPOINT_KIND:
+            record = self.codecs.record_of_fields(kind, fields)
+            chain_id = record["chain_id"]
+            if record["last_seq"] < self.seeds.get(chain_id, (0, None))[0]:
+                return  # closes a batch before the run
+            state = auditor.chains.get(chain_id)
+            hashes = state.batch_hashes if state is not None else []
+            mark = len(auditor.violations)
+            auditor.checkpoint(record, location)
+            problems = self.batch_problems.pop(chain_id, []) + auditor.violations[mark:]
+            self.owner._resolve(self.pending.pop(chain_id, []), problems, hashes, record, location)
+            return
+        chain_id, seq = fields[0], fields[1]
+        head, unreadable = None, None
+        if kind == EVENT_KIND and (index is not None or decode_heads):  # every event counts for the index check
+            timeline.events_read += 1
+            try:
+                head = read_event_head(fields[-1])
+                if index is not None:
+                    index.add(head.occurred_at_micros, head.actor_id, head.resource_id)
+            except DecodeError as exc:
+                if index is not None:
+                    index.add_undecoded()
+                unreadable = Violation(ViolationKind.MALFORMED, chain_id, seq, location,
+                                       f"the event does not decode: {exc}")
+        seed = self.seeds.get(chain_id)
+        if seed is not None and seq < seed[0]:
+            if unreadable is not None:
+                timeline.problems.append(unreadable)
+            return  # an entry of a batch that ends before the run
+        if seed is not None and chain_id not in auditor.chains:
+            auditor.chains[chain_id] = ChainState(
+                chain_id, head_seq=seq - 1, head_hash=fields[2], batch_first_seq=seq, expected_first_seq=seed[0],
+                **({"previous_checkpoint_hash": seed[1]} if seed[1] is not None else {}))
+        mark = len(auditor.violations)
+        auditor.entry_fields(chain_id, seq, fields[2], fields[3], entry_payload_of_fields(kind, fields), location)
+        if unreadable is not None:
+            auditor.violations.append(unreadable)
+        new = auditor.violations[mark:]
+        if new:
+            self.batch_problems.setdefault(chain_id, []).extend(new)
+        if head is not None and self.query.matches(head):
+            event = TimelineEvent(head, self.events.decode(fields[-1]), chain_id, seq, fields[3].hex(), location,
+                                  source_timestamp_micros=fields[6])
+            self.pending.setdefault(chain_id, []).append(_Pending(fields, event))
+            timeline.events.append(event)
+
+    def close(self, end_of_log: str | None) -> None:
+        """The run ends: at the end of the log (``end_of_log`` names it) entries no checkpoint covers are an
+        ``unsigned_tail``; matches still waiting for a checkpoint stay UNVERIFIED, saying why."""
+        if end_of_log is not None:
+            self.auditor.finish(end_of_log)
+        for matches in self.pending.values():
+            for match in matches:
+                match.event.problem = ("no checkpoint read covers it yet (sealed after the last checkpoint, or its "
+                                       "batch is incomplete)")
+        self.timeline.problems.extend(self.auditor.violations)
+
+
 def build_timeline(source: Any, query: TimelineQuery, keyring: Keyring, *,
                    master_keys: Mapping[str, KeyEncryptionKey] | None = None, use_index: bool = True,
                    proofs: bool = False, progress: Callable[[int, str], None] | None = None) -> Timeline:
     """The timeline of ``query`` over an archive source (module docstring)."""
     return TimelineBuilder(keyring, master_keys or {}, use_index, proofs, progress).build(source, query)
+
+
+def build_topic_timeline(records: Any, description: str, query: TimelineQuery, keyring: Keyring, *,
+                         proofs: bool = False) -> Timeline:
+    """The timeline of ``query`` over the sealed topic's records (:meth:`TimelineBuilder.build_from_topic`)."""
+    return TimelineBuilder(keyring, {}, False, proofs).build_from_topic(records, description, query)

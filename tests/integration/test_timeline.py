@@ -242,3 +242,17 @@ def test_an_empty_prefix_is_never_a_complete_answer(stack, capsys, monkeypatch, 
     code, events, summary = _timeline(capsys, monkeypatch, stack, "--dir", str(tmp_path), "--actor", "x")
     assert code == 1 and not events and summary["problems"][0]["kind"] == "no_archive"
 
+
+
+def test_the_sealed_topic_gives_the_same_verified_answer(stack, archived, capsys, monkeypatch, tmp_path):
+    """--kafka reads audit.sealed itself (here the test's sealed topic) as the verifier role: the same ten events,
+    each verified, and their bundle checks offline."""
+    _, _, actor, targets, topics = archived
+    bundle = tmp_path / "topic-bundle.json"
+    code, events, summary = _timeline(capsys, monkeypatch, stack, "--kafka", "--kafka-topic", topics.sealed,
+                                      "--actor", actor, "--bundle", str(bundle))
+    assert code == 0 and summary["complete"], summary["problems"]
+    assert [e["event_id"] for e in events] == [str(t["event_id"]) for t in targets]
+    assert all(e["status"] == "verified" and e["location"].startswith(topics.sealed) for e in events)
+    capsys.readouterr()
+    assert main(["verify-proof", str(bundle), "--keyring", str(stack.keyring_file)]) == 0
