@@ -96,6 +96,7 @@ def timeline_command(args: argparse.Namespace) -> int:
     from pipeline.timeline.bundle import make_bundle
     from pipeline.timeline.query import TimelineQuery
     from pipeline.timeline.scan import build_timeline
+    from pipeline.timeline.source import without_locks
 
     query = TimelineQuery.of(actor=args.actor, resource=args.resource, action=args.action, outcome=args.outcome,
                              since_micros=args.since, until_micros=args.until)
@@ -114,7 +115,7 @@ def timeline_command(args: argparse.Namespace) -> int:
         timeline = _topic_timeline(args, query, keyring)
         resource = {"type": "kafka.topic", "id": args.kafka_topic}
     else:
-        timeline = build_timeline(_source(args), query, keyring, master_keys=masters, use_index=not args.no_index,
+        timeline = build_timeline(without_locks(_source(args)), query, keyring, master_keys=masters, use_index=not args.no_index,
                                   proofs=bool(args.bundle), progress=_progress())
         resource = {"type": "s3.prefix" if args.s3 else "archive.dir", "id": args.s3 or str(args.dir)}
     if sys.stderr.isatty():

@@ -27,6 +27,7 @@ from pipeline.integrity.keyring import Keyring
 from pipeline.report.frameworks import Framework
 from pipeline.timeline.query import TimelineQuery
 from pipeline.timeline.scan import VERIFIED, Timeline, build_timeline
+from pipeline.timeline.source import without_locks
 from pipeline.verifier.archive import ArchiveVerifier, Report
 
 PASS, FAIL, NOT_RUN, INFO = "PASS", "FAIL", "NOT_RUN", "INFO"
@@ -135,7 +136,7 @@ def gather(inputs: EvidenceInputs) -> Evidence:
     _say(inputs, "verifying the whole archive")
     report = ArchiveVerifier(inputs.keyring, inputs.profiles, dict(inputs.master_keys)).verify(inputs.source)
     _say(inputs, "reading and verifying the period's events")
-    timeline = build_timeline(inputs.source, TimelineQuery.of(since_micros=inputs.period.start_micros,
+    timeline = build_timeline(without_locks(inputs.source), TimelineQuery.of(since_micros=inputs.period.start_micros,
                                                               until_micros=inputs.period.end_micros),
                               inputs.keyring, master_keys=inputs.master_keys, use_index=True)
     manifests = _manifests(inputs.source)
