@@ -33,10 +33,12 @@ from pipeline.archive.layout import (
     object_key,
     sync_marker,
 )
+from pipeline.archive.query_index import IndexBuilder, QueryIndex
 from pipeline.archive.retention import ComplianceProfile
 from pipeline.integrity.checkpoint import checkpoint_hash
 from pipeline.wire.catalog import default_catalog
-from pipeline.wire.codec import HEADER_SIZE
+from pipeline.wire.codec import HEADER_SIZE, DecodeError
+from pipeline.wire.event_head import read_event_index_fields
 from pipeline.wire.sealed import checkpoint_from_record, sealed_codecs
 from pipeline.wire.varint import read_long
 
@@ -128,6 +130,23 @@ def summarise(records: Sequence[ArchivedInput]) -> tuple[list[str], dict[str, in
     return kinds, counts, ranges, checkpoints
 
 
+def query_index(records: Sequence[ArchivedInput], kinds: Sequence[str]) -> QueryIndex:
+    """The manifest's query index (:mod:`pipeline.archive.query_index`) of a batch's event records."""
+    builder = IndexBuilder()
+    codecs = sealed_codecs()
+    for (_, _, value), kind in zip(records, kinds, strict=False):
+        if kind != KIND_EVENT:
+            continue
+        try:
+            _, fields = codecs.decode_fields(value)
+            found = read_event_index_fields(fields[-1])  # SealedEvent.event: the AuditEvent bytes, its last field
+        except (DecodeError, ValueError, IndexError, TypeError):
+            builder.add_undecoded()  # archived as is; the object is then read by every query
+            continue
+        builder.add(*found)
+    return builder.index()
+
+
 def container_bytes(topic: str, partition: int, records: Sequence[ArchivedInput], kinds: Sequence[str], *,
                     codec: str = "deflate", level: int | None = DEFAULT_DEFLATE_LEVEL) -> bytes:
     """The Avro object container file of one batch, one ArchivedRecord per Kafka record, deterministic."""
@@ -163,6 +182,7 @@ def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *
         first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds=counts,
         chains=tuple(chains), checkpoints=tuple(checkpoints), compliance_profile=profile.name,
         retain_until=format_time(retain_until), codec=codec, encryption=encryption,
+        index=query_index(records, kinds),
     )
     return ArchiveObject(key, body, manifest, manifest.to_bytes(), retain_until)
 

@@ -29,10 +29,14 @@ same batch always yields the same bytes; every time in it comes from the records
      "partition", "record_count", "record_kinds": {"checkpoint", "event", "rejection", "unknown"},
      "retain_until": "2027-11-26T06:10:16Z",       COMPLIANCE retention of object and manifest
      "sha256": hex of the object's bytes as stored (after encryption), "size": their length,
-     "topic", "version": 1}
+     "topic", "version": 1,
+     "index": {...}}                               optional: the query index (pipeline.archive.query_index)
 
 ``checkpoint_hash`` is recomputed from each checkpoint's signed content (the record's own field is
 not trusted); ``chains`` gives, per chain, the seq of its first and last entry in the object.
+
+``index`` is optional and absent from every manifest written before it existed: a manifest without it
+reads as before (its bytes round-trip unchanged) and its object is simply always read by a query.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pipeline.archive.query_index import QueryIndex, QueryIndexError
 from pipeline.errors import AuditSealError
 
 MANIFEST_VERSION = 1
@@ -212,6 +217,8 @@ class Manifest:
     codec: str
     encryption: Encryption | None
     version: int = MANIFEST_VERSION
+    index: QueryIndex | None = None
+    """The query index of the object's events; None in manifests written before it existed."""
 
     @property
     def retain_until_datetime(self) -> datetime.datetime:
@@ -219,8 +226,8 @@ class Manifest:
         return parse_time(self.retain_until)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
+        """JSON-ready form (``index`` only when there is one: older manifests keep their exact bytes)."""
+        found = {
             "chains": [{"chain_id": c.chain_id, "entries": c.entries, "first_seq": c.first_seq, "last_seq": c.last_seq}
                        for c in self.chains],
             "checkpoints": [{"chain_id": c.chain_id, "checkpoint_hash": c.checkpoint_hash, "first_seq": c.first_seq,
@@ -234,6 +241,9 @@ class Manifest:
             "retain_until": self.retain_until, "sha256": self.sha256, "size": self.size, "topic": self.topic,
             "version": self.version,
         }
+        if self.index is not None:
+            found["index"] = self.index.as_dict()
+        return found
 
     def to_bytes(self) -> bytes:
         """The canonical bytes: UTF-8 JSON, sorted keys, no whitespace, no trailing newline."""
@@ -262,6 +272,12 @@ class Manifest:
         checkpoints = tuple(CheckpointRef(c.string("chain_id"), c.integer("first_seq"), c.integer("last_seq"),
                                           c.hex("checkpoint_hash", 32)) for c in fields.objects("checkpoints"))
         kinds = _Fields(fields.value("record_kinds", dict), f"{where}: record_kinds")
+        index = None
+        if isinstance(raw, dict) and raw.get("index") is not None:
+            try:
+                index = QueryIndex.from_dict(raw["index"], f"{where}: index")
+            except QueryIndexError as exc:
+                raise ManifestError(str(exc)) from None
         manifest = cls(
             key=fields.string("key"), sha256=fields.hex("sha256", 32), size=fields.integer("size"),
             record_count=fields.integer("record_count"), topic=fields.string("topic"),
@@ -271,7 +287,7 @@ class Manifest:
             last_timestamp_micros=fields.value("last_timestamp_micros", int),
             record_kinds={kind: kinds.integer(kind) for kind in RECORD_KINDS}, chains=chains, checkpoints=checkpoints,
             compliance_profile=fields.string("compliance_profile"), retain_until=fields.string("retain_until"),
-            codec=fields.string("codec"), encryption=encryption, version=version,
+            codec=fields.string("codec"), encryption=encryption, version=version, index=index,
         )
         manifest._check(where)
         return manifest
@@ -291,6 +307,9 @@ class Manifest:
         if sum(self.record_kinds.values()) != self.record_count:
             raise ManifestError(f"{where}: record_kinds add up to {sum(self.record_kinds.values())}, "
                                 f"record_count is {self.record_count}")
+        if self.index is not None and self.index.events != self.record_kinds.get(KIND_EVENT, 0):
+            raise ManifestError(f"{where}: index counts {self.index.events} events, record_kinds "
+                                f"{self.record_kinds.get(KIND_EVENT, 0)}")
         if self.codec not in CODECS:
             raise ManifestError(f"{where}: codec {self.codec!r}, expected one of {', '.join(CODECS)}")
         try:

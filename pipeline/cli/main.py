@@ -392,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli import keys
 
     keys.register(commands)
+    from pipeline.cli import report, timeline
+
+    timeline.register(commands)
+    report.register(commands)
 
     acl = commands.add_parser("acl", help="roles file -> SCRAM users + Kafka ACLs, and separation-of-duties checks")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True, metavar="ACTION")
@@ -502,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify_proof = commands.add_parser("verify-proof", help="check an inclusion proof offline with the public "
                                        "keyring (exit 0 valid, 1 invalid, 2 usage error)")
-    verify_proof.add_argument("proof", metavar="FILE", help="a proof written by auditseal prove")
+    verify_proof.add_argument("proof", metavar="FILE", help="a proof written by auditseal prove, or an evidence bundle "
+                              "written by auditseal timeline --bundle")
     verify_proof.add_argument("--keyring", help="public keyring (JSON); default $AUDITSEAL_KEYRING")
     verify_proof.add_argument("--json", action="store_true")
     verify_proof.add_argument("--policy", help="C2SP tlog-policy for a tlog-proof file; default $AUDITSEAL_WITNESS_POLICY")

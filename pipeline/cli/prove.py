@@ -23,6 +23,7 @@ from pipeline.cli.verify import KEYRING_VARIABLE, _source
 from pipeline.errors import ConfigError
 from pipeline.integrity.keyring import load_keyring
 from pipeline.keys.master import load_master_key_spec
+from pipeline.timeline.bundle import is_bundle, verify_bundle
 from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, VerifiedProof, verify_proof
 from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
 
@@ -118,12 +119,34 @@ def verify_proof_command(args) -> int:
         raise ConfigError(f"no keyring: pass --keyring FILE or set {KEYRING_VARIABLE}")
     keyring = load_keyring(keyring_path)
     try:
-        verified = verify_proof(json.loads(data), keyring)
+        document = json.loads(data)
+        if is_bundle(document):
+            return verify_bundle_command(args, document, keyring)
+        verified = verify_proof(document, keyring)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return _print_proof_verdict(args, None, f"{args.proof} is not JSON: {exc}")
     except InvalidProofError as exc:
         return _print_proof_verdict(args, None, str(exc))
     return _print_proof_verdict(args, verified, None)
+
+
+def verify_bundle_command(args, bundle, keyring) -> int:
+    """``auditseal verify-proof`` of a timeline's evidence bundle (:mod:`pipeline.timeline.bundle`)."""
+    verdict = verify_bundle(bundle, keyring)
+    if args.json:
+        print(json.dumps({"proof": args.proof, **verdict.as_dict()}, indent=2))
+    else:
+        claim = ("the timeline found the answer complete" if verdict.complete_claimed else
+                 f"the timeline found the answer INCOMPLETE ({verdict.problems_claimed} problem(s) recorded in the bundle)")
+        if verdict.valid:
+            print(f"VALID: {verdict.proven} of {verdict.events} events proven included in signed checkpoints, in time "
+                  f"order, each matching the bundle's query; {claim} (a bundle cannot prove completeness: "
+                  "auditseal verify over the archive does)")
+        else:
+            print(f"INVALID: {len(verdict.failures)} of {verdict.events} events fail:")
+            for failure in verdict.failures[:50]:
+                print(f"  {failure}")
+    return 0 if verdict.valid else 1
 
 
 def _print_proof_verdict(args, verified: VerifiedProof | None, problem: str | None) -> int:

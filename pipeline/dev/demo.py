@@ -50,10 +50,10 @@ def _service(stack: LocalStack, role: str, argv: list[str], log: Path) -> subpro
 
 
 def _run(stack: LocalStack, role: str, argv: list[str], stdin: str | None = None,
-         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+         extra_env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env(role), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *argv], env=env, input=stdin, text=True,
-                          capture_output=True, timeout=300)
+                          capture_output=True, timeout=timeout)
 
 
 def _end_offsets(stack: LocalStack, topic: str) -> dict[int, int]:
@@ -369,7 +369,12 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
 
     erase_demo_user(stack, _run, settle, f"s3://{reader.bucket}/{ARCHIVE_PREFIX}", stack.root / "demo")
 
-    _step(9, "summary")
+    _step(9, "investigate and report: a verified timeline and an evidence report")
+    from pipeline.report.demo import timeline_and_report
+
+    timeline_and_report(stack, _run, f"s3://{reader.bucket}/{ARCHIVE_PREFIX}", stack.root / "demo")
+
+    _step(10, "summary")
     print(f"""    {DEMO_EVENTS} generated events and the demo's extra records were sealed into {len(heads)} hash chains
     with Ed25519-signed Merkle checkpoints, archived under COMPLIANCE Object Lock, and verified intact.
     The signing keys live in SoftHSM2 (PKCS#11, non-extractable); the key was rotated mid-stream without

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from pipeline.archive.query_index import BloomFilter
 from pipeline.integrity.chain import CHAIN_DOMAIN_TAG, GENESIS_HASH, chain_hash
 from pipeline.integrity.checkpoint import (
     build_checkpoint,
@@ -99,6 +100,9 @@ def examples() -> dict[str, str]:
     sealed_entry = b"<the SealedEvent of seq 1, as on audit.sealed>"
     proof = TlogProof(1, tuple(inclusion_proof(leaves, 1)), cosigned, extra=sealed_entry)
     found["tlog-proof"] = proof.to_bytes().decode()
+    bloom = BloomFilter.of("actor.id", ["alice", "bob"])
+    found["query-index"] = (f'BloomFilter.of("actor.id", ["alice", "bob"]): bits {bloom.bits}, hashes {bloom.hashes}, '
+                            f"filter (hex) {bloom.data.hex()}")
     return {name: text.rstrip("\n") for name, text in found.items()}
 
 

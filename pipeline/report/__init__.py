@@ -1,0 +1,1 @@
+"""The evidence report for auditors: per-control checks measured live, as JSON and a self-contained HTML page."""
