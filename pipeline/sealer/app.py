@@ -153,6 +153,10 @@ class Sealer:
             if chain is not None:
                 tp.offset = chain.sealer.next_source_offset
         consumer.assign([tp for tp, _ in opened])
+        # librdkafka keeps a partition's pause across a revoke and a new assignment: a chain given up
+        # (paused) before a rebalance would be opened again and never read (a stall of minutes after
+        # a broker restart)
+        consumer.resume([tp for tp, chain in opened if chain is not None])
         waiting = [tp for tp, chain in opened if chain is None]
         if waiting:
             consumer.pause(waiting)
