@@ -44,8 +44,9 @@ CONSUME_BATCH = 5000
 REVOKE_WAIT_SECONDS = 30.0
 SHUTDOWN_WAIT_SECONDS = 60.0
 LAG_INTERVAL_SECONDS = 2.0
-# how long an assignment retries its offset lookups while a leader or the group coordinator moves
-# (a SIGKILLed broker stays leader in the metadata until the controller fences it, ~10 s, plus its restart)
+# how long an assignment retries its offset lookups while a leader or the group coordinator moves (a
+# SIGKILLed broker stays leader in the metadata until the controller fences it, ~10 s, plus its restart);
+# with the lookups' own 30 s, well inside max.poll.interval.ms
 ASSIGN_WAIT_SECONDS = 180.0
 _NOT_RETRIED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
@@ -303,15 +304,17 @@ class S3Sink:
     # ---- rebalance ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.paused = False
+        deadline = time.monotonic() + ASSIGN_WAIT_SECONDS  # one budget for the whole assignment
         try:
-            committed = self._looked_up(consumer, "reading committed offsets",
+            committed = self._looked_up(consumer, deadline, "reading committed offsets",
                                         lambda client: client.committed(assigned, timeout=30))
             starts = []
             for tp in committed:
                 start = tp.offset
                 if start == OFFSET_INVALID or start < 0:
                     where = TopicPartition(tp.topic, tp.partition)
-                    start, _ = self._looked_up(consumer, f"reading the first offset of {tp.topic}[{tp.partition}]",
+                    start, _ = self._looked_up(consumer, deadline,
+                                               f"reading the first offset of {tp.topic}[{tp.partition}]",
                                                lambda client, where=where: client.get_watermark_offsets(where,
                                                                                                         timeout=30))
                 starts.append(TopicPartition(tp.topic, tp.partition, start))
@@ -334,13 +337,12 @@ class S3Sink:
         # librdkafka keeps a partition's pause (backpressure) across a revoke and a new assignment
         consumer.resume(starts)
 
-    def _looked_up(self, consumer: Consumer, what: str, lookup):
-        """``lookup(client)`` with the group's consumer, then retried for up to ASSIGN_WAIT_SECONDS while it
+    def _looked_up(self, consumer: Consumer, deadline: float, what: str, lookup):
+        """``lookup(client)`` with the group's consumer, then retried until ``deadline`` (monotonic) while it
         fails (each failure logged), each time with a new client: its fresh metadata names the partition's
-        new leader. (Not by refreshing the group consumer's metadata: a blocking call of the consumer
+        new leader. (Not by refreshing the group consumer's metadata: a metadata call of the consumer
         inside its own rebalance callback aborts the process in confluent-kafka's CallState.)
         SinkError once the time runs out."""
-        deadline = time.monotonic() + ASSIGN_WAIT_SECONDS
         client = consumer
         while True:
             try:
