@@ -44,10 +44,9 @@ deploy-check: venv
 
 test: venv lint
 	$(BIN)/auditseal dev up
-	$(BIN)/pytest -m "not cluster"
+	$(BIN)/pytest
 
-# the three-node cluster's failover test (its own `dev up --brokers 3` stack): out of `make test` while it
-# fails on the merged tree (a sealer worker dies during the leader kills; see README, Tests)
+# the three-node cluster's failover test alone (its own `dev up --brokers 3` stack; also part of `make test`)
 test-cluster: venv
 	$(BIN)/pytest -m cluster
 

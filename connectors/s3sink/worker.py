@@ -44,6 +44,11 @@ CONSUME_BATCH = 5000
 REVOKE_WAIT_SECONDS = 30.0
 SHUTDOWN_WAIT_SECONDS = 60.0
 LAG_INTERVAL_SECONDS = 2.0
+# how long an assignment retries its offset lookups while a leader or the group coordinator moves (a
+# SIGKILLed broker stays leader in the metadata until the controller fences it, ~10 s, plus its restart);
+# with the lookups' own 30 s, well inside max.poll.interval.ms
+ASSIGN_WAIT_SECONDS = 180.0
+_NOT_RETRIED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 class SinkError(AuditSealError):
@@ -299,17 +304,25 @@ class S3Sink:
     # ---- rebalance ---------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.paused = False
+        deadline = time.monotonic() + ASSIGN_WAIT_SECONDS  # one budget for the whole assignment
         try:
-            committed = consumer.committed(assigned, timeout=30)
-        except KafkaException as exc:
-            self.fatal = SinkError(f"reading committed offsets of {self.config.topic}: {exc.args[0].str()}")
+            committed = self._looked_up(consumer, deadline, "reading committed offsets",
+                                        lambda client: client.committed(assigned, timeout=30))
+            starts = []
+            for tp in committed:
+                start = tp.offset
+                if start == OFFSET_INVALID or start < 0:
+                    where = TopicPartition(tp.topic, tp.partition)
+                    start, _ = self._looked_up(consumer, deadline,
+                                               f"reading the first offset of {tp.topic}[{tp.partition}]",
+                                               lambda client, where=where: client.get_watermark_offsets(where,
+                                                                                                        timeout=30))
+                starts.append(TopicPartition(tp.topic, tp.partition, start))
+        except SinkError as exc:
+            self.fatal = exc
             return
-        starts = []
-        for tp in committed:
+        for tp in starts:
             start = tp.offset
-            if start == OFFSET_INVALID or start < 0:
-                start, _ = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
-            starts.append(TopicPartition(tp.topic, tp.partition, start))
             planned = self.bucket.existing_ranges(tp.topic, tp.partition, self.config.prefix, start)
             batcher = PartitionBatcher(tp.topic, tp.partition, self.config.limits, planned)
             self.partitions[tp.partition] = _Partition(batcher, committed=start)
@@ -321,6 +334,31 @@ class S3Sink:
                 log.info("%s[%d]: resuming at offset %d", tp.topic, tp.partition, start)
         # start exactly where the planned ranges were looked up (and skip librdkafka's offset reset)
         consumer.assign(starts)
+        # librdkafka keeps a partition's pause (backpressure) across a revoke and a new assignment
+        consumer.resume(starts)
+
+    def _looked_up(self, consumer: Consumer, deadline: float, what: str, lookup):
+        """``lookup(client)`` with the group's consumer, then retried until ``deadline`` (monotonic) while it
+        fails (each failure logged), each time with a new client: its fresh metadata names the partition's
+        new leader. (Not by refreshing the group consumer's metadata: a metadata call of the consumer
+        inside its own rebalance callback aborts the process in confluent-kafka's CallState.)
+        SinkError once the time runs out."""
+        client = consumer
+        while True:
+            try:
+                return lookup(client)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or error.code() in _NOT_RETRIED or time.monotonic() > deadline:
+                    raise SinkError(f"{what}: {error.str()}") from None
+                log.warning("%s: %s; retrying", what, error.str())
+            finally:
+                if client is not consumer:
+                    client.close()
+            time.sleep(1)
+            # the group's id, to read its committed offsets; never subscribed, so never a member
+            client = Consumer(self.settings.client_config(**{"group.id": self.config.group_id,
+                                                              "enable.auto.commit": False}))
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._release(revoked, commit=True)

@@ -141,16 +141,21 @@ def _rotate(args: argparse.Namespace) -> int:
     previous = keyring.active
     if previous is None:
         raise KeyOperationError(f"the keyring {path} has no active key to rotate from: use `auditseal keys init`")
-    at = parse_time(args.at) if args.at else time.time_ns() // 1000 + int(args.lead * 1_000_000)
-    if at <= time.time_ns() // 1000:
-        raise KeyOperationError(f"rotation time {_format_time(at)} is not in the future: a sealer could already "
-                                "have signed with the old key after it")
+    explicit = parse_time(args.at) if args.at else None
+    if explicit is not None:
+        _check_future(explicit)
     store = SigningKeyStore()
     recorder = _recorder()
     key = store.generate()
+    # the switch is timed from the moment the keyring is written, not from the start of the command: the
+    # token login, the key generation and the log's check can take seconds on a busy machine, and a
+    # switch that passed before the keyring said so would make every sealer's checkpoints signed with
+    # the old key since then fall outside its window
+    at = explicit if explicit is not None else time.time_ns() // 1000 + int(args.lead * 1_000_000)
     try:
+        _check_future(at)
         rotated = keyring.rotate(key.public_key, at)
-    except KeyringError as exc:
+    except (KeyringError, KeyOperationError) as exc:
         store.destroy(key.key_id)  # never used, never published
         raise KeyOperationError(str(exc)) from None
     save_keyring(rotated, path)
@@ -159,6 +164,12 @@ def _rotate(args: argparse.Namespace) -> int:
     _finish(recorder, "key.rotate", "signing_key", key.key_id,
             {"previous_key_id": previous.key_id, "switch_at": _format_time(at), "keyring": str(path)})
     return EXIT_OK
+
+
+def _check_future(at: int) -> None:
+    if at <= time.time_ns() // 1000:
+        raise KeyOperationError(f"rotation time {_format_time(at)} is not in the future: a sealer could already "
+                                "have signed with the old key after it")
 
 
 def _retire(args: argparse.Namespace) -> int:

@@ -153,6 +153,10 @@ class Sealer:
             if chain is not None:
                 tp.offset = chain.sealer.next_source_offset
         consumer.assign([tp for tp, _ in opened])
+        # librdkafka keeps a partition's pause across a revoke and a new assignment: a chain given up
+        # (paused) before a rebalance would be opened again and never read (a stall of minutes after
+        # a broker restart)
+        consumer.resume([tp for tp, chain in opened if chain is not None])
         waiting = [tp for tp, chain in opened if chain is None]
         if waiting:
             consumer.pause(waiting)
@@ -343,12 +347,20 @@ class Sealer:
         being read takes the consumer's cached high watermark; one given up (nothing fetched for it)
         asks the broker, so its lag keeps growing while records wait."""
         for partition, committed in list(self.committed.items()):
+            if self._closed:
+                return
             tp = TopicPartition(self.config.raw_topic, partition)
             try:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=partition in self.chains, timeout=5)
             except KafkaException as exc:
                 log.info("lag of %s[%d] not refreshed: %s", self.config.raw_topic, partition, exc)
                 continue
+            except RuntimeError:
+                # "Consumer closed": the worker is stopping and close() won the race with this timer (it
+                # runs in a thread; on a busy machine it overlapped the shutdown and crashed it)
+                if self._closed:
+                    return
+                raise
             if high is not None and high >= 0:
                 LAG.labels(chain_id_for(self.config.raw_topic, partition)).set(max(0, high - committed))
 

@@ -59,6 +59,11 @@ class NoSealedPartitionError(ChainFencedError):
     (partitions were added to the raw topic only); the chain waits until it exists."""
 
 
+class ChainUnreadableError(ChainFencedError):
+    """The chain's partitions could not be read while opening it (a leader moving, a broker down or
+    restarting): nothing was sealed; the chain waits and opening it is retried."""
+
+
 class RecordTooLargeError(ChainFencedError):
     """The broker refused a batch for a record's size: the topic takes less than the sealer was told.
     ``largest`` is the size of the batch's largest value; the chain is reopened sealing it as a rejection."""
@@ -291,6 +296,14 @@ class ChainWriter:
         except NoSealedPartitionError:
             self.close()
             raise
+        except (KafkaException, SealerStateError) as exc:
+            # a timed-out or failed read of the raw or sealed partition: transient while a leader moves
+            # (a SIGKILLed leader stays in the metadata until the controller fences it), never a reason
+            # to stop the worker
+            self.close()
+            why = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+            raise ChainUnreadableError(f"{self.chain_id}: not opened, its partitions could not be read: {why}; "
+                                       "retried") from exc
         return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail, self.max_record_bytes)
 
     def _read_tail(self, timeout: float) -> tuple[dict | None, int]:

@@ -219,6 +219,18 @@ def test_rotation_under_load_leaves_no_gap_no_fork_and_both_keys_verify(stack, t
     assert {(e["action"], e["resource"]["id"]) for e in events} >= {("key.init", first), ("key.rotate", second)}
 
 
+def test_rotate_writes_the_keyring_a_full_lead_before_the_switch(stack, custody):
+    # the switch is timed from the moment the keyring is written: the token login, the key generation and
+    # the log's check before it took seconds right after a fresh `dev up`, and a switch timed from the start
+    # of the command had passed before the keyring said so (checkpoints of the old key after its window)
+    assert _keys(stack, custody, "init").returncode == 0
+    rotate = _keys(stack, custody, "rotate", "--lead", "3")
+    assert rotate.returncode == 0, rotate.stderr
+    written = os.stat(custody["AUDITSEAL_KEYRING"]).st_mtime_ns // 1000
+    switch = max(entry.valid_from_micros for entry in load_keyring(custody["AUDITSEAL_KEYRING"]))
+    assert switch - written >= 3_000_000 - 50_000, f"the keyring was written {(switch - written) / 1e6:.2f}s before"
+
+
 def test_a_revoked_key_is_refused_by_the_sealer_and_its_later_checkpoints_are_reported(stack, topics, custody,
                                                                                       tmp_path):
     assert _keys(stack, custody, "init").returncode == 0
