@@ -22,12 +22,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastavro
+import orjson
 
 from pipeline.integrity.merkle import inclusion_proofs, record_leaf_hash, root_from_leaf_hashes
-from pipeline.siem import ocsf
+from pipeline.siem import fast, ocsf
 from pipeline.siem.ocsf import Inclusion, Position
 from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, SealedCodecs, entry_payload, sealed_codecs
@@ -72,6 +73,15 @@ class PlainEventReader:
         return self.codec.decode(value)
 
 
+class Document(NamedTuple):
+    """One released document: its JSON bytes (no newline) and what the bridge and export count it by."""
+
+    json: bytes
+    class_uid: int | None  # None in the ``json`` format
+    time: int | None       # OCSF ``time`` (ms); None in the ``json`` format
+    unsigned: bool         # an entry released without a covering signature (``evidence_error``)
+
+
 @dataclass
 class _Held:
     position: Position
@@ -81,6 +91,8 @@ class _Held:
     payload: bytes | None
     event: dict[str, Any] | None
     problem: str | None
+    fields: tuple[Any, ...] | None = None  # an event whose reading is left to the compiled writer (or, if it
+    #                                        declines, to _complete): its SealedEvent values, event not decoded
 
 
 @lru_cache(maxsize=1)
@@ -95,11 +107,15 @@ class PartitionMapper:
 
     ``format`` ``ocsf`` gives OCSF events (:mod:`pipeline.siem.ocsf`); ``json`` gives each record's
     own fields as JSON (bytes hex, the inner AuditEvent decoded), also released per batch so that
-    both formats hold the same records at the same moment.
+    both formats hold the same records at the same moment. Documents are released as
+    :class:`Document` (JSON bytes). In the ``ocsf`` format, events are written by the compiled
+    :mod:`pipeline.native.ocsf_writer` where it can (``native``; the same bytes, held equal by the
+    differential tests), everything else by the readable mapping.
     """
 
     def __init__(self, topic: str, partition: int, *, format: str = "ocsf", product_version: str | None = None,
-                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None) -> None:
+                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None,
+                 native: bool = True) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, found {format!r}")
         self.topic = topic
@@ -109,6 +125,8 @@ class PartitionMapper:
         self._codecs = codecs or sealed_codecs()
         self._event_reader = PlainEventReader(event_codec or default_codec()) if event_codec else plain_event_reader()
         self._held: list[_Held] = []
+        self._writer = (fast.event_writer(topic, partition, product_version, event_codec or default_codec())
+                        if native and format == "ocsf" else None)
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
                        for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND)}
@@ -123,7 +141,7 @@ class PartitionMapper:
         """Offset of the oldest record not yet released (where a restart must read again)."""
         return self._held[0].position.offset if self._held else None
 
-    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[dict[str, Any]]:
+    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[Document]:
         """Read one record; returns the documents of the batch it completes (a checkpoint), else []."""
         position = Position(self.topic, self.partition, offset, timestamp_ms)
         held = self._read(position, value)
@@ -132,7 +150,7 @@ class PartitionMapper:
         self._held.append(held)
         return []
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[Document]:
         """Release what is held without a checkpoint (the end of an export): entries without signatures."""
         documents = self._render(self._held, None, "no checkpoint covers this entry yet in what was read")
         self._held = []
@@ -152,14 +170,21 @@ class PartitionMapper:
         record = dict(zip(self._names[kind], fields, strict=False))
         if kind == CHECKPOINT_KIND:
             return _Held(position, value, kind, record, None, None, None)
-        payload = entry_payload(kind, record)
-        if kind == REJECTION_KIND:
-            return _Held(position, value, kind, record, payload, None, None)
-        try:
-            event = self._event_reader.decode(record["event"])
-        except DecodeError as exc:
-            return _Held(position, value, kind, record, payload, None, f"the sealed AuditEvent is unreadable: {exc}")
-        return _Held(position, value, kind, record, payload, event, None)
+        if kind == EVENT_KIND and self._writer is not None:
+            return _Held(position, value, kind, record, None, None, None, fields)
+        return self._complete(_Held(position, value, kind, record, None, None, None))
+
+    def _complete(self, held: _Held) -> _Held:
+        # the reference's reading of an entry: its hashed payload, and an event's AuditEvent decoded
+        kind, record = held.kind, held.record
+        held.fields = None
+        held.payload = entry_payload(kind, record)
+        if kind == EVENT_KIND:
+            try:
+                held.event = self._event_reader.decode(record["event"])
+            except DecodeError as exc:
+                held.problem = f"the sealed AuditEvent is unreadable: {exc}"
+        return held
 
     # ---- releasing ----------------------------------------------------------------------------------
     def _release(self, checkpoint: _Held) -> list[dict[str, Any]]:
@@ -178,18 +203,47 @@ class PartitionMapper:
                 problem = (f"the entries {record['first_seq']}..{record['last_seq']} do not root to the checkpoint's "
                            "merkle_root: damaged log, run auditseal verify")
         inclusions: dict[int, Inclusion] = {}
+        covering_json = None
         if problem is None:
             covering = ocsf.covering_checkpoint(record, checkpoint.position)
+            if self._writer is not None:
+                covering_json = orjson.dumps(covering.signature), orjson.dumps(covering.evidence)
             for index, path in enumerate(inclusion_proofs(leaves)):
                 inclusions[id(entries[index])] = Inclusion(covering, index, len(leaves), path)
-        documents = self._render(held, inclusions, problem)
-        documents.append(self._checkpoint_document(checkpoint))
+        documents = self._render(held, inclusions, problem, covering_json)
+        documents.append(self._document(self._checkpoint_document(checkpoint)))
         return documents
 
-    def _render(self, held: list[_Held], inclusions: Mapping[int, Inclusion] | None,
-                problem: str | None) -> list[dict[str, Any]]:
-        render = self._render_ocsf if self.format == "ocsf" else self._render_json
-        return [render(h, (inclusions or {}).get(id(h)), problem) for h in held]
+    def _render(self, held: list[_Held], inclusions: Mapping[int, Inclusion] | None, problem: str | None,
+                covering_json: tuple[bytes, bytes] | None = None) -> list[Document]:
+        inclusions = inclusions or {}
+        if self.format == "json":
+            return [self._document(self._render_json(h, None, problem)) for h in held]
+        documents = []
+        writer, unsigned = self._writer, problem is not None
+        signature, evidence = covering_json or (None, None)
+        for h in held:
+            inclusion = inclusions.get(id(h))
+            if h.fields is not None:
+                if inclusion is None:
+                    rendered = writer.render(h.fields, h.position.offset, h.position.timestamp_ms, None, None, 0, 0,
+                                             None, problem)
+                else:
+                    rendered = writer.render(h.fields, h.position.offset, h.position.timestamp_ms, signature, evidence,
+                                             inclusion.leaf_index, inclusion.tree_size, inclusion.audit_path, problem)
+                if rendered is not None:
+                    documents.append(Document(rendered[0], rendered[1], rendered[2], unsigned))
+                    continue
+                self._complete(h)  # declined: the reference reads and maps it
+            documents.append(self._document(self._render_ocsf(h, inclusion, problem)))
+        return documents
+
+    def _document(self, document: dict[str, Any]) -> Document:
+        if self.format == "json":
+            return Document(orjson.dumps(document), None, None, False)
+        class_uid = document["class_uid"]
+        unsigned = class_uid != ocsf.BASE_EVENT and "evidence_error" in document["unmapped"]["auditseal"]
+        return Document(orjson.dumps(document), class_uid, document["time"], unsigned)
 
     def _render_ocsf(self, held: _Held, inclusion: Inclusion | None, problem: str | None) -> dict[str, Any]:
         version = self.product_version

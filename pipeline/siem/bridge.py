@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
 
@@ -149,12 +148,12 @@ class OcsfBridge:
             if released:
                 out = documents.setdefault(partition, [])
                 for document in released:
-                    out.append(orjson.dumps(document))
-                    class_uid = document["class_uid"]
+                    out.append(document.json)
+                    class_uid = document.class_uid
                     counts[class_uid] = counts.get(class_uid, 0) + 1
                     if class_uid == ocsf.BASE_EVENT:
                         unmapped[partition] = unmapped.get(partition, 0) + 1
-                    elif "evidence_error" in document["unmapped"]["auditseal"]:
+                    elif document.unsigned:
                         unsigned[partition] = unsigned.get(partition, 0) + 1
             held = mapper.first_held_offset
             offsets[partition] = held if held is not None else message.offset() + 1
