@@ -26,6 +26,10 @@ cdef enum:
     STATUSES = 4
     API_ACTIVITY = 6003
     AUTHENTICATION = 3002
+    ENDPOINT_NONE = 0
+    ENDPOINT_IP = 1
+    ENDPOINT_NAME = 2
+    ENDPOINT_ASK = 3
 
 cdef const char* HEX = b"0123456789abcdef"
 cdef const char* B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -331,6 +335,39 @@ cdef bint read_event(const unsigned char* data, Py_ssize_t p, Py_ssize_t end, bi
     return p == end
 
 
+cdef int endpoint_kind(const unsigned char* data, Str s) noexcept nogil:
+    # ENDPOINT_NONE for no source_ip, ENDPOINT_IP for a strict dotted quad (what ipaddress.ip_address
+    # takes without a colon), ENDPOINT_NAME for anything else without a colon (no IP address then);
+    # ENDPOINT_ASK with a colon (IPv6 forms are left to the reference's ipaddress)
+    cdef Py_ssize_t i, digits = 0, dots = 0, value = 0
+    cdef unsigned char c, first = 0
+    if s.length <= 0:
+        return ENDPOINT_NONE
+    for i in range(s.length):
+        if data[s.start + i] == b':':
+            return ENDPOINT_ASK
+    for i in range(s.length):
+        c = data[s.start + i]
+        if c == b'.':
+            if digits == 0:
+                return ENDPOINT_NAME
+            dots += 1
+            digits = 0
+            value = 0
+        elif 0x30 <= c <= 0x39:
+            if digits == 0:
+                first = c
+            elif first == b'0' or digits == 3:
+                return ENDPOINT_NAME  # a leading zero, or more than 3 digits
+            value = value * 10 + (c - 0x30)
+            digits += 1
+            if value > 255:
+                return ENDPOINT_NAME
+        else:
+            return ENDPOINT_NAME
+    return ENDPOINT_IP if dots == 3 and digits > 0 else ENDPOINT_NAME
+
+
 cdef inline bint present(Str s) noexcept nogil:
     # the reference's truthiness: neither None nor ""
     return s.length > 0
@@ -379,6 +416,7 @@ cdef class EventWriter:
         cdef int64_t seq, partition, source_offset, source_micros, time_ms, class_uid
         cdef bytes event, chain, head
         cdef object protected
+        cdef int endpoint
         if len(fields) != 8 or type(fields[7]) is not bytes or type(fields[0]) is not str:
             return None
         event = fields[7]
@@ -390,6 +428,9 @@ cdef class EventWriter:
             return None
         ev = <const unsigned char*>PyBytes_AS_STRING(event)
         if not read_event(ev, header_size, size, protected, &e):
+            return None
+        endpoint = endpoint_kind(ev, e.source_ip)
+        if endpoint == ENDPOINT_ASK:
             return None
         seq, partition, source_offset, source_micros = fields[1], fields[4], fields[5], fields[6]
         if partition < 0 or partition > INT32_MAX or source_offset < 0 or source_micros < 0:
@@ -405,7 +446,11 @@ cdef class EventWriter:
         head = found[1]
         if class_uid != AUTHENTICATION and self._is_alert(ev, &e):
             return None  # a Detection Finding: the reference writes it
-        chain = (<str>fields[0]).encode("utf-8")
+        try:
+            chain = (<str>fields[0]).encode("utf-8")
+            error = None if evidence_error is None else (<str>evidence_error).encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: orjson refuses it in the reference, which raises
         time_ms = e.occurred_at // 1000
         if e.occurred_at % 1000 != 0 and e.occurred_at < 0:
             time_ms -= 1  # floor division, as the reference's //
@@ -461,14 +506,14 @@ cdef class EventWriter:
                 put_field(b, ev, e.request_id)
                 put_char(b, b'}')
             put_char(b, b'}')
-            self._endpoint(ev, &e)
+            self._endpoint(ev, &e, endpoint)
             put_bytes(b, b',"resources":[')
             self._resource(ev, &e)
             put_char(b, b']')
         else:  # AUTHENTICATION
             put_bytes(b, b',"user":')
             self._user(ev, &e)
-            self._endpoint(ev, &e)
+            self._endpoint(ev, &e, endpoint)
             put_bytes(b, b',"service":{"name":')
             put_field(b, ev, e.source_service)
             put_char(b, b'}')
@@ -539,8 +584,7 @@ cdef class EventWriter:
                     put_char(b, b',')
                 put_hex(b, node)
             put_bytes(b, b']}')
-        if evidence_error is not None:
-            error = (<str>evidence_error).encode("utf-8")
+        if error is not None:
             put_bytes(b, b',"evidence_error":')
             put_string(b, <const unsigned char*>PyBytes_AS_STRING(error), PyBytes_GET_SIZE(error))
         put_char(b, b'}')
@@ -575,12 +619,16 @@ cdef class EventWriter:
         put_bytes(b, <bytes>self.user_type[e.actor_type])
         return 0
 
-    cdef int _endpoint(self, const unsigned char* ev, Event* e) except -1:
+    cdef int _endpoint(self, const unsigned char* ev, Event* e, int endpoint) except -1:
         cdef Buf* b = &self.buf
-        if present(e.source_ip):
+        if endpoint == ENDPOINT_IP:
             put_bytes(b, b',"src_endpoint":{"ip":')
             put_field(b, ev, e.source_ip)
             put_bytes(b, b',"name":')
+            put_field(b, ev, e.source_ip)
+            put_char(b, b'}')
+        elif endpoint == ENDPOINT_NAME:
+            put_bytes(b, b',"src_endpoint":{"name":')
             put_field(b, ev, e.source_ip)
             put_char(b, b'}')
         else:

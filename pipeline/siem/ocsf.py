@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,18 @@ def class_of_event(event: Mapping[str, Any]) -> tuple[int, int, str]:
     return found
 
 
+def source_endpoint(source_ip: str | None) -> dict[str, str]:
+    """``src_endpoint`` of an actor's ``source_ip``: OCSF's ``ip`` only for an IP address; anything else
+    (a pseudonym of :mod:`pipeline.privacy`, a host name) is the endpoint's ``name`` alone."""
+    if not source_ip:
+        return {"name": "unknown"}
+    try:
+        ipaddress.ip_address(source_ip)
+    except ValueError:
+        return {"name": source_ip}
+    return {"ip": source_ip, "name": source_ip}
+
+
 def _base(class_uid: int, activity_id: int, activity_name: str, time_ms: int, severity: tuple[int, str],
           metadata: dict[str, Any]) -> dict[str, Any]:
     class_name, category_uid, category_name = _CLASSES[class_uid]
@@ -311,7 +324,7 @@ def event_record(record: Mapping[str, Any], event: Mapping[str, Any], payload: b
     user = {"uid": actor_id, "name": actor_id, "type_id": user_type_id, "type": user_type}
     session_id, source_ip = actor.get("session_id"), actor.get("source_ip")
     session = {"uid": session_id} if session_id else None
-    endpoint = {"ip": source_ip, "name": source_ip} if source_ip else {"name": "unknown"}
+    endpoint = source_endpoint(source_ip)
     resource_type, resource_id = resource_in["type"], resource_in["id"]
     resource = {"type": resource_type, "uid": resource_id, "name": resource_id}
     action = event["action"]
