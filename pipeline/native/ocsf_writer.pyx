@@ -14,6 +14,7 @@ tests/differential/test_ocsf_writer.py holds the two equal.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
@@ -373,6 +374,40 @@ cdef inline bint present(Str s) noexcept nogil:
     return s.length > 0
 
 
+def audit_paths(list levels):
+    """The JSON array (``["<hex>", ...]``, as orjson writes ``[node.hex() for node in path]``) of every leaf's
+    audit path in the tree whose levels are ``levels`` (:func:`pipeline.integrity.merkle.tree_levels`):
+    the sibling on each level below the root, where there is one (:func:`pipeline.integrity.merkle.audit_path`)."""
+    cdef Py_ssize_t leaves, index, at, sibling, depth, count
+    cdef list paths = []
+    cdef list level
+    cdef Buf b
+    b.data, b.size, b.capacity = NULL, 0, 0
+    if not levels:
+        return paths
+    leaves = len(<list>levels[0])
+    depth = len(levels) - 1
+    try:
+        for index in range(leaves):
+            b.size = 0
+            put_char(&b, b'[')
+            at, count = index, 0
+            for i in range(depth):
+                level = <list>levels[i]
+                sibling = at ^ 1
+                if sibling < len(level):
+                    if count:
+                        put_char(&b, b',')
+                    put_hex(&b, <bytes>level[sibling])
+                    count += 1
+                at >>= 1
+            put_char(&b, b']')
+            paths.append(PyBytes_FromStringAndSize(b.data, b.size))
+    finally:
+        free(b.data)
+    return paths
+
+
 cdef class EventWriter:
     """``render(fields, offset, timestamp_ms, signature, checkpoint, leaf_index, tree_size, audit_path,
     evidence_error)`` -> ``(json bytes, class_uid, time_ms)`` of one sealed event, or None (module docstring).
@@ -380,7 +415,7 @@ cdef class EventWriter:
     ``fields`` are a SealedEvent's values in schema order (chain_id, seq, prev_hash, hash,
     source_partition, source_offset, source_timestamp_micros, event); ``signature`` and
     ``checkpoint`` the covering checkpoint's OCSF signature and evidence as JSON bytes (None: no
-    covering checkpoint), ``audit_path`` the entry's audit path (bytes nodes).
+    covering checkpoint), ``audit_path`` the entry's audit path as :func:`audit_paths` writes it.
     """
 
     cdef dict headers          # AuditEvent single-object header -> has protected_fields (v2)
@@ -389,12 +424,13 @@ cdef class EventWriter:
     cdef bytes alert_action, detector_service
     cdef list severity, status, status_symbol, user_type
     cdef bytes metadata_open, metadata_mid, sealed_open, fingerprint_open, fingerprint_close, authority
+    cdef object is_address     # the reference's test of an IP address, for source_ips with a colon (IPv6 forms)
     cdef Buf buf
 
     def __init__(self, dict headers, dict classes, tuple other_class, bytes alert_action, bytes detector_service,
                  list severity, list status, list status_symbol, list user_type, bytes metadata_open,
                  bytes metadata_mid, bytes sealed_open, bytes fingerprint_open, bytes fingerprint_close,
-                 bytes authority):
+                 bytes authority, is_address):
         if len(severity) != STATUSES or len(status) != STATUSES or len(status_symbol) != STATUSES \
                 or len(user_type) != ACTOR_TYPES:
             raise ValueError("one fragment per status and per actor type")
@@ -403,12 +439,17 @@ cdef class EventWriter:
         self.severity, self.status, self.status_symbol, self.user_type = severity, status, status_symbol, user_type
         self.metadata_open, self.metadata_mid, self.sealed_open = metadata_open, metadata_mid, sealed_open
         self.fingerprint_open, self.fingerprint_close, self.authority = fingerprint_open, fingerprint_close, authority
+        self.is_address = is_address
 
     def __dealloc__(self):
         free(self.buf.data)
 
+    def audit_paths(self, list levels):
+        """:func:`audit_paths` (the JSON audit path of every leaf, for :meth:`render`)."""
+        return audit_paths(levels)
+
     def render(self, tuple fields, int64_t offset, timestamp_ms, signature, checkpoint, Py_ssize_t leaf_index,
-               Py_ssize_t tree_size, audit_path, evidence_error):
+               Py_ssize_t tree_size, bytes audit_path, evidence_error):
         cdef Event e
         cdef Buf* b = &self.buf
         cdef const unsigned char* ev
@@ -431,7 +472,8 @@ cdef class EventWriter:
             return None
         endpoint = endpoint_kind(ev, e.source_ip)
         if endpoint == ENDPOINT_ASK:
-            return None
+            address = PyUnicode_DecodeUTF8(<const char*>ev + e.source_ip.start, e.source_ip.length, NULL)
+            endpoint = ENDPOINT_IP if self.is_address(address) else ENDPOINT_NAME
         seq, partition, source_offset, source_micros = fields[1], fields[4], fields[5], fields[6]
         if partition < 0 or partition > INT32_MAX or source_offset < 0 or source_micros < 0:
             return None  # the reference's payload packing refuses these: it raises, not this path
@@ -578,12 +620,9 @@ cdef class EventWriter:
             put_int(b, leaf_index)
             put_bytes(b, b',"tree_size":')
             put_int(b, tree_size)
-            put_bytes(b, b',"audit_path":[')
-            for i, node in enumerate(audit_path):
-                if i:
-                    put_char(b, b',')
-                put_hex(b, node)
-            put_bytes(b, b']}')
+            put_bytes(b, b',"audit_path":')
+            put_bytes(b, audit_path)
+            put_char(b, b'}')
         if error is not None:
             put_bytes(b, b',"evidence_error":')
             put_string(b, <const unsigned char*>PyBytes_AS_STRING(error), PyBytes_GET_SIZE(error))

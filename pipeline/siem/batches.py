@@ -20,14 +20,13 @@ import datetime
 import io
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import fastavro
 import orjson
 
-from pipeline.integrity.merkle import inclusion_proofs, record_leaf_hash, root_from_leaf_hashes
+from pipeline.integrity.merkle import audit_path, record_leaf_hash, root_from_leaf_hashes, tree_levels
 from pipeline.siem import fast, ocsf
 from pipeline.siem.ocsf import Inclusion, Position
 from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
@@ -82,17 +81,29 @@ class Document(NamedTuple):
     unsigned: bool         # an entry released without a covering signature (``evidence_error``)
 
 
-@dataclass
 class _Held:
-    position: Position
-    value: bytes
-    kind: bytes | None  # None: unreadable
-    record: dict[str, Any] | None
-    payload: bytes | None
-    event: dict[str, Any] | None
-    problem: str | None
-    fields: tuple[Any, ...] | None = None  # an event whose reading is left to the compiled writer (or, if it
-    #                                        declines, to _complete): its SealedEvent values, event not decoded
+    """A record read and not yet released (its Position is made only when the readable mapping needs it)."""
+
+    __slots__ = ("topic", "partition", "offset", "timestamp_ms", "value", "kind", "record", "payload", "event",
+                 "problem", "fields", "_position")
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp_ms: int | None, value: bytes,
+                 kind: bytes | None, record: dict[str, Any] | None, problem: str | None = None,
+                 fields: tuple[Any, ...] | None = None) -> None:
+        self.topic, self.partition, self.offset, self.timestamp_ms = topic, partition, offset, timestamp_ms
+        self.value, self.kind, self.record, self.problem = value, kind, record, problem  # kind None: unreadable
+        self.payload: bytes | None = None
+        self.event: dict[str, Any] | None = None
+        # an event whose reading is left to the compiled writer (or, if it declines, to _complete): its
+        # SealedEvent values, the event not decoded
+        self.fields = fields
+        self._position: Position | None = None
+
+    @property
+    def position(self) -> Position:
+        if self._position is None:
+            self._position = Position(self.topic, self.partition, self.offset, self.timestamp_ms)
+        return self._position
 
 
 @lru_cache(maxsize=1)
@@ -139,12 +150,11 @@ class PartitionMapper:
     @property
     def first_held_offset(self) -> int | None:
         """Offset of the oldest record not yet released (where a restart must read again)."""
-        return self._held[0].position.offset if self._held else None
+        return self._held[0].offset if self._held else None
 
     def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[Document]:
         """Read one record; returns the documents of the batch it completes (a checkpoint), else []."""
-        position = Position(self.topic, self.partition, offset, timestamp_ms)
-        held = self._read(position, value)
+        held = self._read(offset, timestamp_ms, value)
         if held.kind == CHECKPOINT_KIND:
             return self._release(held)
         self._held.append(held)
@@ -152,7 +162,7 @@ class PartitionMapper:
 
     def flush(self) -> list[Document]:
         """Release what is held without a checkpoint (the end of an export): entries without signatures."""
-        documents = self._render(self._held, None, "no checkpoint covers this entry yet in what was read")
+        documents = self._render(self._held, "no checkpoint covers this entry yet in what was read")
         self._held = []
         return documents
 
@@ -161,18 +171,21 @@ class PartitionMapper:
         self._held = []
 
     # ---- reading ------------------------------------------------------------------------------------
-    def _read(self, position: Position, value: bytes) -> _Held:
+    def _read(self, offset: int, timestamp_ms: int | None, value: bytes) -> _Held:
         codecs = self._codecs
         try:
             kind, fields = codecs.decode_fields(value)
         except (DecodeError, ValueError) as exc:
-            return _Held(position, value, None, None, None, None, f"not a readable audit.sealed record: {exc}")
-        record = dict(zip(self._names[kind], fields, strict=False))
+            return _Held(self.topic, self.partition, offset, timestamp_ms, value, None, None,
+                         f"not a readable audit.sealed record: {exc}")
+        held = _Held(self.topic, self.partition, offset, timestamp_ms, value, kind,
+                     dict(zip(self._names[kind], fields, strict=False)))
         if kind == CHECKPOINT_KIND:
-            return _Held(position, value, kind, record, None, None, None)
+            return held
         if kind == EVENT_KIND and self._writer is not None:
-            return _Held(position, value, kind, record, None, None, None, fields)
-        return self._complete(_Held(position, value, kind, record, None, None, None))
+            held.fields = fields
+            return held
+        return self._complete(held)
 
     def _complete(self, held: _Held) -> _Held:
         # the reference's reading of an entry: its hashed payload, and an event's AuditEvent decoded
@@ -187,54 +200,54 @@ class PartitionMapper:
         return held
 
     # ---- releasing ----------------------------------------------------------------------------------
-    def _release(self, checkpoint: _Held) -> list[dict[str, Any]]:
+    def _release(self, checkpoint: _Held) -> list[Document]:
         held, self._held = self._held, []
         record = checkpoint.record
         entries = [h for h in held if h.record is not None]
         seqs = [h.record["seq"] for h in entries]
-        problem = None
+        problem, levels = None, []
         if seqs != list(range(record["first_seq"], record["last_seq"] + 1)):
             span = f"{seqs[0]}..{seqs[-1]}" if seqs else "none"
             problem = (f"the entries read before checkpoint {record['first_seq']}..{record['last_seq']} are "
                        f"{len(seqs)} (seq {span}): incomplete batch, no inclusion proof")
         else:
             leaves = [record_leaf_hash(h.record["hash"]) for h in entries]
-            if root_from_leaf_hashes(leaves) != record["merkle_root"]:
+            levels = tree_levels(leaves)  # the root and every audit path from one build
+            if (levels[-1][0] if levels else root_from_leaf_hashes(leaves)) != record["merkle_root"]:
                 problem = (f"the entries {record['first_seq']}..{record['last_seq']} do not root to the checkpoint's "
                            "merkle_root: damaged log, run auditseal verify")
-        inclusions: dict[int, Inclusion] = {}
-        covering_json = None
+        covering, indexes = None, {}
         if problem is None:
             covering = ocsf.covering_checkpoint(record, checkpoint.position)
-            if self._writer is not None:
-                covering_json = orjson.dumps(covering.signature), orjson.dumps(covering.evidence)
-            for index, path in enumerate(inclusion_proofs(leaves)):
-                inclusions[id(entries[index])] = Inclusion(covering, index, len(leaves), path)
-        documents = self._render(held, inclusions, problem, covering_json)
+            indexes = {id(entry): index for index, entry in enumerate(entries)}
+        documents = self._render(held, problem, covering, levels, indexes)
         documents.append(self._document(self._checkpoint_document(checkpoint)))
         return documents
 
-    def _render(self, held: list[_Held], inclusions: Mapping[int, Inclusion] | None, problem: str | None,
-                covering_json: tuple[bytes, bytes] | None = None) -> list[Document]:
-        inclusions = inclusions or {}
+    def _render(self, held: list[_Held], problem: str | None, covering: ocsf.CoveringCheckpoint | None = None,
+                levels: list[list[bytes]] | None = None, indexes: Mapping[int, int] | None = None) -> list[Document]:
+        # covering, levels and indexes: the checkpoint signing these entries, its tree, each entry's leaf index
         if self.format == "json":
             return [self._document(self._render_json(h, None, problem)) for h in held]
         documents = []
-        writer, unsigned = self._writer, problem is not None
-        signature, evidence = covering_json or (None, None)
+        writer, unsigned, indexes = self._writer, problem is not None, indexes or {}
+        tree_size = len(levels[0]) if levels else 0
+        if writer is not None and covering is not None:
+            signature, evidence = orjson.dumps(covering.signature), orjson.dumps(covering.evidence)
+            paths = writer.audit_paths(levels)
         for h in held:
-            inclusion = inclusions.get(id(h))
+            index = indexes.get(id(h))
             if h.fields is not None:
-                if inclusion is None:
-                    rendered = writer.render(h.fields, h.position.offset, h.position.timestamp_ms, None, None, 0, 0,
-                                             None, problem)
+                if index is None:
+                    rendered = writer.render(h.fields, h.offset, h.timestamp_ms, None, None, 0, 0, None, problem)
                 else:
-                    rendered = writer.render(h.fields, h.position.offset, h.position.timestamp_ms, signature, evidence,
-                                             inclusion.leaf_index, inclusion.tree_size, inclusion.audit_path, problem)
+                    rendered = writer.render(h.fields, h.offset, h.timestamp_ms, signature, evidence, index, tree_size,
+                                             paths[index], problem)
                 if rendered is not None:
                     documents.append(Document(rendered[0], rendered[1], rendered[2], unsigned))
                     continue
                 self._complete(h)  # declined: the reference reads and maps it
+            inclusion = None if index is None else Inclusion(covering, index, tree_size, audit_path(levels, index))
             documents.append(self._document(self._render_ocsf(h, inclusion, problem)))
         return documents
 

@@ -184,16 +184,23 @@ def class_of_event(event: Mapping[str, Any]) -> tuple[int, int, str]:
     return found
 
 
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (what OCSF's ``ip_t`` holds), as :mod:`ipaddress` reads it."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def source_endpoint(source_ip: str | None) -> dict[str, str]:
     """``src_endpoint`` of an actor's ``source_ip``: OCSF's ``ip`` only for an IP address; anything else
     (a pseudonym of :mod:`pipeline.privacy`, a host name) is the endpoint's ``name`` alone."""
     if not source_ip:
         return {"name": "unknown"}
-    try:
-        ipaddress.ip_address(source_ip)
-    except ValueError:
-        return {"name": source_ip}
-    return {"ip": source_ip, "name": source_ip}
+    if is_ip_address(source_ip):
+        return {"ip": source_ip, "name": source_ip}
+    return {"name": source_ip}
 
 
 def _base(class_uid: int, activity_id: int, activity_name: str, time_ms: int, severity: tuple[int, str],

@@ -8,6 +8,7 @@ documents both ways. Its output is valid OCSF (the official schema source)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.integrity.keyring import SigningKey
+from pipeline.integrity.merkle import inclusion_proofs, tree_levels
 from pipeline.privacy.protector import Protector
 from pipeline.producer.event import new_event
 from pipeline.sealer.chain_sealer import ChainSealer
@@ -81,8 +83,8 @@ def _both(fields: tuple, offset: int, timestamp_ms, covered: bool, error, produc
         path = [bytes([i]) * 32 for i in range(fields[1] % 5)]
         inclusion = ocsf.Inclusion(covering, fields[1] % 10, 10, path)
         rendered = writer.render(fields, offset, timestamp_ms, orjson.dumps(covering.signature),
-                                 orjson.dumps(covering.evidence), inclusion.leaf_index, inclusion.tree_size, path,
-                                 error)
+                                 orjson.dumps(covering.evidence), inclusion.leaf_index, inclusion.tree_size,
+                                 orjson.dumps([node.hex() for node in path]), error)
     else:
         inclusion = None
         rendered = writer.render(fields, offset, timestamp_ms, None, None, 0, 0, None, error)
@@ -237,6 +239,14 @@ def test_repeated_attribute_keys_and_negative_source_coordinates_go_to_the_refer
     for source in ((-1, 0, 0), (0, -1, 0), (0, 0, -1)):
         assert WRITERS[None].render(("c", 1, bytes(32), bytes(32), *source, value), 0, None, None, None, 0, 0, None,
                                     None) is None
+
+
+@pytest.mark.parametrize("size", [*range(1, 70), 127, 128, 129, 1000, 1025])
+def test_audit_paths_are_the_inclusion_proofs(size):
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(size)]
+    expected = [orjson.dumps([node.hex() for node in path]) for path in inclusion_proofs(leaves)]
+    assert WRITERS[None].audit_paths(tree_levels(leaves)) == expected
+    assert WRITERS[None].audit_paths(tree_levels([])) == [] == inclusion_proofs([])
 
 
 def _partition(seed: int) -> list[bytes]:
