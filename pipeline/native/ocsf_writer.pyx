@@ -13,13 +13,15 @@ outcome. The constant pieces (class names, severities, fingerprint keys) are giv
 tests/differential/test_ocsf_writer.py holds the two equal.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcmp, memcpy
 
 from pipeline.native.varint cimport read_long
+
+import hashlib
 
 cdef enum:
     MAX_ATTRIBUTES = 64
@@ -30,7 +32,6 @@ cdef enum:
     ENDPOINT_NONE = 0
     ENDPOINT_IP = 1
     ENDPOINT_NAME = 2
-    ENDPOINT_ASK = 3
 
 cdef const char* HEX = b"0123456789abcdef"
 cdef const char* B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -336,22 +337,16 @@ cdef bint read_event(const unsigned char* data, Py_ssize_t p, Py_ssize_t end, bi
     return p == end
 
 
-cdef int endpoint_kind(const unsigned char* data, Str s) noexcept nogil:
-    # ENDPOINT_NONE for no source_ip, ENDPOINT_IP for a strict dotted quad (what ipaddress.ip_address
-    # takes without a colon), ENDPOINT_NAME for anything else without a colon (no IP address then);
-    # ENDPOINT_ASK with a colon (IPv6 forms are left to the reference's ipaddress)
+cdef bint ipv4_address(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    # ipaddress.IPv4Address's rule: four dot-separated decimal octets of ASCII digits, each 0..255,
+    # at most 3 digits, no leading zero
     cdef Py_ssize_t i, digits = 0, dots = 0, value = 0
     cdef unsigned char c, first = 0
-    if s.length <= 0:
-        return ENDPOINT_NONE
-    for i in range(s.length):
-        if data[s.start + i] == b':':
-            return ENDPOINT_ASK
-    for i in range(s.length):
-        c = data[s.start + i]
+    for i in range(n):
+        c = s[i]
         if c == b'.':
             if digits == 0:
-                return ENDPOINT_NAME
+                return False
             dots += 1
             digits = 0
             value = 0
@@ -359,19 +354,154 @@ cdef int endpoint_kind(const unsigned char* data, Str s) noexcept nogil:
             if digits == 0:
                 first = c
             elif first == b'0' or digits == 3:
-                return ENDPOINT_NAME  # a leading zero, or more than 3 digits
+                return False
             value = value * 10 + (c - 0x30)
             digits += 1
             if value > 255:
-                return ENDPOINT_NAME
+                return False
         else:
-            return ENDPOINT_NAME
-    return ENDPOINT_IP if dots == 3 and digits > 0 else ENDPOINT_NAME
+            return False
+    return dots == 3 and digits > 0
+
+
+cdef inline bint hextet(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if n < 1 or n > 4:
+        return False
+    for i in range(n):
+        c = s[i]
+        if not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x46 or 0x61 <= c <= 0x66):
+            return False
+    return True
+
+
+cdef bint ipv6_address(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    # ipaddress.IPv6Address's rule (Python 3.11 _split_scope_id and _ip_int_from_string), step by step
+    cdef Py_ssize_t i, count = 0, start = 0, skip = -1, hi, lo
+    cdef Py_ssize_t starts[10]
+    cdef Py_ssize_t lengths[10]
+    for i in range(n):
+        if s[i] == b'/':
+            return False
+    for i in range(n):
+        if s[i] == b'%':  # a scope id: not empty, no second '%'
+            if i == n - 1:
+                return False
+            for start in range(i + 1, n):
+                if s[start] == b'%':
+                    return False
+            n = i
+            break
+    if n == 0:
+        return False
+    start = 0
+    for i in range(n + 1):
+        if i == n or s[i] == b':':
+            if count == 10:
+                return False  # over 9 parts even before an IPv4 suffix could add one
+            starts[count], lengths[count] = start, i - start
+            count += 1
+            start = i + 1
+    if count < 3:
+        return False
+    for i in range(lengths[count - 1]):
+        if s[starts[count - 1] + i] == b'.':  # an IPv4 suffix: two valid hextets in its place
+            if not ipv4_address(s + starts[count - 1], lengths[count - 1]):
+                return False
+            if count == 10:
+                return False
+            starts[count - 1], lengths[count - 1] = -1, 1
+            starts[count], lengths[count] = -1, 1
+            count += 1
+            break
+    if count > 9:
+        return False
+    for i in range(1, count - 1):
+        if lengths[i] == 0:
+            if skip != -1:
+                return False
+            skip = i
+    if skip != -1:
+        hi, lo = skip, count - skip - 1
+        if lengths[0] == 0:
+            hi -= 1
+            if hi:
+                return False
+        if lengths[count - 1] == 0:
+            lo -= 1
+            if lo:
+                return False
+        if 8 - (hi + lo) < 1:
+            return False
+    else:
+        if count != 8 or lengths[0] == 0 or lengths[count - 1] == 0:
+            return False
+        hi, lo = count, 0
+    for i in range(hi):
+        if starts[i] != -1 and not hextet(s + starts[i], lengths[i]):
+            return False
+    for i in range(count - lo, count):
+        if starts[i] != -1 and not hextet(s + starts[i], lengths[i]):
+            return False
+    return True
+
+
+cdef int endpoint_kind(const unsigned char* data, Str s) noexcept:
+    # ENDPOINT_NONE for no source_ip, ENDPOINT_IP for an address as ipaddress.ip_address takes it
+    # (IPv4Address, else IPv6Address), ENDPOINT_NAME for anything else
+    if s.length <= 0:
+        return ENDPOINT_NONE
+    if ipv4_address(data + s.start, s.length) or ipv6_address(data + s.start, s.length):
+        return ENDPOINT_IP
+    return ENDPOINT_NAME
+
+
+def is_ip_address(str text):
+    """Whether the compiled writer takes ``text`` for an IP address (held equal to
+    :func:`pipeline.siem.ocsf.is_ip_address` by the differential tests)."""
+    cdef bytes data = text.encode("utf-8", "surrogatepass")
+    cdef Str s
+    s.start, s.length = 0, PyBytes_GET_SIZE(data)
+    return endpoint_kind(<const unsigned char*>PyBytes_AS_STRING(data), s) == ENDPOINT_IP
 
 
 cdef inline bint present(Str s) noexcept nogil:
     # the reference's truthiness: neither None nor ""
     return s.length > 0
+
+
+def tree_levels(list record_hashes):
+    """:func:`pipeline.integrity.merkle.tree_levels` of the record leaf hashes (SHA-256 of 0x00 || hash, by
+    hashlib) of ``record_hashes``; None if one is not 32 bytes (the reference then names the problem)."""
+    cdef Py_ssize_t index, count
+    cdef bytearray leaf_data = bytearray(33), node_data = bytearray(65)
+    cdef unsigned char* leaf_input = <unsigned char*>PyByteArray_AS_STRING(leaf_data)
+    cdef unsigned char* node_input = <unsigned char*>PyByteArray_AS_STRING(node_data)
+    cdef list level = [], parents, levels
+    for item in record_hashes:
+        if type(item) is not bytes or PyBytes_GET_SIZE(item) != 32:
+            return None
+    if not record_hashes:
+        return []
+    sha256 = hashlib.sha256
+    leaf_input[0], node_input[0] = 0, 1
+    for item in record_hashes:
+        memcpy(leaf_input + 1, PyBytes_AS_STRING(item), 32)
+        level.append(sha256(leaf_data).digest())
+    levels = [level]
+    while len(level) > 1:
+        count = len(level)
+        parents = []
+        for index in range(0, count - 1, 2):
+            memcpy(node_input + 1, PyBytes_AS_STRING(<bytes>level[index]), 32)
+            memcpy(node_input + 33, PyBytes_AS_STRING(<bytes>level[index + 1]), 32)
+            parents.append(sha256(node_data).digest())
+        if count % 2:
+            parents.append(level[count - 1])
+        level = parents
+        levels.append(level)
+    return levels
 
 
 def audit_paths(list levels):
@@ -424,13 +554,12 @@ cdef class EventWriter:
     cdef bytes alert_action, detector_service
     cdef list severity, status, status_symbol, user_type
     cdef bytes metadata_open, metadata_mid, sealed_open, fingerprint_open, fingerprint_close, authority
-    cdef object is_address     # the reference's test of an IP address, for source_ips with a colon (IPv6 forms)
     cdef Buf buf
 
     def __init__(self, dict headers, dict classes, tuple other_class, bytes alert_action, bytes detector_service,
                  list severity, list status, list status_symbol, list user_type, bytes metadata_open,
                  bytes metadata_mid, bytes sealed_open, bytes fingerprint_open, bytes fingerprint_close,
-                 bytes authority, is_address):
+                 bytes authority):
         if len(severity) != STATUSES or len(status) != STATUSES or len(status_symbol) != STATUSES \
                 or len(user_type) != ACTOR_TYPES:
             raise ValueError("one fragment per status and per actor type")
@@ -439,10 +568,40 @@ cdef class EventWriter:
         self.severity, self.status, self.status_symbol, self.user_type = severity, status, status_symbol, user_type
         self.metadata_open, self.metadata_mid, self.sealed_open = metadata_open, metadata_mid, sealed_open
         self.fingerprint_open, self.fingerprint_close, self.authority = fingerprint_open, fingerprint_close, authority
-        self.is_address = is_address
 
     def __dealloc__(self):
         free(self.buf.data)
+
+    def render_batch(self, list held, problem, signature, checkpoint, list paths, Py_ssize_t tree_size, document):
+        """:meth:`render` of every record of ``held`` (batches' held records, in order) that has ``fields``:
+        a list with ``document(json, class_uid, time_ms, problem is not None)`` in their places and None
+        where the caller maps (no ``fields``, or declined). With ``paths`` (the covering checkpoint's
+        :func:`audit_paths`), the n-th entry (a record with a ``seq``) is leaf n of a tree of ``tree_size``."""
+        cdef list out = []
+        cdef Py_ssize_t leaf = 0
+        cdef bint unsigned = problem is not None
+        new = tuple.__new__
+        for h in held:
+            fields = h.fields
+            if paths is not None and h.seq is not None:
+                leaf += 1
+            if fields is None:
+                out.append(None)
+                continue
+            if paths is None:
+                rendered = self.render(fields, h.offset, h.timestamp_ms, None, None, 0, 0, None, problem)
+            else:
+                rendered = self.render(fields, h.offset, h.timestamp_ms, signature, checkpoint, leaf - 1, tree_size,
+                                       paths[leaf - 1], problem)
+            if rendered is None:
+                out.append(None)
+            else:
+                out.append(new(document, (rendered[0], rendered[1], rendered[2], unsigned)))
+        return out
+
+    def tree_levels(self, list record_hashes):
+        """:func:`tree_levels`."""
+        return tree_levels(record_hashes)
 
     def audit_paths(self, list levels):
         """:func:`audit_paths` (the JSON audit path of every leaf, for :meth:`render`)."""
@@ -471,9 +630,6 @@ cdef class EventWriter:
         if not read_event(ev, header_size, size, protected, &e):
             return None
         endpoint = endpoint_kind(ev, e.source_ip)
-        if endpoint == ENDPOINT_ASK:
-            address = PyUnicode_DecodeUTF8(<const char*>ev + e.source_ip.start, e.source_ip.length, NULL)
-            endpoint = ENDPOINT_IP if self.is_address(address) else ENDPOINT_NAME
         seq, partition, source_offset, source_micros = fields[1], fields[4], fields[5], fields[6]
         if partition < 0 or partition > INT32_MAX or source_offset < 0 or source_micros < 0:
             return None  # the reference's payload packing refuses these: it raises, not this path

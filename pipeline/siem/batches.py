@@ -85,7 +85,7 @@ class _Held:
     """A record read and not yet released (its Position is made only when the readable mapping needs it)."""
 
     __slots__ = ("topic", "partition", "offset", "timestamp_ms", "value", "kind", "record", "payload", "event",
-                 "problem", "fields", "_position")
+                 "problem", "fields", "seq", "hash", "_position")
 
     def __init__(self, topic: str, partition: int, offset: int, timestamp_ms: int | None, value: bytes,
                  kind: bytes | None, record: dict[str, Any] | None, problem: str | None = None,
@@ -97,6 +97,8 @@ class _Held:
         # an event whose reading is left to the compiled writer (or, if it declines, to _complete): its
         # SealedEvent values, the event not decoded
         self.fields = fields
+        self.seq: int | None = None  # an entry's (event or rejection) chain position and hash
+        self.hash: bytes | None = None
         self._position: Position | None = None
 
     @property
@@ -178,18 +180,19 @@ class PartitionMapper:
         except (DecodeError, ValueError) as exc:
             return _Held(self.topic, self.partition, offset, timestamp_ms, value, None, None,
                          f"not a readable audit.sealed record: {exc}")
-        held = _Held(self.topic, self.partition, offset, timestamp_ms, value, kind,
-                     dict(zip(self._names[kind], fields, strict=False)))
         if kind == CHECKPOINT_KIND:
-            return held
+            return _Held(self.topic, self.partition, offset, timestamp_ms, value, kind,
+                         dict(zip(self._names[kind], fields, strict=False)))
+        held = _Held(self.topic, self.partition, offset, timestamp_ms, value, kind, None, None, fields)
+        held.seq, held.hash = fields[1], fields[3]  # ENTRY_FIELDS' chain_id, seq, prev_hash, hash
         if kind == EVENT_KIND and self._writer is not None:
-            held.fields = fields
-            return held
+            return held  # the record dict is made only if the compiled writer declines it
         return self._complete(held)
 
     def _complete(self, held: _Held) -> _Held:
         # the reference's reading of an entry: its hashed payload, and an event's AuditEvent decoded
-        kind, record = held.kind, held.record
+        kind = held.kind
+        record = held.record = dict(zip(self._names[kind], held.fields, strict=False))
         held.fields = None
         held.payload = entry_payload(kind, record)
         if kind == EVENT_KIND:
@@ -203,17 +206,18 @@ class PartitionMapper:
     def _release(self, checkpoint: _Held) -> list[Document]:
         held, self._held = self._held, []
         record = checkpoint.record
-        entries = [h for h in held if h.record is not None]
-        seqs = [h.record["seq"] for h in entries]
+        entries = [h for h in held if h.seq is not None]
+        seqs = [h.seq for h in entries]
         problem, levels = None, []
         if seqs != list(range(record["first_seq"], record["last_seq"] + 1)):
             span = f"{seqs[0]}..{seqs[-1]}" if seqs else "none"
             problem = (f"the entries read before checkpoint {record['first_seq']}..{record['last_seq']} are "
                        f"{len(seqs)} (seq {span}): incomplete batch, no inclusion proof")
         else:
-            leaves = [record_leaf_hash(h.record["hash"]) for h in entries]
-            levels = tree_levels(leaves)  # the root and every audit path from one build
-            if (levels[-1][0] if levels else root_from_leaf_hashes(leaves)) != record["merkle_root"]:
+            # the root and every audit path from one build (compiled where it can)
+            compiled = self._writer.tree_levels([h.hash for h in entries]) if self._writer is not None else None
+            levels = compiled if compiled is not None else tree_levels([record_leaf_hash(h.hash) for h in entries])
+            if (levels[-1][0] if levels else root_from_leaf_hashes([])) != record["merkle_root"]:
                 problem = (f"the entries {record['first_seq']}..{record['last_seq']} do not root to the checkpoint's "
                            "merkle_root: damaged log, run auditseal verify")
         covering, indexes = None, {}
@@ -229,27 +233,27 @@ class PartitionMapper:
         # covering, levels and indexes: the checkpoint signing these entries, its tree, each entry's leaf index
         if self.format == "json":
             return [self._document(self._render_json(h, None, problem)) for h in held]
-        documents = []
-        writer, unsigned, indexes = self._writer, problem is not None, indexes or {}
+        writer, indexes = self._writer, indexes or {}
         tree_size = len(levels[0]) if levels else 0
-        if writer is not None and covering is not None:
-            signature, evidence = orjson.dumps(covering.signature), orjson.dumps(covering.evidence)
-            paths = writer.audit_paths(levels)
-        for h in held:
-            index = indexes.get(id(h))
+        if writer is None:
+            documents: list[Document | None] = [None] * len(held)
+        elif covering is not None:
+            documents = writer.render_batch(held, problem, orjson.dumps(covering.signature),
+                                            orjson.dumps(covering.evidence), writer.audit_paths(levels), tree_size,
+                                            Document)
+        else:
+            documents = writer.render_batch(held, problem, None, None, None, 0, Document)
+        if None not in documents:
+            return documents  # type: ignore[return-value]
+        for position, h in enumerate(held):
+            if documents[position] is not None:
+                continue
             if h.fields is not None:
-                if index is None:
-                    rendered = writer.render(h.fields, h.offset, h.timestamp_ms, None, None, 0, 0, None, problem)
-                else:
-                    rendered = writer.render(h.fields, h.offset, h.timestamp_ms, signature, evidence, index, tree_size,
-                                             paths[index], problem)
-                if rendered is not None:
-                    documents.append(Document(rendered[0], rendered[1], rendered[2], unsigned))
-                    continue
-                self._complete(h)  # declined: the reference reads and maps it
+                self._complete(h)  # declined by the compiled writer: the reference reads and maps it
+            index = indexes.get(id(h))
             inclusion = None if index is None else Inclusion(covering, index, tree_size, audit_path(levels, index))
-            documents.append(self._document(self._render_ocsf(h, inclusion, problem)))
-        return documents
+            documents[position] = self._document(self._render_ocsf(h, inclusion, problem))
+        return documents  # type: ignore[return-value]
 
     def _document(self, document: dict[str, Any]) -> Document:
         if self.format == "json":

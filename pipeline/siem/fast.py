@@ -106,5 +106,5 @@ def event_writer(topic: str, partition: int, product_version: str | None = None,
         _fields(mid) + b',"original_event_uid":',
         sealed[:sealed.rindex(b"0")],
         open_ + b'"value":"', b'"' + close,
-        orjson.dumps(ocsf.AUTHORITY), ocsf.is_ip_address,
+        orjson.dumps(ocsf.AUTHORITY),
     )
