@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import uuid
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -257,7 +256,8 @@ class PartitionMapper:
 
     def _document(self, document: dict[str, Any]) -> Document:
         if self.format == "json":
-            return Document(orjson.dumps(document), None, None, False)
+            return Document(orjson.dumps(document, default=_json_value, option=orjson.OPT_PASSTHROUGH_DATETIME),
+                            None, None, False)
         class_uid = document["class_uid"]
         unsigned = class_uid != ocsf.BASE_EVENT and "evidence_error" in document["unmapped"]["auditseal"]
         return Document(orjson.dumps(document), class_uid, document["time"], unsigned)
@@ -283,9 +283,9 @@ class PartitionMapper:
             document.update(kind="unmapped", reason=held.problem, value=held.value.hex())
             return document
         document["kind"] = held.kind.decode()
-        document.update(_jsonable(held.record))
+        document.update(held.record)
         if held.event is not None:
-            document["event_decoded"] = _jsonable(held.event)
+            document["event_decoded"] = held.event
         if held.problem is not None:
             document["problem"] = held.problem
         return document
@@ -293,21 +293,17 @@ class PartitionMapper:
     def _checkpoint_document(self, checkpoint: _Held) -> dict[str, Any]:
         if self.format == "ocsf":
             return ocsf.checkpoint_record(checkpoint.record, checkpoint.position, product_version=self.product_version)
-        return {"sealed": checkpoint.position.as_dict(), "kind": "checkpoint", **_jsonable(checkpoint.record)}
+        return {"sealed": checkpoint.position.as_dict(), "kind": "checkpoint", **checkpoint.record}
 
 
-def _jsonable(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
+    # what orjson does not write as the json format shows it: bytes as hex, timestamps as the Avro record's
+    # timestamp-micros (uuids it writes as str() does)
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if isinstance(value, datetime.datetime):
-        return ocsf.micros(value)  # timestamp-micros as in the Avro record
-    if isinstance(value, Mapping):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value
+        return ocsf.micros(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def mappers(*, format: str = "ocsf", product_version: str | None = None) -> Callable[[str, int], PartitionMapper]:

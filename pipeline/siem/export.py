@@ -160,22 +160,34 @@ def export_documents(records: Iterator[Record], out: BinaryIO, *, format: str = 
             write(b"\n".join(kept))
             summary.written += len(kept) - 1
 
-    pending = 0
+    pending = read = 0
+    # the mapper and last offset of the partition being read, looked up again only when the partition changes
+    # (archives are read partition by partition; Kafka hands over runs of one partition)
+    current: tuple[str, int] | None = None
+    add, last = None, -1
     for topic, partition, offset, timestamp_ms, value in records:
-        key = (topic, partition)
-        if offset <= last_offset.get(key, -1):
+        if current is None or partition != current[1] or topic != current[0]:
+            if current is not None:
+                last_offset[current] = last
+            current = (topic, partition)
+            mapper = partitions.get(current)
+            if mapper is None:
+                mapper = partitions[current] = new_mapper(topic, partition)
+            add, last = mapper.add, last_offset.get(current, -1)
+        if offset <= last:
             summary.duplicates_skipped += 1
             continue
-        last_offset[key] = offset
-        mapper = partitions.get(key)
-        if mapper is None:
-            mapper = partitions[key] = new_mapper(topic, partition)
-        summary.read += 1
-        emit(mapper.add(offset, value, timestamp_ms))
-        pending += 1
-        if progress is not None and pending >= 1000:
-            progress(pending)
-            pending = 0
+        last = offset
+        read += 1
+        released = add(offset, value, timestamp_ms)
+        if released:
+            emit(released)
+        if progress is not None:
+            pending += 1
+            if pending >= 1000:
+                progress(pending)
+                pending = 0
+    summary.read = read
     for mapper in partitions.values():
         emit(mapper.flush())
     if progress is not None and pending:

@@ -243,3 +243,16 @@ def test_the_by_hand_recipe_of_the_siem_guide_verifies_and_refuses(documents, tm
     assert result.returncode == 1 and "do not hash" in result.stdout
     result = run(_tampered(signed[1], lambda d: d["unmapped"]["auditseal"]["checkpoint"].update(signature="00" * 64)))
     assert result.returncode == 1 and "signature" in result.stdout
+
+
+def test_json_format_writes_bytes_as_hex_timestamps_as_micros_and_uuids_as_text():
+    import datetime
+    import uuid
+
+    mapper = PartitionMapper("audit.sealed", 2, format="json")
+    when = datetime.datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=datetime.UTC)
+    document = mapper._document({"hash": b"\x01\xff", "occurred_at": when, "event_id": uuid.UUID(int=1),
+                                 "nested": {"list": (b"\x02",)}})
+    assert json.loads(document.json) == {"hash": "01ff", "occurred_at": T0 + 5,
+                                         "event_id": "00000000-0000-0000-0000-000000000001",
+                                         "nested": {"list": ["02"]}}
