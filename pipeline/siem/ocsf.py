@@ -45,6 +45,10 @@ directly; the inclusion proof that links the two is in ``unmapped.auditseal.incl
 as standard base64): ``entry`` = the hashed entry payload (:mod:`pipeline.wire.sealed`), ``prev_hash``,
 ``seq``, ``hash``, the checkpoint's every signed field, its signature, and the RFC 6962 audit path of
 the entry in the checkpoint's batch. :mod:`pipeline.siem.evidence` checks all of it.
+
+This module is the reference: :mod:`pipeline.native.ocsf_writer` writes the same bytes for sealed
+events (``orjson.dumps`` of :func:`event_record`'s dict, held equal by tests/differential/test_ocsf_writer.py)
+and :mod:`pipeline.siem.batches` runs this module for everything the compiled writer declines.
 """
 
 from __future__ import annotations
