@@ -109,6 +109,18 @@ def inclusion_proofs(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
     return [_path(levels, index) for index in range(len(leaf_hashes))]
 
 
+def tree_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the tree over ``leaf_hashes``, leaves first and the root last ([] for no leaves): what
+    :func:`inclusion_proofs` reads its paths from, for a caller that also needs the root or renders the paths."""
+    _require_leaf_hashes(leaf_hashes)
+    return _levels(leaf_hashes) if leaf_hashes else []
+
+
+def audit_path(levels: list[list[bytes]], index: int) -> list[bytes]:
+    """PATH(index) in the tree of :func:`tree_levels` (one of :func:`inclusion_proofs`' paths)."""
+    return _path(levels, index)
+
+
 def verify_inclusion(
     leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import datetime
 import io
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import fastavro
+import orjson
 
-from pipeline.integrity.merkle import inclusion_proofs, record_leaf_hash, root_from_leaf_hashes
-from pipeline.siem import ocsf
+from pipeline.integrity.merkle import audit_path, record_leaf_hash, root_from_leaf_hashes, tree_levels
+from pipeline.siem import fast, ocsf
 from pipeline.siem.ocsf import Inclusion, Position
 from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
 from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, SealedCodecs, entry_payload, sealed_codecs
@@ -72,15 +71,40 @@ class PlainEventReader:
         return self.codec.decode(value)
 
 
-@dataclass
+class Document(NamedTuple):
+    """One released document: its JSON bytes (no newline) and what the bridge and export count it by."""
+
+    json: bytes
+    class_uid: int | None  # None in the ``json`` format
+    time: int | None       # OCSF ``time`` (ms); None in the ``json`` format
+    unsigned: bool         # an entry released without a covering signature (``evidence_error``)
+
+
 class _Held:
-    position: Position
-    value: bytes
-    kind: bytes | None  # None: unreadable
-    record: dict[str, Any] | None
-    payload: bytes | None
-    event: dict[str, Any] | None
-    problem: str | None
+    """A record read and not yet released (its Position is made only when the readable mapping needs it)."""
+
+    __slots__ = ("topic", "partition", "offset", "timestamp_ms", "value", "kind", "record", "payload", "event",
+                 "problem", "fields", "seq", "hash", "_position")
+
+    def __init__(self, topic: str, partition: int, offset: int, timestamp_ms: int | None, value: bytes,
+                 kind: bytes | None, record: dict[str, Any] | None, problem: str | None = None,
+                 fields: tuple[Any, ...] | None = None) -> None:
+        self.topic, self.partition, self.offset, self.timestamp_ms = topic, partition, offset, timestamp_ms
+        self.value, self.kind, self.record, self.problem = value, kind, record, problem  # kind None: unreadable
+        self.payload: bytes | None = None
+        self.event: dict[str, Any] | None = None
+        # an event whose reading is left to the compiled writer (or, if it declines, to _complete): its
+        # SealedEvent values, the event not decoded
+        self.fields = fields
+        self.seq: int | None = None  # an entry's (event or rejection) chain position and hash
+        self.hash: bytes | None = None
+        self._position: Position | None = None
+
+    @property
+    def position(self) -> Position:
+        if self._position is None:
+            self._position = Position(self.topic, self.partition, self.offset, self.timestamp_ms)
+        return self._position
 
 
 @lru_cache(maxsize=1)
@@ -95,11 +119,15 @@ class PartitionMapper:
 
     ``format`` ``ocsf`` gives OCSF events (:mod:`pipeline.siem.ocsf`); ``json`` gives each record's
     own fields as JSON (bytes hex, the inner AuditEvent decoded), also released per batch so that
-    both formats hold the same records at the same moment.
+    both formats hold the same records at the same moment. Documents are released as
+    :class:`Document` (JSON bytes). In the ``ocsf`` format, events are written by the compiled
+    :mod:`pipeline.native.ocsf_writer` where it can (``native``; the same bytes, held equal by the
+    differential tests), everything else by the readable mapping.
     """
 
     def __init__(self, topic: str, partition: int, *, format: str = "ocsf", product_version: str | None = None,
-                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None) -> None:
+                 codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None,
+                 native: bool = True) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, found {format!r}")
         self.topic = topic
@@ -109,6 +137,8 @@ class PartitionMapper:
         self._codecs = codecs or sealed_codecs()
         self._event_reader = PlainEventReader(event_codec or default_codec()) if event_codec else plain_event_reader()
         self._held: list[_Held] = []
+        self._writer = (fast.event_writer(topic, partition, product_version, event_codec or default_codec())
+                        if native and format == "ocsf" else None)
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
                        for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND)}
@@ -121,20 +151,19 @@ class PartitionMapper:
     @property
     def first_held_offset(self) -> int | None:
         """Offset of the oldest record not yet released (where a restart must read again)."""
-        return self._held[0].position.offset if self._held else None
+        return self._held[0].offset if self._held else None
 
-    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[dict[str, Any]]:
+    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[Document]:
         """Read one record; returns the documents of the batch it completes (a checkpoint), else []."""
-        position = Position(self.topic, self.partition, offset, timestamp_ms)
-        held = self._read(position, value)
+        held = self._read(offset, timestamp_ms, value)
         if held.kind == CHECKPOINT_KIND:
             return self._release(held)
         self._held.append(held)
         return []
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[Document]:
         """Release what is held without a checkpoint (the end of an export): entries without signatures."""
-        documents = self._render(self._held, None, "no checkpoint covers this entry yet in what was read")
+        documents = self._render(self._held, "no checkpoint covers this entry yet in what was read")
         self._held = []
         return documents
 
@@ -143,53 +172,95 @@ class PartitionMapper:
         self._held = []
 
     # ---- reading ------------------------------------------------------------------------------------
-    def _read(self, position: Position, value: bytes) -> _Held:
+    def _read(self, offset: int, timestamp_ms: int | None, value: bytes) -> _Held:
         codecs = self._codecs
         try:
             kind, fields = codecs.decode_fields(value)
         except (DecodeError, ValueError) as exc:
-            return _Held(position, value, None, None, None, None, f"not a readable audit.sealed record: {exc}")
-        record = dict(zip(self._names[kind], fields, strict=False))
+            return _Held(self.topic, self.partition, offset, timestamp_ms, value, None, None,
+                         f"not a readable audit.sealed record: {exc}")
         if kind == CHECKPOINT_KIND:
-            return _Held(position, value, kind, record, None, None, None)
-        payload = entry_payload(kind, record)
-        if kind == REJECTION_KIND:
-            return _Held(position, value, kind, record, payload, None, None)
-        try:
-            event = self._event_reader.decode(record["event"])
-        except DecodeError as exc:
-            return _Held(position, value, kind, record, payload, None, f"the sealed AuditEvent is unreadable: {exc}")
-        return _Held(position, value, kind, record, payload, event, None)
+            return _Held(self.topic, self.partition, offset, timestamp_ms, value, kind,
+                         dict(zip(self._names[kind], fields, strict=False)))
+        held = _Held(self.topic, self.partition, offset, timestamp_ms, value, kind, None, None, fields)
+        held.seq, held.hash = fields[1], fields[3]  # ENTRY_FIELDS' chain_id, seq, prev_hash, hash
+        if kind == EVENT_KIND and self._writer is not None:
+            return held  # the record dict is made only if the compiled writer declines it
+        return self._complete(held)
+
+    def _complete(self, held: _Held) -> _Held:
+        # the reference's reading of an entry: its hashed payload, and an event's AuditEvent decoded
+        kind = held.kind
+        record = held.record = dict(zip(self._names[kind], held.fields, strict=False))
+        held.fields = None
+        held.payload = entry_payload(kind, record)
+        if kind == EVENT_KIND:
+            try:
+                held.event = self._event_reader.decode(record["event"])
+            except DecodeError as exc:
+                held.problem = f"the sealed AuditEvent is unreadable: {exc}"
+        return held
 
     # ---- releasing ----------------------------------------------------------------------------------
-    def _release(self, checkpoint: _Held) -> list[dict[str, Any]]:
+    def _release(self, checkpoint: _Held) -> list[Document]:
         held, self._held = self._held, []
         record = checkpoint.record
-        entries = [h for h in held if h.record is not None]
-        seqs = [h.record["seq"] for h in entries]
-        problem = None
+        entries = [h for h in held if h.seq is not None]
+        seqs = [h.seq for h in entries]
+        problem, levels = None, []
         if seqs != list(range(record["first_seq"], record["last_seq"] + 1)):
             span = f"{seqs[0]}..{seqs[-1]}" if seqs else "none"
             problem = (f"the entries read before checkpoint {record['first_seq']}..{record['last_seq']} are "
                        f"{len(seqs)} (seq {span}): incomplete batch, no inclusion proof")
         else:
-            leaves = [record_leaf_hash(h.record["hash"]) for h in entries]
-            if root_from_leaf_hashes(leaves) != record["merkle_root"]:
+            # the root and every audit path from one build (compiled where it can)
+            compiled = self._writer.tree_levels([h.hash for h in entries]) if self._writer is not None else None
+            levels = compiled if compiled is not None else tree_levels([record_leaf_hash(h.hash) for h in entries])
+            if (levels[-1][0] if levels else root_from_leaf_hashes([])) != record["merkle_root"]:
                 problem = (f"the entries {record['first_seq']}..{record['last_seq']} do not root to the checkpoint's "
                            "merkle_root: damaged log, run auditseal verify")
-        inclusions: dict[int, Inclusion] = {}
+        covering, indexes = None, {}
         if problem is None:
             covering = ocsf.covering_checkpoint(record, checkpoint.position)
-            for index, path in enumerate(inclusion_proofs(leaves)):
-                inclusions[id(entries[index])] = Inclusion(covering, index, len(leaves), path)
-        documents = self._render(held, inclusions, problem)
-        documents.append(self._checkpoint_document(checkpoint))
+            indexes = {id(entry): index for index, entry in enumerate(entries)}
+        documents = self._render(held, problem, covering, levels, indexes)
+        documents.append(self._document(self._checkpoint_document(checkpoint)))
         return documents
 
-    def _render(self, held: list[_Held], inclusions: Mapping[int, Inclusion] | None,
-                problem: str | None) -> list[dict[str, Any]]:
-        render = self._render_ocsf if self.format == "ocsf" else self._render_json
-        return [render(h, (inclusions or {}).get(id(h)), problem) for h in held]
+    def _render(self, held: list[_Held], problem: str | None, covering: ocsf.CoveringCheckpoint | None = None,
+                levels: list[list[bytes]] | None = None, indexes: Mapping[int, int] | None = None) -> list[Document]:
+        # covering, levels and indexes: the checkpoint signing these entries, its tree, each entry's leaf index
+        if self.format == "json":
+            return [self._document(self._render_json(h, None, problem)) for h in held]
+        writer, indexes = self._writer, indexes or {}
+        tree_size = len(levels[0]) if levels else 0
+        if writer is None:
+            documents: list[Document | None] = [None] * len(held)
+        elif covering is not None:
+            documents = writer.render_batch(held, problem, orjson.dumps(covering.signature),
+                                            orjson.dumps(covering.evidence), writer.audit_paths(levels), tree_size,
+                                            Document)
+        else:
+            documents = writer.render_batch(held, problem, None, None, None, 0, Document)
+        if None not in documents:
+            return documents  # type: ignore[return-value]
+        for position, h in enumerate(held):
+            if documents[position] is not None:
+                continue
+            if h.fields is not None:
+                self._complete(h)  # declined by the compiled writer: the reference reads and maps it
+            index = indexes.get(id(h))
+            inclusion = None if index is None else Inclusion(covering, index, tree_size, audit_path(levels, index))
+            documents[position] = self._document(self._render_ocsf(h, inclusion, problem))
+        return documents  # type: ignore[return-value]
+
+    def _document(self, document: dict[str, Any]) -> Document:
+        if self.format == "json":
+            return Document(orjson.dumps(document, default=_json_value, option=orjson.OPT_PASSTHROUGH_DATETIME),
+                            None, None, False)
+        class_uid = document["class_uid"]
+        unsigned = class_uid != ocsf.BASE_EVENT and "evidence_error" in document["unmapped"]["auditseal"]
+        return Document(orjson.dumps(document), class_uid, document["time"], unsigned)
 
     def _render_ocsf(self, held: _Held, inclusion: Inclusion | None, problem: str | None) -> dict[str, Any]:
         version = self.product_version
@@ -212,9 +283,9 @@ class PartitionMapper:
             document.update(kind="unmapped", reason=held.problem, value=held.value.hex())
             return document
         document["kind"] = held.kind.decode()
-        document.update(_jsonable(held.record))
+        document.update(held.record)
         if held.event is not None:
-            document["event_decoded"] = _jsonable(held.event)
+            document["event_decoded"] = held.event
         if held.problem is not None:
             document["problem"] = held.problem
         return document
@@ -222,21 +293,17 @@ class PartitionMapper:
     def _checkpoint_document(self, checkpoint: _Held) -> dict[str, Any]:
         if self.format == "ocsf":
             return ocsf.checkpoint_record(checkpoint.record, checkpoint.position, product_version=self.product_version)
-        return {"sealed": checkpoint.position.as_dict(), "kind": "checkpoint", **_jsonable(checkpoint.record)}
+        return {"sealed": checkpoint.position.as_dict(), "kind": "checkpoint", **checkpoint.record}
 
 
-def _jsonable(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
+    # what orjson does not write as the json format shows it: bytes as hex, timestamps as the Avro record's
+    # timestamp-micros (uuids it writes as str() does)
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if isinstance(value, datetime.datetime):
-        return ocsf.micros(value)  # timestamp-micros as in the Avro record
-    if isinstance(value, Mapping):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value
+        return ocsf.micros(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def mappers(*, format: str = "ocsf", product_version: str | None = None) -> Callable[[str, int], PartitionMapper]:

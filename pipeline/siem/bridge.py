@@ -12,7 +12,9 @@ waiting for their checkpoint are read again after a restart, never lost.
 
 Offsets are sent with the consumer's group metadata, so a worker fenced by a rebalance (a zombie)
 cannot commit; a failed transaction stops the worker (exit 1) and whatever restarts it resumes from
-the committed offsets. Faust hosts the worker as the sealer's does (:func:`pipeline.sealer.app.worker_app`:
+the committed offsets. A transaction's commit (the wait for the broker's acknowledgements) runs in a
+thread while the next batch is fetched and mapped; nothing is produced before it has completed, and a
+rebalance waits for it, so transactions stay one at a time and in order. Faust hosts the worker as the sealer's does (:func:`pipeline.sealer.app.worker_app`:
 lifecycle, signals, the agent that processes each fetched batch, the lag timer).
 """
 
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge
 
@@ -80,6 +82,8 @@ class OcsfBridge:
         self._new_mapper = mappers(product_version=_product_version())
         self.mappers: dict[int, PartitionMapper] = {}
         self._closed = False
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="ocsf-commit")
+        self._commit: Future[None] | None = None  # the transaction being committed, if any
         self.consumer = Consumer(settings.client_config(**{
             "group.id": config.app_id,
             "enable.auto.commit": False,
@@ -110,12 +114,14 @@ class OcsfBridge:
                                 on_lost=self._on_revoke)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._settle()
         for tp in partitions:
             self.mappers[tp.partition] = self._new_mapper(self.config.sealed_topic, tp.partition)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # no transaction is open here (each batch commits before the next fetch): forget what is held,
-        # the next owner reads it again from the committed offset
+        # no transaction is open once the one committing has ended: forget what is held, the next owner
+        # reads it again from the committed offset
+        self._settle()
         for tp in partitions:
             self.mappers.pop(tp.partition, None)
             HELD.labels(str(tp.partition)).set(0)
@@ -124,6 +130,8 @@ class OcsfBridge:
         """The next batch of sealed records (blocking; rebalance callbacks run in here)."""
         if self._closed:
             return []
+        if self._commit is not None and self._commit.done():
+            self._finish_commit()  # a failed commit stops the worker now, not at the next batch
         messages = self.consumer.consume(self.config.max_batch, self.config.batch_interval)
         for message in messages:
             error = message.error()
@@ -149,31 +157,37 @@ class OcsfBridge:
             if released:
                 out = documents.setdefault(partition, [])
                 for document in released:
-                    out.append(orjson.dumps(document))
-                    class_uid = document["class_uid"]
+                    out.append(document.json)
+                    class_uid = document.class_uid
                     counts[class_uid] = counts.get(class_uid, 0) + 1
                     if class_uid == ocsf.BASE_EVENT:
                         unmapped[partition] = unmapped.get(partition, 0) + 1
-                    elif "evidence_error" in document["unmapped"]["auditseal"]:
+                    elif document.unsigned:
                         unsigned[partition] = unsigned.get(partition, 0) + 1
             held = mapper.first_held_offset
             offsets[partition] = held if held is not None else message.offset() + 1
         if not documents:
             self._report_held()
             return 0
-        self._publish(documents, offsets)
-        for class_uid, count in counts.items():
-            PUBLISHED.labels(str(class_uid)).inc(count)
-        for partition, count in unmapped.items():
-            UNMAPPED.labels(str(partition)).inc(count)
-            log.warning("audit.sealed[%d]: %d record(s) could not be mapped; published as unmapped records",
-                        partition, count)
-        for partition, count in unsigned.items():
-            UNVERIFIABLE.labels(str(partition)).inc(count)
+        self._finish_commit()
+        self._begin(documents, offsets)
+        self._commit = self._committer.submit(self._end, counts, unmapped, unsigned)
         self._report_held()
         return sum(counts.values())
 
-    def _publish(self, documents: dict[int, list[bytes]], offsets: dict[int, int]) -> None:
+    def _settle(self) -> None:
+        # wait for the transaction being committed (in a rebalance callback: its error, if any, is raised
+        # by the next fetch or batch, outside librdkafka's callback)
+        if self._commit is not None:
+            self._commit.exception()
+
+    def _finish_commit(self) -> None:
+        """Wait for the transaction being committed; BridgeError if it failed."""
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            commit.result()
+
+    def _begin(self, documents: dict[int, list[bytes]], offsets: dict[int, int]) -> None:
         producer, topic = self.producer, self.config.ocsf_topic
         try:
             producer.begin_transaction()
@@ -189,16 +203,33 @@ class OcsfBridge:
             producer.send_offsets_to_transaction(
                 [TopicPartition(self.config.sealed_topic, p, offsets[p]) for p in documents],
                 self.consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(60)
         except KafkaException as exc:
-            error = exc.args[0]
-            if error.txn_requires_abort():
-                try:
-                    producer.abort_transaction(30)
-                except KafkaException as abort_exc:
-                    log.warning("abort after a failed transaction failed too: %s", abort_exc)
-            raise BridgeError(f"publishing to {topic} failed: {error.str()}; restart the bridge, it resumes "
-                              "from the committed offsets") from exc
+            self._failed(exc)
+
+    def _end(self, counts: dict[int, int], unmapped: dict[int, int], unsigned: dict[int, int]) -> None:
+        # in the committer thread: commit, then count what became visible
+        try:
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            self._failed(exc)
+        for class_uid, count in counts.items():
+            PUBLISHED.labels(str(class_uid)).inc(count)
+        for partition, count in unmapped.items():
+            UNMAPPED.labels(str(partition)).inc(count)
+            log.warning("audit.sealed[%d]: %d record(s) could not be mapped; published as unmapped records",
+                        partition, count)
+        for partition, count in unsigned.items():
+            UNVERIFIABLE.labels(str(partition)).inc(count)
+
+    def _failed(self, exc: KafkaException) -> None:
+        error = exc.args[0]
+        if error.txn_requires_abort():
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as abort_exc:
+                log.warning("abort after a failed transaction failed too: %s", abort_exc)
+        raise BridgeError(f"publishing to {self.config.ocsf_topic} failed: {error.str()}; restart the bridge, it "
+                          "resumes from the committed offsets") from exc
 
     def _report_held(self) -> None:
         for partition, mapper in self.mappers.items():
@@ -214,12 +245,16 @@ class OcsfBridge:
                 LAG.labels(str(tp.partition)).set(max(0, high - tp.offset))
 
     def close(self) -> None:
-        """Leave the group (nothing is open: each batch commits before the next fetch)."""
+        """Leave the group once the transaction being committed has ended (nothing else is open)."""
         if self._closed:
             return
         self._closed = True
-        self.consumer.close()
-        self.producer.flush(10)
+        try:
+            self._settle()
+        finally:
+            self._committer.shutdown(wait=True)
+            self.consumer.close()
+            self.producer.flush(10)
 
 
 def run_bridge(*, config: BridgeConfig, metrics_port: int, metrics_addr: str | None = None,

@@ -24,11 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-import orjson
-
 from pipeline.errors import AuditSealError
 from pipeline.siem import ocsf
-from pipeline.siem.batches import mappers
+from pipeline.siem.batches import Document, mappers
 
 Record = tuple[str, int, int, int | None, bytes]  # topic, partition, offset, timestamp ms, value
 
@@ -136,40 +134,60 @@ def export_documents(records: Iterator[Record], out: BinaryIO, *, format: str = 
     new_mapper = mappers(format=format, product_version=product_version)
     partitions: dict[tuple[str, int], object] = {}
     last_offset: dict[tuple[str, int], int] = {}
-    dumps, write = orjson.dumps, out.write
-    option = orjson.OPT_APPEND_NEWLINE
+    write, by_class, base_event = out.write, summary.by_class, ocsf.BASE_EVENT
+    bounded = since_ms is not None or until_ms is not None
+    low = since_ms if since_ms is not None else -(2**63)
+    high = until_ms if until_ms is not None else 2**63
 
-    def emit(documents: list[dict]) -> None:
-        for document in documents:
-            if format == "ocsf":
-                class_uid = document["class_uid"]
-                summary.by_class[class_uid] = summary.by_class.get(class_uid, 0) + 1
-                if class_uid == ocsf.BASE_EVENT:
+    def emit(documents: list[Document]) -> None:
+        if not documents:
+            return
+        if format == "ocsf":
+            kept = []
+            for document in documents:
+                class_uid = document.class_uid
+                by_class[class_uid] = by_class.get(class_uid, 0) + 1
+                if class_uid == base_event:
                     summary.unmapped += 1
-                elif "evidence_error" in document["unmapped"]["auditseal"]:
+                elif document.unsigned:
                     summary.unsigned += 1
-                when = document["time"]
-                if (since_ms is not None and when < since_ms) or (until_ms is not None and when >= until_ms):
-                    continue
-            write(dumps(document, option=option))
-            summary.written += 1
+                if not bounded or low <= document.time < high:
+                    kept.append(document.json)
+        else:
+            kept = [document.json for document in documents]
+        if kept:
+            kept.append(b"")
+            write(b"\n".join(kept))
+            summary.written += len(kept) - 1
 
-    pending = 0
+    pending = read = 0
+    # the mapper and last offset of the partition being read, looked up again only when the partition changes
+    # (archives are read partition by partition; Kafka hands over runs of one partition)
+    current: tuple[str, int] | None = None
+    add, last = None, -1
     for topic, partition, offset, timestamp_ms, value in records:
-        key = (topic, partition)
-        if offset <= last_offset.get(key, -1):
+        if current is None or partition != current[1] or topic != current[0]:
+            if current is not None:
+                last_offset[current] = last
+            current = (topic, partition)
+            mapper = partitions.get(current)
+            if mapper is None:
+                mapper = partitions[current] = new_mapper(topic, partition)
+            add, last = mapper.add, last_offset.get(current, -1)
+        if offset <= last:
             summary.duplicates_skipped += 1
             continue
-        last_offset[key] = offset
-        mapper = partitions.get(key)
-        if mapper is None:
-            mapper = partitions[key] = new_mapper(topic, partition)
-        summary.read += 1
-        emit(mapper.add(offset, value, timestamp_ms))
-        pending += 1
-        if progress is not None and pending >= 1000:
-            progress(pending)
-            pending = 0
+        last = offset
+        read += 1
+        released = add(offset, value, timestamp_ms)
+        if released:
+            emit(released)
+        if progress is not None:
+            pending += 1
+            if pending >= 1000:
+                progress(pending)
+                pending = 0
+    summary.read = read
     for mapper in partitions.values():
         emit(mapper.flush())
     if progress is not None and pending:

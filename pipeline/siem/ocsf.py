@@ -45,12 +45,17 @@ directly; the inclusion proof that links the two is in ``unmapped.auditseal.incl
 as standard base64): ``entry`` = the hashed entry payload (:mod:`pipeline.wire.sealed`), ``prev_hash``,
 ``seq``, ``hash``, the checkpoint's every signed field, its signature, and the RFC 6962 audit path of
 the entry in the checkpoint's batch. :mod:`pipeline.siem.evidence` checks all of it.
+
+This module is the reference: :mod:`pipeline.native.ocsf_writer` writes the same bytes for sealed
+events (``orjson.dumps`` of :func:`event_record`'s dict, held equal by tests/differential/test_ocsf_writer.py)
+and :mod:`pipeline.siem.batches` runs this module for everything the compiled writer declines.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -183,6 +188,25 @@ def class_of_event(event: Mapping[str, Any]) -> tuple[int, int, str]:
     return found
 
 
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (what OCSF's ``ip_t`` holds), as :mod:`ipaddress` reads it."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def source_endpoint(source_ip: str | None) -> dict[str, str]:
+    """``src_endpoint`` of an actor's ``source_ip``: OCSF's ``ip`` only for an IP address; anything else
+    (a pseudonym of :mod:`pipeline.privacy`, a host name) is the endpoint's ``name`` alone."""
+    if not source_ip:
+        return {"name": "unknown"}
+    if is_ip_address(source_ip):
+        return {"ip": source_ip, "name": source_ip}
+    return {"name": source_ip}
+
+
 def _base(class_uid: int, activity_id: int, activity_name: str, time_ms: int, severity: tuple[int, str],
           metadata: dict[str, Any]) -> dict[str, Any]:
     class_name, category_uid, category_name = _CLASSES[class_uid]
@@ -311,7 +335,7 @@ def event_record(record: Mapping[str, Any], event: Mapping[str, Any], payload: b
     user = {"uid": actor_id, "name": actor_id, "type_id": user_type_id, "type": user_type}
     session_id, source_ip = actor.get("session_id"), actor.get("source_ip")
     session = {"uid": session_id} if session_id else None
-    endpoint = {"ip": source_ip, "name": source_ip} if source_ip else {"name": "unknown"}
+    endpoint = source_endpoint(source_ip)
     resource_type, resource_id = resource_in["type"], resource_in["id"]
     resource = {"type": resource_type, "uid": resource_id, "name": resource_id}
     action = event["action"]

@@ -53,17 +53,26 @@ def _sealed_values(events: int = 60, checkpoint_every: int = 25) -> list[bytes]:
     return values
 
 
-def _documents(values: list[bytes], format: str = "ocsf") -> list[dict]:
-    mapper = PartitionMapper("audit.sealed", 2, format=format)
+def _documents(values: list[bytes], format: str = "ocsf", native: bool = True) -> list[dict]:
+    mapper = PartitionMapper("audit.sealed", 2, format=format, native=native)
     documents = []
     for offset, value in enumerate(values):
         documents += mapper.add(offset, value, T0 // 1000)
-    return documents + mapper.flush()
+    return [json.loads(document.json) for document in documents + mapper.flush()]
 
 
-@pytest.fixture(scope="module")
-def documents() -> list[dict]:
-    return _documents(_sealed_values())
+@pytest.fixture(scope="module", params=[True, False], ids=["compiled", "reference"])
+def documents(request) -> list[dict]:
+    """The documents of the compiled writer (where it maps) and of the readable mapping alone."""
+    return _documents(_sealed_values(), native=request.param)
+
+
+def test_the_compiled_writer_is_built_and_used():
+    from pipeline.siem.fast import event_writer
+
+    assert event_writer("audit.sealed", 2) is not None, "pipeline.native.ocsf_writer is not built: run make venv"
+    values = _sealed_values(30)
+    assert _documents(values) == _documents(values, native=False)
 
 
 def test_the_schema_source_is_ocsf_1_9_with_the_record_integrity_profile():
@@ -160,6 +169,7 @@ def test_unreadable_records_become_unmapped_events_with_the_bytes_hash():
     future = b"\xc3\x01" + bytes.fromhex("0123456789abcdef") + b"a record of a future schema"
     values.insert(4, future)
     documents = _documents(values)
+    assert documents == _documents(values, native=False)
     unmapped = [d for d in documents if d["class_uid"] == ocsf.BASE_EVENT]
     assert len(unmapped) == 1 and ocsf_errors(unmapped[0]) == []
     evidence = unmapped[0]["unmapped"]["auditseal"]
@@ -179,6 +189,7 @@ def test_unreadable_records_become_unmapped_events_with_the_bytes_hash():
 def test_an_incomplete_batch_is_released_without_a_signature_and_says_why():
     values = _sealed_values(30, checkpoint_every=10)
     documents = _documents(values[3:])  # the topic's retention removed the first records of a batch
+    assert documents == _documents(values[3:], native=False)
     first = documents[0]
     assert ocsf_errors(first) == []
     assert "incomplete batch" in first["unmapped"]["auditseal"]["evidence_error"]
@@ -232,3 +243,16 @@ def test_the_by_hand_recipe_of_the_siem_guide_verifies_and_refuses(documents, tm
     assert result.returncode == 1 and "do not hash" in result.stdout
     result = run(_tampered(signed[1], lambda d: d["unmapped"]["auditseal"]["checkpoint"].update(signature="00" * 64)))
     assert result.returncode == 1 and "signature" in result.stdout
+
+
+def test_json_format_writes_bytes_as_hex_timestamps_as_micros_and_uuids_as_text():
+    import datetime
+    import uuid
+
+    mapper = PartitionMapper("audit.sealed", 2, format="json")
+    when = datetime.datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=datetime.UTC)
+    document = mapper._document({"hash": b"\x01\xff", "occurred_at": when, "event_id": uuid.UUID(int=1),
+                                 "nested": {"list": (b"\x02",)}})
+    assert json.loads(document.json) == {"hash": "01ff", "occurred_at": T0 + 5,
+                                         "event_id": "00000000-0000-0000-0000-000000000001",
+                                         "nested": {"list": ["02"]}}
