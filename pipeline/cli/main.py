@@ -154,6 +154,7 @@ def _seal(args: argparse.Namespace) -> int:
 
     config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
                           max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000,
+                          log_name=args.log_name,
                           **({"max_message_bytes": args.sealed_max_message_bytes}
                              if args.sealed_max_message_bytes is not None else {}))
     if not 0 <= args.metrics_port <= 65535:
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--raw-topic", default="audit.raw")
     seal.add_argument("--sealed-topic", default="audit.sealed")
     seal.add_argument("--app-id", default="auditseal-sealer", help="Faust app id = consumer group")
+    seal.add_argument("--log-name", help="the deployment-unique log name every checkpoint signs as its origin "
+                      "(<log name>/<chain id>; default auditseal/<Kafka cluster id>)")
     seal.add_argument("--sealed-max-message-bytes", type=int,
                       help="the sealed topic's max.message.bytes: a larger sealed event is sealed as a rejection "
                       "(default: the audit topics' 1048576)")

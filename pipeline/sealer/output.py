@@ -28,6 +28,7 @@ from pipeline.integrity.chain import chain_hash
 from pipeline.integrity.checkpoint import checkpoint_signed_bytes, verify_checkpoint_batch
 from pipeline.integrity.errors import CheckpointError
 from pipeline.integrity.keyring import KeySchedule, key_id_for
+from pipeline.integrity.log_identity import chain_origin, default_log_name
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
 from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
@@ -252,7 +253,8 @@ class ChainWriter:
 
     def __init__(self, settings: KafkaSettings, *, raw_topic: str, sealed_topic: str, partition: int,
                  signing_key: KeySchedule, group_prefix: str = TRANSACTIONAL_PREFIX,
-                 max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES, max_record_bytes: int | None = None) -> None:
+                 max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES, max_record_bytes: int | None = None,
+                 log_name: str | None = None) -> None:
         self.settings = settings
         self.raw_topic = raw_topic
         self.sealed_topic = sealed_topic
@@ -264,6 +266,9 @@ class ChainWriter:
         self.max_message_bytes = max_message_bytes
         self.max_record_bytes = record_limit(max_message_bytes) if max_record_bytes is None else max_record_bytes
         self._producer: Producer | None = None
+        # the log name its checkpoints' origin starts with; None: auditseal/<Kafka cluster id>
+        self.log_name = log_name
+        self.origin: str | None = None
         self.raw_low_watermark = 0
         self.strays: list[tuple[int, str]] = []  # (sealed offset, why) of the records open() skipped
 
@@ -280,13 +285,16 @@ class ChainWriter:
         except NoSealedPartitionError:
             self.close()
             raise
-        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail, self.max_record_bytes)
+        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail, self.max_record_bytes,
+                                  origin=self.origin)
 
     def _read_tail(self, timeout: float) -> tuple[dict | None, int]:
         consumer = tail_consumer(self.settings, self.group_id)
         try:
             raw_low, _ = consumer.get_watermark_offsets(TopicPartition(self.raw_topic, self.partition), timeout=timeout)
-            sealed = consumer.list_topics(self.sealed_topic, timeout=timeout).topics.get(self.sealed_topic)
+            metadata = consumer.list_topics(self.sealed_topic, timeout=timeout)
+            self.origin = self._origin(metadata.cluster_id)
+            sealed = metadata.topics.get(self.sealed_topic)
             if sealed is None or self.partition not in sealed.partitions:
                 count = len(sealed.partitions) if sealed is not None else 0
                 raise NoSealedPartitionError(
@@ -300,6 +308,15 @@ class ChainWriter:
             return tail, raw_low
         finally:
             consumer.close()
+
+    def _origin(self, cluster_id: str | None) -> str:
+        # the log identity inside every v2 checkpoint: <log name>/<chain id>
+        if self.log_name is None:
+            if not cluster_id:
+                raise SealerStateError(f"{self.chain_id}: the broker reports no cluster id to name the log by: "
+                                       "give the sealer --log-name")
+            return chain_origin(default_log_name(cluster_id), self.chain_id)
+        return chain_origin(self.log_name, self.chain_id)
 
     def write(self, records: Sequence[SealedRecord], timeout: float = 30.0) -> None:
         """Write one batch (entries then their checkpoint) in one transaction; ChainFencedError if it fails."""

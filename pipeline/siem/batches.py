@@ -30,7 +30,15 @@ from pipeline.integrity.merkle import inclusion_proofs, record_leaf_hash, root_f
 from pipeline.siem import ocsf
 from pipeline.siem.ocsf import Inclusion, Position
 from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
-from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, SealedCodecs, entry_payload, sealed_codecs
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    EVENT_KIND,
+    GAP_KIND,
+    REJECTION_KIND,
+    SealedCodecs,
+    entry_payload,
+    sealed_codecs,
+)
 
 FORMATS = ("ocsf", "json")
 
@@ -111,7 +119,7 @@ class PartitionMapper:
         self._held: list[_Held] = []
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
-                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND)}
+                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND)}
 
     @property
     def held(self) -> int:
@@ -155,6 +163,10 @@ class PartitionMapper:
         payload = entry_payload(kind, record)
         if kind == REJECTION_KIND:
             return _Held(position, value, kind, record, payload, None, None)
+        if kind == GAP_KIND:  # no OCSF class of its own: delivered unmapped, with its evidence and its account
+            return _Held(position, value, kind, record, payload, None,
+                         f"gap entry: raw offsets {record['source_offset']}..{record['source_last_offset']} "
+                         f"{record['cause']}: {record['reason']}")
         try:
             event = self._event_reader.decode(record["event"])
         except DecodeError as exc:

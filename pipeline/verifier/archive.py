@@ -38,7 +38,7 @@ from pipeline.native.flat_reader import EntryScan
 from pipeline.verifier.chains import ChainAuditor, Violation, ViolationKind
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
-from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.sealed import CHECKPOINT_KIND, GAP_KIND, entry_payload_of_fields, sealed_codecs
 
 # violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"
@@ -123,6 +123,7 @@ class Report:
         """Add one archive's chain verification results (``scope`` prefixes its chain ids)."""
         for violation in auditor.violations:
             self.add(violation)
+        self.notices.extend(auditor.notices)
         self.entries += auditor.entries_checked
         self.checkpoints += auditor.checkpoints_checked
         self.checkpoints_valid += auditor.checkpoints_valid
@@ -477,7 +478,16 @@ class ArchiveVerifier:
             auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
             return
         chain_id, seq = fields[0], fields[1]
-        auditor.entry_fields(chain_id, seq, fields[2], fields[3], entry_payload_of_fields(kind, fields), location)
+        try:
+            payload = entry_payload_of_fields(kind, fields)
+        except ValueError as exc:  # a gap entry with an unknown cause or an inverted range
+            auditor.violations.append(Violation(ViolationKind.MALFORMED, chain_id, seq, location, str(exc)))
+            return
+        is_gap = kind == GAP_KIND
+        auditor.entry_fields(chain_id, seq, fields[2], fields[3], payload, location,
+                             fields[5] if isinstance(fields[5], int) else -1, fields[7] if is_gap else -1)
+        if is_gap:
+            auditor.gap(chain_id, seq, fields[5], fields[7], fields[8], fields[9], location)
         seqs = chains.get(chain_id)
         if seqs is None:
             seqs = chains[chain_id] = [seq, seq]

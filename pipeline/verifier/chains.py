@@ -17,9 +17,13 @@ from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
 from pipeline.integrity.errors import MalformedInputError
 from pipeline.integrity.keyring import Keyring
 from pipeline.integrity.merkle import HASH_SIZE
-from pipeline.wire.sealed import checkpoint_from_record, entry_payload
+from pipeline.wire.sealed import GAP_KIND, GAP_LOST, checkpoint_from_record, entry_payload
 
-__all__ = ["ChainAuditor", "Violation", "ViolationKind"]
+__all__ = ["SKIPPED_OFFSETS", "ChainAuditor", "Violation", "ViolationKind"]
+
+SKIPPED_OFFSETS = "skipped_offsets"
+"""A notice, not a violation: a gap entry of raw offsets the broker had no record for (transaction markers,
+aborted records); the chain accounts for them and nothing was lost."""
 
 
 @dataclass
@@ -28,6 +32,7 @@ class ChainAuditor:
 
     keyring: Keyring
     violations: list[Violation] = field(default_factory=list)
+    notices: list[Violation] = field(default_factory=list)
     chains: dict[str, ChainState] = field(default_factory=dict)
     entries_checked: int = 0
     checkpoints_checked: int = 0
@@ -53,10 +58,13 @@ class ChainAuditor:
             self._record(chain.malformed(record["seq"], location, exc))
             return
         self._record(chain.entry(record["chain_id"], record["seq"], record["prev_hash"], record["hash"], payload,
-                                 location))
+                                 location, *_source_range(record)))
+        if kind == GAP_KIND:
+            self.gap(record["chain_id"], record["seq"], record["source_offset"], record["source_last_offset"],
+                     record["cause"], record["reason"], location)
 
     def entry_fields(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, payload: bytes,
-                     location: str) -> None:
+                     location: str, source_offset: int = -1, source_last: int = -1) -> None:
         """:meth:`entry` for the fields of a strictly decoded entry and its payload
         (:meth:`pipeline.wire.sealed.SealedCodecs.decode_fields`, :func:`~pipeline.wire.sealed.entry_payload_of_fields`).
 
@@ -66,10 +74,24 @@ class ChainAuditor:
         self.entries_checked += 1
         chain = self._chain(chain_id)
         if seq < 0 or len(prev_hash) != HASH_SIZE:
-            self._record(chain.entry(chain_id, seq, prev_hash, claimed, payload, location))  # names the field
+            self._record(chain.entry(chain_id, seq, prev_hash, claimed, payload, location,  # names the field
+                                     source_offset, source_last))
             return
         self._record(chain.link(chain_id, seq, prev_hash, claimed, chain_hash_unchecked(prev_hash, seq, payload),
-                                location))
+                                location, source_offset, source_last))
+
+    def gap(self, chain_id: str, seq: int, first_offset: int, last_offset: int, cause: str, reason: str,
+            location: str) -> None:
+        """What a gap entry (linked like any entry) says: raw records lost before sealing are a
+        ``lost_records`` violation naming the range; offsets the broker skipped are a notice."""
+        count = last_offset - first_offset + 1
+        what = f"raw offsets {first_offset}..{last_offset} ({count} offset{'s' if count != 1 else ''})"
+        if cause == GAP_LOST:
+            self.violations.append(Violation(ViolationKind.LOST_RECORDS, chain_id, seq, location,
+                                             f"{what} were lost before they were sealed: {reason}"))
+        else:
+            self.notices.append(Violation(SKIPPED_OFFSETS, chain_id, seq, location,
+                                          f"{what} skipped by the broker ({cause}): {reason}"))
 
     def checkpoint(self, record: Mapping[str, Any], location: str) -> None:
         """Check one checkpoint against the entries since the previous one and the keyring."""
@@ -92,3 +114,10 @@ class ChainAuditor:
         for chain in self.chains.values():
             self._record(chain.finish(location))
         return self.violations
+
+
+def _source_range(record: Mapping[str, Any]) -> tuple[int, int]:
+    # the raw offsets an entry accounts for (a gap entry: its range), -1 where a record names none
+    offset = record.get("source_offset")
+    last = record.get("source_last_offset")
+    return (offset if isinstance(offset, int) else -1, last if isinstance(last, int) else -1)
