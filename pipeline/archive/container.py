@@ -24,6 +24,7 @@ from pipeline.archive.layout import (
     KIND_CHECKPOINT,
     KIND_EVENT,
     KIND_GAP,
+    KIND_HEAD,
     KIND_REJECTION,
     KIND_UNKNOWN,
     ChainRange,
@@ -79,7 +80,8 @@ def _kinds_by_header() -> dict[bytes, str]:
     codecs = sealed_codecs()
     return {MARKER + version.fingerprint: kind
             for kind, codec in ((KIND_EVENT, codecs.event), (KIND_REJECTION, codecs.rejection),
-                                (KIND_CHECKPOINT, codecs.checkpoint), (KIND_GAP, codecs.gap))
+                                (KIND_CHECKPOINT, codecs.checkpoint), (KIND_GAP, codecs.gap),
+                                (KIND_HEAD, codecs.head))
             for version in codec.catalog.versions(codec.family)}
 
 
@@ -104,7 +106,7 @@ def summarise(records: Sequence[ArchivedInput]) -> tuple[list[str], dict[str, in
     """Per record its kind, plus the manifest's record_kinds, chains and checkpoints."""
     kinds_by_header = _kinds_by_header()
     kinds = [kinds_by_header.get(value[:HEADER_SIZE], KIND_UNKNOWN) for _, _, value in records]
-    counts = dict.fromkeys((KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP), 0)
+    counts = dict.fromkeys((KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP, KIND_HEAD), 0)
     chains: dict[str, list[int]] = {}
     checkpoints: list[CheckpointRef] = []
     checkpoint_codec = sealed_codecs().checkpoint
@@ -164,7 +166,7 @@ def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *
     manifest = Manifest(
         key=key, sha256=hashlib.sha256(body).hexdigest(), size=len(body), record_count=len(records), topic=topic,
         partition=partition, first_offset=first_offset, last_offset=last_offset,
-        first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds={kind: n for kind, n in counts.items() if n or kind != KIND_GAP},
+        first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds={kind: n for kind, n in counts.items() if n or kind not in (KIND_GAP, KIND_HEAD)},
         chains=tuple(chains), checkpoints=tuple(checkpoints), compliance_profile=profile.name,
         retain_until=format_time(retain_until), codec=codec, encryption=encryption,
     )

@@ -90,6 +90,9 @@ class ViolationKind(StrEnum):
     UNACCOUNTED_OFFSETS = "unaccounted_offsets"  # raw offsets a v2 batch neither seals nor names as a gap
     ORIGIN_MISMATCH = "origin_mismatch"          # a v2 checkpoint of another log than the chain's
     LOST_RECORDS = "lost_records"                # a gap entry: raw records expired or deleted before sealing
+    HEAD_MISMATCH = "head_mismatch"              # a tree head whose size or root is not the chain's as read
+    STALE_HEAD = "stale_head"                    # the chain's newest head is older than --as-of minus the tolerance
+    LOGGING_GAP = "logging_gap"                  # two consecutive heads further apart than the tolerance
 
 
 @dataclass(frozen=True)

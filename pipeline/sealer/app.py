@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 SEALED = Counter("auditseal_sealer_events_sealed_total", "Raw records sealed into a chain (events and rejections)",
                  ["chain"])
 REJECTED = Counter("auditseal_sealer_rejections_total", "Raw records sealed as rejections", ["chain"])
+HEADS = Counter("auditseal_sealer_tree_heads_total", "Signed tree heads written (heartbeat: while idle)",
+                ["chain", "heartbeat"])
 CHECKPOINTS = Counter("auditseal_sealer_checkpoints_total", "Signed checkpoints written", ["chain"])
 FENCED = Counter("auditseal_sealer_chain_fenced_total", "Chains given up after a fenced or failed transaction",
                  ["chain"])
@@ -88,6 +90,8 @@ class SealerConfig:
     max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES
     # the log name in every checkpoint's origin (<log name>/<chain id>); None: auditseal/<Kafka cluster id>
     log_name: str | None = None
+    # every chain signs a tree head at least this often (seconds), alone if idle; 0: no tree heads at all
+    heartbeat_interval: float = 60.0
 
     def __post_init__(self) -> None:
         # checked before anything starts: a bad value fails in one line, not at the first fetch
@@ -101,6 +105,8 @@ class SealerConfig:
         for option, topic in (("--raw-topic", self.raw_topic), ("--sealed-topic", self.sealed_topic)):
             if not topic:
                 raise ConfigError(f"{option}: empty topic name")
+        if not 0 <= self.heartbeat_interval <= 86400:
+            raise ConfigError(f"--heartbeat-interval {self.heartbeat_interval:g}: must be 0 (no heads) to 86400 s")
         if self.log_name is not None:
             try:
                 chain_origin(self.log_name, chain_id_for(self.raw_topic, 0))
@@ -118,6 +124,7 @@ class _Chain:
     # one thread: the chain's batches are sealed and committed in the order they were fetched
     lane: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chain"))
     pending: deque[Future[int]] = field(default_factory=deque)
+    last_head: float = field(default_factory=time.monotonic)  # when the chain last wrote a tree head
 
 
 @dataclass
@@ -342,7 +349,12 @@ class Sealer:
         if not records:
             return 0
         rejected = sum(1 for r in records if r.kind == REJECTION_KIND)
-        records.append(sealer.checkpoint(time.time_ns() // 1000))
+        now = time.time_ns() // 1000
+        head = sealer.tree_head(now) if self.config.heartbeat_interval else None
+        entries = len(records)
+        if head is not None:
+            records.append(head)
+        records.append(sealer.checkpoint(now))
         try:
             chain.writer.write(records)
         except ChainFencedError:
@@ -350,12 +362,43 @@ class Sealer:
             raise
         now_micros = time.time() * 1_000_000
         LATENCY.observe_many([max(0.0, now_micros - record.source_timestamp_micros) / 1_000_000
-                              for record in records[:-1]])
+                              for record in records[:entries]])
         self.committed[sealer.source_partition] = sealer.next_source_offset
-        SEALED.labels(label).inc(len(records) - 1)
+        SEALED.labels(label).inc(entries)
         REJECTED.labels(label).inc(rejected)
         CHECKPOINTS.labels(label).inc()
-        return len(records) - 1
+        if head is not None:
+            chain.last_head = time.monotonic()
+            HEADS.labels(label, "false").inc()
+        return entries
+
+    def heartbeat(self) -> None:
+        """Queue a tree head, alone, in every chain that wrote none for the heartbeat interval and has no
+        batch queued: an idle chain still proves, at least every interval, that it is alive and how long it is."""
+        interval = self.config.heartbeat_interval
+        if not interval:
+            return
+        now = time.monotonic()
+        with self._consumer_lock:
+            if self._closed:
+                return
+            for chain in self.chains.values():
+                if not chain.pending and now - chain.last_head >= interval:
+                    chain.last_head = now
+                    chain.pending.append(chain.lane.submit(self._write_heartbeat, chain))
+
+    def _write_heartbeat(self, chain: _Chain) -> int:
+        # runs in the chain's lane, between its batches
+        head = chain.sealer.tree_head(time.time_ns() // 1000, heartbeat=True)
+        if head is None:
+            return 0
+        try:
+            chain.writer.write([head])
+        except ChainFencedError:
+            FENCED.labels(chain.sealer.chain_id).inc()
+            raise
+        HEADS.labels(chain.sealer.chain_id, "true").inc()
+        return 0
 
     def _seal_gap(self, sealer: ChainSealer, offset: int) -> list[SealedRecord]:
         # raw offsets next_source_offset..offset-1 never arrived: the part below the partition's low
@@ -488,6 +531,12 @@ def worker_app(worker: BatchWorker, app_id: str, bootstrap: str, datadir: str | 
                 batch = _Batch(messages, loop.create_future())
                 await batches.send(value=batch)
                 await batch.done
+
+    heartbeat = getattr(worker, "heartbeat", None)
+    if heartbeat is not None:
+        @app.timer(interval=1.0)
+        async def heartbeats() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, heartbeat)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

@@ -34,6 +34,7 @@ from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
     EVENT_KIND,
     GAP_KIND,
+    HEAD_KIND,
     REJECTION_KIND,
     SealedCodecs,
     entry_payload,
@@ -119,7 +120,7 @@ class PartitionMapper:
         self._held: list[_Held] = []
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
-                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND)}
+                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND, HEAD_KIND)}
 
     @property
     def held(self) -> int:
@@ -137,6 +138,10 @@ class PartitionMapper:
         held = self._read(position, value)
         if held.kind == CHECKPOINT_KIND:
             return self._release(held)
+        if held.kind == HEAD_KIND:
+            # a tree head is integrity metadata over the chain, not an event: it is not forwarded (the README's
+            # SIEM section says so); it stays on audit.sealed and in the archive, where verifiers read it
+            return []
         self._held.append(held)
         return []
 
@@ -158,7 +163,7 @@ class PartitionMapper:
         except (DecodeError, ValueError) as exc:
             return _Held(position, value, None, None, None, None, f"not a readable audit.sealed record: {exc}")
         record = dict(zip(self._names[kind], fields, strict=False))
-        if kind == CHECKPOINT_KIND:
+        if kind == CHECKPOINT_KIND or kind == HEAD_KIND:
             return _Held(position, value, kind, record, None, None, None)
         payload = entry_payload(kind, record)
         if kind == REJECTION_KIND:

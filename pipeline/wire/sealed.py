@@ -8,7 +8,9 @@ the Kafka header ``auditseal-kind``:
 - ``Rejection`` (kind ``rejection``): a raw record that was refused, with the reason;
 - ``Checkpoint`` (kind ``checkpoint``): a signed Merkle checkpoint over a batch of entries (version 1,
   or version 2 with the log's origin and the raw offsets it accounts for);
-- ``GapEntry`` (kind ``gap``): a range of raw offsets the sealer expected and did not receive, and why.
+- ``GapEntry`` (kind ``gap``): a range of raw offsets the sealer expected and did not receive, and why;
+- ``TreeHeadRecord`` (kind ``head``): a signed C2SP tlog-checkpoint note over the chain's whole history,
+  before each batch's checkpoint and alone while the chain is idle (heartbeats). Not an entry.
 
 Events, rejections and gap entries are *entries*: they take the next ``seq`` of the chain. The chain hash
 (:func:`pipeline.integrity.chain.chain_hash`) is taken over the entry payload::
@@ -40,6 +42,9 @@ EVENT_KIND = b"event"
 REJECTION_KIND = b"rejection"
 CHECKPOINT_KIND = b"checkpoint"
 GAP_KIND = b"gap"
+HEAD_KIND = b"head"
+ENTRY_KINDS = frozenset({EVENT_KIND, REJECTION_KIND, GAP_KIND})
+"""The kinds that take a seq of the chain (checkpoints and heads do not)."""
 GAP_LOST = "lost"          # below the raw partition's low watermark: expired or deleted, the records are gone
 GAP_SKIPPED = "skipped"    # the broker delivered nothing there (transaction markers, aborted records): benign
 GAP_CAUSES = {GAP_LOST: 1, GAP_SKIPPED: 2}
@@ -121,12 +126,13 @@ class SealedCodecs:
     rejection: EventCodec
     checkpoint: EventCodec
     gap: EventCodec
+    head: EventCodec
 
     @property
     def kinds(self) -> tuple[tuple[bytes, EventCodec], ...]:
         """(kind, codec) of every record kind."""
         return ((EVENT_KIND, self.event), (CHECKPOINT_KIND, self.checkpoint), (REJECTION_KIND, self.rejection),
-                (GAP_KIND, self.gap))
+                (GAP_KIND, self.gap), (HEAD_KIND, self.head))
 
     def kind_of(self, value: bytes) -> bytes:
         """The kind of an encoded record, from its schema fingerprint (ValueError if none matches)."""
@@ -159,7 +165,7 @@ class SealedCodecs:
             fields = record_fields(codec.schema.parsed)
             decoder = compile_decoder(codec.schema.parsed)
             names = tuple(name for name, _ in fields or ())
-            if decoder is None or (kind != CHECKPOINT_KIND and names != ENTRY_FIELDS + _ENTRY_TAILS[kind]):
+            if decoder is None or (kind in ENTRY_KINDS and names != ENTRY_FIELDS + _ENTRY_TAILS[kind]):
                 raise ConfigError(f"{codec.schema.name} has fields {names or 'of types'} the verifier's "
                                   "specialised decoder does not expect; update pipeline/wire/sealed.py")
             found[codec.header] = (kind, decoder, names)
@@ -196,7 +202,7 @@ class SealedCodecs:
 def sealed_codecs() -> SealedCodecs:
     """The process-wide codecs of the sealed record kinds."""
     return SealedCodecs(EventCodec(family="sealed_event"), EventCodec(family="rejection"),
-                        EventCodec(family="checkpoint"), EventCodec(family="gap"))
+                        EventCodec(family="checkpoint"), EventCodec(family="gap"), EventCodec(family="tree_head"))
 
 
 def checkpoint_record(checkpoint: Checkpoint, last_source_offset: int | None = None) -> dict[str, Any]:
