@@ -1,7 +1,8 @@
 """Sealer throughput, memory and latency, side by side with a Faust agent that only forwards.
 
 1. Throughput: N events are produced to a fresh raw topic (6 partitions) first; one worker then
-   seals the backlog. events/s = N / (time from the first sealed record to the last), peak RSS is
+   seals the backlog (tree heads on, the default; then the same on a second backlog with
+   ``--heartbeat-interval 0``, heads off, for the on/off ratio). events/s = N / (time from the first sealed record to the last), peak RSS is
    the worker's VmHWM. The same backlog is then forwarded by ``bench/forwarder.py``; ratio =
    sealer/forwarder.
 2. Latency: a steady 5,000 events/s for 20 s through a running worker; latency = when a
@@ -203,6 +204,14 @@ def main() -> None:
                      "--metrics-port", "0"]
         sealed_rate, sealed_rss, sealed_s = throughput(stack, backlog, args.events, seal_argv, backlog.sealed,
                                                        "verifier")
+        # the same work with tree heads and heartbeats off (--heartbeat-interval 0), on a second backlog
+        heads_off = create_topics(stack, partitions=PARTITIONS)
+        created.append(heads_off)
+        produce(stack, heads_off.raw, args.events)
+        off_argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", heads_off.raw,
+                    "--sealed-topic", heads_off.sealed, "--app-id", heads_off.app_id, "--metrics-port", "0",
+                    "--heartbeat-interval", "0"]
+        off_rate, _, off_s = throughput(stack, heads_off, args.events, off_argv, heads_off.sealed, "verifier")
         results = {}
         for mode in ("batch", "stream"):
             forward_topic = backlog.sealed.replace("test.sealed", f"bench.fwd.{mode}")
@@ -212,6 +221,8 @@ def main() -> None:
             results[mode] = throughput(stack, backlog, args.events, fwd_argv, forward_topic, "sealer")
         print(f"sealer:              {sealed_rate:10,.0f} events/s  ({args.events} in {sealed_s:.1f}s)  "
               f"peak RSS {sealed_rss:.0f} MB")
+        print(f"sealer, heads off:   {off_rate:10,.0f} events/s  ({args.events} in {off_s:.1f}s); ratio heads on / off "
+              f"{sealed_rate / off_rate:.2f} (target >= 0.95)")
         for mode, (rate, rss, seconds) in results.items():
             print(f"forwarder ({mode:6}):  {rate:10,.0f} events/s  ({args.events} in {seconds:.1f}s)  "
                   f"peak RSS {rss:.0f} MB")

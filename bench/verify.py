@@ -42,9 +42,10 @@ OBJECT_RECORDS = 20_000
 TOPIC = "audit.sealed"
 
 
-def synthesise_archive(root: Path, records: int, *, seed: int = 5) -> tuple[Path, int]:
+def synthesise_archive(root: Path, records: int, *, seed: int = 5, heads: bool = False) -> tuple[Path, int]:
     """Write an archive of at least ``records`` sealed entries (plus their checkpoints) under ``root``;
-    returns the keyring file that verifies it and the number of archived records."""
+    returns the keyring file that verifies it and the number of archived records. ``heads``: as today's
+    sealer writes it (v2 checkpoints, a tree head before each); else as the v1 sealer did."""
     codec = default_codec()
     events = [codec.encode(event) for event in synthetic_events(min(records, 20_000), seed=seed)]
     key = generate_signing_key()
@@ -57,7 +58,8 @@ def synthesise_archive(root: Path, records: int, *, seed: int = 5) -> tuple[Path
     written = 0
     for partition in range(PARTITIONS):
         chain_id = f"audit.raw/{partition}"
-        sealer = ChainSealer(chain_id, partition, key, ChainHead.genesis(chain_id))
+        sealer = ChainSealer(chain_id, partition, key, ChainHead.genesis(chain_id),
+                             origin=f"auditseal/bench/{chain_id}" if heads else None)
         pending: list[tuple[int, int, bytes]] = []
         offset = 0
 
@@ -76,6 +78,9 @@ def synthesise_archive(root: Path, records: int, *, seed: int = 5) -> tuple[Path
             for n in range(first, min(first + CHECKPOINT_EVERY, per_chain)):
                 sealed = sealer.seal(events[(n * PARTITIONS + partition) % len(events)], n, now)
                 pending.append((offset, now // 1000, sealed.value))
+                offset += 1
+            if heads:
+                pending.append((offset, now // 1000, sealer.tree_head(now).value))
                 offset += 1
             pending.append((offset, now // 1000, sealer.checkpoint(now).value))
             offset += 1
@@ -97,11 +102,12 @@ def plain_read(archive: Path) -> int:
     return count
 
 
-def verify(archive: Path, keyring_file: Path):
+def verify(archive: Path, keyring_file: Path, head_tolerance_s: float = 300):
     """What ``auditseal verify --dir`` runs."""
     from pipeline.integrity.keyring import load_keyring
 
-    return ArchiveVerifier(load_keyring(keyring_file)).verify(DirectorySource(archive))
+    return ArchiveVerifier(load_keyring(keyring_file), head_tolerance_s=head_tolerance_s).verify(
+        DirectorySource(archive))
 
 
 def main() -> int:
@@ -121,10 +127,19 @@ def main() -> int:
         size = sum(p.stat().st_size for p in archive.rglob("*.avro"))
         print(f"archive: {total:,} records in {objects} objects ({size / 1e6:.1f} MB, deflate), "
               f"synthesised in {time.perf_counter() - started:.1f}s")
+        v2_root = root / "v2"
+        v2_root.mkdir()
+        v2_keyring, v2_total = synthesise_archive(v2_root, args.records, heads=True)
         for run in (1, 2):
             started = time.perf_counter()
             report = verify(archive, keyring_file)
             verify_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            v2_report = verify(v2_root / "archive", v2_keyring, head_tolerance_s=7200)  # synthesised an hour ago
+            v2_seconds = time.perf_counter() - started
+            if not v2_report.intact:
+                print(f"v2 verification failed: {v2_report.as_dict()['violation_counts']}", file=sys.stderr)
+                return 1
             if not report.intact or report.records != total:
                 print(f"verification failed: {report.as_dict()['violation_counts']}, {report.records} records",
                       file=sys.stderr)
@@ -137,6 +152,10 @@ def main() -> int:
             print(f"run {run}: verify --dir {verify_rate:,.0f} records/s ({verify_seconds:.2f}s, "
                   f"{report.checkpoints} checkpoints valid); plain fastavro read {read_rate:,.0f} records/s "
                   f"({read_seconds:.2f}s); ratio {verify_rate / read_rate:.2f}")
+            v2_rate = v2_total / v2_seconds
+            print(f"       same entries as v2 checkpoints + tree heads (today's sealer): verify --dir "
+                  f"{v2_rate:,.0f} records/s ({v2_seconds:.2f}s); ratio v2/v1 {v2_rate / verify_rate:.2f} "
+                  f"(target >= 0.9)")
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {peak_mb:.0f} MB; targets: >= 200,000 records/s, ratio >= 0.5")
         if args.profile:

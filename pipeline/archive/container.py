@@ -23,6 +23,8 @@ from pipeline.archive.layout import (
     ARCHIVED_RECORD_FAMILY,
     KIND_CHECKPOINT,
     KIND_EVENT,
+    KIND_GAP,
+    KIND_HEAD,
     KIND_REJECTION,
     KIND_UNKNOWN,
     ChainRange,
@@ -37,7 +39,7 @@ from pipeline.archive.query_index import IndexBuilder, QueryIndex
 from pipeline.archive.retention import ComplianceProfile
 from pipeline.integrity.checkpoint import checkpoint_hash
 from pipeline.wire.catalog import default_catalog
-from pipeline.wire.codec import HEADER_SIZE, DecodeError
+from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError
 from pipeline.wire.event_head import read_event_index_fields
 from pipeline.wire.sealed import checkpoint_from_record, sealed_codecs
 from pipeline.wire.varint import read_long
@@ -76,9 +78,13 @@ def archived_record_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _kinds_by_header() -> dict[bytes, str]:
+    # every version of each kind: the topic still holds records of an older one (v1 checkpoints) after an upgrade
     codecs = sealed_codecs()
-    return {codec.header: kind for kind, codec in ((KIND_EVENT, codecs.event), (KIND_REJECTION, codecs.rejection),
-                                                     (KIND_CHECKPOINT, codecs.checkpoint))}
+    return {MARKER + version.fingerprint: kind
+            for kind, codec in ((KIND_EVENT, codecs.event), (KIND_REJECTION, codecs.rejection),
+                                (KIND_CHECKPOINT, codecs.checkpoint), (KIND_GAP, codecs.gap),
+                                (KIND_HEAD, codecs.head))
+            for version in codec.catalog.versions(codec.family)}
 
 
 def kind_of(value: bytes) -> str:
@@ -102,13 +108,13 @@ def summarise(records: Sequence[ArchivedInput]) -> tuple[list[str], dict[str, in
     """Per record its kind, plus the manifest's record_kinds, chains and checkpoints."""
     kinds_by_header = _kinds_by_header()
     kinds = [kinds_by_header.get(value[:HEADER_SIZE], KIND_UNKNOWN) for _, _, value in records]
-    counts = dict.fromkeys((KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN), 0)
+    counts = dict.fromkeys((KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP, KIND_HEAD), 0)
     chains: dict[str, list[int]] = {}
     checkpoints: list[CheckpointRef] = []
     checkpoint_codec = sealed_codecs().checkpoint
     for (_, _, value), kind in zip(records, kinds, strict=False):
         counts[kind] += 1
-        if kind == KIND_EVENT or kind == KIND_REJECTION:
+        if kind == KIND_EVENT or kind == KIND_REJECTION or kind == KIND_GAP:
             try:
                 chain_id, seq = entry_position(value)
             except (ValueError, IndexError, UnicodeDecodeError):
@@ -179,7 +185,7 @@ def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *
     manifest = Manifest(
         key=key, sha256=hashlib.sha256(body).hexdigest(), size=len(body), record_count=len(records), topic=topic,
         partition=partition, first_offset=first_offset, last_offset=last_offset,
-        first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds=counts,
+        first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds={kind: n for kind, n in counts.items() if n or kind not in (KIND_GAP, KIND_HEAD)},
         chains=tuple(chains), checkpoints=tuple(checkpoints), compliance_profile=profile.name,
         retain_until=format_time(retain_until), codec=codec, encryption=encryption,
         index=query_index(records, kinds),

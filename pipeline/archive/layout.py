@@ -26,12 +26,14 @@ same batch always yields the same bytes; every time in it comes from the records
                            "master_key_id", "nonce" (base64), "wrapped_key" (base64)},
      "first_offset", "last_offset", "first_timestamp_micros", "last_timestamp_micros" (min/max),
      "key": the object's bucket-relative key,
-     "partition", "record_count", "record_kinds": {"checkpoint", "event", "rejection", "unknown"},
+     "partition", "record_count", "record_kinds": {"checkpoint", "event", "rejection", "unknown"[, "gap", "head"]},
      "retain_until": "2027-11-26T06:10:16Z",       COMPLIANCE retention of object and manifest
      "sha256": hex of the object's bytes as stored (after encryption), "size": their length,
      "topic", "version": 1,
      "index": {...}}                               optional: the query index (pipeline.archive.query_index)
 
+``record_kinds`` names ``gap`` (gap entries) and ``head`` (tree heads) only when the object holds one, so the manifest of an
+object without one is byte for byte what it was before gap entries existed.
 ``checkpoint_hash`` is recomputed from each checkpoint's signed content (the record's own field is
 not trusted); ``chains`` gives, per chain, the seq of its first and last entry in the object.
 
@@ -63,6 +65,10 @@ ARCHIVED_RECORD_FAMILY = "archived_record"
 
 KIND_EVENT, KIND_REJECTION, KIND_CHECKPOINT, KIND_UNKNOWN = "event", "rejection", "checkpoint", "unknown"
 RECORD_KINDS = (KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN)
+KIND_GAP = "gap"
+KIND_HEAD = "head"
+OPTIONAL_KINDS = (KIND_GAP, KIND_HEAD)
+"""Gap entries and tree heads: counted in ``record_kinds`` only when non-zero (optional on reading, 0 if absent)."""
 CODECS = ("null", "deflate")
 
 ENCRYPTION_ALGORITHM = "AES-256-GCM"
@@ -237,7 +243,8 @@ class Manifest:
             "first_offset": self.first_offset, "first_timestamp_micros": self.first_timestamp_micros,
             "key": self.key, "last_offset": self.last_offset, "last_timestamp_micros": self.last_timestamp_micros,
             "partition": self.partition, "record_count": self.record_count,
-            "record_kinds": {kind: int(self.record_kinds.get(kind, 0)) for kind in RECORD_KINDS},
+            "record_kinds": {kind: int(self.record_kinds.get(kind, 0)) for kind in RECORD_KINDS}
+            | {kind: int(self.record_kinds[kind]) for kind in OPTIONAL_KINDS if self.record_kinds.get(kind)},
             "retain_until": self.retain_until, "sha256": self.sha256, "size": self.size, "topic": self.topic,
             "version": self.version,
         }
@@ -285,7 +292,10 @@ class Manifest:
             last_offset=fields.integer("last_offset"),
             first_timestamp_micros=fields.value("first_timestamp_micros", int),
             last_timestamp_micros=fields.value("last_timestamp_micros", int),
-            record_kinds={kind: kinds.integer(kind) for kind in RECORD_KINDS}, chains=chains, checkpoints=checkpoints,
+            record_kinds={kind: kinds.integer(kind) for kind in RECORD_KINDS}
+            | {kind: kinds.integer(kind) for kind in OPTIONAL_KINDS
+               if isinstance(raw.get("record_kinds"), dict) and kind in raw["record_kinds"]},
+            chains=chains, checkpoints=checkpoints,
             compliance_profile=fields.string("compliance_profile"), retain_until=fields.string("retain_until"),
             codec=fields.string("codec"), encryption=encryption, version=version, index=index,
         )

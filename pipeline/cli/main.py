@@ -154,6 +154,7 @@ def _seal(args: argparse.Namespace) -> int:
 
     config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
                           max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000,
+                          log_name=args.log_name, heartbeat_interval=args.heartbeat_interval,
                           **({"max_message_bytes": args.sealed_max_message_bytes}
                              if args.sealed_max_message_bytes is not None else {}))
     if not 0 <= args.metrics_port <= 65535:
@@ -354,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--raw-topic", default="audit.raw")
     seal.add_argument("--sealed-topic", default="audit.sealed")
     seal.add_argument("--app-id", default="auditseal-sealer", help="Faust app id = consumer group")
+    seal.add_argument("--heartbeat-interval", type=float, default=60.0, metavar="SECONDS",
+                      help="every chain signs a tree head at least this often, alone while idle (default 60; "
+                      "0: no tree heads)")
+    seal.add_argument("--log-name", help="the deployment-unique log name every checkpoint signs as its origin "
+                      "(<log name>/<chain id>; default auditseal/<Kafka cluster id>)")
     seal.add_argument("--sealed-max-message-bytes", type=int,
                       help="the sealed topic's max.message.bytes: a larger sealed event is sealed as a rejection "
                       "(default: the audit topics' 1048576)")
@@ -488,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "in the last SECONDS (default: everything the sealed topics retain)")
     verify.add_argument("--source", action="append", metavar="TOPIC",
                         help="with --reconcile: a source topic (repeatable; default every sealed source)")
+    verify.add_argument("--as-of", metavar="TIME",
+                        help="ISO 8601 time the archive is judged at (default now): a chain whose newest tree head is "
+                        "older than this minus --head-tolerance is a stale_head")
+    verify.add_argument("--head-tolerance", type=float, metavar="SECONDS",
+                        help="how old the newest tree head, and how far apart two heads, may be (default 300)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 

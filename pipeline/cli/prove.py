@@ -25,7 +25,7 @@ from pipeline.integrity.keyring import load_keyring
 from pipeline.keys.master import load_master_key_spec
 from pipeline.timeline.bundle import is_bundle, verify_bundle
 from pipeline.verifier.proofs import InvalidProofError, ProofFinder, ProofNotFoundError, VerifiedProof, verify_proof
-from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
+from pipeline.wire.sealed import CHECKPOINT_KIND, ENTRY_KINDS, sealed_codecs
 
 
 def find_proof(source, event_id: str, master_keys=None) -> dict:
@@ -53,7 +53,7 @@ def find_proof(source, event_id: str, master_keys=None) -> dict:
                 finder.checkpoint(record, location)
                 if finder.done:
                     return finder.result()
-            else:
+            elif kind in ENTRY_KINDS:  # a tree head is no entry of the chain
                 finder.entry(kind, record, location)
     if finder is not None and finder.found_at is None and unproven is not None:
         finder = unproven

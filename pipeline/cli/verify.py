@@ -196,6 +196,31 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _as_of(text: str | None) -> int | None:
+    # --as-of: an ISO 8601 instant (UTC if it names no zone); None: now
+    if text is None:
+        return None
+    import datetime
+
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--as-of {text!r}: expected an ISO 8601 time such as 2026-12-01T12:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _tolerance(value: float | None) -> float:
+    from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S
+
+    if value is None:
+        return DEFAULT_HEAD_TOLERANCE_S
+    if value <= 0:
+        raise ConfigError(f"--head-tolerance {value:g}: must be more than 0 seconds")
+    return value
+
+
 def verify_command(args) -> int:
     """Run ``auditseal verify``; returns the exit code."""
     from pipeline.archive.retention import load_profiles
@@ -216,7 +241,8 @@ def verify_command(args) -> int:
         check_kafka(KafkaSettings.from_env(), [args.kafka_topic])
     masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
-    verifier = ArchiveVerifier(keyring, profiles, masters, _progress())
+    verifier = ArchiveVerifier(keyring, profiles, masters, _progress(), as_of_micros=_as_of(args.as_of),
+                               head_tolerance_s=_tolerance(args.head_tolerance))
     report = verifier.verify(source)
     if sys.stderr.isatty():
         print(file=sys.stderr)

@@ -32,6 +32,15 @@ Checkpoints: ``unknown_key`` / ``key_not_valid`` / ``bad_signature`` (reported a
 prev_checkpoint_hash is not its hash; at first_seq), ``checkpoint_mismatch`` (chain head, range or
 Merkle root disagree with the entries since the previous checkpoint; at first_seq). At the end,
 ``unsigned_tail``: entries no checkpoint covers (at the first of them).
+
+Raw offsets (version 2 checkpoints, which sign the raw offset range their batch accounts for): each
+entry names the raw offsets it accounts for (an event or rejection one, a gap entry a range), and the
+state follows the next raw offset expected. A v2 checkpoint is held to ``unaccounted_offsets`` when
+its batch skips or repeats a raw offset, when its signed range is not the one its entries cover, or
+when it does not start right after the previous v2 checkpoint's range (at first_seq or at the entry);
+``origin_mismatch`` when its origin is not the one the chain's earlier v2 checkpoints named. A
+version 1 checkpoint after a version 2 one is ``checkpoint_chain_broken`` (a downgrade would escape
+these checks). Version 1 batches sign no offsets and are not held to them.
 """
 
 from __future__ import annotations
@@ -78,6 +87,12 @@ class ViolationKind(StrEnum):
     CHECKPOINT_MISMATCH = "checkpoint_mismatch"
     CHECKPOINT_CHAIN = "checkpoint_chain_broken"
     UNCHECKPOINTED = "unsigned_tail"
+    UNACCOUNTED_OFFSETS = "unaccounted_offsets"  # raw offsets a v2 batch neither seals nor names as a gap
+    ORIGIN_MISMATCH = "origin_mismatch"          # a v2 checkpoint of another log than the chain's
+    LOST_RECORDS = "lost_records"                # a gap entry: raw records expired or deleted before sealing
+    HEAD_MISMATCH = "head_mismatch"              # a tree head whose size or root is not the chain's as read
+    STALE_HEAD = "stale_head"                    # the chain's newest head is older than --as-of minus the tolerance
+    LOGGING_GAP = "logging_gap"                  # two consecutive heads further apart than the tolerance
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,8 @@ class ChainState:
 
     The compiled verifier fast path (:class:`pipeline.native.flat_reader.EntryScan`) reads and
     advances ``head_seq``, ``head_hash``, ``batch_first_seq``, ``batch_hashes`` and ``entries``
-    directly, for entries :meth:`link` would accept without a finding, exactly as :meth:`link` does.
+    directly, for entries :meth:`link` would accept without a finding, exactly as :meth:`link` does;
+    and, for the raw offsets, ``next_source_offset``, ``batch_first_source`` and ``batch_expected_source``.
     """
 
     chain_id: str
@@ -128,6 +144,14 @@ class ChainState:
     expected_first_seq: int = 0  # of the next checkpoint: the seq after the previous one's last
     entries: int = 0
     checkpoints: int = 0
+    # raw offsets: the one after the last entry's (-1: not known), the first the batch's entries name,
+    # what was expected when the batch began, and the batch's first discontinuity (seq, expected, found, where)
+    next_source_offset: int = -1
+    batch_first_source: int = -1
+    batch_expected_source: int = -1
+    batch_source_break: tuple[int, int, int, str] | None = None
+    previous_source_last: int = -1  # last_source_offset of the previous checkpoint if it is v2, else -1
+    origin: str | None = None  # of the chain's v2 checkpoints, once one was read
 
     @classmethod
     def after_checkpoint(cls, checkpoint: Checkpoint) -> ChainState:
@@ -135,9 +159,12 @@ class ChainState:
 
         Raises MalformedInputError if the checkpoint is unsigned: nothing may chain onto it.
         """
+        source_last = -1 if checkpoint.last_source_offset is None else checkpoint.last_source_offset
         return cls(checkpoint.chain_id, checkpoint.last_seq, checkpoint.chain_head,
                    batch_first_seq=checkpoint.last_seq + 1, previous_checkpoint=checkpoint,
-                   previous_checkpoint_hash=checkpoint_hash(checkpoint), expected_first_seq=checkpoint.last_seq + 1)
+                   previous_checkpoint_hash=checkpoint_hash(checkpoint), expected_first_seq=checkpoint.last_seq + 1,
+                   next_source_offset=source_last + 1 if source_last >= 0 else -1,
+                   previous_source_last=source_last, origin=checkpoint.origin)
 
     @property
     def head(self) -> ChainHead:
@@ -150,14 +177,14 @@ class ChainState:
         return len(self.batch_hashes)
 
     def entry(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, payload: bytes,
-              location: str) -> Sequence[Violation]:
+              location: str, source_offset: int = -1, source_last: int = -1) -> Sequence[Violation]:
         """One entry (its integrity fields and its hashed payload, see :mod:`pipeline.wire.sealed`):
         the hash is recomputed with :func:`~pipeline.integrity.chain.chain_hash`, then :meth:`link`."""
         try:
             recomputed = chain_hash(prev_hash, seq, payload)
         except MalformedInputError as exc:
             return self.malformed(seq, location, exc)
-        return self.link(chain_id, seq, prev_hash, claimed, recomputed, location)
+        return self.link(chain_id, seq, prev_hash, claimed, recomputed, location, source_offset, source_last)
 
     def malformed(self, seq: Any, location: str, problem: Exception | str) -> Sequence[Violation]:
         """An entry whose fields cannot be hashed: reported, the state unchanged."""
@@ -165,11 +192,13 @@ class ChainState:
                           f"cannot recompute the hash: {problem}"),)
 
     def link(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, recomputed: bytes,
-             location: str) -> Sequence[Violation]:
+             location: str, source_offset: int = -1, source_last: int = -1) -> Sequence[Violation]:
         """One entry whose hash the caller recomputed (``recomputed``; ``claimed`` is the one it carries).
 
         The caller guarantees the types and ranges :func:`~pipeline.integrity.chain.chain_hash`
         checks (:meth:`entry` does it for you). Classified as in the module docstring.
+        ``source_offset`` (..``source_last``, for a gap entry's range) are the raw offsets the entry
+        accounts for; -1: not given (the raw offsets are then not followed).
         """
         if chain_id != self.chain_id:
             return (Violation(ViolationKind.WRONG_CHAIN, self.chain_id, seq, location,
@@ -178,8 +207,7 @@ class ChainState:
         expected = head_seq + 1
         if recomputed == claimed and seq == expected and prev_hash == head_hash:
             # the clean case first: one comparison chain, no allocation
-            if not self.batch_hashes:
-                self.batch_first_seq = seq
+            self._follow_source(seq, source_offset, source_last, location)
             self.batch_hashes.append(recomputed)
             self.head_seq, self.head_hash = seq, recomputed
             self.entries += 1
@@ -214,16 +242,29 @@ class ChainState:
                                    f"(seq {expected}..{seq - 1})"))
             # the pending batch cannot match its checkpoint any more: restart it at this entry
             self.batch_hashes = []
+            self.batch_source_break = None
         elif prev_hash != head_hash:
             found.append(Violation(ViolationKind.FORK, self.chain_id, seq, location,
                                    f"expected prev_hash {short_hex(head_hash)} (the head at seq {head_seq}), "
                                    f"found {short_hex(prev_hash)}: the record extends a different history"))
-        if not self.batch_hashes:
-            self.batch_first_seq = seq
+        self._follow_source(seq, source_offset, source_last, location)
         self.batch_hashes.append(recomputed)
         self.head_seq, self.head_hash = seq, recomputed
         self.entries += 1
         return found
+
+    def _follow_source(self, seq: int, source_offset: int, source_last: int, location: str) -> None:
+        # an entry joins the batch (seq first, as EntryScan does it): where its raw offsets start and end
+        expected = self.next_source_offset
+        if not self.batch_hashes:
+            self.batch_first_seq = seq
+            self.batch_first_source, self.batch_expected_source = source_offset, expected
+        elif expected >= 0 and expected != source_offset and self.batch_source_break is None:
+            self.batch_source_break = (seq, expected, source_offset, location)
+        if source_offset < 0:
+            self.next_source_offset = -1
+        else:
+            self.next_source_offset = (source_last if source_last >= 0 else source_offset) + 1
 
     def checkpoint(self, checkpoint: Checkpoint, location: str,
                    keyring: Keyring | None, stored_hash: bytes | None = None) -> Sequence[Violation]:
@@ -250,6 +291,12 @@ class ChainState:
         if continuity is not None:
             found.append(Violation(ViolationKind.CHECKPOINT_CHAIN, self.chain_id, checkpoint.first_seq, location,
                                    continuity))
+        if checkpoint.origin is not None:
+            found.extend(self._source_offsets(checkpoint, location))
+        elif self.origin is not None:
+            found.append(Violation(ViolationKind.CHECKPOINT_CHAIN, self.chain_id, checkpoint.first_seq, location,
+                                   f"{checkpoint.describe()}: a version 1 checkpoint after version 2 ones "
+                                   f"(of {self.origin}): it signs neither the log's origin nor its raw offsets"))
         if self.batch_hashes:
             try:  # the Merkle root in one compiled call (merkle.record_tree_root)
                 verify_checkpoint_batch(checkpoint, self.chain_id, self.batch_first_seq, self.batch_hashes)
@@ -260,7 +307,9 @@ class ChainState:
             found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq, location,
                                    f"{checkpoint.describe()}: expected the entries it signs, found none before it"))
         self.batch_hashes = []
+        self.batch_source_break = None
         self.batch_first_seq = self.expected_first_seq = checkpoint.last_seq + 1
+        self.previous_source_last = -1 if checkpoint.last_source_offset is None else checkpoint.last_source_offset
         self.previous_checkpoint = checkpoint
         self.previous_checkpoint_hash = (checkpoint_hash(checkpoint) if checkpoint.is_signed or stored_hash is None
                                          else stored_hash)
@@ -275,9 +324,48 @@ class ChainState:
         bad field is one finding and the rest of the chain is still checked."""
         found = (Violation(ViolationKind.MALFORMED, self.chain_id, last_seq, location, f"checkpoint: {problem}"),)
         self.batch_hashes = []
+        self.batch_source_break = None
+        self.previous_source_last = -1
         self.batch_first_seq = self.expected_first_seq = last_seq + 1
         self.previous_checkpoint_hash = stored_hash
         self.checkpoints += 1
+        return found
+
+    def _source_offsets(self, checkpoint: Checkpoint, location: str) -> list[Violation]:
+        # a v2 checkpoint: its origin, and the raw offsets its batch accounts for, without a hole
+        found: list[Violation] = []
+        first, last = checkpoint.first_source_offset, checkpoint.last_source_offset
+        if first is None or last is None:  # a v2 checkpoint always has both (Checkpoint checks it)
+            raise MalformedInputError(f"{checkpoint.describe()}: a version 2 checkpoint without its raw offsets")
+        if self.origin is not None and checkpoint.origin != self.origin:
+            found.append(Violation(ViolationKind.ORIGIN_MISMATCH, self.chain_id, checkpoint.first_seq, location,
+                                   f"{checkpoint.describe()}: expected origin {self.origin!r} (the chain's earlier "
+                                   f"checkpoints), found {checkpoint.origin!r}"))
+        self.origin = checkpoint.origin
+
+        def unaccounted(seq: int, detail: str) -> None:
+            found.append(Violation(ViolationKind.UNACCOUNTED_OFFSETS, self.chain_id, seq, location,
+                                   f"{checkpoint.describe()} (raw offsets {first}..{last}): {detail}"))
+
+        expected = self.previous_source_last + 1 if self.previous_source_last >= 0 else self.batch_expected_source
+        if expected >= 0 and first != expected:
+            missing = (f"raw offsets {expected}..{first - 1} are accounted for by no entry" if first > expected
+                       else f"raw offsets {first}..{expected - 1} are accounted for twice")
+            unaccounted(checkpoint.first_seq, f"expected first_source_offset {expected} (after the previous "
+                                              f"checkpoint's), found {first}: {missing}")
+        if self.batch_hashes and self.batch_first_source >= 0:  # the entries' raw offsets were followed
+            if self.batch_first_source != first:
+                unaccounted(self.batch_first_seq, f"its first entry accounts for raw offset {self.batch_first_source}")
+            broken = self.batch_source_break
+            if broken is not None:
+                seq, wanted, got, where = broken
+                detail = (f"raw offsets {wanted}..{got - 1} are accounted for by no entry" if got > wanted >= 0
+                          else f"expected the entry for raw offset {wanted}, found one for {got}")
+                found.append(Violation(ViolationKind.UNACCOUNTED_OFFSETS, self.chain_id, seq, where,
+                                       f"{checkpoint.describe()}: {detail}"))
+            if self.next_source_offset - 1 != last:
+                unaccounted(self.head_seq, f"its last entry accounts for raw offsets up to "
+                                           f"{self.next_source_offset - 1}")
         return found
 
     def _continuity(self, checkpoint: Checkpoint) -> str | None:

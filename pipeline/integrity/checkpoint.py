@@ -29,6 +29,22 @@ and names the version; the uniform length prefix makes the encoding injective an
 reimplement. merkle_root is the RFC 9162 section 2.1.1 Merkle Tree Hash over the batch's
 record leaves (leaf data = each record's 32-byte chain hash, see `merkle`); chain_head is the
 chain hash of the record at last_seq. The tree size is last_seq - first_seq + 1.
+
+Version 2 adds the log identity and the raw offsets the batch accounts for, inside the signed bytes:
+
+    signed_bytes = b"auditseal/checkpoint/v2\\x00"       24 bytes
+                   || field(origin)                      UTF-8 note key name: <log name>/<chain id>
+                   || field(chain_id)
+                   || field(first_seq) || field(last_seq)
+                   || field(first_source_offset)         u64: first raw offset the batch accounts for
+                   || field(last_source_offset)          u64, >= first_source_offset: the last one
+                   || field(merkle_root) || field(chain_head) || field(prev_checkpoint_hash)
+                   || field(key_id) || field(issued_at_micros)
+
+Every raw offset in first_source_offset..last_source_offset is the source of exactly one entry of the
+batch or inside the range of one of its gap entries, in order; the next v2 checkpoint of the chain
+starts at last_source_offset + 1. A checkpoint is version 2 exactly when it has an origin; the
+signature, checkpoint_hash and chaining are as in version 1 (the versions chain onto each other).
 """
 
 import hashlib
@@ -46,13 +62,16 @@ from pipeline.integrity.errors import (
     CompromisedKeyError,
     KeyNotValidError,
     MalformedInputError,
+    MalformedNoteError,
     UnknownKeyError,
     short_hex,
 )
 from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, Signer
 from pipeline.integrity.merkle import record_tree_root
+from pipeline.integrity.note import require_key_name
 
 CHECKPOINT_DOMAIN_TAG = b"auditseal/checkpoint/v1\x00"
+CHECKPOINT_V2_DOMAIN_TAG = b"auditseal/checkpoint/v2\x00"
 MAX_CHAIN_ID_BYTES = 1024
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -78,6 +97,10 @@ class Checkpoint:
     key_id: str
     issued_at_micros: int
     signature: bytes = b""
+    # version 2 only (None in a version 1 checkpoint): the log identity and the raw offsets covered
+    origin: str | None = None
+    first_source_offset: int | None = None
+    last_source_offset: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.chain_id, str) or not self.chain_id:
@@ -123,11 +146,36 @@ class Checkpoint:
             )
         if self.signature and not self.key_id:
             raise MalformedInputError("a signed checkpoint must name its key_id, found none")
+        if self.origin is None:
+            if self.first_source_offset is not None or self.last_source_offset is not None:
+                raise MalformedInputError("a checkpoint with source offsets must name its origin (version 2), "
+                                          "found none")
+            return
+        try:
+            require_key_name(self.origin)
+        except MalformedNoteError as exc:
+            raise MalformedInputError(f"checkpoint origin: {exc}") from None
+        if not self.origin.endswith("/" + self.chain_id):
+            raise MalformedInputError(f"checkpoint origin must end with /{self.chain_id} (the chain id), "
+                                      f"found {self.origin!r}")
+        if self.first_source_offset is None or self.last_source_offset is None:
+            raise MalformedInputError("a version 2 checkpoint must carry first_source_offset and "
+                                      "last_source_offset, found none")
+        require_seq("checkpoint first_source_offset", self.first_source_offset)
+        require_seq("checkpoint last_source_offset", self.last_source_offset)
+        if self.last_source_offset < self.first_source_offset:
+            raise MalformedInputError(f"checkpoint last_source_offset must be >= first_source_offset "
+                                      f"{self.first_source_offset}, found {self.last_source_offset}")
 
     @property
     def tree_size(self) -> int:
         """How many records, hence Merkle leaves, the checkpoint covers."""
         return self.last_seq - self.first_seq + 1
+
+    @property
+    def version(self) -> int:
+        """1 or 2: which signed bytes the checkpoint has (version 2 names its origin)."""
+        return 1 if self.origin is None else 2
 
     @property
     def is_signed(self) -> bool:
@@ -140,7 +188,10 @@ class Checkpoint:
 
 
 def checkpoint_signed_bytes(checkpoint: Checkpoint) -> bytes:
-    """The canonical version 1 bytes the signature covers (module docstring; no RFC defines it)."""
+    """The canonical bytes the signature covers, of the checkpoint's version (module docstring; no RFC
+    defines them)."""
+    if checkpoint.origin is not None:
+        return _v2_signed_bytes(checkpoint)
     fields = (
         checkpoint.chain_id.encode("utf-8"),
         _U64.pack(checkpoint.first_seq),
@@ -154,6 +205,25 @@ def checkpoint_signed_bytes(checkpoint: Checkpoint) -> bytes:
     return CHECKPOINT_DOMAIN_TAG + b"".join(_U32.pack(len(value)) + value for value in fields)
 
 
+def _v2_signed_bytes(checkpoint: Checkpoint) -> bytes:
+    assert checkpoint.origin is not None and checkpoint.first_source_offset is not None
+    assert checkpoint.last_source_offset is not None
+    fields = (
+        checkpoint.origin.encode("utf-8"),
+        checkpoint.chain_id.encode("utf-8"),
+        _U64.pack(checkpoint.first_seq),
+        _U64.pack(checkpoint.last_seq),
+        _U64.pack(checkpoint.first_source_offset),
+        _U64.pack(checkpoint.last_source_offset),
+        checkpoint.merkle_root,
+        checkpoint.chain_head,
+        checkpoint.prev_checkpoint_hash,
+        checkpoint.key_id.encode("ascii"),
+        _U64.pack(checkpoint.issued_at_micros),
+    )
+    return CHECKPOINT_V2_DOMAIN_TAG + b"".join(_U32.pack(len(value)) + value for value in fields)
+
+
 def build_checkpoint(
     *,
     chain_id: str,
@@ -161,8 +231,13 @@ def build_checkpoint(
     record_hashes: Sequence[bytes],
     prev_checkpoint_hash: bytes,
     issued_at_micros: int,
+    origin: str | None = None,
+    source_offsets: tuple[int, int] | None = None,
 ) -> Checkpoint:
     """The unsigned checkpoint of a batch, given the chain hashes of its records in seq order.
+
+    With an ``origin`` (and the batch's inclusive raw ``source_offsets`` range) it is a version 2
+    checkpoint; without, version 1.
 
     Deriving last_seq, merkle_root (RFC 9162 section 2.1.1 over record leaves) and chain_head
     from the record hashes, rather than taking them as arguments, leaves the sealer no way to
@@ -180,6 +255,9 @@ def build_checkpoint(
         prev_checkpoint_hash=prev_checkpoint_hash,
         key_id="",
         issued_at_micros=issued_at_micros,
+        origin=origin,
+        first_source_offset=None if source_offsets is None else source_offsets[0],
+        last_source_offset=None if source_offsets is None else source_offsets[1],
     )
 
 

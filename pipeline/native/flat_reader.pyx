@@ -224,7 +224,7 @@ cdef class EntryScan:
         cdef const unsigned char* raw = <const unsigned char*>PyBytes_AS_STRING(data)
         cdef Py_ssize_t accepted = 0, p, v, length, value_start = 0, value_end = 0, event_length
         cdef int64_t offset = 0, previous = self.previous_offset
-        cdef int64_t head_seq, seq, partition, source_offset, timestamp
+        cdef int64_t head_seq, seq, partition, source_offset, timestamp, next_source
         cdef const unsigned char* prev_hash
         cdef const unsigned char* claimed
         cdef bytes chain_id = self.chain_id, head_hash, recomputed
@@ -240,6 +240,7 @@ cdef class EntryScan:
         head_seq = chain.head_seq
         head_hash = chain.head_hash
         batch = chain.batch_hashes
+        next_source = chain.next_source_offset
         sha256 = self.sha256
         while accepted < records:
             p = position
@@ -271,6 +272,9 @@ cdef class EntryScan:
                 break
             if not read_long(raw, &v, value_end, &source_offset) or source_offset < 0:
                 break
+            # a raw offset out of step inside a batch: ChainState.link names it
+            if batch and next_source >= 0 and source_offset != next_source:
+                break
             if not read_long(raw, &v, value_end, &timestamp) or timestamp < 0:
                 break
             if not read_length(raw, &v, value_end, &event_length) or v + event_length != value_end:
@@ -282,13 +286,16 @@ cdef class EntryScan:
             # accepted: what ChainState.link and the verifier's record loop do for a clean entry
             if not batch:
                 chain.batch_first_seq = seq
+                chain.batch_first_source, chain.batch_expected_source = source_offset, next_source
             batch.append(recomputed)
+            next_source = source_offset + 1
             head_seq, head_hash = seq, recomputed
             previous = offset
             position = p
             accepted += 1
         if accepted:
             chain.head_seq, chain.head_hash = head_seq, head_hash
+            chain.next_source_offset = next_source
             chain.entries += accepted
             self.seq_range[1] = head_seq
             self.previous_offset = previous

@@ -34,7 +34,9 @@ from prometheus_client import Counter, Gauge
 
 from pipeline.config import KafkaSettings
 from pipeline.errors import ConfigError
+from pipeline.integrity.errors import MalformedNoteError
 from pipeline.integrity.keyring import KeySchedule
+from pipeline.integrity.log_identity import chain_origin
 from pipeline.metrics import BatchHistogram
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord
 from pipeline.sealer.output import (
@@ -45,7 +47,7 @@ from pipeline.sealer.output import (
     ChainWriter,
     RecordTooLargeError,
 )
-from pipeline.wire.sealed import REJECTION_KIND, chain_id_for
+from pipeline.wire.sealed import GAP_LOST, GAP_SKIPPED, REJECTION_KIND, chain_id_for
 from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,17 @@ log = logging.getLogger(__name__)
 SEALED = Counter("auditseal_sealer_events_sealed_total", "Raw records sealed into a chain (events and rejections)",
                  ["chain"])
 REJECTED = Counter("auditseal_sealer_rejections_total", "Raw records sealed as rejections", ["chain"])
+HEADS = Counter("auditseal_sealer_tree_heads_total", "Signed tree heads written (heartbeat: while idle)",
+                ["chain", "heartbeat"])
 CHECKPOINTS = Counter("auditseal_sealer_checkpoints_total", "Signed checkpoints written", ["chain"])
 FENCED = Counter("auditseal_sealer_chain_fenced_total", "Chains given up after a fenced or failed transaction",
                  ["chain"])
 STRAYS = Counter("auditseal_sealer_stray_records_total",
                  "Records on the sealed topic no valid checkpoint of the chain backs (another writer's), skipped "
                  "when the chain was opened", ["chain"])
+GAP_OFFSETS = Counter("auditseal_sealer_gap_offsets_total",
+                      "Raw offsets sealed as gap entries: lost (below the low watermark: expired or deleted before "
+                      "they were sealed) or skipped (transaction markers, aborted records)", ["chain", "cause"])
 LAG = Gauge("auditseal_sealer_consumer_lag", "Raw records not yet sealed (high watermark - next offset)", ["chain"])
 LATENCY = BatchHistogram("auditseal_sealer_seal_latency_seconds", "Raw record timestamp to committed seal",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -81,6 +88,10 @@ class SealerConfig:
     session_timeout_ms: int = 10_000
     # the sealed topic's max.message.bytes: a larger sealed event is sealed as a rejection
     max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES
+    # the log name in every checkpoint's origin (<log name>/<chain id>); None: auditseal/<Kafka cluster id>
+    log_name: str | None = None
+    # every chain signs a tree head at least this often (seconds), alone if idle; 0: no tree heads at all
+    heartbeat_interval: float = 60.0
 
     def __post_init__(self) -> None:
         # checked before anything starts: a bad value fails in one line, not at the first fetch
@@ -94,6 +105,13 @@ class SealerConfig:
         for option, topic in (("--raw-topic", self.raw_topic), ("--sealed-topic", self.sealed_topic)):
             if not topic:
                 raise ConfigError(f"{option}: empty topic name")
+        if not 0 <= self.heartbeat_interval <= 86400:
+            raise ConfigError(f"--heartbeat-interval {self.heartbeat_interval:g}: must be 0 (no heads) to 86400 s")
+        if self.log_name is not None:
+            try:
+                chain_origin(self.log_name, chain_id_for(self.raw_topic, 0))
+            except MalformedNoteError as exc:
+                raise ConfigError(f"--log-name {self.log_name!r}: {exc}") from None
         if not self.app_id.startswith(TRANSACTIONAL_PREFIX):
             raise ConfigError(f"--app-id {self.app_id!r}: must start with {TRANSACTIONAL_PREFIX} (the sealer role's "
                               "group ACL is prefixed)")
@@ -106,6 +124,7 @@ class _Chain:
     # one thread: the chain's batches are sealed and committed in the order they were fetched
     lane: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="chain"))
     pending: deque[Future[int]] = field(default_factory=deque)
+    last_head: float = field(default_factory=time.monotonic)  # when the chain last wrote a tree head
 
 
 @dataclass
@@ -189,10 +208,15 @@ class Sealer:
         writer = ChainWriter(self.settings, raw_topic=self.config.raw_topic, sealed_topic=self.config.sealed_topic,
                              partition=partition, signing_key=self.signing_key, group_prefix=self.config.app_id,
                              max_message_bytes=self.config.max_message_bytes,
-                             max_record_bytes=self.record_limits.get(partition))
+                             max_record_bytes=self.record_limits.get(partition), log_name=self.config.log_name)
         sealer = writer.open()
         if sealer.next_source_offset is None:
-            sealer.next_source_offset = writer.raw_low_watermark
+            # a new chain accounts for its partition from Kafka's first offset: records already gone
+            # (expired, deleted) before it started are sealed as a lost gap, not silently skipped
+            sealer.next_source_offset = 0
+            if writer.raw_low_watermark > 0:
+                log.warning("%s: a new chain on a raw partition whose records below offset %d are gone: they are "
+                            "sealed as a lost gap", sealer.chain_id, writer.raw_low_watermark)
         self.committed[partition] = sealer.next_source_offset
         for offset, why in writer.strays:
             log.warning("%s: stray record at %s[%d] offset %d skipped: %s", sealer.chain_id, self.config.sealed_topic,
@@ -323,11 +347,18 @@ class Sealer:
             offset = message.offset()
             if offset < sealer.next_source_offset:
                 continue  # fetched before a seek back; sealed already
+            if offset > sealer.next_source_offset:
+                records.extend(self._seal_gap(sealer, offset))
             append(seal(message.value(), offset, message.timestamp()[1] * 1000))
         if not records:
             return 0
         rejected = sum(1 for r in records if r.kind == REJECTION_KIND)
-        records.append(sealer.checkpoint(time.time_ns() // 1000))
+        now = time.time_ns() // 1000
+        head = sealer.tree_head(now) if self.config.heartbeat_interval else None
+        entries = len(records)
+        if head is not None:
+            records.append(head)
+        records.append(sealer.checkpoint(now))
         try:
             chain.writer.write(records)
         except ChainFencedError:
@@ -335,12 +366,73 @@ class Sealer:
             raise
         now_micros = time.time() * 1_000_000
         LATENCY.observe_many([max(0.0, now_micros - record.source_timestamp_micros) / 1_000_000
-                              for record in records[:-1]])
+                              for record in records[:entries]])
         self.committed[sealer.source_partition] = sealer.next_source_offset
-        SEALED.labels(label).inc(len(records) - 1)
+        SEALED.labels(label).inc(entries)
         REJECTED.labels(label).inc(rejected)
         CHECKPOINTS.labels(label).inc()
-        return len(records) - 1
+        if head is not None:
+            chain.last_head = time.monotonic()
+            HEADS.labels(label, "false").inc()
+        return entries
+
+    def heartbeat(self) -> None:
+        """Queue a tree head, alone, in every chain that wrote none for the heartbeat interval and has no
+        batch queued: an idle chain still proves, at least every interval, that it is alive and how long it is."""
+        interval = self.config.heartbeat_interval
+        if not interval:
+            return
+        now = time.monotonic()
+        with self._consumer_lock:
+            if self._closed:
+                return
+            for chain in self.chains.values():
+                if not chain.pending and now - chain.last_head >= interval:
+                    chain.last_head = now
+                    chain.pending.append(chain.lane.submit(self._write_heartbeat, chain))
+
+    def _write_heartbeat(self, chain: _Chain) -> int:
+        # runs in the chain's lane, between its batches
+        head = chain.sealer.tree_head(time.time_ns() // 1000, heartbeat=True)
+        if head is None:
+            return 0
+        try:
+            chain.writer.write([head])
+        except ChainFencedError:
+            FENCED.labels(chain.sealer.chain_id).inc()
+            raise
+        HEADS.labels(chain.sealer.chain_id, "true").inc()
+        return 0
+
+    def _seal_gap(self, sealer: ChainSealer, offset: int) -> list[SealedRecord]:
+        # raw offsets next_source_offset..offset-1 never arrived: the part below the partition's low
+        # watermark is lost (expired or deleted; the consumer's offset reset jumped over it), the rest the
+        # broker skipped (transaction markers, aborted records). Never a silent jump.
+        expected = sealer.next_source_offset
+        tp = TopicPartition(self.config.raw_topic, sealer.source_partition)
+        try:
+            low, _ = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            known = f"the partition's low watermark is {low}"
+        except KafkaException as exc:
+            # not knowing is not "benign": the whole range is claimed lost, and says why
+            low, known = offset, f"the low watermark could not be read ({exc.args[0].str()})"
+        now = time.time_ns() // 1000
+        records = []
+        lost_end = min(offset, low) - 1
+        if expected <= lost_end:
+            reason = (f"raw offsets {expected}..{lost_end} were never delivered: {known}, so they expired or were "
+                      f"deleted before they were sealed")
+            log.error("%s: %s", sealer.chain_id, reason)
+            records.append(sealer.seal_gap(lost_end, GAP_LOST, reason, now))
+            GAP_OFFSETS.labels(sealer.chain_id, GAP_LOST).inc(lost_end - expected + 1)
+        first = sealer.next_source_offset
+        if first < offset:
+            reason = (f"raw offsets {first}..{offset - 1} hold no record to deliver ({known}): transaction "
+                      f"markers or aborted records")
+            log.info("%s: %s", sealer.chain_id, reason)
+            records.append(sealer.seal_gap(offset - 1, GAP_SKIPPED, reason, now))
+            GAP_OFFSETS.labels(sealer.chain_id, GAP_SKIPPED).inc(offset - first)
+        return records
 
     def update_lag(self) -> None:
         """Refresh the lag gauge: raw records past each chain's last committed checkpoint. A chain
@@ -451,6 +543,12 @@ def worker_app(worker: BatchWorker, app_id: str, bootstrap: str, datadir: str | 
                 batch = _Batch(messages, loop.create_future())
                 await batches.send(value=batch)
                 await batch.done
+
+    heartbeat = getattr(worker, "heartbeat", None)
+    if heartbeat is not None:
+        @app.timer(interval=1.0)
+        async def heartbeats() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, heartbeat)
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:

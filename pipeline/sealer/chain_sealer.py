@@ -17,7 +17,10 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
+from pipeline.integrity.history_tree import HistoryTree, extended_by_records
 from pipeline.integrity.keyring import KeySchedule
+from pipeline.integrity.note import NoteSigner
+from pipeline.integrity.tree_head import TreeHead, sign_tree_head
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
 from pipeline.native.sealing import seal_event
 from pipeline.wire.acceptance import Checker, compile_checker, refusal
@@ -27,10 +30,13 @@ from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
     ENTRY_FIELDS,
     EVENT_KIND,
+    GAP_KIND,
+    HEAD_KIND,
     REJECTION_KIND,
     SealedCodecs,
     checkpoint_from_record,
     checkpoint_record,
+    gap_payload,
     rejection_payload,
     sealed_codecs,
 )
@@ -60,7 +66,8 @@ class ChainSealer:
     def __init__(self, chain_id: str, source_partition: int, signing_key: KeySchedule, head: ChainHead, *,
                  prev_checkpoint_hash: bytes = GENESIS_HASH, next_source_offset: int | None = None,
                  codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None,
-                 max_record_bytes: int | None = None) -> None:
+                 max_record_bytes: int | None = None, origin: str | None = None,
+                 history: HistoryTree | None = None) -> None:
         if head.chain_id != chain_id:
             raise SealerStateError(f"the head of {head.chain_id} cannot start chain {chain_id}")
         self.chain_id = chain_id
@@ -68,6 +75,11 @@ class ChainSealer:
         self.signing_key = signing_key
         self.prev_checkpoint_hash = prev_checkpoint_hash
         self.next_source_offset = next_source_offset
+        # the log identity its checkpoints sign (version 2, with their raw offsets); None: version 1
+        self.origin = origin
+        # the chain's whole-history tree up to the entries folded into it (None: not known, no heads)
+        self.history = history if history is not None else (HistoryTree() if head.seq == -1 else None)
+        self._folded = 0  # entries of the current batch already in self.history
         # the largest sealed event the sealed topic takes; a larger one is sealed as a rejection
         self.max_record_bytes = max_record_bytes
         self.codecs = codecs or sealed_codecs()
@@ -76,6 +88,7 @@ class ChainSealer:
         self._batch_hashes: list[bytes] = []
         self._batch_first_seq = 0
         self._last_source_offset = -1
+        self._batch_first_source = -1
         self._certainly_valid = _fast_check(self.event_codec)
         self._event_header = _event_header(self.codecs)
         self._chain_id_utf8 = chain_id.encode("utf-8")
@@ -87,12 +100,16 @@ class ChainSealer:
 
     @classmethod
     def resume(cls, chain_id: str, source_partition: int, signing_key: KeySchedule,
-               last_checkpoint: dict | None, max_record_bytes: int | None = None) -> ChainSealer:
+               last_checkpoint: dict | None, max_record_bytes: int | None = None,
+               origin: str | None = None, last_head: dict | None = None) -> ChainSealer:
         """The state after the chain's last committed checkpoint record (None: an empty chain), as
-        :meth:`pipeline.integrity.chain_state.ChainState.after_checkpoint` defines it."""
+        :meth:`pipeline.integrity.chain_state.ChainState.after_checkpoint` defines it. With an ``origin``
+        the next checkpoints are version 2 (a chain sealed in version 1 so far moves on to version 2).
+        ``last_head`` (the chain's newest head record at that checkpoint) gives back the history tree; without
+        one (a chain sealed in version 1 so far) the chain has no heads until the tree is rebuilt."""
         if last_checkpoint is None:
             return cls(chain_id, source_partition, signing_key, ChainHead.genesis(chain_id),
-                       max_record_bytes=max_record_bytes)
+                       max_record_bytes=max_record_bytes, origin=origin)
         if last_checkpoint["chain_id"] != chain_id:
             raise SealerStateError(f"partition of {chain_id} ends with a checkpoint of {last_checkpoint['chain_id']}")
         # the state machine's state after that checkpoint, as the verifier would hold it there
@@ -101,7 +118,7 @@ class ChainSealer:
             chain_id, source_partition, signing_key, state.head,
             prev_checkpoint_hash=state.previous_checkpoint_hash,
             next_source_offset=last_checkpoint["last_source_offset"] + 1,
-            max_record_bytes=max_record_bytes,
+            max_record_bytes=max_record_bytes, origin=origin, history=history_of_head(last_head, state.head.seq + 1),
         )
 
     @property
@@ -154,11 +171,56 @@ class ChainSealer:
             kind, encoded = REJECTION_KIND, self.codecs.rejection.encode(record)
         if not self._batch_hashes:
             self._batch_first_seq = seq
+            self._batch_first_source = source_offset
         self._batch_hashes.append(digest)
         self._seq, self._hash = seq, digest
         self._last_source_offset = source_offset
         self.next_source_offset = source_offset + 1
         return SealedRecord(kind, encoded, seq, source_timestamp_micros)
+
+    def seal_gap(self, last_offset: int, cause: str, reason: str, found_at_micros: int) -> SealedRecord:
+        """The next chain entry for raw offsets next_source_offset..last_offset that never arrived: a gap
+        entry naming the range, its ``cause`` (``lost`` or ``skipped``, see :mod:`pipeline.wire.sealed`)
+        and ``reason``, so that the chain accounts for every raw offset (ValueError for an empty range)."""
+        first_offset = self.next_source_offset
+        if first_offset is None or last_offset < first_offset:
+            raise ValueError(f"{self.chain_id}: no gap to seal before raw offset {last_offset + 1} "
+                             f"(next expected {first_offset})")
+        seq = self._seq + 1
+        payload = gap_payload(self.source_partition, first_offset, found_at_micros, last_offset, cause, reason)
+        digest = chain_hash(self._hash, seq, payload)
+        encoded = self.codecs.gap.encode({
+            "chain_id": self.chain_id, "seq": seq, "prev_hash": self._hash, "hash": digest,
+            "source_partition": self.source_partition, "source_offset": first_offset,
+            "source_timestamp_micros": found_at_micros, "source_last_offset": last_offset, "cause": cause,
+            "reason": reason,
+        })
+        if not self._batch_hashes:
+            self._batch_first_seq = seq
+            self._batch_first_source = first_offset
+        self._batch_hashes.append(digest)
+        self._seq, self._hash = seq, digest
+        self._last_source_offset = last_offset
+        self.next_source_offset = last_offset + 1
+        return SealedRecord(GAP_KIND, encoded, seq, found_at_micros)
+
+    def tree_head(self, issued_at_micros: int, heartbeat: bool = False) -> SealedRecord | None:
+        """A signed tree head over every entry sealed so far (C2SP tlog-checkpoint, note key name = origin),
+        as a head record; None if the chain has no origin (version 1) or its history tree is not known."""
+        if self.origin is None or self.history is None:
+            return None
+        if self._folded < len(self._batch_hashes):
+            self.history = extended_by_records(self.history, self._batch_hashes[self._folded:])
+            self._folded = len(self._batch_hashes)
+        history = self.history
+        signer = self.signing_key.signer_at(issued_at_micros)
+        head = TreeHead(self.origin, history.size, history.root, (f"auditseal-time {issued_at_micros}",))
+        note = sign_tree_head(head, NoteSigner(self.origin, _NoteKey(signer)))  # type: ignore[arg-type]
+        return SealedRecord(HEAD_KIND, self.codecs.head.encode({
+            "chain_id": self.chain_id, "tree_size": history.size, "root_hash": history.root,
+            "issued_at_micros": issued_at_micros, "key_id": signer.key_id, "heartbeat": int(heartbeat), "note": note,
+            "frontier": b"".join(history.frontier),
+        }), None, issued_at_micros)
 
     def _refusal(self, value: bytes | None) -> str | None:
         # The reference decision, for what the one-pass check is not sure of (seal() asks it
@@ -166,17 +228,48 @@ class ChainSealer:
         return refusal(self.event_codec, value)
 
     def checkpoint(self, issued_at_micros: int) -> SealedRecord:
-        """Close the batch: a checkpoint over the entries sealed since the last one, signed."""
+        """Close the batch: a checkpoint over the entries sealed since the last one, signed (version 2,
+        naming the origin and the raw offsets the batch accounts for, if the sealer has an origin)."""
         unsigned = build_checkpoint(
             chain_id=self.chain_id, first_seq=self._batch_first_seq, record_hashes=self._batch_hashes,
             prev_checkpoint_hash=self.prev_checkpoint_hash, issued_at_micros=issued_at_micros,
+            origin=self.origin,
+            source_offsets=None if self.origin is None else (self._batch_first_source, self._last_source_offset),
         )
         # the key valid at the checkpoint's own time: a rotation takes effect exactly at its instant
         signed = sign_checkpoint(unsigned, self.signing_key.signer_at(issued_at_micros))
         self.prev_checkpoint_hash = checkpoint_hash(signed)
+        if self.history is not None and self._folded < len(self._batch_hashes):
+            self.history = extended_by_records(self.history, self._batch_hashes[self._folded:])
+        self._folded = 0
         self._batch_hashes = []
         return SealedRecord(CHECKPOINT_KIND, self.codecs.checkpoint.encode(
             checkpoint_record(signed, self._last_source_offset)))
+
+
+class _NoteKey:
+    # a checkpoint Signer (a key file or a PKCS#11 token) as the private key a NoteSigner signs with
+    def __init__(self, signer) -> None:
+        self._signer = signer
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signer.sign(message)
+
+    def public_key(self):
+        return self._signer.public_key
+
+
+def history_of_head(record: dict | None, size: int) -> HistoryTree | None:
+    """The history tree a head record's frontier gives, if it is of ``size`` entries and the frontier folds
+    to the record's root; else None (the tree is not known)."""
+    if record is None or record.get("tree_size") != size:
+        return None
+    frontier = record.get("frontier") or b""
+    try:
+        tree = HistoryTree(size, tuple(frontier[i:i + 32] for i in range(0, len(frontier), 32)))
+    except Exception:  # a damaged record: the tree is not known, heads stop until it is rebuilt
+        return None
+    return tree if tree.root == record.get("root_hash") else None
 
 
 def _never_sure(value: bytes) -> bool:

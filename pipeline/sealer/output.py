@@ -28,9 +28,11 @@ from pipeline.integrity.chain import chain_hash
 from pipeline.integrity.chain_state import ChainState, Violation
 from pipeline.integrity.checkpoint import checkpoint_signed_bytes
 from pipeline.integrity.keyring import KeySchedule, key_id_for
+from pipeline.integrity.log_identity import chain_origin, default_log_name
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
 from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
+    HEAD_KIND,
     KIND_HEADER,
     chain_id_for,
     checkpoint_from_record,
@@ -107,7 +109,8 @@ StrayHandler = Callable[[int, str], None]
 
 def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: float = 60.0, *,
                     chain_id: str | None = None, public_key: Ed25519PublicKey | None = None,
-                    on_stray: StrayHandler | None = None) -> dict | None:
+                    on_stray: StrayHandler | None = None,
+                    on_head: Callable[[dict], None] | None = None) -> dict | None:
     """The last committed checkpoint of a sealed partition that its own entries back (None if none).
 
     Scans back from the end in growing windows. A checkpoint is the resume point only if the
@@ -118,7 +121,8 @@ def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: flo
     stray (garbage, another writer's record, an entry no checkpoint covers): each is passed to
     ``on_stray(offset, reason)`` and skipped, never sealed over. The sealer writes every batch and
     its checkpoint in one transaction, so its own records always form such a tail: resuming from
-    it never forks a chain.
+    it never forks a chain. Tree heads of the chain are not strays; the newest one at the resume
+    point's size (whose frontier gives back the history tree) is passed to ``on_head``.
     """
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
     window = _RECOVERY_WINDOW
@@ -132,6 +136,12 @@ def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: flo
             for offset, reason in strays:
                 if on_stray is not None:
                     on_stray(offset, reason)
+            if checkpoint is not None and on_head is not None:
+                size = checkpoint["last_seq"] + 1
+                heads = [r for _, kind, r in map(lambda item: (item[0], *_decoded(item[1])), records)
+                         if kind == HEAD_KIND and r["chain_id"] == checkpoint["chain_id"] and r["tree_size"] == size]
+                if heads:
+                    on_head(heads[-1])
             return checkpoint
         window *= 4
     return None
@@ -187,15 +197,18 @@ def _resume_point(records: list[tuple[int, bytes | None]], complete: bool, chain
         if why is not None:
             rejected[offset] = f"a checkpoint that is not a resume point: {why}"
             continue
+        # the chain's tree heads are written beside its batches (and alone, as heartbeats): not strays
+        own_head = {o for o, k, r in decoded if k == HEAD_KIND and r.get("chain_id") == record["chain_id"]}
         strays = [(o, rejected.get(o) or _stray_reason(k, r, "after the last valid checkpoint"))
-                  for o, k, r in decoded[index + 1:]]
+                  for o, k, r in decoded[index + 1:] if o not in own_head]
         first_of_batch = min(batch) if batch else offset
         strays += [(o, _stray_reason(k, r, "inside a checkpoint's batch but not one of its entries"))
-                   for o, k, r in decoded[:index] if first_of_batch < o and o not in batch]
+                   for o, k, r in decoded[:index] if first_of_batch < o and o not in batch and o not in own_head]
         return record, sorted(strays)
     if not complete:
         return None
-    return None, [(o, rejected.get(o) or _stray_reason(k, r, "before any valid checkpoint")) for o, k, r in decoded]
+    return None, [(o, rejected.get(o) or _stray_reason(k, r, "before any valid checkpoint")) for o, k, r in decoded
+                  if not (k == HEAD_KIND and chain_id is not None and r.get("chain_id") == chain_id)]
 
 
 _NEED_MORE = "need more"
@@ -229,7 +242,7 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
     for offset, kind, entry in reversed(decoded[:index]):
         if expected_seq < checkpoint.first_seq:
             break
-        if kind is None or kind == CHECKPOINT_KIND or entry["chain_id"] != checkpoint.chain_id:
+        if kind is None or kind == HEAD_KIND or kind == CHECKPOINT_KIND or entry["chain_id"] != checkpoint.chain_id:
             if kind == CHECKPOINT_KIND and entry["chain_id"] == checkpoint.chain_id:
                 return f"the checkpoint at offset {offset} comes before seq {expected_seq} of its batch", set()
             continue
@@ -256,7 +269,7 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
     found: list[Violation] = []
     for offset, entry, payload in reversed(entries):
         found += state.entry(entry["chain_id"], entry["seq"], entry["prev_hash"], entry["hash"], payload,
-                             f"offset {offset}")
+                             f"offset {offset}", entry["source_offset"], entry.get("source_last_offset", -1))
     found += state.checkpoint(checkpoint, f"offset {decoded[index][0]}", keyring=None)
     if found:
         return "; ".join(f"{violation.kind}: {violation.detail}" for violation in found), set()
@@ -268,7 +281,8 @@ class ChainWriter:
 
     def __init__(self, settings: KafkaSettings, *, raw_topic: str, sealed_topic: str, partition: int,
                  signing_key: KeySchedule, group_prefix: str = TRANSACTIONAL_PREFIX,
-                 max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES, max_record_bytes: int | None = None) -> None:
+                 max_message_bytes: int = SEALED_MAX_MESSAGE_BYTES, max_record_bytes: int | None = None,
+                 log_name: str | None = None) -> None:
         self.settings = settings
         self.raw_topic = raw_topic
         self.sealed_topic = sealed_topic
@@ -280,6 +294,10 @@ class ChainWriter:
         self.max_message_bytes = max_message_bytes
         self.max_record_bytes = record_limit(max_message_bytes) if max_record_bytes is None else max_record_bytes
         self._producer: Producer | None = None
+        # the log name its checkpoints' origin starts with; None: auditseal/<Kafka cluster id>
+        self.log_name = log_name
+        self.origin: str | None = None
+        self.last_head: dict | None = None  # the chain's newest tree head at its resume point
         self.raw_low_watermark = 0
         self.strays: list[tuple[int, str]] = []  # (sealed offset, why) of the records open() skipped
 
@@ -304,13 +322,16 @@ class ChainWriter:
             why = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
             raise ChainUnreadableError(f"{self.chain_id}: not opened, its partitions could not be read: {why}; "
                                        "retried") from exc
-        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail, self.max_record_bytes)
+        return ChainSealer.resume(self.chain_id, self.partition, self.signing_key, tail, self.max_record_bytes,
+                                  origin=self.origin, last_head=self.last_head)
 
     def _read_tail(self, timeout: float) -> tuple[dict | None, int]:
         consumer = tail_consumer(self.settings, self.group_id)
         try:
             raw_low, _ = consumer.get_watermark_offsets(TopicPartition(self.raw_topic, self.partition), timeout=timeout)
-            sealed = consumer.list_topics(self.sealed_topic, timeout=timeout).topics.get(self.sealed_topic)
+            metadata = consumer.list_topics(self.sealed_topic, timeout=timeout)
+            self.origin = self._origin(metadata.cluster_id)
+            sealed = metadata.topics.get(self.sealed_topic)
             if sealed is None or self.partition not in sealed.partitions:
                 count = len(sealed.partitions) if sealed is not None else 0
                 raise NoSealedPartitionError(
@@ -318,12 +339,23 @@ class ChainWriter:
                     f"add partitions to {self.sealed_topic} up to those of {self.raw_topic} (the chain of raw "
                     f"partition N is sealed into partition N); it starts at genesis once the partition exists")
             self.strays = []
+            self.last_head = None
             tail = last_checkpoint(consumer, self.sealed_topic, self.partition, timeout, chain_id=self.chain_id,
                                    public_key=self.signing_key.signer_at(time.time_ns() // 1000).public_key,
-                                   on_stray=lambda offset, why: self.strays.append((offset, why)))
+                                   on_stray=lambda offset, why: self.strays.append((offset, why)),
+                                   on_head=lambda head: setattr(self, "last_head", head))
             return tail, raw_low
         finally:
             consumer.close()
+
+    def _origin(self, cluster_id: str | None) -> str:
+        # the log identity inside every v2 checkpoint: <log name>/<chain id>
+        if self.log_name is None:
+            if not cluster_id:
+                raise SealerStateError(f"{self.chain_id}: the broker reports no cluster id to name the log by: "
+                                       "give the sealer --log-name")
+            return chain_origin(default_log_name(cluster_id), self.chain_id)
+        return chain_origin(self.log_name, self.chain_id)
 
     def write(self, records: Sequence[SealedRecord], timeout: float = 30.0) -> None:
         """Write one batch (entries then their checkpoint) in one transaction; ChainFencedError if it fails."""

@@ -29,7 +29,16 @@ from pipeline.integrity.merkle import audit_path, record_leaf_hash, root_from_le
 from pipeline.siem import fast, ocsf
 from pipeline.siem.ocsf import Inclusion, Position
 from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
-from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, SealedCodecs, entry_payload, sealed_codecs
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    EVENT_KIND,
+    GAP_KIND,
+    HEAD_KIND,
+    REJECTION_KIND,
+    SealedCodecs,
+    entry_payload,
+    sealed_codecs,
+)
 
 FORMATS = ("ocsf", "json")
 
@@ -141,7 +150,7 @@ class PartitionMapper:
                         if native and format == "ocsf" else None)
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
-                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND)}
+                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND, HEAD_KIND)}
 
     @property
     def held(self) -> int:
@@ -158,6 +167,10 @@ class PartitionMapper:
         held = self._read(offset, timestamp_ms, value)
         if held.kind == CHECKPOINT_KIND:
             return self._release(held)
+        if held.kind == HEAD_KIND:
+            # a tree head is integrity metadata over the chain, not an event: it is not forwarded (the README's
+            # SIEM section says so); it stays on audit.sealed and in the archive, where verifiers read it
+            return []
         self._held.append(held)
         return []
 
@@ -179,7 +192,7 @@ class PartitionMapper:
         except (DecodeError, ValueError) as exc:
             return _Held(self.topic, self.partition, offset, timestamp_ms, value, None, None,
                          f"not a readable audit.sealed record: {exc}")
-        if kind == CHECKPOINT_KIND:
+        if kind == CHECKPOINT_KIND or kind == HEAD_KIND:
             return _Held(self.topic, self.partition, offset, timestamp_ms, value, kind,
                          dict(zip(self._names[kind], fields, strict=False)))
         held = _Held(self.topic, self.partition, offset, timestamp_ms, value, kind, None, None, fields)
@@ -194,7 +207,10 @@ class PartitionMapper:
         record = held.record = dict(zip(self._names[kind], held.fields, strict=False))
         held.fields = None
         held.payload = entry_payload(kind, record)
-        if kind == EVENT_KIND:
+        if kind == GAP_KIND:  # no OCSF class of its own: delivered unmapped, with its evidence and its account
+            held.problem = (f"gap entry: raw offsets {record['source_offset']}..{record['source_last_offset']} "
+                            f"{record['cause']}: {record['reason']}")
+        elif kind == EVENT_KIND:
             try:
                 held.event = self._event_reader.decode(record["event"])
             except DecodeError as exc:

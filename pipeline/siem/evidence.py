@@ -155,6 +155,10 @@ def _verify_checkpoint(fields: Mapping[str, Any], document: Mapping[str, Any], k
         merkle_root=bytes.fromhex(fields["merkle_root"]), chain_head=bytes.fromhex(fields["chain_head"]),
         prev_checkpoint_hash=bytes.fromhex(fields["prev_checkpoint_hash"]), key_id=fields["key_id"],
         issued_at_micros=fields["issued_at_micros"], signature=bytes.fromhex(fields["signature"]),
+        # a version 2 checkpoint also signs its origin and raw offset range
+        origin=fields.get("origin") or None,
+        first_source_offset=fields.get("first_source_offset") if fields.get("origin") else None,
+        last_source_offset=fields.get("last_source_offset") if fields.get("origin") else None,
     )
     verify_checkpoint_signature(checkpoint, keyring)
     digest = checkpoint_hash(checkpoint)

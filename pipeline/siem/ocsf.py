@@ -263,6 +263,9 @@ def checkpoint_evidence(checkpoint: Mapping[str, Any], position: Position) -> di
         "issued_at_micros": checkpoint["issued_at_micros"], "signature": checkpoint["signature"].hex(),
         "checkpoint_hash": checkpoint["checkpoint_hash"].hex(),
         "last_source_offset": checkpoint["last_source_offset"], "sealed": position.as_dict(),
+        # version 2 (signed): the log's origin and the first raw offset; absent for a version 1 checkpoint
+        **({"origin": checkpoint["origin"], "first_source_offset": checkpoint["first_source_offset"]}
+           if checkpoint.get("origin") else {}),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,10 +36,10 @@ from pipeline.archive.retention import ComplianceProfiles
 from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
 from pipeline.native.flat_reader import EntryScan
-from pipeline.verifier.chains import ChainAuditor, Violation, ViolationKind
+from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S, ChainAuditor, Violation, ViolationKind
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
-from pipeline.wire.sealed import CHECKPOINT_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.sealed import CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, entry_payload_of_fields, sealed_codecs
 
 # violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"
@@ -123,6 +124,7 @@ class Report:
         """Add one archive's chain verification results (``scope`` prefixes its chain ids)."""
         for violation in auditor.violations:
             self.add(violation)
+        self.notices.extend(auditor.notices)
         self.entries += auditor.entries_checked
         self.checkpoints += auditor.checkpoints_checked
         self.checkpoints_valid += auditor.checkpoints_valid
@@ -299,6 +301,13 @@ class ArchiveVerifier:
     profiles: ComplianceProfiles | None = None
     master_keys: dict[str, KeyEncryptionKey] = field(default_factory=dict)
     progress: Callable[[int, str], None] | None = None
+    # stale_head: a chain's newest tree head older than as_of (default: now) minus the tolerance
+    as_of_micros: int | None = None
+    head_tolerance_s: float = DEFAULT_HEAD_TOLERANCE_S
+
+    def _auditor(self) -> ChainAuditor:
+        as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
+        return ChainAuditor(self.keyring, as_of_micros=as_of, head_tolerance_micros=int(self.head_tolerance_s * 1e6))
 
     def verify(self, source) -> Report:
         """Verify every object of ``source``; never raises for what it finds, only reports it."""
@@ -312,7 +321,7 @@ class ArchiveVerifier:
                 if auditor is not None:
                     auditor.finish()
                     report.absorb(auditor, scope or "")
-                scope, auditor = entry_scope, ChainAuditor(self.keyring)
+                scope, auditor = entry_scope, self._auditor()
             report.objects += 1
             if self.progress:
                 self.progress(report.objects, entry.name)
@@ -476,8 +485,20 @@ class ArchiveVerifier:
         if kind == CHECKPOINT_KIND:
             auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
             return
+        if kind == HEAD_KIND:
+            auditor.head(codecs.record_of_fields(kind, fields), location)
+            return
         chain_id, seq = fields[0], fields[1]
-        auditor.entry_fields(chain_id, seq, fields[2], fields[3], entry_payload_of_fields(kind, fields), location)
+        try:
+            payload = entry_payload_of_fields(kind, fields)
+        except ValueError as exc:  # a gap entry with an unknown cause or an inverted range
+            auditor.violations.append(Violation(ViolationKind.MALFORMED, chain_id, seq, location, str(exc)))
+            return
+        is_gap = kind == GAP_KIND
+        auditor.entry_fields(chain_id, seq, fields[2], fields[3], payload, location,
+                             fields[5] if isinstance(fields[5], int) else -1, fields[7] if is_gap else -1)
+        if is_gap:
+            auditor.gap(chain_id, seq, fields[5], fields[7], fields[8], fields[9], location)
         seqs = chains.get(chain_id)
         if seqs is None:
             seqs = chains[chain_id] = [seq, seq]

@@ -58,6 +58,8 @@ _ENTRY_FIELDS = {
 _CHECKPOINT_FIELDS = {"chain_id": str, "first_seq": int, "last_seq": int, "merkle_root": bytes, "chain_head": bytes,
                       "prev_checkpoint_hash": bytes, "key_id": str, "issued_at_micros": int, "signature": bytes,
                       "checkpoint_hash": bytes, "last_source_offset": int}
+# a version 2 checkpoint also signs these; a proof of a version 1 checkpoint has neither
+_CHECKPOINT_V2_FIELDS = {"origin": str, "first_source_offset": int}
 
 
 class InvalidProofError(AuditSealError):
@@ -130,7 +132,8 @@ def build_proof(
         "tree_size": len(leaves),
         "audit_path": [node.hex() for node in inclusion_proof(leaves, index)],
         "chain_head_path": [node.hex() for node in inclusion_proof(leaves, len(leaves) - 1)],
-        "checkpoint": _record_json(checkpoint_record, _CHECKPOINT_FIELDS),
+        "checkpoint": _record_json(checkpoint_record, _CHECKPOINT_FIELDS
+                                   if checkpoint.origin is None else {**_CHECKPOINT_FIELDS, **_CHECKPOINT_V2_FIELDS}),
         "location": dict(location),
     }
 
@@ -158,7 +161,10 @@ def verify_proof(proof: Any, keyring: Keyring) -> VerifiedProof:
     if entry_kind not in _ENTRY_FIELDS:
         raise InvalidProofError(f"malformed proof: entry.kind {kind!r}, expected event or rejection")
     entry = _record_from_json(raw_entry, _ENTRY_FIELDS[entry_kind], "entry")
-    record = _record_from_json(proof.get("checkpoint"), _CHECKPOINT_FIELDS, "checkpoint")
+    raw_checkpoint = proof.get("checkpoint")
+    v2 = isinstance(raw_checkpoint, dict) and bool(raw_checkpoint.get("origin"))
+    record = _record_from_json(raw_checkpoint, {**_CHECKPOINT_FIELDS, **_CHECKPOINT_V2_FIELDS} if v2
+                               else _CHECKPOINT_FIELDS, "checkpoint")
     claimed_hash = _field(proof.get("chain_hash"), bytes, "chain_hash")
     index = _field(proof.get("leaf_index"), int, "leaf_index")
     tree_size = _field(proof.get("tree_size"), int, "tree_size")

@@ -27,7 +27,7 @@ from pipeline.integrity.tlog_proof import TlogProof, parse_tlog_proof
 from pipeline.integrity.tree_head import parse_tree_head
 from pipeline.verifier.proofs import InvalidProofError, event_id_of
 from pipeline.wire.codec import DecodeError
-from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, entry_payload, sealed_codecs
+from pipeline.wire.sealed import ENTRY_KINDS, EVENT_KIND, entry_payload, sealed_codecs
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ def verify_tlog_proof(data: bytes, policy: WitnessPolicy) -> VerifiedTlogProof:
         kind, record = sealed_codecs().decode(proof.extra)
     except (DecodeError, ValueError) as exc:
         raise InvalidProofError(f"the tlog-proof's extra data is not a sealed entry: {exc}") from None
-    if kind == CHECKPOINT_KIND:
-        raise InvalidProofError("the tlog-proof's extra data is a checkpoint, not a chain entry")
+    if kind not in ENTRY_KINDS:
+        raise InvalidProofError(f"the tlog-proof's extra data is a {kind.decode()} record, not a chain entry")
     chain_id, seq = record["chain_id"], record["seq"]
     recomputed = chain_hash(record["prev_hash"], seq, entry_payload(kind, record))
     if recomputed != record["hash"]:

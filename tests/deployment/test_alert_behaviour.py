@@ -55,6 +55,17 @@ def test_stray_records_on_the_sealed_topic_alert(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_raw_records_lost_before_sealing_alert(tmp_path) -> None:
+    lost = {"interval": "1m", "input_series": [
+        {"series": f'auditseal_sealer_gap_offsets_total{{chain="{CHAIN}",cause="lost",job="auditseal-sealer"}}',
+         "values": "0 0 10x20"},
+        {"series": f'auditseal_sealer_gap_offsets_total{{chain="{CHAIN}",cause="skipped",job="auditseal-sealer"}}',
+         "values": "0 0 5x20"},
+    ], "alert_rule_test": [_fires("AuditSealRawRecordsLost", "10m", {"chain": CHAIN, "severity": "critical"})]}
+    result = _test_rules(tmp_path, [lost])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_would_say_if_an_expected_alert_did_not_fire(tmp_path) -> None:
     quiet = {"interval": "1m", "input_series": [
         {"series": f'auditseal_sealer_stray_records_total{{chain="{CHAIN}",job="auditseal-sealer"}}', "values": "0x20"},

@@ -25,7 +25,7 @@ from pipeline.integrity.chain import chain_hash
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
-from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, REJECTION_KIND, entry_payload, sealed_codecs
+from pipeline.wire.sealed import ENTRY_KINDS, EVENT_KIND, REJECTION_KIND, entry_payload, sealed_codecs
 from tests.support.sealing import (
     REPO,
     Topics,
@@ -236,7 +236,7 @@ def test_stray_records_on_the_sealed_topic_are_skipped_reported_and_never_sealed
         deadline = time.monotonic() + 120
         while True:
             chains = _read_chains(stack, topics)
-            if all(len(chains.get(p, [])) and max(r["source_offset"] for _, k, r in chains[p] if k not in (None, CHECKPOINT_KIND))
+            if all(len(chains.get(p, [])) and max(r["source_offset"] for _, k, r in chains[p] if k in ENTRY_KINDS)
                    == end - 1 for p, end in ends.items()) or time.monotonic() > deadline:
                 break
             time.sleep(1)

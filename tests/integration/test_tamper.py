@@ -27,7 +27,13 @@ from pipeline.integrity.keyring import generate_signing_key
 from pipeline.producer.client import AuditProducer
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
-from pipeline.wire.sealed import CHECKPOINT_KIND, checkpoint_from_record, checkpoint_record, sealed_codecs
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    ENTRY_KINDS,
+    checkpoint_from_record,
+    checkpoint_record,
+    sealed_codecs,
+)
 from tests.support.archive import wait_for_archive
 from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
 
@@ -221,7 +227,7 @@ def test_two_records_swapped(stack, copy, capsys, monkeypatch):
 def test_a_deleted_object(stack, copy, capsys, monkeypatch):
     keys = _objects(copy)
     deleted, following = keys[1], keys[2]
-    first_seq = next(r for k, r in map(_decoded, _rows(copy, deleted)) if k != CHECKPOINT_KIND)
+    first_seq = next(r for k, r in map(_decoded, _rows(copy, deleted)) if k in ENTRY_KINDS)
     (copy / deleted).unlink()
     (copy / manifest_key(deleted)).unlink()
     code, report = _verify(capsys, monkeypatch, stack, "--dir", str(copy))
@@ -237,7 +243,7 @@ def test_an_object_copied_under_another_key(stack, copy, capsys, monkeypatch):
                         prefix=source.prefix)
     shutil.copy(copy / keys[0], copy / target)
     shutil.copy(copy / manifest_key(keys[0]), copy / manifest_key(target))
-    _, first = next((k, r) for k, r in map(_decoded, _rows(copy, keys[0])) if k != CHECKPOINT_KIND)
+    _, first = next((k, r) for k, r in map(_decoded, _rows(copy, keys[0])) if k in ENTRY_KINDS)
     code, report = _verify(capsys, monkeypatch, stack, "--dir", str(copy))
     assert code == 1
     assert _found(report, "manifest_mismatch", target), report["violations"]

@@ -41,7 +41,10 @@ def seal_in_process(stack, topics, events: int, *, seed: int, checkpoint_every: 
                 if not batch:
                     continue
                 now = int(time.time() * 1_000_000)
-                writer.write([sealer.seal(value, start + n, now) for n, value in enumerate(batch)]
+                # raw offsets go on from the chain's own (a chain resumed by a second call continues them):
+                # v2 checkpoints sign the range, and the verifier holds every chain to it
+                base = sealer.next_source_offset or 0
+                writer.write([sealer.seal(value, base + n, now) for n, value in enumerate(batch)]
                              + [sealer.checkpoint(now)])
                 entries += len(batch)
             time.sleep(pause)

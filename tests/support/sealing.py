@@ -21,7 +21,7 @@ from pipeline.dev.provision import acl_binding
 from pipeline.integrity.keyring import load_keyring
 from pipeline.permissions.topology import Grant
 from pipeline.verifier.chains import ChainAuditor
-from pipeline.wire.sealed import CHECKPOINT_KIND, sealed_codecs
+from pipeline.wire.sealed import CHECKPOINT_KIND, ENTRY_KINDS, HEAD_KIND, sealed_codecs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,12 +139,13 @@ def metric_samples(port: int, name: str) -> list[float]:
 
 
 def start_sealer(stack, topics: Topics, *, checkpoint_records: int = 2000, checkpoint_ms: int = 200,
-                 log: Path | None = None, metrics_port: int = 0) -> subprocess.Popen:
-    """A real sealer worker process (``auditseal seal``) as the sealer role, on the test's topics."""
+                 log: Path | None = None, metrics_port: int = 0, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """A real sealer worker process (``auditseal seal``) as the sealer role, on the test's topics (``extra``:
+    more options)."""
     env = dict(os.environ, **stack.env("sealer"))
     argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", topics.raw, "--sealed-topic",
             topics.sealed, "--app-id", topics.app_id, "--metrics-port", str(metrics_port),
-            "--checkpoint-records", str(checkpoint_records), "--checkpoint-ms", str(checkpoint_ms)]
+            "--checkpoint-records", str(checkpoint_records), "--checkpoint-ms", str(checkpoint_ms), *extra]
     output = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
 
@@ -202,6 +203,8 @@ def audit(stack, sealed: dict[int, list], keyring_path=None) -> ChainAuditor:
             location = f"sealed[{partition}]@{offset}"
             if kind == CHECKPOINT_KIND:
                 auditor.checkpoint(record, location)
+            elif kind == HEAD_KIND:
+                auditor.head(record, location)
             else:
                 auditor.entry(kind, record, location)
     auditor.finish()
@@ -210,7 +213,7 @@ def audit(stack, sealed: dict[int, list], keyring_path=None) -> ChainAuditor:
 
 def sealed_source_offsets(sealed: dict[int, list]) -> dict[int, list[int]]:
     """The raw offsets each chain sealed, in chain order."""
-    return {p: [r["source_offset"] for _, kind, r in records if kind != CHECKPOINT_KIND]
+    return {p: [r["source_offset"] for _, kind, r in records if kind in ENTRY_KINDS]
             for p, records in sealed.items()}
 
 

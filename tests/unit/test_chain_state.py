@@ -62,7 +62,9 @@ def test_the_vocabulary_is_the_one_reports_use() -> None:
         "FORK": "fork", "WRONG_CHAIN": "wrong_chain", "MALFORMED": "malformed_record",
         "BAD_SIGNATURE": "bad_signature", "UNKNOWN_KEY": "unknown_key", "KEY_NOT_VALID": "key_not_valid",
         "COMPROMISED_KEY": "compromised_key", "CHECKPOINT_MISMATCH": "checkpoint_mismatch", "CHECKPOINT_CHAIN": "checkpoint_chain_broken",
-        "UNCHECKPOINTED": "unsigned_tail",
+        "UNCHECKPOINTED": "unsigned_tail", "UNACCOUNTED_OFFSETS": "unaccounted_offsets",
+        "ORIGIN_MISMATCH": "origin_mismatch", "LOST_RECORDS": "lost_records", "HEAD_MISMATCH": "head_mismatch",
+        "STALE_HEAD": "stale_head", "LOGGING_GAP": "logging_gap",
     }
     violation = Violation(ViolationKind.GAP, CHAIN_ID, 2, HERE, "two missing")
     assert violation.as_dict() == {"kind": "gap", "chain_id": CHAIN_ID, "seq": 2, "location": HERE,

@@ -30,7 +30,7 @@ from pipeline.integrity.note import NoteSigner, format_note, parse_note
 from pipeline.integrity.policy import PolicyWitness, format_policy
 from pipeline.integrity.tlog_proof import TlogProof
 from pipeline.integrity.tree_head import TreeHead, sign_tree_head
-from pipeline.wire.sealed import event_payload
+from pipeline.wire.sealed import GAP_LOST, event_payload, gap_payload
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "schemas" / "FORMAT.md"
 LOG_KEY = SigningKey.from_seed(bytes(range(32)))
@@ -81,7 +81,26 @@ def examples() -> dict[str, str]:
         f"checkpoint_hash: {checkpoint_hash(checkpoint).hex()}"
     )
 
+    v2 = sign_checkpoint(
+        build_checkpoint(chain_id="audit.raw/0", first_seq=0, record_hashes=hashes, prev_checkpoint_hash=GENESIS_HASH,
+                         issued_at_micros=ISSUED_AT, origin=ORIGIN, source_offsets=(100, 102)),
+        LOG_KEY,
+    )
+    found["checkpoint-v2"] = (
+        f"signed_bytes ({len(checkpoint_signed_bytes(v2))} bytes):\n{_hex_lines(checkpoint_signed_bytes(v2))}\n"
+        f"signature:\n{_hex_lines(v2.signature)}\n"
+        f"checkpoint_hash: {checkpoint_hash(v2).hex()}"
+    )
+    gap = gap_payload(0, 103, ISSUED_AT + 3, 109, GAP_LOST, "below the low watermark 110")
+    found["gap-entry"] = (
+        f"payload of a gap entry at seq 3 ({len(gap)} bytes):\n{_hex_lines(gap)}\n"
+        f"hash seq 3: {chain_hash(hashes[-1], 3, gap).hex()}"
+    )
+
     log = NoteSigner(ORIGIN, LOG_KEY.private_key)
+    heartbeat = sign_tree_head(TreeHead(ORIGIN, 3, record_tree_root(hashes), (f"auditseal-time {ISSUED_AT + 60_000_000}",)),
+                               log)
+    found["head-record"] = heartbeat.decode()
     witness = Cosigner("witness.example.com/w1", WITNESS_KEY)
     head = TreeHead(ORIGIN, 3, record_tree_root(hashes))
     signed = sign_tree_head(head, log)

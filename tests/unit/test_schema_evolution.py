@@ -33,6 +33,9 @@ RELEASED = {
     "audit_event.v1.avsc": "4216880367485bc2",
     "audit_event.v2.avsc": "e45ee069157e1960",
     "checkpoint.v1.avsc": "13beec4225f95385",
+    "checkpoint.v2.avsc": "c1390a89cb3a9761",
+    "gap.v1.avsc": "bb571da5e9a7f8e5",
+    "tree_head.v1.avsc": "2c10b6fdabde73b9",
     "rejection.v1.avsc": "6923573b826bb833",
     "sealed_event.v1.avsc": "cea19d85f7c88405",
 }
