@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError
 from pipeline.reconciler.matching import ChainReconciliation, Mismatch, RawRecord, SealedEntry
-from pipeline.wire.sealed import CHECKPOINT_KIND, chain_id_for, sealed_codecs
+from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND, chain_id_for, sealed_codecs
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 60.0
@@ -112,13 +112,13 @@ class Reconciler:
                 kind, fields = codecs.decode_fields(value or b"")
             except (AuditSealError, ValueError, TypeError, IndexError, EOFError):
                 continue  # not a sealed record: the verifier reports strays, there is nothing here to compare
-            if kind == CHECKPOINT_KIND:
-                continue
-            if kind == b"event":
+            if kind == EVENT_KIND:
                 entries.append(SealedEntry(offset, fields[0], kind, fields[5], fields[6], event=fields[7]))
-            else:
+            elif kind == REJECTION_KIND:
                 entries.append(SealedEntry(offset, fields[0], kind, fields[5], fields[6], raw_sha256=fields[7],
                                            raw_size=fields[8]))
+            # checkpoints and tree heads hold no raw record; a gap entry names raw offsets that hold none (lost
+            # below the low watermark, or skipped by the broker): the verifier judges its claim
         chain = self.chains[partition]
         round_ = Round(chain.chain_id, self.sealed_topic, partition, records[0][0], records[-1][0], len(entries),
                        min((e.source_offset for e in entries), default=None),
