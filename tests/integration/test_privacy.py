@@ -71,7 +71,8 @@ def pipeline_run(stack, tmp_path_factory):
     bindings = [acl_binding(principal, g) for principal in ("User:privacy", "User:access-auditor") for g in grants]
     for future in admin.create_acls(bindings).values():
         future.result(timeout=30)
-    prefix = f"privacy-{RUN}/"
+    # a prefix per fixture instance: test_timeline_privacy runs this fixture again, with the same subjects
+    prefix = f"privacy-{RUN}-{secrets.token_hex(3)}/"
     ids = {"alice": [], "carol": [], "plain": []}
     with keystore_from_env(stack.env("producer")) as store:
         protector = Protector(store)

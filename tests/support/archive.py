@@ -158,6 +158,8 @@ def check_archive(stack, archive: Archive, sealed: dict[int, list], master_key: 
             location = f"archive[{partition}]@{offset}"
             if kind == b"checkpoint":
                 auditor.checkpoint(record, location)
+            elif kind == b"head":  # a tree head over the chain's history (integrity v2)
+                auditor.head(record, location)
             else:
                 auditor.entry(kind, record, location)
     auditor.finish()
