@@ -254,7 +254,7 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
                 continue  # a record claiming the position with other bytes: a stray
         except (AuditSealError, ValueError, TypeError, KeyError):
             continue
-        entries.append((offset, entry, payload))
+        entries.append((offset, entry))
         batch.add(offset)
         expected_seq, expected_hash = expected_seq - 1, entry["prev_hash"]
     if expected_seq >= checkpoint.first_seq:
@@ -267,9 +267,10 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
                        batch_first_seq=first["seq"], expected_first_seq=checkpoint.first_seq,
                        previous_checkpoint_hash=checkpoint.prev_checkpoint_hash)
     found: list[Violation] = []
-    for offset, entry, payload in reversed(entries):
-        found += state.entry(entry["chain_id"], entry["seq"], entry["prev_hash"], entry["hash"], payload,
-                             f"offset {offset}", entry["source_offset"], entry.get("source_last_offset", -1))
+    for offset, entry in reversed(entries):
+        # each hash was recomputed above (the walk keeps only entries whose bytes give their hash): link them
+        found += state.link(entry["chain_id"], entry["seq"], entry["prev_hash"], entry["hash"], entry["hash"],
+                            f"offset {offset}", entry["source_offset"], entry.get("source_last_offset", -1))
     found += state.checkpoint(checkpoint, f"offset {decoded[index][0]}", keyring=None)
     if found:
         return "; ".join(f"{violation.kind}: {violation.detail}" for violation in found), set()
