@@ -191,7 +191,8 @@ def read_sealed(stack, topics: Topics, timeout: float = 60) -> dict[int, list[tu
             out[message.partition()].append((message.offset(), kind, record))
     finally:
         consumer.close()
-    return dict(out)
+    # in partition order, whichever partition's first record arrived first: callers compare these
+    return {p: out[p] for p in sorted(out)}
 
 
 def audit(stack, sealed: dict[int, list], keyring_path=None) -> ChainAuditor:
