@@ -151,6 +151,18 @@ class Latencies:
     locked: list[tuple[float, float]] = field(default_factory=list)  # (when locked, seconds since occurred_at)
     # per sealed partition, (sealed offset, occurred_at) of samples not yet seen locked
     waiting: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # a measuring thread that died: the run is void
+
+
+def _measuring(target, found: Latencies):
+    """Run a measuring thread's ``target``; if it dies, say why and let the sampler end the run."""
+    def run(*args) -> None:
+        try:
+            target(*args)
+        except Exception as exc:  # noqa: BLE001 - reported by the sampler, which stops the run on it
+            with found.lock:
+                found.failures.append(f"{target.__name__}: {type(exc).__name__}: {exc}")
+    return run
 
 
 def read_sealed(stack: LocalStack, stop: threading.Event, found: Latencies, ready: threading.Event) -> None:
@@ -172,7 +184,7 @@ def read_sealed(stack: LocalStack, stop: threading.Event, found: Latencies, read
                     continue
                 now = time.time()
                 event = events.decode(codecs.event.decode(value)["event"])
-                occurred = event["occurred_at"] / 1e6
+                occurred = event["occurred_at"].timestamp()  # the codec gives timestamp-micros as datetime
                 with found.lock:
                     found.sealed.append((now, now - occurred))
                     found.waiting.setdefault(message.partition(), []).append((message.offset(), occurred))
@@ -279,9 +291,10 @@ def run(args: argparse.Namespace) -> int:
         _drain(args, components, out)
 
         ready = threading.Event()
-        threads = [threading.Thread(target=read_sealed, args=(stack, stop, found, ready), daemon=True),
-                   threading.Thread(target=watch_archive, args=(stack, stop, found, args.archive_poll_seconds),
-                                    daemon=True)]
+        threads = [threading.Thread(target=_measuring(read_sealed, found), args=(stack, stop, found, ready),
+                                    daemon=True),
+                   threading.Thread(target=_measuring(watch_archive, found),
+                                    args=(stack, stop, found, args.archive_poll_seconds), daemon=True)]
         threads[0].start()
         ready.wait(60)
         threads[1].start()
@@ -378,6 +391,8 @@ def _sample(args, components: list[Component], producer: subprocess.Popen, progr
             sample["sealed_p99_s"] = _percentile(recent_sealed, 0.99)
             sample["locked_p99_s"] = _percentile(recent_locked, 0.99)
             _check_alive([c for c in components if c.popen is not producer], out, "during the run")
+            if found.failures:
+                raise SystemExit(f"a measuring thread failed, the run is void: {found.failures[0]}")
             last_t, last_acked, last_sealed = now, progress["acked"], sealed_total
             samples.append(sample)
             log.write(json.dumps(sample) + "\n")
@@ -497,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for samples, steps and the plot (default .stack/bench/pipeline-<time>)")
     parser.add_argument("--producer-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # a SIGTERM (timeout, Ctrl-C from a supervisor) unwinds through run()'s finally: no stage left running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.producer_child:
         return producer_main([int(r) for r in args.rates.split(",")], args.step_seconds, args.sample_every, 1.0)
     return run(args)

@@ -9,7 +9,7 @@ included). Latency is librdkafka's produce-to-acknowledgement time. Each round r
 the machine is usually shared, so compare rounds before trusting a figure.
 
     eval "$(.venv/bin/auditseal dev env --role producer)"
-    .venv/bin/python bench/producer.py --events 300000 --rounds 2
+    .venv/bin/python -m bench.producer --events 300000 --rounds 2
 
 Writes real events to the topic (``audit.raw`` by default): run it against a dev stack.
 """

@@ -11,7 +11,7 @@ is Kafka value bytes, "object MB/s" the bytes stored. The run is measured twice,
 top functions by own time. Objects are locked for one day (a bench profile), under ``bench/``.
 
     .venv/bin/auditseal dev up
-    .venv/bin/python bench/sink.py [--records 300000] [--codec deflate|null]
+    .venv/bin/python -m bench.sink [--records 300000] [--codec deflate|null]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ one-resource query over the whole period: the timeline reading only the objects 
 (``--no-index``). Both answers must be identical and complete. Targets (issue 20): the one-actor, one-day
 query reads at most 5% of the objects and answers at least 20x faster than the full scan.
 
-    .venv/bin/python bench/timeline.py [--events 2000000] [--days 60] [--object-records 2000]
+    .venv/bin/python -m bench.timeline [--events 2000000] [--days 60] [--object-records 2000]
 """
 
 from __future__ import annotations

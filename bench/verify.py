@@ -9,7 +9,7 @@ under the bucket's key layout. Then, twice: the verifier (``ArchiveVerifier`` ov
 ``fastavro.reader`` iterating every record of every object. Targets: >= 200,000 records/s and a
 ratio >= 0.5. Peak RSS is the process's, from ``resource.getrusage``.
 
-    .venv/bin/python bench/verify.py [--records 200000] [--profile]
+    .venv/bin/python -m bench.verify [--records 200000] [--profile]
 """
 
 from __future__ import annotations
