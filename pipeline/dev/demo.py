@@ -83,21 +83,25 @@ def _sealed_heads(stack: LocalStack) -> dict[int, dict]:
 
 
 def _archived_heads(s3, bucket: str) -> dict[str, int]:
-    """The last archived seq of each chain, from the manifest of each partition's newest object."""
+    """The last archived seq of each chain, from the manifest of each partition's newest object that holds
+    entries (an idle chain's newest objects may hold only its heartbeat tree heads, which carry no seq)."""
     from pipeline.archive.layout import Manifest, parse_key
 
-    newest: dict[int, str] = {}
+    manifests: dict[int, list[tuple[int, str]]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=ARCHIVE_PREFIX):
         for item in page.get("Contents", []):
             key = parse_key(item["Key"])
-            if key is not None and key.is_manifest and key.prefix == "" and (
-                    key.partition not in newest or parse_key(newest[key.partition]).last_offset < key.last_offset):
-                newest[key.partition] = item["Key"]
+            if key is not None and key.is_manifest and key.prefix == "":
+                manifests.setdefault(key.partition, []).append((key.last_offset, item["Key"]))
     heads: dict[str, int] = {}
-    for manifest_key in newest.values():
-        manifest = Manifest.from_bytes(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read(), manifest_key)
-        for chain in manifest.chains:
-            heads[chain.chain_id] = max(heads.get(chain.chain_id, -1), chain.last_seq)
+    for keys in manifests.values():
+        for _, manifest_key in sorted(keys, reverse=True):
+            body = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
+            manifest = Manifest.from_bytes(body, manifest_key)
+            for chain in manifest.chains:
+                heads[chain.chain_id] = max(heads.get(chain.chain_id, -1), chain.last_seq)
+            if manifest.chains:
+                break
     return heads
 
 
