@@ -177,12 +177,19 @@ class KeyStore:
         partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(topic.partitions)]
         ends = {}
         for tp in partitions:
-            try:
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=max(0.1, deadline - time.monotonic()))
-            except KafkaException as exc:
-                self._consumer.close()
-                raise KeyStoreUnavailableError(
-                    f"key store {self.topic}: cannot read partition {tp.partition} ({exc.args[0].str()})") from None
+            while True:
+                try:
+                    _, high = self._consumer.get_watermark_offsets(
+                        tp, timeout=max(0.1, deadline - time.monotonic()))
+                    break
+                except KafkaException as exc:
+                    # on a cluster, the partition's leader may not know a topic created a moment ago yet
+                    if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    self._consumer.close()
+                    raise KeyStoreUnavailableError(
+                        f"key store {self.topic}: cannot read partition {tp.partition} ({exc.args[0].str()})") from None
             ends[tp.partition] = high
         self._consumer.assign(partitions)
         positions = {p: 0 for p in ends}
