@@ -329,6 +329,11 @@ class IncrementalVerifier(ArchiveVerifier):
                                  "locked versions remain (verified by the run of the state file)"))
         if _fingerprint(entry) == record["fingerprint"]:
             return
+        if not entry.versions:
+            report.add(Violation(COVERED_MISSING, None, None, entry.name, f"verified (with {record['records']} records) "
+                                 "by the run of the state file; its manifest remains, the object is gone: deleted "
+                                 "after it was verified"))
+            return
         self._covered_reread += 1
         digests = {hashlib.sha256(version.read()).hexdigest() for version in entry.versions}
         problem = None
