@@ -1,10 +1,11 @@
-"""Incremental verification of an archive the real pipeline made (producer -> sealer -> sink -> bucket).
+"""Incremental and parallel verification of an archive the real pipeline made (producer -> sealer -> sink -> bucket).
 
 A full ``verify --s3 --state-out`` of what was archived first; the pipeline then runs on (the sealer resumes
 its chains, the sink continues its group) and ``verify --since-state`` reads only the new objects, proves the
 new tree heads extend the verified ones and finds the archive INTACT. The attacks on what the state covers:
 an object rewritten in the bucket (a new version with other bytes), an object hidden by a delete marker, and,
 in a local copy, objects deleted outright; each is reported at its key and the run is not INTACT.
+``--jobs 2`` over the bucket gives the reports one job gives.
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def test_the_increment_reads_only_the_new_objects_and_extends_the_verified_heads
     code, full = _report(capsys, stack.env("verifier"), stack, uri, "--compliance-file", str(work / "compliance.yaml"))
     assert code == 0 and full["chains"] == report["chains"]
     assert full["records"]["entries"] == 500 and report["records"]["entries"] < 500  # 300 + 200 events
+    # --jobs 2 (each worker with its own S3 connections) gives the same reports, full and incremental
+    assert _report(capsys, stack.env("verifier"), stack, uri, "--compliance-file", str(work / "compliance.yaml"),
+                   "--jobs", "2") == (0, full)
+    assert _report(capsys, stack.env("verifier"), stack, uri, "--compliance-file", str(work / "compliance.yaml"),
+                   "--since-state", str(state), "--jobs", "2") == (0, report)
 
 
 def test_a_covered_object_rewritten_in_the_bucket_is_reported(stack, grown, capsys):
