@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -28,8 +30,9 @@ from pipeline.wire.sealed import sealed_codecs
 _WORK: tuple[ArchiveVerifier, Any, list[tuple[str, list[ArchiveEntry]]]] | None = None
 
 
-def verify_parallel(verifier: ArchiveVerifier, source, jobs: int) -> Report:
-    """:meth:`ArchiveVerifier.verify` over ``jobs`` processes; the same report."""
+def verify_parallel(verifier: ArchiveVerifier, source, jobs: int, stats: dict[str, Any] | None = None) -> Report:
+    """:meth:`ArchiveVerifier.verify` over ``jobs`` processes; the same report. ``stats``, if given, gets
+    the CPU seconds each worker process spent (``worker_cpu_s``, by pid) and the number of units."""
     global _WORK
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be 1 or more")
@@ -48,6 +51,11 @@ def verify_parallel(verifier: ArchiveVerifier, source, jobs: int) -> Report:
             done = dict(zip(order, pool.map(_verify_unit, order), strict=True))
     finally:
         _WORK = None
+    if stats is not None:
+        stats["units"] = len(units)
+        stats["worker_cpu_s"] = {}
+        for part in done.values():
+            stats["worker_cpu_s"][part["pid"]] = stats["worker_cpu_s"].get(part["pid"], 0.0) + part["cpu_s"]
     codecs = sealed_codecs()
     position = 0
     for scope, entries in archives:
@@ -85,6 +93,7 @@ def _verify_unit(index: int) -> dict[str, Any]:
     # one partition of one archive, verified into a partial report and an unfinished auditor's state
     assert _WORK is not None
     verifier, source, units = _WORK
+    started = time.process_time()
     scope, entries = units[index]
     report = Report(source.description)
     auditor = verifier._auditor(scope)
@@ -96,7 +105,7 @@ def _verify_unit(index: int) -> dict[str, Any]:
     verifier._verify_objects(entries, report, auditor, ends, sealed_codecs())
     return {"report": report, "auditor": _auditor_state(auditor),
             "ends": {key: end for key, end in ends.items() if before.get(key) != end},
-            "collected": take() if take is not None else {}}
+            "collected": take() if take is not None else {}, "pid": os.getpid(), "cpu_s": time.process_time() - started}
 
 
 _COUNTERS = ("entries_checked", "checkpoints_checked", "checkpoints_valid", "heads_checked")
