@@ -152,8 +152,8 @@ def load_state(path: Path, keyring: Keyring, source: str) -> VerifiedState:
     if claimed != _body_digest(data):
         raise StateFileError(f"{where}: corrupt or tampered: its sha256 does not match its contents; "
                              "run a full verification")
-    if data["source"] != source:
-        raise StateFileError(f"{where}: written for {data['source']}, not {source}")
+    if data.get("source") != source:
+        raise StateFileError(f"{where}: written for {data.get('source')}, not {source}")
     try:
         state = VerifiedState(data["source"], data["verified_at_micros"], objects=data["objects"],
                               totals=data["totals"])
@@ -179,8 +179,9 @@ def _anchor(chain_id: str, raw: Mapping[str, Any], keyring: Keyring) -> ChainAnc
         return ChainAnchor(checkpoint)
     head = _unhex_fields(raw["head"])
     entry = keyring.get(head["key_id"])
-    if entry is None:
-        raise ValueError(f"chain {chain_id}: its tree head's key {head['key_id']} is not in the keyring")
+    if entry is None or not entry.valid_at(head["issued_at_micros"]) or entry.compromised_at(head["issued_at_micros"]):
+        raise ValueError(f"chain {chain_id}: its tree head's key {head['key_id']} is not in the keyring, not valid "
+                         "when the head was issued, or revoked as compromised")
     origin = head["note"].split(b"\n", 1)[0].decode("utf-8")
     signed, _ = open_tree_head(head["note"], log_verifier(entry.public_key, origin))
     frontier = tuple(bytes.fromhex(value) for value in raw["frontier"])
@@ -270,13 +271,13 @@ class IncrementalVerifier(ArchiveVerifier):
 
     since: VerifiedState | None = None
     # filled as the run goes: the anchors, partitions and objects of the state to write
-    _anchors: dict[str, dict[str, ChainAnchor]] = field(default_factory=dict)
-    _objects: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _ends: dict[str, dict[tuple[str, int], tuple[int, str]]] = field(default_factory=dict)
-    _proofs: dict[str, str] = field(default_factory=dict)
-    _covered_listed: int = 0
-    _covered_reread: int = 0
-    _manifest_read: Manifest | None = None
+    _anchors: dict[str, dict[str, ChainAnchor]] = field(default_factory=dict, init=False, repr=False)
+    _objects: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _ends: dict[str, dict[tuple[str, int], tuple[int, str]]] = field(default_factory=dict, init=False, repr=False)
+    _proofs: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _covered_listed: int = field(default=0, init=False, repr=False)
+    _covered_reread: int = field(default=0, init=False, repr=False)
+    _manifest_read: Manifest | None = field(default=None, init=False, repr=False)
 
     def _auditor(self, scope: str = "") -> ChainAuditor:
         as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000

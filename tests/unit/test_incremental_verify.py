@@ -160,7 +160,16 @@ def test_state_files_that_cannot_be_trusted_are_refused_in_one_line(archive, tmp
     anchor = forged["archives"]["audit.sealed:"]["chains"]["audit.raw/0"]["checkpoint"]
     anchor["chain_head"] = {"hex": "00" * 32}
     refused(json.dumps({**forged, "sha256": _body_digest(forged)}), "corrupt or tampered")
+    # a tree head moved to another root, the frontier to match: the note's signature does not cover it
+    forged = json.loads(state.read_text())
+    forged.pop("sha256")
+    chain = forged["archives"]["audit.sealed:"]["chains"]["audit.raw/1"]
+    chain["head"]["root_hash"] = {"hex": "11" * 32}
+    refused(json.dumps({**forged, "sha256": _body_digest(forged)}), "corrupt or tampered")
     refused("[]", "expected a state file")
+    refused(json.dumps({"format": "auditseal-verify-state/1"}), "its sha256 does not match")
+    assert _cli(archive, tmp_path, "--since-state", str(tmp_path / "absent.json")) == 2
+    assert "cannot read it" in capsys.readouterr().err
 
 
 def test_the_cli_writes_the_state_only_for_an_intact_archive_and_starts_from_it(archive, tmp_path, capsys):
@@ -237,3 +246,16 @@ def test_a_chain_found_in_two_partitions_is_verified_in_one_pass(tmp_path):
     two = verify_parallel(ArchiveVerifier(archive.keyring, as_of_micros=archive.now),
                           DirectorySource(archive.root), 2).as_dict()
     assert two == one and not one["intact"]
+
+
+def test_a_new_object_inside_the_verified_offsets_is_reported(archive, tmp_path):
+    state = _verified(archive, tmp_path)
+    archive.grow(1)
+    source = archive.objects[1]
+    first, last = (int(part) for part in Path(source).stem.split("-"))
+    planted = source.replace(f"{first:020d}-{last:020d}", f"{first + 1:020d}-{last:020d}")
+    for suffix in ("", ".manifest.json"):
+        shutil.copy(archive.root / (source + suffix), archive.root / (planted + suffix))
+    _, report = _incremental(archive, state)
+    assert any(v.kind == "overlapping_objects" and v.location == planted for v in report.violations), \
+        report.as_dict()["violations"]
