@@ -10,6 +10,7 @@ COMPLIANCE until at least what its manifest and its compliance profile require.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -284,8 +285,12 @@ class BucketSource:
                         self.foreign.append(f"{item['Key']} (version {item['VersionId']})")
                     continue
                 entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
-                version = self._version(item["Key"], item["VersionId"], item["LastModified"],
-                                        f"{item['VersionId']}:{item.get('ETag')}:{item.get('Size')}")
+                if self.skip_lock is not None and self.skip_lock(item["Key"]):
+                    version = self._unlocked(item["Key"], item["VersionId"], item["LastModified"])
+                else:
+                    version = self._version(item["Key"], item["VersionId"], item["LastModified"])
+                version = dataclasses.replace(
+                    version, fingerprint=f"{item['VersionId']}:{item.get('ETag')}:{item.get('Size')}")
                 (entry.manifest_versions if key.is_manifest else entry.versions).append(version)
             for marker in page.get("DeleteMarkers", []):
                 key = parse_key(marker["Key"])
@@ -296,12 +301,14 @@ class BucketSource:
             entry.manifest_versions.sort(key=lambda v: v.modified)
         yield from sorted(found.values(), key=_archive_order)
 
-    def _version(self, key: str, version_id: str, modified, fingerprint: str | None = None) -> ObjectVersion:
+    def _unlocked(self, key: str, version_id: str, modified) -> ObjectVersion:
+        # a version whose lock is not looked up (lock None: not checked)
         def read() -> bytes:
             return self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)["Body"].read()
 
-        if self.skip_lock is not None and self.skip_lock(key):
-            return ObjectVersion(version_id, read, None, modified, fingerprint)
+        return ObjectVersion(version_id, read, None, modified)
+
+    def _version(self, key: str, version_id: str, modified) -> ObjectVersion:
         try:
             retention = self.s3.get_object_retention(Bucket=self.bucket, Key=key, VersionId=version_id)["Retention"]
             lock = (retention.get("Mode"), retention.get("RetainUntilDate"))
@@ -310,7 +317,7 @@ class BucketSource:
                                                                  "ObjectLockConfigurationNotFoundError"):
                 raise
             lock = (None, None)  # reported as not_locked
-        return ObjectVersion(version_id, read, lock, modified, fingerprint)
+        return dataclasses.replace(self._unlocked(key, version_id, modified), lock=lock)
 
 
 @dataclass
