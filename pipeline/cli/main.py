@@ -499,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "older than this minus --head-tolerance is a stale_head")
     verify.add_argument("--head-tolerance", type=float, metavar="SECONDS",
                         help="how old the newest tree head, and how far apart two heads, may be (default 300)")
+    verify.add_argument("--since-state", metavar="FILE", help="start from the state file of an earlier intact run: "
+                        "read only the objects archived since, prove the new tree heads extend the verified ones")
+    verify.add_argument("--state-out", metavar="FILE", help="if the archive is intact, write the state file a later "
+                        "--since-state run starts from (may be the --since-state file)")
+    verify.add_argument("--jobs", type=int, default=1, metavar="N", help="verify partitions in N processes (default 1)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 

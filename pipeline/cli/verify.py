@@ -47,7 +47,9 @@ def _source(args):
     settings = S3Settings.from_env({**os.environ, "AUDITSEAL_BUCKET": parsed.netloc})
     s3 = settings.client()
     _check_bucket_readable(s3, parsed.netloc, settings.endpoint_url)
-    return BucketSource(s3, parsed.netloc, parsed.path.lstrip("/"))
+    source = BucketSource(s3, parsed.netloc, parsed.path.lstrip("/"))
+    source.client_factory = settings.client
+    return source
 
 
 def _check_bucket_readable(s3, bucket: str, endpoint: str) -> None:
@@ -182,6 +184,13 @@ def render(report: Report) -> str:
     ]
     for chain_id, chain in data["chains"].items():
         lines.append(f"  chain {chain_id}: seq 0..{chain['last_seq']}")
+    if report.incremental is not None:
+        since = report.incremental
+        lines.append(f"Incremental: {since['objects_new']} new objects read; {since['objects_covered']} objects "
+                     f"verified before (state file) listed, not read ({since['objects_covered_reread']} read again: "
+                     "their listing changed)")
+        for chain_id, proof in since["consistency"].items():
+            lines.append(f"  chain {chain_id}: {proof}")
     for n in report.notices:
         lines.append(f"  NOTICE {n.kind:17} {n.location}  chain={n.chain_id}\n      {n.detail}")
     if report.intact:
@@ -241,16 +250,43 @@ def verify_command(args) -> int:
         check_kafka(KafkaSettings.from_env(), [args.kafka_topic])
     masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
-    verifier = ArchiveVerifier(keyring, profiles, masters, _progress(), as_of_micros=_as_of(args.as_of),
-                               head_tolerance_s=_tolerance(args.head_tolerance))
-    report = verifier.verify(source)
+    options = {"as_of_micros": _as_of(args.as_of), "head_tolerance_s": _tolerance(args.head_tolerance)}
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: must be 1 or more")
+    if args.since_state or args.state_out:
+        from pipeline.verifier.incremental import IncrementalVerifier, load_state
+
+        verifier: ArchiveVerifier = IncrementalVerifier(keyring, profiles, masters, _progress(), **options)
+        if args.since_state:  # before the scan: a state file that cannot be trusted ends here
+            verifier.since = load_state(Path(args.since_state), keyring, source.description)
+    else:
+        verifier = ArchiveVerifier(keyring, profiles, masters, _progress(), **options)
+    if args.jobs > 1:
+        from pipeline.verifier.parallel import verify_parallel
+
+        report = verify_parallel(verifier, source, args.jobs)
+    else:
+        report = verifier.verify(source)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.kafka:
         check_tail(report, args.kafka_topic, grace_s=args.kafka_grace)
     _record_access(args, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    if args.state_out:
+        _write_state(verifier, report, Path(args.state_out))
     return 0 if report.intact else 1
+
+
+def _write_state(verifier, report: Report, path: Path) -> None:
+    # --state-out: only an intact run is a state to start from; otherwise say so (the exit code stays 1)
+    from pipeline.verifier.incremental import write_state
+
+    if not report.intact:
+        print(f"--state-out {path}: not written: {report.violation_total} violation(s) found; a state file "
+              "records only an intact archive", file=sys.stderr)
+        return
+    write_state(path, verifier.state(report))
 
 
 VERIFICATION_RECORD_VARIABLE = "AUDITSEAL_VERIFICATION_RECORD"

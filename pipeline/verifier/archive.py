@@ -10,9 +10,11 @@ COMPLIANCE until at least what its manifest and its compliance profile require.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import io
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -68,6 +70,9 @@ class ObjectVersion:
     read: Callable[[], bytes]
     lock: tuple[str | None, datetime.datetime | None] | None = None  # (mode, retain_until); None: no locks
     modified: datetime.datetime | None = None
+    # what identifies the stored bytes without reading them (a file's size and mtime, an S3 version id and
+    # ETag): an incremental verification (pipeline.verifier.incremental) reads again only what changed
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Report:
     violations: list[Violation] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
     notices: list[Violation] = field(default_factory=list)
+    incremental: dict[str, Any] | None = None  # an incremental run: what it started from (verifier.incremental)
 
     def notice(self, notice: Violation) -> None:
         """Keep a finding that is not a violation (severity warning: e.g. the sink's lag)."""
@@ -144,7 +150,13 @@ class Report:
             "violation_counts": dict(sorted(self.violation_counts.items())),
             "violations": [v.as_dict() for v in self.violations],
             "notices": [dict(n.as_dict(), severity="warning") for n in self.notices],
+            **({"incremental": self.incremental} if self.incremental is not None else {}),
         }
+
+
+def entry_scope(entry: ArchiveEntry) -> str:
+    """The archive (prefix, topic) an entry belongs to, as report chain ids are prefixed with it."""
+    return f"{entry.key.prefix}{entry.key.topic}:"
 
 
 def _archive_order(entry: ArchiveEntry) -> tuple:
@@ -239,7 +251,8 @@ class DirectorySource:
                     self.foreign.append(name)
                 continue
             entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
-            version = ObjectVersion(None, path.read_bytes)
+            stat = path.stat()
+            version = ObjectVersion(None, path.read_bytes, fingerprint=f"{stat.st_size}:{stat.st_mtime_ns}")
             (entry.manifest_versions if key.is_manifest else entry.versions).append(version)
         yield from sorted(found.values(), key=_archive_order)
 
@@ -253,6 +266,11 @@ class BucketSource:
         self.prefix = prefix
         self.description = f"s3://{bucket}/{prefix}"
         self.foreign: list[str] = []  # keys (with version ids) the layout does not use, filled by entries()
+        # keys whose versions' locks are not read (an incremental run's already verified objects: their
+        # COMPLIANCE retention was checked and cannot be shortened); None: every lock is read
+        self.skip_lock: Callable[[str], bool] | None = None
+        # makes a new client: a forked worker of verify --jobs must not share the parent's connections
+        self.client_factory: Callable[[], Any] | None = None
 
     def entries(self) -> Iterator[ArchiveEntry]:
         """Every archived object under the prefix with all its versions, in key order."""
@@ -267,7 +285,12 @@ class BucketSource:
                         self.foreign.append(f"{item['Key']} (version {item['VersionId']})")
                     continue
                 entry = found.setdefault(key.object_key, ArchiveEntry(key, key.object_key))
-                version = self._version(item["Key"], item["VersionId"], item["LastModified"])
+                if self.skip_lock is not None and self.skip_lock(item["Key"]):
+                    version = self._unlocked(item["Key"], item["VersionId"], item["LastModified"])
+                else:
+                    version = self._version(item["Key"], item["VersionId"], item["LastModified"])
+                version = dataclasses.replace(
+                    version, fingerprint=f"{item['VersionId']}:{item.get('ETag')}:{item.get('Size')}")
                 (entry.manifest_versions if key.is_manifest else entry.versions).append(version)
             for marker in page.get("DeleteMarkers", []):
                 key = parse_key(marker["Key"])
@@ -278,10 +301,14 @@ class BucketSource:
             entry.manifest_versions.sort(key=lambda v: v.modified)
         yield from sorted(found.values(), key=_archive_order)
 
-    def _version(self, key: str, version_id: str, modified) -> ObjectVersion:
+    def _unlocked(self, key: str, version_id: str, modified) -> ObjectVersion:
+        # a version whose lock is not looked up (lock None: not checked)
         def read() -> bytes:
             return self.s3.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)["Body"].read()
 
+        return ObjectVersion(version_id, read, None, modified)
+
+    def _version(self, key: str, version_id: str, modified) -> ObjectVersion:
         try:
             retention = self.s3.get_object_retention(Bucket=self.bucket, Key=key, VersionId=version_id)["Retention"]
             lock = (retention.get("Mode"), retention.get("RetainUntilDate"))
@@ -290,7 +317,7 @@ class BucketSource:
                                                                  "ObjectLockConfigurationNotFoundError"):
                 raise
             lock = (None, None)  # reported as not_locked
-        return ObjectVersion(version_id, read, lock, modified)
+        return dataclasses.replace(self._unlocked(key, version_id, modified), lock=lock)
 
 
 @dataclass
@@ -305,7 +332,7 @@ class ArchiveVerifier:
     as_of_micros: int | None = None
     head_tolerance_s: float = DEFAULT_HEAD_TOLERANCE_S
 
-    def _auditor(self) -> ChainAuditor:
+    def _auditor(self, scope: str = "") -> ChainAuditor:
         as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
         return ChainAuditor(self.keyring, as_of_micros=as_of, head_tolerance_micros=int(self.head_tolerance_s * 1e6))
 
@@ -313,15 +340,29 @@ class ArchiveVerifier:
         """Verify every object of ``source``; never raises for what it finds, only reports it."""
         report = Report(source.description)
         codecs = sealed_codecs()
-        last_end: dict[tuple[str, int], tuple[int, str]] = {}
-        scope, auditor = None, None
-        for entry in source.entries():
-            entry_scope = f"{entry.key.prefix}{entry.key.topic}:"
-            if entry_scope != scope:
-                if auditor is not None:
-                    auditor.finish()
-                    report.absorb(auditor, scope or "")
-                scope, auditor = entry_scope, self._auditor()
+        for scope, entries in self._archives(source, report):
+            auditor = self._auditor(scope)
+            self._verify_objects(entries, report, auditor, self._last_ends(scope), codecs)
+            self._close(scope, auditor, report)
+        self._account_for_everything(source, report)
+        return report
+
+    def _archives(self, source, report: Report) -> Iterator[tuple[str, Iterator[ArchiveEntry]]]:
+        # (scope, its entries) of each archive (prefix, topic) under the source, in archive order
+        return ((scope, entries) for scope, entries in itertools.groupby(source.entries(), key=entry_scope))
+
+    def _last_ends(self, scope: str) -> dict[tuple[str, int], tuple[int, str]]:
+        # per partition of the archive: the last offset already read, and its object (for OVERLAP)
+        return {}
+
+    def _close(self, scope: str, auditor: ChainAuditor, report: Report) -> None:
+        # the end of one archive's objects: its chains' tails and heads are judged, then reported
+        auditor.finish()
+        report.absorb(auditor, scope)
+
+    def _verify_objects(self, entries, report: Report, auditor: ChainAuditor, last_end, codecs) -> None:
+        """Verify these entries of one archive, in order, into ``report`` and ``auditor`` (not finished)."""
+        for entry in entries:
             report.objects += 1
             if self.progress:
                 self.progress(report.objects, entry.name)
@@ -333,11 +374,6 @@ class ArchiveVerifier:
             for violation in auditor.violations:
                 report.add(violation)
             auditor.violations.clear()
-        if auditor is not None:
-            auditor.finish()
-            report.absorb(auditor, scope or "")
-        self._account_for_everything(source, report)
-        return report
 
     def _account_for_everything(self, source, report: Report) -> None:
         # Every name under the prefix is part of the archive or reported, and an archive that holds no
@@ -346,12 +382,16 @@ class ArchiveVerifier:
             report.add(Violation(FOREIGN_OBJECT, None, None, name,
                                  "not a key of the archive layout ({prefix}{topic}/{partition:03d}/"
                                  "{first:020d}-{last:020d}.avro[.enc][.manifest.json]): planted, renamed or foreign"))
-        if report.objects == 0:
+        if self._listed_objects(report) == 0:
             report.add(Violation(NO_ARCHIVE, None, None, source.description,
                                  "no archived object under this prefix: an empty or mistyped prefix proves nothing"))
         elif not report.last_seq:
             report.add(Violation(NO_CHAIN, None, None, source.description,
                                  f"{report.objects} object(s) but no chain entry or checkpoint in any of them"))
+
+    def _listed_objects(self, report: Report) -> int:
+        # the archive's objects this run accounts for (an incremental run also those it did not read again)
+        return report.objects
 
     def _violation(self, report: Report, kind: str, entry: ArchiveEntry, detail: str, chain_id=None, seq=None):
         report.add(Violation(kind, chain_id, seq, entry.name, detail))
