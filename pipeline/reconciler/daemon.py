@@ -42,7 +42,9 @@ def round_events(round_: Round, signer: Signer, principal: str) -> list[dict]:
     resource = {"type": "audit.chain", "id": round_.chain_id}
     base = {"chain_id": round_.chain_id, "sealed_topic": round_.sealed_topic,
             "sealed_partition": str(round_.sealed_partition)}
-    attested = {**base, "sealed_first_offset": str(round_.sealed_first), "sealed_last_offset": str(round_.sealed_last),
+    attested = {**base, "sealed_from_offset": str(round_.sealed_first if round_.sealed_from is None
+                                                   else round_.sealed_from),
+                "sealed_first_offset": str(round_.sealed_first), "sealed_last_offset": str(round_.sealed_last),
                 "source_first_offset": str(round_.source_first), "source_last_offset": str(round_.source_last),
                 "entries": str(round_.entries), "mismatches": str(len(round_.mismatches)),
                 "unverifiable": str(round_.unverifiable)}
@@ -83,8 +85,9 @@ def run_reconciler(settings: KafkaSettings, signer: Signer, *, pairs: list[tuple
     from pipeline.producer.client import AuditProducer
 
     principal = f"User:{settings.username}"
-    reconcilers = [Reconciler(settings, source_topic=s, sealed_topic=t, group_id=f"auditseal-reconciler-{s}")
-                   for s, t in pairs]
+    # each source's position is its group's committed offsets on the sealed topic: a restart resumes there
+    reconcilers = [Reconciler(settings, source_topic=s, sealed_topic=t, group_id=f"auditseal-reconciler-{s}",
+                              resume=True) for s, t in pairs]
     found = 0
     try:
         with AuditProducer(settings, topic=output_topic, config={"client.id": RECONCILER_SERVICE}) as producer:
@@ -98,6 +101,9 @@ def run_reconciler(settings: KafkaSettings, signer: Signer, *, pairs: list[tuple
                         for event in round_events(round_, signer, principal):
                             producer.emit(event, key=round_.chain_id)
                 producer.flush(60)
+                # only now, with every attestation delivered (flush raises otherwise), does the position move on
+                for reconciler in reconcilers:
+                    reconciler.commit()
                 LAST_ROUND.set(time.time())
                 if once:
                     return found
