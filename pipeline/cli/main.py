@@ -499,6 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "older than this minus --head-tolerance is a stale_head")
     verify.add_argument("--head-tolerance", type=float, metavar="SECONDS",
                         help="how old the newest tree head, and how far apart two heads, may be (default 300)")
+    verify.add_argument("--reconciler-keyring", metavar="FILE",
+                        help="also check the reconciler's archived attestations against its own public keyring "
+                        "(default $AUDITSEAL_RECONCILER_KEYRING): forged ones, mismatches, ranges never attested")
+    verify.add_argument("--attestation-topic", metavar="TOPIC",
+                        help="with --reconciler-keyring: the sealed topic of the attestations "
+                        "(default audit.sealed.reconciliation)")
+    verify.add_argument("--attestation-grace", type=float, metavar="SECONDS",
+                        help="with --reconciler-keyring: archived ranges newer than this may lack their attestation "
+                        "(a notice); older ones are unattested_range (default 900)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 

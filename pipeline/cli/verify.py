@@ -243,7 +243,13 @@ def verify_command(args) -> int:
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
     verifier = ArchiveVerifier(keyring, profiles, masters, _progress(), as_of_micros=_as_of(args.as_of),
                                head_tolerance_s=_tolerance(args.head_tolerance))
+    attestations = attestation_audit(args, verifier)
     report = verifier.verify(source)
+    if attestations is not None:
+        attestations.finish()
+        for violation in attestations.violations:
+            report.add(violation)
+        report.notices.extend(attestations.notices)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.kafka:
@@ -251,6 +257,30 @@ def verify_command(args) -> int:
     _record_access(args, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0 if report.intact else 1
+
+
+RECONCILER_KEYRING_VARIABLE = "AUDITSEAL_RECONCILER_KEYRING"
+
+
+def attestation_audit(args, verifier: ArchiveVerifier):
+    """With ``--reconciler-keyring`` (or ``$AUDITSEAL_RECONCILER_KEYRING``): the audit of the reconciler's
+    attestations, observing ``verifier``'s objects (None without a reconciler keyring)."""
+    from pipeline.verifier.attestations import DEFAULT_ATTESTATION_GRACE_S, AttestationAudit
+
+    path = getattr(args, "reconciler_keyring", None) or os.environ.get(RECONCILER_KEYRING_VARIABLE)
+    grace = getattr(args, "attestation_grace", None)
+    topic = getattr(args, "attestation_topic", None)
+    if not path:
+        if grace is not None or topic is not None:
+            raise ConfigError("--attestation-grace and --attestation-topic need --reconciler-keyring FILE")
+        return None
+    if grace is not None and grace < 0:
+        raise ConfigError(f"--attestation-grace {grace:g}: must be 0 or more seconds")
+    as_of = verifier.as_of_micros if verifier.as_of_micros is not None else time.time_ns() // 1000
+    audit = AttestationAudit(load_keyring(path), as_of, DEFAULT_ATTESTATION_GRACE_S if grace is None else grace,
+                             **({"attestation_topic": topic} if topic else {}))
+    verifier.observers.append(audit.observe)
+    return audit
 
 
 VERIFICATION_RECORD_VARIABLE = "AUDITSEAL_VERIFICATION_RECORD"
