@@ -6,6 +6,11 @@ reconciler's own key (:mod:`pipeline.reconciler.attestation`) and written to ``a
 only the reconciler may write; a sealer seals that topic into ``audit.sealed.reconciliation``. A mismatch is
 also logged and counted (``auditseal_reconciler_mismatches_total``: the shipped Prometheus rule pages on
 any increase), and the detector's ``verification_failure`` rule alerts on ``reconcile.mismatch``.
+
+The position of each source is the committed offset of its group (``auditseal-reconciler-<source>``) on the
+sealed partitions, committed after every round once its events are delivered: a restart resumes after the last
+attested round (:meth:`Reconciler.commit`), and ``auditseal verify --reconciler-keyring`` reports any archived
+range no attestation covers (:mod:`pipeline.verifier.attestations`).
 """
 
 from __future__ import annotations
