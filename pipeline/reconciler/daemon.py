@@ -59,7 +59,9 @@ def round_events(round_: Round, signer: Signer, principal: str) -> list[dict]:
                      "FAILURE" if failed else "SUCCESS",
                      f"{len(round_.mismatches)} mismatch(es)" if failed else None)]
     for mismatch in round_.mismatches:
-        attributes = {**base, "kind": mismatch.kind, "source_offset": str(mismatch.source_offset),
+        # the round's range: the verifier counts each round's mismatch records against its attestation
+        attributes = {**base, "sealed_from_offset": attested["sealed_from_offset"],
+                      "sealed_last_offset": attested["sealed_last_offset"], "kind": mismatch.kind, "source_offset": str(mismatch.source_offset),
                       "sealed_offset": str(mismatch.sealed_offset), "detail": mismatch.detail[:900]}
         events.append(_event(MISMATCH_ACTION, resource, sign_attestation(attributes, signer), principal,
                              f"mismatch/{key}/{mismatch.kind}/{mismatch.source_offset}", "FAILURE",

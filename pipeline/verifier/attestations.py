@@ -12,6 +12,7 @@ archive this module reports:
   onto ``audit.reconciliation``, or an attestation altered after signing;
 - ``reconcile_mismatch``: a valid ``reconcile.mismatch``: the reconciler found a sealed entry that disagrees with
   its source record (located by sealed topic, partition, offsets and kind);
+- ``missing_attestation``: a round declares more mismatches than there are mismatch records of it in the archive;
 - ``unattested_range``: archived offsets of a reconciled sealed topic that no valid attestation covers, sealed
   longer than the grace period ago (a reconciler that skipped a range, was stopped, or whose attestations were
   dropped); newer ones are a notice, ``not_yet_attested`` (the reconciler's round, sealing and archiving lag).
@@ -38,6 +39,7 @@ from pipeline.wire.topics import RECONCILIATION_TOPIC, SOURCE_TOPICS, sealed_top
 FORGED_ATTESTATION = "forged_attestation"
 RECONCILE_MISMATCH = "reconcile_mismatch"
 UNATTESTED_RANGE = "unattested_range"
+MISSING_ATTESTATION = "missing_attestation"
 NOT_YET_ATTESTED = "not_yet_attested"  # a notice
 
 ATTEST_ACTION, MISMATCH_ACTION = "reconcile.attest", "reconcile.mismatch"
@@ -94,6 +96,9 @@ class AttestationAudit:
     # (prefix, sealed topic, partition) -> archived (first, last, newest record time µs or None, object name)
     _archived: dict[tuple[str, str, int], list[tuple[int, int, int | None, str]]] = field(default_factory=dict)
     _attested: dict[tuple[str, str, int], list[tuple[int, int]]] = field(default_factory=dict)
+    # (prefix, sealed topic, partition, round's first offset, last offset) -> mismatches declared / recorded
+    _mismatches_declared: dict[tuple, tuple[int, str | None, int | None, str]] = field(default_factory=dict)
+    _mismatches_seen: dict[tuple, int] = field(default_factory=dict)
 
     def observe(self, entry, manifest, data: bytes) -> None:
         """One archived object (its decrypted container bytes)."""
@@ -129,6 +134,11 @@ class AttestationAudit:
         except (AuditSealError, ValueError, TypeError, IndexError, EOFError) as exc:
             self._forged(chain_id, seq, location, f"an entry that is not an AuditEvent: {exc}")
             return
+        self.judge(event, chain_id, seq, location, entry.key.prefix)
+
+    def judge(self, event: dict, chain_id: str | None, seq: int | None, location: str, prefix: str = "") -> None:
+        """One AuditEvent (decoded) of the reconciler's chain ``chain_id`` at ``seq``, archived at ``location``
+        under ``prefix``: a valid attestation is counted, anything else reported."""
         action, attributes = event.get("action"), event.get("attributes") or {}
         if action not in (ATTEST_ACTION, MISMATCH_ACTION):
             self._forged(chain_id, seq, location, f"a {action!r} event by {event.get('actor', {}).get('id')!r}: "
@@ -139,8 +149,10 @@ class AttestationAudit:
             self._forged(chain_id, seq, location, f"{action} {why}")
             return
         self.attestations += 1
-        where = (entry.key.prefix, attributes.get("sealed_topic", ""), _int(attributes.get("sealed_partition")))
+        where = (prefix, attributes.get("sealed_topic", ""), _int(attributes.get("sealed_partition")))
+        round_key = (*where, _int(attributes.get("sealed_from_offset")), _int(attributes.get("sealed_last_offset")))
         if action == MISMATCH_ACTION:
+            self._mismatches_seen[round_key] = self._mismatches_seen.get(round_key, 0) + 1
             sealed_offset = attributes.get("sealed_offset")
             self.violations.append(Violation(
                 RECONCILE_MISMATCH, attributes.get("chain_id"), None,
@@ -153,6 +165,10 @@ class AttestationAudit:
             self._forged(chain_id, seq, location, "a validly signed attestation without a readable range")
             return
         self._attested.setdefault(where, []).append((first, last))
+        if "sealed_from_offset" in attributes:  # its mismatch records name its range (older ones do not)
+            declared = _int(attributes.get("mismatches")) or 0
+            if declared:
+                self._mismatches_declared[round_key] = (declared, chain_id, seq, location)
         self.reconciled_topics = self.reconciled_topics | {where[1]}
 
     def _signature_problem(self, attributes: dict, occurred_at) -> str | None:
@@ -173,7 +189,14 @@ class AttestationAudit:
         self.violations.append(Violation(FORGED_ATTESTATION, chain_id, seq, location, detail))
 
     def finish(self) -> None:
-        """Judge coverage: every archived range of a reconciled topic inside some valid attestation."""
+        """Judge coverage (every archived range of a reconciled topic inside some valid attestation) and
+        completeness (every mismatch a round declares has its mismatch record)."""
+        for key, (declared, chain_id, seq, location) in sorted(self._mismatches_declared.items(), key=str):
+            found = self._mismatches_seen.get(key, 0)
+            if found < declared:
+                self.violations.append(Violation(MISSING_ATTESTATION, chain_id, seq, location,
+                                                 f"the round over {key[1]}[{key[2]}] sealed offsets {key[3]}..{key[4]} "
+                                                 f"declares {declared} mismatch(es); {found} mismatch record(s) archived"))
         cutoff = self.as_of_micros - int(self.grace_s * 1_000_000)
         for (prefix, topic, partition), objects in sorted(self._archived.items()):
             if topic not in self.reconciled_topics:

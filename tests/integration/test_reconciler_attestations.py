@@ -112,6 +112,8 @@ def test_the_verifier_checks_the_reconcilers_attestations_in_the_archive(stack, 
         _emit(stack, topics.raw, [_event("alice", "document.read", f"doc-{n}") for n in range(3)])
         sealer = start_sealer(stack, topics, log=tmp_path / "sealer.log")
         wait_until_sealed(stack, topics, timeout=120)
+        # stopped before the round: an idle sealer's heartbeat (a tree head) sealed after it would be unattested
+        _stop(sealer)
         assert _reconcile_once(stack, topics, output, key_file, tmp_path / "reconciler.log").returncode == 0
         processes += [start_sealer(stack, output, log=tmp_path / "sealer-output.log"),
                       start_sink(stack, topics, "--prefix", prefix, "--metrics-port", "0", group=f"auditseal-sink-{topics.app_id}",
@@ -125,7 +127,6 @@ def test_the_verifier_checks_the_reconcilers_attestations_in_the_archive(stack, 
         assert (code, report["violation_counts"]) == (0, {}), report["violations"]
 
         # the attacks: a substituted entry (a real mismatch), then forgeries written to the reconciler's topic
-        _stop(sealer)
         _emit(stack, topics.raw, [_event("mallory", "payroll.export", "payroll-2026-12")])
         _substitute(stack, topics, 3)
         _emit(stack, topics.raw, [_event("bob", "document.read", "doc-4")])
@@ -249,7 +250,7 @@ def test_the_reconciler_resumes_from_its_committed_position_and_skips_nothing(st
         for start, last in rounds:
             assert start <= position, f"sealed offsets {position}..{start - 1} never attested: {rounds}"
             position = max(position, last + 1)
-        assert position == end + 1, rounds
+        assert position >= end + 1, rounds  # (beyond: a heartbeat sealed since)
         assert sum(1 for e in sealed[0] if e[1] == EVENT_KIND) == 11
     finally:
         for process in (daemon, sealer):
