@@ -81,6 +81,9 @@ def role_env(role_name: str, creds: Credentials) -> dict[str, str]:
         # no access auditor reads the verifier's spool (a tmpfs): it writes its record to audit.verification,
         # its own origin topic, as itself
         **({"AUDITSEAL_VERIFICATION_RECORD": "kafka"} if role_name == "verifier" else {}),
+        # the verifier checks the reconciler's archived attestations under the reconciler's public keyring
+        **({"AUDITSEAL_RECONCILER_KEYRING": str(ROLE_HOME / "reconciler-keyring.json")}
+           if role_name == "verifier" else {}),
         **privacy_role_env(role_name, creds),
     }
 
@@ -159,6 +162,13 @@ def make_files(stack: Path) -> None:
         from pipeline.integrity.keyring import generate_signing_key, save_signing_key
 
         save_signing_key(generate_signing_key(), keys / "reconciler-key.pem")
+    if not (keys / "reconciler-keyring.json").exists():
+        # its public half, published like the sealer's keys: a keyring of its own (verify --reconciler-keyring)
+        from pipeline.integrity.keyring import Keyring, load_signing_key, save_keyring
+
+        reconciler = load_signing_key(keys / "reconciler-key.pem")
+        made = os.stat(keys / "reconciler-key.pem").st_mtime_ns // 1000
+        save_keyring(Keyring().rotate(reconciler.public_key, made), keys / "reconciler-keyring.json")
     from pipeline.privacy.provision import KEK_FILE_NAME, KEK_ROLES, ensure_kek
 
     ensure_kek(keys)  # the key store's KEK (the setup job creates audit.keys and its pseudonym key with it)
@@ -187,6 +197,7 @@ def make_files(stack: Path) -> None:
         _write(folder / "auditseal.env", _env_file(role_env(role.name, creds)), 0o400, keep=False)
         _write(folder / "ca.pem", pki.ca_cert.read_bytes(), keep=False)
         _write(folder / "keyring.json", (keys / "keyring.json").read_bytes(), keep=False)
+        _write(folder / "reconciler-keyring.json", (keys / "reconciler-keyring.json").read_bytes(), keep=False)
         if role.name == "sealer":
             _write(folder / "signing-key.pem", (keys / "sealer-signing-key.pem").read_bytes(), 0o400, keep=False)
         if role.name == "reconciler":

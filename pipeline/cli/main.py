@@ -504,6 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--state-out", metavar="FILE", help="if the archive is intact, write the state file a later "
                         "--since-state run starts from (may be the --since-state file)")
     verify.add_argument("--jobs", type=int, default=1, metavar="N", help="verify partitions in N processes (default 1)")
+    verify.add_argument("--reconciler-keyring", metavar="FILE",
+                        help="also check the reconciler's archived attestations against its own public keyring "
+                        "(default $AUDITSEAL_RECONCILER_KEYRING): forged ones, mismatches, ranges never attested")
+    verify.add_argument("--attestation-topic", metavar="TOPIC",
+                        help="with --reconciler-keyring: the sealed topic of the attestations "
+                        "(default audit.sealed.reconciliation)")
+    verify.add_argument("--attestation-grace", type=float, metavar="SECONDS",
+                        help="with --reconciler-keyring: archived ranges newer than this may lack their attestation "
+                        "(a notice); older ones are unattested_range (default 900)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
 

@@ -261,12 +261,22 @@ def verify_command(args) -> int:
             verifier.since = load_state(Path(args.since_state), keyring, source.description)
     else:
         verifier = ArchiveVerifier(keyring, profiles, masters, _progress(), **options)
+    attestations = attestation_audit(args, verifier)
     if args.jobs > 1:
+        if attestations is not None:
+            # the audit observes every archived entry in this process; forked workers would not report back
+            raise ConfigError("--jobs with a reconciler keyring: check the attestations with --jobs 1 "
+                              "(unset $AUDITSEAL_RECONCILER_KEYRING or drop --reconciler-keyring to use --jobs)")
         from pipeline.verifier.parallel import verify_parallel
 
         report = verify_parallel(verifier, source, args.jobs)
     else:
         report = verifier.verify(source)
+    if attestations is not None:
+        attestations.finish()
+        for violation in attestations.violations:
+            report.add(violation)
+        report.notices.extend(attestations.notices)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.kafka:
@@ -287,6 +297,30 @@ def _write_state(verifier, report: Report, path: Path) -> None:
               "records only an intact archive", file=sys.stderr)
         return
     write_state(path, verifier.state(report))
+
+
+RECONCILER_KEYRING_VARIABLE = "AUDITSEAL_RECONCILER_KEYRING"
+
+
+def attestation_audit(args, verifier: ArchiveVerifier):
+    """With ``--reconciler-keyring`` (or ``$AUDITSEAL_RECONCILER_KEYRING``): the audit of the reconciler's
+    attestations, observing ``verifier``'s objects (None without a reconciler keyring)."""
+    from pipeline.verifier.attestations import DEFAULT_ATTESTATION_GRACE_S, AttestationAudit
+
+    path = getattr(args, "reconciler_keyring", None) or os.environ.get(RECONCILER_KEYRING_VARIABLE)
+    grace = getattr(args, "attestation_grace", None)
+    topic = getattr(args, "attestation_topic", None)
+    if not path:
+        if grace is not None or topic is not None:
+            raise ConfigError("--attestation-grace and --attestation-topic need --reconciler-keyring FILE")
+        return None
+    if grace is not None and grace < 0:
+        raise ConfigError(f"--attestation-grace {grace:g}: must be 0 or more seconds")
+    as_of = verifier.as_of_micros if verifier.as_of_micros is not None else time.time_ns() // 1000
+    audit = AttestationAudit(load_keyring(path), as_of, DEFAULT_ATTESTATION_GRACE_S if grace is None else grace,
+                             **({"attestation_topic": topic} if topic else {}))
+    verifier.observers.append(audit.observe)
+    return audit
 
 
 VERIFICATION_RECORD_VARIABLE = "AUDITSEAL_VERIFICATION_RECORD"

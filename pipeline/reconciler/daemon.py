@@ -6,6 +6,11 @@ reconciler's own key (:mod:`pipeline.reconciler.attestation`) and written to ``a
 only the reconciler may write; a sealer seals that topic into ``audit.sealed.reconciliation``. A mismatch is
 also logged and counted (``auditseal_reconciler_mismatches_total``: the shipped Prometheus rule pages on
 any increase), and the detector's ``verification_failure`` rule alerts on ``reconcile.mismatch``.
+
+The position of each source is the committed offset of its group (``auditseal-reconciler-<source>``) on the
+sealed partitions, committed after every round once its events are delivered: a restart resumes after the last
+attested round (:meth:`Reconciler.commit`), and ``auditseal verify --reconciler-keyring`` reports any archived
+range no attestation covers (:mod:`pipeline.verifier.attestations`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ def round_events(round_: Round, signer: Signer, principal: str) -> list[dict]:
     resource = {"type": "audit.chain", "id": round_.chain_id}
     base = {"chain_id": round_.chain_id, "sealed_topic": round_.sealed_topic,
             "sealed_partition": str(round_.sealed_partition)}
-    attested = {**base, "sealed_first_offset": str(round_.sealed_first), "sealed_last_offset": str(round_.sealed_last),
+    attested = {**base, "sealed_from_offset": str(round_.sealed_first if round_.sealed_from is None
+                                                   else round_.sealed_from),
+                "sealed_first_offset": str(round_.sealed_first), "sealed_last_offset": str(round_.sealed_last),
                 "source_first_offset": str(round_.source_first), "source_last_offset": str(round_.source_last),
                 "entries": str(round_.entries), "mismatches": str(len(round_.mismatches)),
                 "unverifiable": str(round_.unverifiable)}
@@ -52,7 +59,9 @@ def round_events(round_: Round, signer: Signer, principal: str) -> list[dict]:
                      "FAILURE" if failed else "SUCCESS",
                      f"{len(round_.mismatches)} mismatch(es)" if failed else None)]
     for mismatch in round_.mismatches:
-        attributes = {**base, "kind": mismatch.kind, "source_offset": str(mismatch.source_offset),
+        # the round's range: the verifier counts each round's mismatch records against its attestation
+        attributes = {**base, "sealed_from_offset": attested["sealed_from_offset"],
+                      "sealed_last_offset": attested["sealed_last_offset"], "kind": mismatch.kind, "source_offset": str(mismatch.source_offset),
                       "sealed_offset": str(mismatch.sealed_offset), "detail": mismatch.detail[:900]}
         events.append(_event(MISMATCH_ACTION, resource, sign_attestation(attributes, signer), principal,
                              f"mismatch/{key}/{mismatch.kind}/{mismatch.source_offset}", "FAILURE",
@@ -83,8 +92,9 @@ def run_reconciler(settings: KafkaSettings, signer: Signer, *, pairs: list[tuple
     from pipeline.producer.client import AuditProducer
 
     principal = f"User:{settings.username}"
-    reconcilers = [Reconciler(settings, source_topic=s, sealed_topic=t, group_id=f"auditseal-reconciler-{s}")
-                   for s, t in pairs]
+    # each source's position is its group's committed offsets on the sealed topic: a restart resumes there
+    reconcilers = [Reconciler(settings, source_topic=s, sealed_topic=t, group_id=f"auditseal-reconciler-{s}",
+                              resume=True) for s, t in pairs]
     found = 0
     try:
         with AuditProducer(settings, topic=output_topic, config={"client.id": RECONCILER_SERVICE}) as producer:
@@ -98,6 +108,9 @@ def run_reconciler(settings: KafkaSettings, signer: Signer, *, pairs: list[tuple
                         for event in round_events(round_, signer, principal):
                             producer.emit(event, key=round_.chain_id)
                 producer.flush(60)
+                # only now, with every attestation delivered (flush raises otherwise), does the position move on
+                for reconciler in reconcilers:
+                    reconciler.commit()
                 LAST_ROUND.set(time.time())
                 if once:
                     return found

@@ -10,24 +10,24 @@ publishes a signed attestation per round and an event per mismatch (:func:`run_r
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import KafkaSettings
 from pipeline.errors import AuditSealError
+from pipeline.kafka_io.partition import READ_TIMEOUT_S, PartitionReadError, read_partition
 from pipeline.reconciler.matching import ChainReconciliation, Mismatch, RawRecord, SealedEntry
 from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND, chain_id_for, sealed_codecs
 
 log = logging.getLogger(__name__)
-READ_TIMEOUT_S = 60.0
 GROUP_PREFIX = "auditseal-reconciler"
 
 
-class ReconcileReadError(AuditSealError):
-    """A topic could not be read to its end within the timeout (broker down, no right to read it)."""
+class ReconcileReadError(PartitionReadError):
+    """A topic could not be read (no such topic, no right to describe it); a partition not read to its end
+    raises the :class:`PartitionReadError` it derives from."""
 
 
 @dataclass
@@ -44,38 +44,18 @@ class Round:
     source_last: int | None
     mismatches: list[Mismatch] = field(default_factory=list)
     unverifiable: int = 0
-
-
-def read_partition(consumer: Consumer, topic: str, partition: int, start: int, stop: int | None = None,
-                   timeout: float = READ_TIMEOUT_S) -> list[tuple[int, bytes | None, int]]:
-    """(offset, value, timestamp ms) of every record of ``topic[partition]`` from ``start`` to its end (or up to
-    and including ``stop``)."""
-    consumer.assign([TopicPartition(topic, partition, start)])
-    records = []
-    deadline = time.monotonic() + timeout
-    while True:
-        message = consumer.poll(0.5)
-        if message is None:
-            if time.monotonic() > deadline:
-                raise ReconcileReadError(f"{topic}[{partition}]: not read to its end within {timeout:.0f}s")
-            continue
-        if message.error():
-            if message.error().code() == KafkaError._PARTITION_EOF:
-                break
-            raise ReconcileReadError(f"{topic}[{partition}]: {message.error().str()}")
-        records.append((message.offset(), message.value(), message.timestamp()[1]))
-        if stop is not None and message.offset() >= stop:
-            break
-    consumer.unassign()
-    return records
+    # where the round started reading (the previous round's end): rounds cover their partition without a gap,
+    # transaction markers between them included
+    sealed_from: int | None = None
 
 
 class Reconciler:
     """Every chain of ``source_topic`` (one per partition) checked against ``sealed_topic``, from ``start``
-    offsets of the sealed partitions (default: their low watermarks) onwards, round after round."""
+    offsets of the sealed partitions (default: their low watermarks) onwards, round after round. With
+    ``resume``, a partition whose position ``group_id`` committed (:meth:`commit`) starts there instead."""
 
     def __init__(self, settings: KafkaSettings, *, source_topic: str, sealed_topic: str,
-                 start: dict[int, int] | None = None, group_id: str = GROUP_PREFIX) -> None:
+                 start: dict[int, int] | None = None, group_id: str = GROUP_PREFIX, resume: bool = False) -> None:
         self.source_topic, self.sealed_topic = source_topic, sealed_topic
         # assign() only, never a group join: librdkafka's coordinator chatter on close (an error line per
         # consumer) says nothing here; a read that fails raises ReconcileReadError naming the partition
@@ -88,37 +68,78 @@ class Reconciler:
             raise ReconcileReadError(f"{sealed_topic}: {metadata.error.str() if metadata else 'no such topic'}")
         self.positions = {p: (start or {}).get(p) for p in sorted(metadata.partitions)}
         self.chains = {p: ChainReconciliation(chain_id_for(source_topic, p)) for p in self.positions}
+        self.lost: dict[int, int] = {}  # sealed records deleted before a round read them, per partition
+        if resume:
+            self._resume()
+
+    def _resume(self) -> None:
+        # The committed offset of a sealed partition is where the last attested round ended (commit() runs only
+        # after the round's attestations were delivered); the chain's next source offset is read back from the
+        # sealed entries before it, never taken from anything a commit could carry.
+        committed = self.sealed.committed([TopicPartition(self.sealed_topic, p) for p in self.positions],
+                                          timeout=READ_TIMEOUT_S)
+        for tp in committed:
+            if tp.error is not None:
+                raise ReconcileReadError(f"{self.sealed_topic}[{tp.partition}]: committed offset: {tp.error.str()}")
+            if tp.offset < 0:
+                continue  # never committed: from the partition's first record
+            self.positions[tp.partition] = tp.offset
+            self.chains[tp.partition].next_source_offset = self._next_source_offset(tp.partition, tp.offset)
+            log.info("reconcile: %s[%d] resumes at sealed offset %d (next source offset %s)", self.sealed_topic,
+                     tp.partition, tp.offset, self.chains[tp.partition].next_source_offset)
+
+    def _next_source_offset(self, partition: int, position: int) -> int | None:
+        """One after the source offset of the chain's last event or rejection before sealed ``position``."""
+        low, _ = self.sealed.get_watermark_offsets(TopicPartition(self.sealed_topic, partition), timeout=READ_TIMEOUT_S)
+        end, window = position, 256
+        while end > low:
+            start = max(low, end - window)
+            entries = [e for e in map(_sealed_entry, read_partition(self.sealed, self.sealed_topic, partition, start,
+                                                                    stop=end - 1))
+                       if e is not None and e.sealed_offset < end and e.chain_id == self.chains[partition].chain_id]
+            if entries:
+                return entries[-1].source_offset + 1
+            end, window = start, window * 4
+        return None
+
+    def commit(self) -> None:
+        """Persist every partition's position as the committed offset of this reconciler's group: call it only
+        once the rounds read so far are attested (their events delivered), so a restart resumes after them and
+        never before an unattested range."""
+        offsets = [TopicPartition(self.sealed_topic, p, position) for p, position in self.positions.items()
+                   if position is not None]
+        if offsets:
+            for tp in self.sealed.commit(offsets=offsets, asynchronous=False) or []:
+                if tp.error is not None:
+                    raise ReconcileReadError(f"{self.sealed_topic}[{tp.partition}]: commit: {tp.error.str()}")
 
     def step(self) -> list[Round]:
         """One round: every sealed partition's records since the last round, compared with the raw records."""
         rounds = []
         for partition, position in self.positions.items():
+            low, _ = self.sealed.get_watermark_offsets(TopicPartition(self.sealed_topic, partition),
+                                                       timeout=READ_TIMEOUT_S)
             if position is None:
-                position, _ = self.sealed.get_watermark_offsets(TopicPartition(self.sealed_topic, partition),
-                                                                timeout=READ_TIMEOUT_S)
+                position = low
+            elif position < low:
+                # deleted by the sealed topic's retention before any round read them: never compared
+                self.lost[partition] = self.lost.get(partition, 0) + low - position
+                log.error("reconcile: %s[%d] sealed offsets %d..%d were deleted before they were reconciled",
+                          self.sealed_topic, partition, position, low - 1)
+                position = low
             records = read_partition(self.sealed, self.sealed_topic, partition, position)
             if not records:
                 self.positions[partition] = position
                 continue
             self.positions[partition] = records[-1][0] + 1
-            rounds.append(self._compare(partition, records))
+            round_ = self._compare(partition, records)
+            round_.sealed_from = position
+            round_.unverifiable += self.lost.pop(partition, 0)
+            rounds.append(round_)
         return rounds
 
     def _compare(self, partition: int, records: list[tuple[int, bytes | None, int]]) -> Round:
-        codecs = sealed_codecs()
-        entries = []
-        for offset, value, _ in records:
-            try:
-                kind, fields = codecs.decode_fields(value or b"")
-            except (AuditSealError, ValueError, TypeError, IndexError, EOFError):
-                continue  # not a sealed record: the verifier reports strays, there is nothing here to compare
-            if kind == EVENT_KIND:
-                entries.append(SealedEntry(offset, fields[0], kind, fields[5], fields[6], event=fields[7]))
-            elif kind == REJECTION_KIND:
-                entries.append(SealedEntry(offset, fields[0], kind, fields[5], fields[6], raw_sha256=fields[7],
-                                           raw_size=fields[8]))
-            # checkpoints and tree heads hold no raw record; a gap entry names raw offsets that hold none (lost
-            # below the low watermark, or skipped by the broker): the verifier judges its claim
+        entries = [e for e in map(_sealed_entry, records) if e is not None]
         chain = self.chains[partition]
         round_ = Round(chain.chain_id, self.sealed_topic, partition, records[0][0], records[-1][0], len(entries),
                        min((e.source_offset for e in entries), default=None),
@@ -142,6 +163,22 @@ class Reconciler:
         """Close both consumers."""
         self.sealed.close()
         self.raw.close()
+
+
+def _sealed_entry(record: tuple[int, bytes | None, int]) -> SealedEntry | None:
+    """The event or rejection a sealed record holds (None for anything else)."""
+    offset, value, _ = record
+    try:
+        kind, fields = sealed_codecs().decode_fields(value or b"")
+    except (AuditSealError, ValueError, TypeError, IndexError, EOFError):
+        return None  # not a sealed record: the verifier reports strays, there is nothing here to compare
+    if kind == EVENT_KIND:
+        return SealedEntry(offset, fields[0], kind, fields[5], fields[6], event=fields[7])
+    if kind == REJECTION_KIND:
+        return SealedEntry(offset, fields[0], kind, fields[5], fields[6], raw_sha256=fields[7], raw_size=fields[8])
+    # checkpoints and tree heads hold no raw record; a gap entry names raw offsets that hold none (lost below the
+    # low watermark, or skipped by the broker): the verifier judges its claim
+    return None
 
 
 def start_offsets(settings: KafkaSettings, sealed_topic: str, since_micros: int) -> dict[int, int]:

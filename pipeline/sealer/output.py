@@ -29,6 +29,7 @@ from pipeline.integrity.chain_state import ChainState, Violation
 from pipeline.integrity.checkpoint import checkpoint_signed_bytes
 from pipeline.integrity.keyring import KeySchedule, key_id_for
 from pipeline.integrity.log_identity import chain_origin, default_log_name
+from pipeline.kafka_io.partition import PartitionReadError, read_partition
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
 from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
@@ -149,24 +150,11 @@ def last_checkpoint(consumer: Consumer, topic: str, partition: int, timeout: flo
 
 def _read(consumer: Consumer, topic: str, partition: int, start: int, timeout: float) -> list[tuple[int, bytes | None]]:
     """(offset, value) of every committed record from ``start`` to the end."""
-    where = f"{topic}[{partition}]"
-    consumer.assign([TopicPartition(topic, partition, start)])
-    records = []
-    deadline = time.monotonic() + timeout
-    while True:
-        message = consumer.poll(0.5)
-        if message is None:
-            if time.monotonic() > deadline:
-                raise SealerStateError(f"{where}: timed out reading the tail")
-            continue
-        if message.error():
-            if message.error().code() == KafkaError._PARTITION_EOF:
-                break
-            raise SealerStateError(f"{where}: reading the tail failed: {message.error().str()}")
-        records.append((message.offset(), message.value()))
-    # read to the end (EOF comes at the last stable offset), never to a snapshot of the high watermark:
-    # on a live topic that snapshot can fall inside a transaction that commits an instant later
-    return records
+    try:
+        return [(offset, value) for offset, value, _ in read_partition(consumer, topic, partition, start,
+                                                                        timeout=timeout)]
+    except PartitionReadError as exc:
+        raise SealerStateError(f"reading the tail failed: {exc}") from exc
 
 
 def _decoded(value: bytes | None) -> tuple[bytes | None, dict | str]:

@@ -331,6 +331,9 @@ class ArchiveVerifier:
     # stale_head: a chain's newest tree head older than as_of (default: now) minus the tolerance
     as_of_micros: int | None = None
     head_tolerance_s: float = DEFAULT_HEAD_TOLERANCE_S
+    # called with (entry, manifest or None, decrypted object bytes) for each readable object, e.g. the
+    # reconciler's attestation audit (pipeline.verifier.attestations)
+    observers: list[Callable[[ArchiveEntry, Manifest | None, bytes], None]] = field(default_factory=list)
 
     def _auditor(self, scope: str = "") -> ChainAuditor:
         as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
@@ -433,6 +436,8 @@ class ArchiveVerifier:
             self._violation(report, OVERLAP, entry, f"offsets {entry.key.first_offset}..{entry.key.last_offset} overlap "
                             f"{previous[1]}")
         last_end[position] = (entry.key.last_offset, entry.name)
+        for observer in self.observers:
+            observer(entry, manifest, data)
         self._stream_records(entry, data, manifest, report, auditor, codecs)
 
     def _manifest(self, entry: ArchiveEntry, report: Report) -> Manifest | None:

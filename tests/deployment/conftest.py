@@ -34,7 +34,8 @@ EVERYTHING_VALUES: dict[str, Any] = {
     "detector": {"enabled": True, "credentials": {"password": "detector-secret"}},
     "siemBridge": {"enabled": True, "replicas": 2, "credentials": {"password": "siem-bridge-secret"}},
     "reconciler": {"credentials": {"password": "reconciler-secret"},
-                   "signingKey": {"pem": "-----BEGIN PRIVATE KEY-----\nMC4C\n-----END PRIVATE KEY-----"}},
+                   "signingKey": {"pem": "-----BEGIN PRIVATE KEY-----\nMC4C\n-----END PRIVATE KEY-----"},
+                   "keyring": {"json": '{"version": 1, "keys": []}'}},
     "verifier": {"credentials": {"password": "verifier-secret", "s3AccessKeyId": "AK", "s3SecretAccessKey": "SK"}},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
 }

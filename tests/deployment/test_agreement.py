@@ -16,7 +16,7 @@ import yaml
 from pipeline.cli.main import build_parser
 from pipeline.dev.stack import DEFAULT_PORTS
 from pipeline.permissions.topology import BUCKET, role_names
-from pipeline.wire.topics import ALERTS_TOPIC, RAW_TOPIC, SEALED_TOPIC, TOPICS
+from pipeline.wire.topics import ALERTS_TOPIC, ORIGIN_TOPICS, RAW_TOPIC, SEALED_TOPIC, TOPICS
 from tests.deployment.conftest import CHART, REPO, documents
 from tests.deployment.test_compose import compose, load_provisioner
 from tests.deployment.test_helm_chart import pod_specs
@@ -178,7 +178,24 @@ def test_metrics_ports_agree(rendered: dict[str, str]) -> None:
         assert container(everything, workload)["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
     services_ports = {d["metadata"]["name"]: d["spec"]["ports"][0]["port"] for d in documents(everything)
                       if d["kind"] == "Service"}
-    assert services_ports == {f"auditseal-{w}-metrics": p for w, p in METRICS_PORTS.items()}
+    origin_ports = {f"auditseal-{kind}-{topic.removeprefix('audit.')}-metrics": METRICS_PORTS[kind]
+                    for kind in ("sealer", "sink") for topic in ORIGIN_TOPICS}
+    assert services_ports == {f"auditseal-{w}-metrics": p for w, p in METRICS_PORTS.items()} | origin_ports
+
+
+def test_chart_and_compose_seal_and_archive_each_origin_alike(rendered: dict[str, str]) -> None:
+    # the same per-origin sealers and sinks (topics, app ids, groups) in both, for every origin topic
+    services = compose()["services"]
+    specs = pod_specs(rendered["default"])
+    for topic in ORIGIN_TOPICS:
+        origin = topic.removeprefix("audit.")
+        for kind in ("sealer", "sink"):
+            command = services[f"{kind}-{origin}"]["command"]
+            flags = dict(zip(command[1::2], command[2::2], strict=False))
+            args = specs[f"auditseal-{kind}-{origin}"]["containers"][0]["args"]
+            chart = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
+            for flag, value in flags.items():
+                assert chart.get(flag.removeprefix("--")) == value, (kind, origin, flag)
 
 
 # --- alerts --------------------------------------------------------------------------------------------------

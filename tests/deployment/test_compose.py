@@ -170,6 +170,19 @@ def test_the_reconciler_has_its_own_credential_and_key(stack_files: Path) -> Non
     assert [v["volume"]["subpath"] for v in service["volumes"]] == ["roles/reconciler"]
 
 
+def test_the_verifier_checks_attestations_under_the_reconcilers_published_keyring(stack_files: Path) -> None:
+    from pipeline.integrity.keyring import load_keyring, load_signing_key
+
+    reconciler = load_signing_key(stack_files / "roles" / "reconciler" / "reconciler-key.pem")
+    env = _env_of(stack_files, "verifier")
+    keyring = load_keyring(stack_files / "roles" / "verifier" / Path(env["AUDITSEAL_RECONCILER_KEYRING"]).name)
+    assert [entry.key_id for entry in keyring] == [reconciler.key_id]
+    # a keyring of its own: the sealer's keyring does not hold the reconciler's key, nor this one the sealer's
+    sealer_keyring = load_keyring(stack_files / "roles" / "verifier" / "keyring.json")
+    assert reconciler.key_id not in sealer_keyring and not set(e.key_id for e in sealer_keyring) & {reconciler.key_id}
+    assert all("AUDITSEAL_RECONCILER_KEYRING" not in _env_of(stack_files, r) for r in role_names() if r != "verifier")
+
+
 def test_the_broker_has_the_principal_builder_and_no_scram_super_user(stack_files: Path) -> None:
     # as `dev up` runs it: certificate principals only as super users, the builder on the class path, the
     # setup job on the bootstrap certificate; no SCRAM credential is created for any super user

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
+from pipeline.wire.topics import ORIGIN_TOPICS, TOPICS, sealed_topic_of
 from tests.deployment.conftest import CHART, PRODUCTION_VALUES, Helm, documents
 
 WORKLOAD_KINDS = ("Deployment", "CronJob")
+# the origin topics, each sealed and archived by workloads of its own: audit.access -> "access"
+ORIGINS = tuple(topic.removeprefix("audit.") for topic in ORIGIN_TOPICS)
 
 
 def pod_specs(manifests: str) -> dict[str, dict]:
@@ -65,7 +70,8 @@ def test_every_pod_runs_hardened_with_resources(rendered: dict[str, str], name: 
 def test_all_workloads_render_with_everything_on(rendered: dict[str, str]) -> None:
     names = set(pod_specs(rendered["everything"]))
     assert names == {"auditseal-sealer", "auditseal-sink", "auditseal-detector", "auditseal-verifier",
-                     "auditseal-access-auditor-broker-0", "auditseal-siem-bridge", "auditseal-reconciler"}
+                     "auditseal-access-auditor-broker-0", "auditseal-siem-bridge", "auditseal-reconciler",
+                     *(f"auditseal-{kind}-{origin}" for kind in ("sealer", "sink") for origin in ORIGINS)}
     kinds = {d["kind"] for d in documents(rendered["everything"])}
     assert {"Secret", "ConfigMap", "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget",
             "PersistentVolumeClaim", "ServiceAccount", "Service"} <= kinds
@@ -78,7 +84,10 @@ def test_private_keys_reach_only_their_workload_owner_only(rendered: dict[str, s
             "auditseal-sink": ("AUDITSEAL_MASTER_KEY", "auditseal-master-key", "master-key"),
             # the reconciler's attestation key: its own, never the sealer's
             "auditseal-reconciler": ("AUDITSEAL_RECONCILER_KEY", "auditseal-reconciler-key", "reconciler-key")}
-    for workload, spec in pod_specs(rendered["everything"]).items():
+    for name, spec in pod_specs(rendered["everything"]).items():
+        # an origin's sealer and sink hold what the main sealer and sink hold, nothing else
+        workload = next((w for w in ("auditseal-sealer", "auditseal-sink")
+                         if name in {w, *(f"{w}-{origin}" for origin in ORIGINS)}), name)
         env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
         secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
         others = {variable for variable, _, _ in keys.values()} - ({keys[workload][0]} if workload in keys else set())
@@ -149,6 +158,8 @@ def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str
         "auditseal-sealer": {53, 9093}, "auditseal-sink": {53, 9093, 443},
         "auditseal-access-auditor": {53, 9093}, "auditseal-verifier": {53, 9093, 443},
         "auditseal-reconciler": {53, 9093},
+        **{f"auditseal-sealer-{origin}": {53, 9093} for origin in ORIGINS},
+        **{f"auditseal-sink-{origin}": {53, 9093, 443} for origin in ORIGINS},
     }
     assert set(policies) == set(expected_egress)
     for name, spec in policies.items():
@@ -156,8 +167,12 @@ def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str
         assert {p["port"] for rule in spec["egress"] for p in rule["ports"]} == expected_egress[name], name
         assert all(rule.get("to") for rule in spec["egress"]), f"{name}: an egress rule open to any address"
         ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
-        metrics = {"auditseal-sealer": {9464}, "auditseal-sink": {9465}, "auditseal-reconciler": {9468}}
+        metrics = {"auditseal-sealer": {9464}, "auditseal-sink": {9465}, "auditseal-reconciler": {9468},
+                   **{f"auditseal-sealer-{origin}": {9464} for origin in ORIGINS},
+                   **{f"auditseal-sink-{origin}": {9465} for origin in ORIGINS}}
         assert ingress_ports == metrics.get(name, set()), name
+        # each policy selects exactly its own workload's pods
+        assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == name.removeprefix("auditseal-")
 
 
 def test_prometheus_rule_carries_the_alerts_file(rendered: dict[str, str]) -> None:
@@ -227,3 +242,87 @@ def test_the_reconciler_runs_as_itself_with_its_own_key(rendered: dict[str, str]
     sealer = pod_specs(rendered[name])["auditseal-sealer"]
     assert not secrets & {v["secret"]["secretName"] for v in sealer["volumes"] if "secret" in v}
     assert "AUDITSEAL_SIGNING_KEY" not in env
+
+
+@pytest.mark.parametrize("name", ["default", "production", "everything"])
+def test_each_origin_topic_is_sealed_and_archived_by_workloads_of_its_own(rendered: dict[str, str], name: str) -> None:
+    # issue 15: an origin's chains are sealed by a sealer of its own into its twin, archived by a sink of its own
+    specs = pod_specs(rendered[name])
+    deployments = {d["metadata"]["name"]: d for d in of_kind(rendered[name], "Deployment")}
+    partitions = {t.name: t.partitions for t in TOPICS}
+    main_sealer, main_sink = specs["auditseal-sealer"]["containers"][0], specs["auditseal-sink"]["containers"][0]
+    for origin, topic in zip(ORIGINS, ORIGIN_TOPICS, strict=True):
+        sealed = sealed_topic_of(topic)
+        sealer = specs[f"auditseal-sealer-{origin}"]["containers"][0]
+        assert sealer["args"][:4] == ["seal", f"--raw-topic={topic}", f"--sealed-topic={sealed}",
+                                      f"--app-id=auditseal-sealer-{origin}"], (name, origin)
+        sink = specs[f"auditseal-sink-{origin}"]["containers"][0]
+        assert sink["args"][:3] == ["sink", f"--topic={sealed}", f"--group=auditseal-sink-{origin}"], (name, origin)
+        # the same roles, keys and environment as the main workloads: only the topics differ
+        assert sealer["env"] == main_sealer["env"] and sink["env"] == main_sink["env"], (name, origin)
+        assert sealer["args"][4:] == main_sealer["args"][4:] and sink["args"][3:] == main_sink["args"][3:]
+        assert (specs[f"auditseal-sealer-{origin}"]["volumes"], specs[f"auditseal-sink-{origin}"]["volumes"]) == (
+            specs["auditseal-sealer"]["volumes"], specs["auditseal-sink"]["volumes"])
+        for kind in ("sealer", "sink"):
+            deployment = deployments[f"auditseal-{kind}-{origin}"]
+            assert 1 == deployment["spec"]["replicas"] <= partitions[topic]
+            assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == f"{kind}-{origin}"
+
+
+def test_origin_workloads_are_scraped_and_covered_by_the_alerts(rendered: dict[str, str]) -> None:
+    services = {d["metadata"]["name"]: d for d in of_kind(rendered["everything"], "Service")}
+    (monitor,) = of_kind(rendered["everything"], "ServiceMonitor")
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text())
+    down = next(r for g in alerts["groups"] for r in g["rules"] if r["expr"].startswith("up{"))
+    job_pattern = re.search(r'job=~"([^"]+)"', down["expr"]).group(1)
+    for origin in ORIGINS:
+        for kind, port in (("sealer", 9464), ("sink", 9465)):
+            service = services[f"auditseal-{kind}-{origin}-metrics"]
+            labels = service["metadata"]["labels"]
+            assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items()), service
+            assert service["spec"]["selector"]["app.kubernetes.io/component"] == f"{kind}-{origin}"
+            assert service["spec"]["ports"][0]["port"] == port
+            # the ServiceMonitor's job label is the Service's name: the "target down" alert covers it
+            assert re.fullmatch(job_pattern, service["metadata"]["name"]), (job_pattern, service["metadata"]["name"])
+
+
+def test_origin_replicas_beyond_the_topic_partitions_are_refused(helm: Helm) -> None:
+    origins = yaml.safe_load((CHART / "values.yaml").read_text())["origins"]
+    too_many = helm.values_file("too-many", {"origins": [dict(o, replicas=2) if o["name"] == "detection" else o
+                                                         for o in origins]})
+    result = helm.run("template", "auditseal", str(CHART), "-f", str(too_many))
+    assert result.returncode != 0
+    # the sealer (of audit.detection) or the sink (of audit.sealed.detection), whichever template renders first
+    assert re.search(r"origins\[detection\]\.replicas \(2\) exceeds the partitions of audit\.(sealed\.)?detection "
+                     r"\(1\)", result.stderr), result.stderr
+    unknown = helm.values_file("unknown", {"origins": [dict(origins[0], sealed="sealedNothing")]})
+    result = helm.run("template", "auditseal", str(CHART), "-f", str(unknown))
+    assert result.returncode != 0 and "origins: access: no topics.sealedNothing" in result.stderr
+
+
+def test_no_origins_leaves_only_the_main_sealer_and_sink(helm: Helm) -> None:
+    specs = pod_specs(helm.template("--set", "origins=null"))
+    assert not [n for n in specs if n.startswith(("auditseal-sealer-", "auditseal-sink-"))]
+
+
+@pytest.mark.parametrize("name", ["default", "production", "everything"])
+def test_the_verifier_checks_the_reconcilers_attestations_under_its_own_keyring(rendered: dict[str, str],
+                                                                                name: str) -> None:
+    spec = pod_specs(rendered[name])["auditseal-verifier"]
+    (container,) = spec["containers"]
+    (flag,) = [a for a in container["args"] if a.startswith("--reconciler-keyring=")]
+    path = flag.split("=", 1)[1]
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    published = volumes[mount["name"]]["configMap"]
+    # a keyring of its own, never the sealer's (a reconciler key must not pass for a sealer key, or back)
+    assert mount["readOnly"] is True and published["name"] != volumes["keyring"]["configMap"]["name"]
+    assert [item["path"] for item in published["items"]] == [path.rsplit("/", 1)[1]]
+    if name == "everything":
+        maps = {d["metadata"]["name"]: d for d in of_kind(rendered[name], "ConfigMap")}
+        assert published["name"] in maps
+
+
+def test_without_the_reconciler_the_verifier_checks_no_attestations(helm: Helm) -> None:
+    spec = pod_specs(helm.template("--set", "reconciler.enabled=false"))["auditseal-verifier"]
+    assert not [a for a in spec["containers"][0]["args"] if a.startswith("--reconciler-keyring")]
