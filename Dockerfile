@@ -12,9 +12,10 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
-# a C compiler for the Cython fast paths in pipeline/native (build stage only)
+# a C compiler and OpenSSL's headers (the compiled Merkle tree hashes with libcrypto, which the base image's
+# Python already ships) for the Cython fast paths in pipeline/native (build stage only)
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 # dependencies first, from the metadata only, so a source change does not rebuild the wheel layer
 WORKDIR /src

@@ -25,8 +25,12 @@ class BuildWithSchemas(build_py):
         for schema in sorted(Path("schemas").glob("*.avsc")):
             shutil.copyfile(schema, target / schema.name)
 
+# modules that call a system library directly (its headers are needed to build: OpenSSL's are Debian's libssl-dev)
+LIBRARIES = {"merkle_native": ["crypto"]}
+
 extensions = [
-    Extension(f"pipeline.native.{source.stem}", [source.as_posix()], extra_compile_args=["-O2"])
+    Extension(f"pipeline.native.{source.stem}", [source.as_posix()], extra_compile_args=["-O2"],
+              libraries=LIBRARIES.get(source.stem, []))
     for source in sorted(Path("pipeline/native").glob("*.pyx"))
 ]
 

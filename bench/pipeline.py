@@ -159,7 +159,7 @@ def _measuring(target, found: Latencies):
     def run(*args) -> None:
         try:
             target(*args)
-        except Exception as exc:  # noqa: BLE001 - reported by the sampler, which stops the run on it
+        except Exception as exc:  # reported by the sampler, which stops the run on it
             with found.lock:
                 found.failures.append(f"{target.__name__}: {type(exc).__name__}: {exc}")
     return run

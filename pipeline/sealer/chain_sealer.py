@@ -92,6 +92,7 @@ class ChainSealer:
         self._certainly_valid = _fast_check(self.event_codec)
         self._event_header = _event_header(self.codecs)
         self._chain_id_utf8 = chain_id.encode("utf-8")
+        self._kept_note_signer: tuple[object, NoteSigner] | None = None
 
     @property
     def head(self) -> ChainHead:
@@ -213,14 +214,23 @@ class ChainSealer:
             self.history = extended_by_records(self.history, self._batch_hashes[self._folded:])
             self._folded = len(self._batch_hashes)
         history = self.history
+        root = history.root  # folded from the frontier: once
         signer = self.signing_key.signer_at(issued_at_micros)
-        head = TreeHead(self.origin, history.size, history.root, (f"auditseal-time {issued_at_micros}",))
-        note = sign_tree_head(head, NoteSigner(self.origin, _NoteKey(signer)))  # type: ignore[arg-type]
+        head = TreeHead(self.origin, history.size, root, (f"auditseal-time {issued_at_micros}",))
+        note = sign_tree_head(head, self._note_signer(signer))
         return SealedRecord(HEAD_KIND, self.codecs.head.encode({
-            "chain_id": self.chain_id, "tree_size": history.size, "root_hash": history.root,
+            "chain_id": self.chain_id, "tree_size": history.size, "root_hash": root,
             "issued_at_micros": issued_at_micros, "key_id": signer.key_id, "heartbeat": int(heartbeat), "note": note,
             "frontier": b"".join(history.frontier),
         }), None, issued_at_micros)
+
+    def _note_signer(self, signer) -> NoteSigner:
+        # the signer as the chain's note key, kept while the schedule hands out the same signer: a NoteSigner
+        # caches the key hash each note signature names (derived from the public key, once per key)
+        kept = self._kept_note_signer
+        if kept is None or kept[0] is not signer:
+            kept = self._kept_note_signer = (signer, NoteSigner(self.origin, _NoteKey(signer)))  # type: ignore[arg-type]
+        return kept[1]
 
     def _refusal(self, value: bytes | None) -> str | None:
         # The reference decision, for what the one-pass check is not sure of (seal() asks it
