@@ -12,7 +12,7 @@ import datetime
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -222,8 +222,10 @@ def _reference_parts(topic: str, partition: int, records: Sequence[ArchivedInput
     return _Parts(counts, chains, checkpoints, query_index(records, kinds), body, min(timestamps), max(timestamps))
 
 
-@lru_cache(maxsize=1)
-def _batch_scan() -> BatchScan:
+def batch_scan(checkpoint_ref: Callable[[bytes], CheckpointRef | None] = checkpoint_ref,
+               index_fields: Callable[[bytes], tuple[int, str, str] | None] = index_fields) -> BatchScan:
+    """The compiled batch pass configured from the catalog, handing checkpoints and any event it does not
+    read cleanly to ``checkpoint_ref`` and ``index_fields`` (the readable functions)."""
     codecs = sealed_codecs()
     kinds_by_header = _kinds_by_header()
     roles = {KIND_CHECKPOINT: ROLE_CHECKPOINT, KIND_EVENT: ROLE_EVENT, KIND_REJECTION: ROLE_ENTRY,
@@ -235,6 +237,9 @@ def _batch_scan() -> BatchScan:
                      _KIND_ORDER, _KIND_ORDER.index(KIND_UNKNOWN), bytes(roles[kind] for kind in _KIND_ORDER),
                      {header: layout for header, layout in layouts.items() if layout is not None},
                      sorted(check_layout()), len(ACTOR_TYPES), len(OUTCOME_STATUSES), checkpoint_ref, index_fields)
+
+
+_batch_scan = lru_cache(maxsize=1)(batch_scan)
 
 
 def _container_header(topic: str, partition: int, first_offset: int, codec: str, level: int | None) -> bytes:

@@ -20,7 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.archive.container import build_object, read_archived_records
+from pipeline.archive.container import (
+    SYNC_INTERVAL,
+    batch_scan,
+    build_object,
+    checkpoint_ref,
+    index_fields,
+    read_archived_records,
+)
 from pipeline.archive.encryption import MasterKey
 from pipeline.archive.query_index import HASHES, BloomFilter, filter_bits, filter_prefix
 from pipeline.archive.retention import ComplianceProfile
@@ -193,3 +200,25 @@ def test_the_object_reads_back_as_the_records():
 def test_compiled_bloom_table_is_bloom_filter_of(values, field):
     bits = filter_bits(len(values))
     assert bloom_table(filter_prefix(field), values, bits, HASHES) == BloomFilter.of(field, values).data
+
+
+def test_the_compiled_pass_reads_clean_batches_itself():
+    """The readable fallbacks are asked only about checkpoints and damaged events: a clean batch of the
+    sealer's records is read by the compiled pass (else the tests above would compare the reference with itself)."""
+    asked = {"checkpoint": 0, "event": 0}
+
+    def counted_checkpoint(value):
+        asked["checkpoint"] += 1
+        return checkpoint_ref(value)
+
+    def counted_event(value):
+        asked["event"] += 1
+        return index_fields(value)
+
+    scan = batch_scan(counted_checkpoint, counted_event)
+    records = _batch(random.Random(4), len(_sealed_values()), damage=0.0)
+    counts, _, _, (events, undecoded, *_), _, blocks = scan.scan(records, "audit.sealed", 5, SYNC_INTERVAL)
+    assert asked == {"checkpoint": counts[0], "event": 0} and events == counts[1] > 300 and undecoded == 0
+    assert sum(count for count, _ in blocks) == len(records)
+    damaged = [(offset, timestamp, value + b"\x00") for offset, timestamp, value in records]  # trailing bytes
+    assert scan.scan(damaged, "audit.sealed", 5, SYNC_INTERVAL)[3][1] == asked["event"] == counts[1]
