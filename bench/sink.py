@@ -7,11 +7,17 @@ the production defaults (20,000 records / 16 MiB / 10 s per object, deflate leve
 unless told otherwise, into its own key prefix. records/s and MB/s count the records of full
 objects, from the sink's first consumed record to the commit of the last full object (each
 partition's tail closes ``max_age`` later, which measures the timer, not the sink); "value MB/s"
-is Kafka value bytes, "object MB/s" the bytes stored. The run is measured twice, then once more under cProfile (every thread, merged) for the
-top functions by own time. Objects are locked for one day (a bench profile), under ``bench/``.
+is Kafka value bytes, "object MB/s" the bytes stored, "CPU us/record" the sink process's CPU time
+(every thread, librdkafka's included) per record archived. The backlog is archived alternately with the
+readable object builder (``build_object(reference=True)``: the Python reference, the sink's cost before the
+compiled pass) and the compiled one (production), ``--rounds`` times each, then once more under cProfile
+(every thread, merged) for the top functions by own time; before those, both builders build the same
+20,000-record object in this process (wall and CPU time per record, and whether the bytes are identical).
+On a busy machine the absolute figures move with the load: compare the two builders within one run.
+Objects are locked for one day (a bench profile), under ``bench/``.
 
     .venv/bin/auditseal dev up
-    .venv/bin/python -m bench.sink [--records 300000] [--codec deflate|null]
+    .venv/bin/python -m bench.sink [--records 300000] [--codec deflate|null] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connectors.s3sink.batching import Batch, BatchLimits
 from connectors.s3sink.bucket import ArchiveBucket
 from connectors.s3sink.worker import S3Sink, SinkConfig
-from pipeline.archive.retention import load_profiles
+from pipeline.archive.container import ArchiveObject, build_object
+from pipeline.archive.retention import ComplianceProfile, load_profiles
 from pipeline.config import KafkaSettings, S3Settings
 from pipeline.dev.provision import acl_binding
 from pipeline.dev.stack import LocalStack
 from pipeline.permissions.topology import Grant
 from pipeline.producer.synthetic import synthetic_events
+from pipeline.sealer.chain_sealer import ChainSealer
 from pipeline.sealer.output import ChainWriter
 from pipeline.wire.codec import default_codec
 
@@ -98,8 +106,9 @@ def fill(stack: LocalStack, raw: str, topic: str, records: int) -> tuple[int, in
 class TimedSink(S3Sink):
     """The sink, stopping once every record is committed; optionally profiling its writer threads."""
 
-    def __init__(self, *args, total: int, profile: bool, **kwargs) -> None:
+    def __init__(self, *args, total: int, profile: bool, reference: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.reference = reference
         self.total = total
         self.committed_records = 0
         self.first_record: float | None = None
@@ -113,6 +122,14 @@ class TimedSink(S3Sink):
     def _enqueue(self, part, batch: Batch) -> None:
         self.first_record = min(self.first_record or batch.opened_at, batch.opened_at)
         super()._enqueue(part, batch)
+
+    def _build(self, batch: Batch) -> ArchiveObject:
+        if not self.reference:
+            return super()._build(batch)
+        config = self.config
+        return build_object(batch.topic, batch.partition, batch.records, profile=config.profile, prefix=config.prefix,
+                            codec=config.codec, level=config.deflate_level, master_key=config.master_key,
+                            reference=True)
 
     def _flush(self, batch, cancelled):
         if not self.profile:
@@ -142,7 +159,7 @@ class TimedSink(S3Sink):
 
 
 def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: str, prefix: str,
-        profile: bool = False) -> dict:
+        profile: bool = False, reference: bool = False) -> dict:
     """Archive the whole topic once into ``prefix``; the figures of that run."""
     with tempfile.TemporaryDirectory() as folder:
         profiles = Path(folder) / "compliance.yaml"
@@ -152,16 +169,18 @@ def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: s
     config = SinkConfig(profile=profile_entry, topic=topic, group_id=f"auditseal-sink-bench-{secrets.token_hex(4)}",
                         prefix=prefix, codec=codec, limits=BatchLimits())
     sink = TimedSink(KafkaSettings.from_env(stack.env("sink")), ArchiveBucket(s3.client(), s3.bucket), config,
-                     total=total, profile=profile)
+                     total=total, profile=profile, reference=reference)
     main_profiler = cProfile.Profile() if profile else None
     if main_profiler:
         main_profiler.enable()
     watchdog = threading.Timer(300, sink.stop.set)
     watchdog.start()
+    cpu_started = time.process_time()
     try:
         sink.run(sink.stop)
     finally:
         watchdog.cancel()
+        cpu_seconds = time.process_time() - cpu_started
         if main_profiler:
             main_profiler.disable()
     if sink.committed_records < total or sink.last_full_at is None:
@@ -174,7 +193,8 @@ def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: s
              if not item["Key"].endswith(".manifest.json")]
     figures = {"seconds": seconds, "records": records, "records_per_s": records / seconds,
                "value_mb_per_s": value_bytes * records / total / seconds / 1e6,
-               "object_mb_per_s": sink.full_bytes / seconds / 1e6, "objects": len(sizes), "sizes": sizes}
+               "object_mb_per_s": sink.full_bytes / seconds / 1e6, "objects": len(sizes), "sizes": sizes,
+               "cpu_us_per_record": cpu_seconds / sink.committed_records * 1e6}
     if profile:
         stats = pstats.Stats(main_profiler, stream=io.StringIO())
         for profiler in sink.profilers:
@@ -186,13 +206,43 @@ def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: s
     return figures
 
 
+def builders_side_by_side(stack: LocalStack, codec: str, records: int = 20_000) -> None:
+    """Build one object of ``records`` sealed records with both builders, in this process; print us/record."""
+    chain = ChainSealer.resume("audit.raw/0", 0, stack.signer(), None)  # the sealer's own records, without Kafka
+    events = [default_codec().encode(event) for event in synthetic_events(records, seed=5)]
+    batch = []
+    for n, event in enumerate(events):
+        batch.append((n, 1_767_225_600_000 + n, chain.seal(event, n, 1_000 * n).value))
+        if n % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+            batch.append((len(batch), 1_767_225_600_000 + n, chain.checkpoint(n).value))
+    profile = ComplianceProfile("bench", days=1)
+    figures = {}
+    for reference in (True, False, True, False):  # interleaved: both see the same load
+        wall, cpu = time.perf_counter(), time.thread_time()
+        built = build_object("bench.sealed", 0, batch, profile=profile, codec=codec, reference=reference)
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        best = figures.get(reference)
+        if best is None or wall < best[0]:
+            figures[reference] = (wall, cpu, built)
+    (ref_wall, ref_cpu, ref_built), (wall, cpu, built) = figures[True], figures[False]
+    same = (ref_built.body, ref_built.manifest_bytes) == (built.body, built.manifest_bytes)
+    print(f"object builder, {len(batch)} records, codec {codec} (best of 2, in-process): readable "
+          f"{ref_wall / len(batch) * 1e6:.1f} us/record wall, {ref_cpu / len(batch) * 1e6:.1f} CPU; compiled "
+          f"{wall / len(batch) * 1e6:.1f} wall, {cpu / len(batch) * 1e6:.1f} CPU; compiled/readable "
+          f"{wall / ref_wall:.2f} wall, {cpu / ref_cpu:.2f} CPU; bytes identical: {same}")
+    if not same:
+        raise SystemExit("the compiled builder's object differs from the readable one's")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Fill a topic, archive it twice, then once under the profiler; print the figures."""
+    """Fill a topic, archive it with each builder in turn, then once under the profiler; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=300_000, help="sealed records to archive (default 300000)")
     parser.add_argument("--codec", default="deflate", choices=["deflate", "null"])
+    parser.add_argument("--rounds", type=int, default=2, help="runs with each builder (default 2)")
     args = parser.parse_args(argv)
     stack = LocalStack()
+    builders_side_by_side(stack, args.codec)
     raw, topic = make_topics(stack)
     try:
         started = time.monotonic()
@@ -202,17 +252,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sink: {PARTITIONS} partitions, objects of at most 20000 records / 16 MiB / 10 s, codec {args.codec}, "
               "4 writers, COMPLIANCE 1 day, object + manifest each locked and read back before the commit")
         run_id = secrets.token_hex(3)
-        for number in (1, 2):
-            figures = run(stack, topic, total, value_bytes, codec=args.codec, prefix=f"bench/{run_id}-{number}/")
-            sizes = figures["sizes"]
-            print(f"run {number}: {figures['records']} records in full objects, {figures['records_per_s']:,.0f} records/s, {figures['value_mb_per_s']:.1f} value MB/s, "
-                  f"{figures['object_mb_per_s']:.1f} object MB/s ({figures['seconds']:.2f} s); {figures['objects']} objects, "
-                  f"size min/median/max {min(sizes) / 1e6:.2f}/{statistics.median(sizes) / 1e6:.2f}/"
-                  f"{max(sizes) / 1e6:.2f} MB, {value_bytes / sum(sizes):.1f}x smaller than the values")
+        results: dict[str, list[dict]] = {"readable": [], "compiled": []}
+        for number in range(1, args.rounds + 1):
+            for name in ("readable", "compiled"):
+                figures = run(stack, topic, total, value_bytes, codec=args.codec,
+                              prefix=f"bench/{run_id}-{name}-{number}/", reference=name == "readable")
+                results[name].append(figures)
+                sizes = figures["sizes"]
+                print(f"run {number}, {name} builder: {figures['records']} records in full objects, "
+                      f"{figures['records_per_s']:,.0f} records/s, {figures['cpu_us_per_record']:.1f} CPU us/record, "
+                      f"{figures['value_mb_per_s']:.1f} value MB/s, {figures['object_mb_per_s']:.1f} object MB/s "
+                      f"({figures['seconds']:.2f} s); {figures['objects']} objects, size min/median/max "
+                      f"{min(sizes) / 1e6:.2f}/{statistics.median(sizes) / 1e6:.2f}/{max(sizes) / 1e6:.2f} MB, "
+                      f"{value_bytes / sum(sizes):.1f}x smaller than the values")
+        rate = {name: statistics.median(f["records_per_s"] for f in runs) for name, runs in results.items()}
+        cpu = {name: statistics.median(f["cpu_us_per_record"] for f in runs) for name, runs in results.items()}
+        print(f"median of {args.rounds}: readable {rate['readable']:,.0f} records/s, {cpu['readable']:.1f} CPU us/record; "
+              f"compiled {rate['compiled']:,.0f} records/s, {cpu['compiled']:.1f} CPU us/record; compiled/readable "
+              f"{rate['compiled'] / rate['readable']:.2f}x records/s, {cpu['compiled'] / cpu['readable']:.2f} CPU per record")
         figures = run(stack, topic, total, value_bytes, codec=args.codec, prefix=f"bench/{run_id}-profiled/",
                       profile=True)
-        print(f"profiled run: {figures['records_per_s']:,.0f} records/s (cProfile slows it); top functions by own "
-              "time, all threads:")
+        print(f"profiled run (compiled builder): {figures['records_per_s']:,.0f} records/s (cProfile slows it); top "
+              "functions by own time, all threads:")
         print("\n".join(line for line in figures["profile"].splitlines() if line.strip())[:6000])
     finally:
         drop_topics(stack, raw, topic)

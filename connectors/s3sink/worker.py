@@ -200,16 +200,19 @@ class S3Sink:
 
     def _flush(self, batch: Batch, cancelled: threading.Event) -> ArchiveObject:
         """Build, write, lock and read back one batch (pool thread)."""
-        config = self.config
         started = time.monotonic()
-        archive = build_object(batch.topic, batch.partition, batch.records, profile=config.profile,
-                               prefix=config.prefix, codec=config.codec, level=config.deflate_level,
-                               master_key=config.master_key)
+        archive = self._build(batch)
         built = time.monotonic()
         self.bucket.write(archive, cancelled)
         log.debug("%s: built in %.3f s, written and read back in %.3f s", archive.key, built - started,
                   time.monotonic() - built)
         return archive
+
+    def _build(self, batch: Batch) -> ArchiveObject:
+        """The archive object of one batch (pool thread)."""
+        config = self.config
+        return build_object(batch.topic, batch.partition, batch.records, profile=config.profile, prefix=config.prefix,
+                            codec=config.codec, level=config.deflate_level, master_key=config.master_key)
 
     def _process_completions(self, timeout: float) -> None:
         """Commit the batches whose objects are verified (waiting up to ``timeout`` for the first)."""

@@ -56,8 +56,18 @@ class QueryIndexError(AuditSealError):
 _WORDS = struct.Struct(">8I")
 
 
+def filter_prefix(field_name: str) -> bytes:
+    """The bytes hashed before each value of ``field_name`` (module docstring)."""
+    return _DOMAIN + field_name.encode() + b"\x00"
+
+
+def filter_bits(distinct: int) -> int:
+    """The size in bits of the filter of ``distinct`` values (module docstring)."""
+    return max(MIN_BITS, -(-distinct * BITS_PER_VALUE // 8) * 8)
+
+
 def _positions(field_name: str, value: str, bits: int, hashes: int) -> list[int]:
-    digest = hashlib.sha256(_DOMAIN + field_name.encode() + b"\x00" + value.encode("utf-8")).digest()
+    digest = hashlib.sha256(filter_prefix(field_name) + value.encode("utf-8")).digest()
     return [word % bits for word in _WORDS.unpack(digest)[:hashes]]
 
 
@@ -74,9 +84,9 @@ class BloomFilter:
     def of(cls, field_name: str, values: Iterable[str]) -> BloomFilter:
         """The filter of a set of values, sized for it."""
         distinct = set(values)
-        bits = max(MIN_BITS, -(-len(distinct) * BITS_PER_VALUE // 8) * 8)
+        bits = filter_bits(len(distinct))
         table = bytearray(bits // 8)
-        prefix, sha256, unpack = _DOMAIN + field_name.encode() + b"\x00", hashlib.sha256, _WORDS.unpack
+        prefix, sha256, unpack = filter_prefix(field_name), hashlib.sha256, _WORDS.unpack
         for value in distinct:  # _positions, inlined: the sink builds one filter per object, over every value
             for word in unpack(sha256(prefix + value.encode("utf-8")).digest())[:HASHES]:
                 position = word % bits
