@@ -90,7 +90,9 @@ def producer_main(rates: list[int], step_seconds: float, sample_every: int, repo
             next_report = started
             sent_in_step = 0
             while (now := time.monotonic()) - started < step_seconds:
-                due = int((now - started) * rate) - sent_in_step
+                # at most 50 ms worth per pass: a producer that falls behind keeps reporting what it achieves
+                # (a step it cannot feed is then not sustained) instead of vanishing into one huge pass
+                due = min(int((now - started) * rate) - sent_in_step, max(1, rate // 20))
                 for _ in range(due):
                     event = dict(pool[emitted % len(pool)])
                     if emitted % sample_every == 0:
