@@ -29,6 +29,7 @@ from pipeline.archive.layout import (
     ArchiveKey,
     Manifest,
     ManifestError,
+    manifest_key,
     parse_key,
 )
 from pipeline.archive.objectlock import PROBE_PREFIX
@@ -37,6 +38,8 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
 from pipeline.native.flat_reader import EntryScan
 from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S, ChainAuditor, Violation, ViolationKind
+from pipeline.verifier.continuity import LoggingRecord
+from pipeline.verifier.index_check import INDEX_MISMATCH, index_mismatch
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
 from pipeline.wire.sealed import CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, entry_payload_of_fields, sealed_codecs
@@ -98,6 +101,7 @@ class Report:
     violations: list[Violation] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
     notices: list[Violation] = field(default_factory=list)
+    logging: LoggingRecord = field(default_factory=LoggingRecord)  # tree head times and silent intervals
 
     def notice(self, notice: Violation) -> None:
         """Keep a finding that is not a violation (severity warning: e.g. the sink's lag)."""
@@ -128,6 +132,7 @@ class Report:
         self.entries += auditor.entries_checked
         self.checkpoints += auditor.checkpoints_checked
         self.checkpoints_valid += auditor.checkpoints_valid
+        self.logging.absorb(auditor.logging, scope)
         for chain_id, chain in auditor.chains.items():
             self.last_seq[f"{scope}{chain_id}"] = chain.head_seq
 
@@ -394,6 +399,10 @@ class ArchiveVerifier:
                             f"{previous[1]}")
         last_end[position] = (entry.key.last_offset, entry.name)
         self._stream_records(entry, data, manifest, report, auditor, codecs)
+        if manifest is not None and manifest.index is not None:
+            mismatch = index_mismatch(manifest.index, data, archived_values)
+            if mismatch is not None:
+                report.add(Violation(INDEX_MISMATCH, None, None, manifest_key(entry.name), mismatch))
 
     def _manifest(self, entry: ArchiveEntry, report: Report) -> Manifest | None:
         if not entry.manifest_versions:
