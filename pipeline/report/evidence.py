@@ -169,7 +169,7 @@ def gather(inputs: EvidenceInputs) -> Evidence:
         per_day.setdefault(day, {})[service] = per_day.get(day, {}).get(service, 0) + 1
         if event.head.outcome == "DENIED":
             denials[day] = denials.get(day, 0) + 1
-    continuity = checks[1].evidence
+    continuity = next(check for check in checks if check.id == "continuity").evidence
     gaps = [v.as_dict() for v in report.violations if v.kind in ("gap", "tail_truncated")] + \
         [p.as_dict() for p in timeline.problems if p.kind == "gap"] + continuity["silent_intervals"]
     coverage = {"objects": report.objects, "objects_valid": report.objects_valid, "checkpoints": report.checkpoints,
@@ -252,7 +252,7 @@ def _continuity(report: Report, timeline: Timeline, period: Period, first: int |
                    f"no more than {tolerance_s:g} s apart through {iso(as_of)}")
         begins = [logging.first_head[chain] for chain in chains if logging.first_head[chain] > period.start_micros]
         if begins:
-            summary += f"; logging began in the period, at {iso(min(begins))}"
+            summary += f"; the first tree head is at {iso(min(begins))}, after the period's start: logging is shown from there"
     return Check("continuity", "Continuity of logging over the period",
                  "verify's checks over the chains (a missing seq range, a lost raw range or an unsigned tail is a "
                  "break) and over the tree heads the sealer signs at least every heartbeat interval, idle or not: "
