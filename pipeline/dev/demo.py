@@ -83,21 +83,24 @@ def _sealed_heads(stack: LocalStack) -> dict[int, dict]:
 
 
 def _archived_heads(s3, bucket: str) -> dict[str, int]:
-    """The last archived seq of each chain, from the manifest of each partition's newest object."""
+    """The last archived seq of each chain, from the newest manifest of each partition that holds chain entries
+    (the newest object of an idle partition may hold only heartbeat tree heads, which name no seq)."""
     from pipeline.archive.layout import Manifest, parse_key
 
-    newest: dict[int, str] = {}
+    per_partition: dict[int, list[tuple[int, str]]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=ARCHIVE_PREFIX):
         for item in page.get("Contents", []):
             key = parse_key(item["Key"])
-            if key is not None and key.is_manifest and key.prefix == "" and (
-                    key.partition not in newest or parse_key(newest[key.partition]).last_offset < key.last_offset):
-                newest[key.partition] = item["Key"]
+            if key is not None and key.is_manifest and key.prefix == "":
+                per_partition.setdefault(key.partition, []).append((key.last_offset, item["Key"]))
     heads: dict[str, int] = {}
-    for manifest_key in newest.values():
-        manifest = Manifest.from_bytes(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read(), manifest_key)
-        for chain in manifest.chains:
-            heads[chain.chain_id] = max(heads.get(chain.chain_id, -1), chain.last_seq)
+    for keys in per_partition.values():
+        for _, manifest_key in sorted(keys, reverse=True):
+            manifest = Manifest.from_bytes(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read(), manifest_key)
+            for chain in manifest.chains:
+                heads[chain.chain_id] = max(heads.get(chain.chain_id, -1), chain.last_seq)
+            if manifest.chains:
+                break
     return heads
 
 
@@ -252,11 +255,14 @@ def run_demo() -> int:
     check = _run(stack, "admin", ["acl", "check"])
     print("    " + (check.stdout.strip().splitlines() or ["(no output)"])[-1])
 
-    _step(3, "start the sealers (audit.raw, audit.access), the S3 sink, the access auditor and the SIEM bridge")
+    _step(3, "start the sealers (audit.raw, audit.access), the S3 sinks, the access auditor and the SIEM bridge")
     services = [
         _service(stack, "sealer", ["seal", "--metrics-port", "0"], logs / "sealer.log"),
         _service(stack, "siem-bridge", ["siem-bridge", "--metrics-port", "0"], logs / "siem-bridge.log"),
         _service(stack, "sink", ["sink", "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink.log"),
+        # the access events' chains are archived too: the report's review and access checks read them there
+        _service(stack, "sink", ["sink", "--topic", "audit.sealed.access", "--group", "auditseal-sink-access",
+                                 "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink-access.log"),
         _service(stack, "access-auditor", ["access-audit"], logs / "access-auditor.log"),
         # the access auditor's events travel on audit.access (only it may write there), sealed by their own sealer
         _service(stack, "sealer", ["seal", "--raw-topic", "audit.access", "--sealed-topic", "audit.sealed.access",
