@@ -45,6 +45,9 @@ def register(commands) -> None:
     report.add_argument("--compliance-file", help="compliance profiles (default config/compliance.yaml)")
     report.add_argument("--max-skew", type=float, default=300.0, metavar="SECONDS",
                         help="largest p99 clock skew between producers and the broker that passes (default 300)")
+    report.add_argument("--head-tolerance", type=float, metavar="SECONDS",
+                        help="as verify --head-tolerance: tree heads further apart than this (or the newest older "
+                        "than this before the period's end) are a gap in logging (default 300)")
     report.add_argument("--out-dir", default=".", metavar="DIR", help="where the files go (default .)")
     report.add_argument("--pdf", action="store_true", help="also print the page to PDF with headless Chromium")
     report.add_argument("--json", action="store_true", help="print the report's data as JSON on stdout")
@@ -64,7 +67,13 @@ def report_command(args: argparse.Namespace) -> int:
     """Run ``auditseal report``; returns the exit code."""
     from pipeline.access.record import record_access
     from pipeline.archive.retention import load_profiles
-    from pipeline.cli.verify import ACCESS_RECORD_USER_VARIABLE, KEYRING_VARIABLE, _source, deliver_access_record
+    from pipeline.cli.verify import (
+        ACCESS_RECORD_USER_VARIABLE,
+        KEYRING_VARIABLE,
+        _source,
+        _tolerance,
+        deliver_access_record,
+    )
     from pipeline.integrity.keyring import load_keyring
     from pipeline.keys.master import load_master_key_spec
     from pipeline.report.document import PASSED, render_html, report_data
@@ -83,11 +92,12 @@ def report_command(args: argparse.Namespace) -> int:
     masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
     profiles.get(chosen.retention_profile)  # a compliance file without the framework's profile: a config error
+    tolerance = _tolerance(args.head_tolerance)
     source = _source(args)
     bucket = args.s3[len("s3://"):].split("/", 1)[0] if args.s3 else None
     progress = (lambda text: print(f"auditseal report: {text}", file=sys.stderr)) if sys.stderr.isatty() else None
     evidence = gather(EvidenceInputs(source, keyring, period, chosen, profiles, masters, bucket, args.max_skew,
-                                     dict(os.environ), progress))
+                                     dict(os.environ), progress, head_tolerance_s=tolerance))
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data = report_data(evidence, chosen, period, source.description, generated)
     stem = f"auditseal-report-{chosen.name}-{data['period']['from'][:10]}-{data['period']['until'][:10]}"

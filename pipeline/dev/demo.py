@@ -256,11 +256,14 @@ def run_demo() -> int:
     check = _run(stack, "admin", ["acl", "check"])
     print("    " + (check.stdout.strip().splitlines() or ["(no output)"])[-1])
 
-    _step(3, "start the sealers (audit.raw, audit.access), the S3 sink, the access auditor and the SIEM bridge")
+    _step(3, "start the sealers (audit.raw, audit.access), the S3 sinks, the access auditor and the SIEM bridge")
     services = [
         _service(stack, "sealer", ["seal", "--metrics-port", "0"], logs / "sealer.log"),
         _service(stack, "siem-bridge", ["siem-bridge", "--metrics-port", "0"], logs / "siem-bridge.log"),
         _service(stack, "sink", ["sink", "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink.log"),
+        # the access events' chains are archived too: the report's review and access checks read them there
+        _service(stack, "sink", ["sink", "--topic", "audit.sealed.access", "--group", "auditseal-sink-access",
+                                 "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink-access.log"),
         _service(stack, "access-auditor", ["access-audit"], logs / "access-auditor.log"),
         # the access auditor's events travel on audit.access (only it may write there), sealed by their own sealer
         _service(stack, "sealer", ["seal", "--raw-topic", "audit.access", "--sealed-topic", "audit.sealed.access",

@@ -4,11 +4,15 @@ run as the verifier role with the ``auditseal`` commands themselves (``pipeline.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import KafkaSettings, S3Settings
+
+REPORT_EVENT_WAIT_S = 90
 
 
 def timeline_and_report(stack, run: Callable, uri: str, folder: Path) -> None:
@@ -33,7 +37,10 @@ def timeline_and_report(stack, run: Callable, uri: str, folder: Path) -> None:
             "AUDITSEAL_S3_CHECK_SECRET_ACCESS_KEY": admin_s3.secret_access_key,
             "AUDITSEAL_REPORT_ADMIN_SASL_USERNAME": admin_kafka.username or "",
             "AUDITSEAL_REPORT_ADMIN_SASL_PASSWORD": admin_kafka.password or ""}
-    report = run(stack, "verifier", ["report", "--framework", "soc2", "--from", start, "--until", end, "--s3", uri,
+    # s3://bucket/audit.sealed also lists audit.sealed.access/: the access events' archive, where the review
+    # (the demo's verify runs) and the report's own sealed digest are found
+    everything = uri.rstrip("/")
+    report = run(stack, "verifier", ["report", "--framework", "soc2", "--from", start, "--until", end, "--s3", everything,
                                      "--keyring", str(stack.keyring_file), "--out-dir", str(folder), "--json"],
                  extra_env=live, timeout=1200)  # a full verification of the archive, then the day's events
     if report.returncode == 2:
@@ -45,3 +52,30 @@ def timeline_and_report(stack, run: Callable, uri: str, folder: Path) -> None:
         print(f"      {check['status']:8} {check['title']}: {check['summary'][:110]}")
     print(f"    report: {folder / data['html']['file']} (sha256 {data['html']['sha256'][:16]}…, sealed as event "
           f"{data['html']['sealed_as_event']}), data beside it as JSON")
+    _check_report(stack, run, everything, folder, data)
+
+
+def _check_report(stack, run: Callable, uri: str, folder: Path, data: dict) -> None:
+    # what the report's last section tells a reader to do: find the digest's sealed event, check its proof
+    digest = data["html"]["sha256"]
+    page = folder / data["html"]["file"]
+    computed = hashlib.sha256(page.read_bytes()).hexdigest()
+    proof = folder / "report.proof.json"
+    query = ["timeline", "--s3", uri, "--action", "report.issue", "--resource", f"evidence.report:{digest}",
+             "--bundle", str(proof), "--keyring", str(stack.keyring_file), "--json"]
+    deadline = time.monotonic() + REPORT_EVENT_WAIT_S
+    while True:  # the access auditor forwards it, its sealer seals it, the sink archives it: seconds
+        found = run(stack, "verifier", query, timeout=600)
+        events = [line for line in found.stdout.splitlines() if '"type": "event"' in line]
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    print(f"    sha256sum {page.name}: {'the digest sealed' if computed == digest else 'ANOTHER digest'}; "
+          f"auditseal timeline --action report.issue --resource evidence.report:{digest[:12]}…: "
+          f"{len(events)} sealed event(s)")
+    if events:
+        checked = run(stack, "verifier", ["verify-proof", str(proof), "--keyring", str(stack.keyring_file)])
+        print(f"    auditseal verify-proof {proof.name}: {checked.stdout.strip()[:200]}")
+    else:
+        print(f"    the report's event was not archived within {REPORT_EVENT_WAIT_S}s: check it later with the "
+              "commands of the report's last section")

@@ -124,9 +124,11 @@ def _gaps_chart(gaps: list[dict[str, Any]]) -> str:
              f'width="760" height="{24 * len(gaps[:12]) + 10}" xmlns="http://www.w3.org/2000/svg"><title>Gaps</title>']
     for n, gap in enumerate(gaps[:12]):
         y = 4 + 24 * n
+        where = (f'from {gap["start"]} to {gap["end"]} ({gap.get("seconds")} s without a tree head)' if "start" in gap
+                 else f'seq {gap.get("seq")}: {str(gap.get("detail"))[:90]}')
         parts.append(f'<rect x="0" y="{y}" width="760" height="20" fill="#b5453f"/>'
                      f'<text x="8" y="{y + 15}" fill="#fff" class="axis">{_e(gap.get("kind"))} chain '
-                     f'{_e(gap.get("chain_id"))} seq {_e(gap.get("seq"))}: {_e(str(gap.get("detail"))[:90])}</text>')
+                     f'{_e(gap.get("chain_id"))} {_e(where)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

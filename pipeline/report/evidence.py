@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pipeline.timeline.query import TimelineQuery
 from pipeline.timeline.scan import VERIFIED, Timeline, build_timeline
 from pipeline.timeline.source import without_locks
 from pipeline.verifier.archive import ArchiveVerifier, Report
+from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S
 
 PASS, FAIL, NOT_RUN, INFO = "PASS", "FAIL", "NOT_RUN", "INFO"
 DAY_MICROS = 86_400_000_000
@@ -110,6 +112,8 @@ class EvidenceInputs:
     max_skew_s: float = 300.0
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     progress: Callable[[str], None] | None = None
+    head_tolerance_s: float = DEFAULT_HEAD_TOLERANCE_S   # as verify --head-tolerance
+    now_micros: int | None = None                        # the as-of time is min(period end, now); None: the clock
 
 
 @dataclass
@@ -134,7 +138,9 @@ def _say(inputs: EvidenceInputs, text: str) -> None:
 def gather(inputs: EvidenceInputs) -> Evidence:
     """Run every check (module docstring)."""
     _say(inputs, "verifying the whole archive")
-    report = ArchiveVerifier(inputs.keyring, inputs.profiles, dict(inputs.master_keys)).verify(inputs.source)
+    as_of = min(inputs.period.end_micros, inputs.now_micros or time.time_ns() // 1000)
+    report = ArchiveVerifier(inputs.keyring, inputs.profiles, dict(inputs.master_keys), as_of_micros=as_of,
+                             head_tolerance_s=inputs.head_tolerance_s).verify(inputs.source)
     _say(inputs, "reading and verifying the period's events")
     timeline = build_timeline(without_locks(inputs.source), TimelineQuery.of(since_micros=inputs.period.start_micros,
                                                               until_micros=inputs.period.end_micros),
@@ -143,7 +149,7 @@ def gather(inputs: EvidenceInputs) -> Evidence:
     first, last = _archive_span(manifests)
     checks = [
         _verification(report),
-        _continuity(report, timeline, inputs.period, first),
+        _continuity(report, timeline, inputs.period, first, as_of, inputs.head_tolerance_s),
         _object_locks(report, inputs.bucket),
         _worm(inputs),
         _separation_of_duties(inputs),
@@ -163,8 +169,9 @@ def gather(inputs: EvidenceInputs) -> Evidence:
         per_day.setdefault(day, {})[service] = per_day.get(day, {}).get(service, 0) + 1
         if event.head.outcome == "DENIED":
             denials[day] = denials.get(day, 0) + 1
+    continuity = next(check for check in checks if check.id == "continuity").evidence
     gaps = [v.as_dict() for v in report.violations if v.kind in ("gap", "tail_truncated")] + \
-        [p.as_dict() for p in timeline.problems if p.kind == "gap"]
+        [p.as_dict() for p in timeline.problems if p.kind == "gap"] + continuity["silent_intervals"]
     coverage = {"objects": report.objects, "objects_valid": report.objects_valid, "checkpoints": report.checkpoints,
                 "checkpoints_valid": report.checkpoints_valid, "events": len(timeline.events),
                 "events_verified": sum(e.status == VERIFIED for e in timeline.events)}
@@ -205,28 +212,53 @@ def _verification(report: Report) -> Check:
                   "objects": data["objects"], "checkpoints": data["checkpoints"], "chains": data["chains"]})
 
 
-def _continuity(report: Report, timeline: Timeline, period: Period, first: int | None) -> Check:
-    problems = [v.as_dict() for v in report.violations if v.kind in ("gap", "tail_truncated", "unsigned_tail",
-                                                                      "checkpoint_chain_broken", "no_archive")]
+CHAIN_BREAKS = ("gap", "tail_truncated", "unsigned_tail", "checkpoint_chain_broken", "no_archive", "lost_records",
+                "unaccounted_offsets")
+
+
+def _continuity(report: Report, timeline: Timeline, period: Period, first: int | None, as_of: int,
+                tolerance_s: float) -> Check:
+    # the chains' breaks, and the tree heads' silent intervals that fall in the period: the same findings
+    # (logging_gap, stale_head) as auditseal verify --as-of <period end> --head-tolerance <tolerance>
+    problems = [v.as_dict() for v in report.violations if v.kind in CHAIN_BREAKS]
     problems += [p.as_dict() for p in timeline.problems if p.kind in ("gap", "checkpoint_chain_broken")]
+    logging = report.logging
+    silent = [dict(i.as_dict(), start=iso(i.start_micros), end=iso(i.end_micros))
+              for i in logging.intervals if i.overlaps(period.start_micros, period.end_micros)]
+    chains = sorted(report.last_seq)
+    headless = [chain for chain in chains if chain not in logging.newest_head]
+    coverage = [{"chain_id": chain, "first_head": iso(logging.first_head[chain]),
+                 "newest_head": iso(logging.newest_head[chain])} for chain in chains if chain in logging.newest_head]
     before = first is not None and first > period.end_micros
-    starts_late = first is not None and first > period.start_micros
+    evidence = {"silent_intervals": silent, "problems": problems[:50], "heads": coverage,
+                "chains_without_heads": headless, "head_tolerance_s": tolerance_s, "as_of": iso(as_of),
+                "archive_begins": iso(first), "period_start": iso(period.start_micros),
+                "period_end": iso(period.end_micros)}
     if first is None or before:
         status, summary = FAIL, ("the archive holds nothing" if first is None else
                                  f"the period ends before the archive began ({iso(first)}): nothing of it is archived")
-    elif problems:
-        status, summary = FAIL, f"{len(problems)} gap(s) or break(s) in the chains"
+    elif problems or silent:
+        parts = [f"{len(problems)} gap(s) or break(s) in the chains"] if problems else []
+        if silent:
+            parts.append(f"{len(silent)} interval(s) without tree heads: " + ", ".join(
+                f"{i['chain_id']} {i['start']} to {i['end']} ({i['kind']}, {i['seconds']:g} s)" for i in silent[:5]))
+        status, summary = FAIL, "; ".join(parts)
+    elif headless:
+        status, summary = NOT_RUN, (f"{len(headless)} chain(s) hold no tree head ({', '.join(headless[:5])}): "
+                                    "without heartbeats an idle period cannot be told from a stopped pipeline")
     else:
         status = PASS
-        summary = "every chain runs from seq 0 without a gap; every entry is covered by a signed checkpoint"
-        if starts_late:
-            summary += f"; the archive begins at {iso(first)}, after the period's start"
+        summary = (f"every chain runs from seq 0 without a gap, every entry under a signed checkpoint, and tree heads "
+                   f"no more than {tolerance_s:g} s apart through {iso(as_of)}")
+        begins = [logging.first_head[chain] for chain in chains if logging.first_head[chain] > period.start_micros]
+        if begins:
+            summary += f"; the first tree head is at {iso(min(begins))}, after the period's start: logging is shown from there"
     return Check("continuity", "Continuity of logging over the period",
-                 "chain seq ranges in the manifests and in the records (a missing range is a gap), every entry "
-                 "under a signed checkpoint; heartbeat heads (integrity v2) are not written by the sealer yet, so an "
-                 "idle period cannot be told from a stopped pipeline", status, summary,
-                 {"problems": problems[:50], "archive_begins": iso(first), "period_start": iso(period.start_micros),
-                  "period_end": iso(period.end_micros)})
+                 "verify's checks over the chains (a missing seq range, a lost raw range or an unsigned tail is a "
+                 "break) and over the tree heads the sealer signs at least every heartbeat interval, idle or not: "
+                 f"two heads more than {tolerance_s:g} s apart (logging_gap), or a newest head older than that "
+                 f"before {iso(as_of)} (stale_head), is an interval in which logging was not seen; each that meets "
+                 "the period is listed with its times", status, summary, evidence)
 
 
 def _object_locks(report: Report, bucket: str | None) -> Check:

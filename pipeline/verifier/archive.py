@@ -31,6 +31,7 @@ from pipeline.archive.layout import (
     ArchiveKey,
     Manifest,
     ManifestError,
+    manifest_key,
     parse_key,
 )
 from pipeline.archive.objectlock import PROBE_PREFIX
@@ -39,6 +40,8 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
 from pipeline.native.flat_reader import EntryScan
 from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S, ChainAuditor, Violation, ViolationKind
+from pipeline.verifier.continuity import LoggingRecord
+from pipeline.verifier.index_check import INDEX_MISMATCH, index_mismatch
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
 from pipeline.wire.sealed import CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, entry_payload_of_fields, sealed_codecs
@@ -104,6 +107,7 @@ class Report:
     last_seq: dict[str, int] = field(default_factory=dict)
     notices: list[Violation] = field(default_factory=list)
     incremental: dict[str, Any] | None = None  # an incremental run: what it started from (verifier.incremental)
+    logging: LoggingRecord = field(default_factory=LoggingRecord)  # tree head times and silent intervals
 
     def notice(self, notice: Violation) -> None:
         """Keep a finding that is not a violation (severity warning: e.g. the sink's lag)."""
@@ -134,6 +138,7 @@ class Report:
         self.entries += auditor.entries_checked
         self.checkpoints += auditor.checkpoints_checked
         self.checkpoints_valid += auditor.checkpoints_valid
+        self.logging.absorb(auditor.logging, scope)
         for chain_id, chain in auditor.chains.items():
             self.last_seq[f"{scope}{chain_id}"] = chain.head_seq
 
@@ -439,6 +444,10 @@ class ArchiveVerifier:
         for observer in self.observers:
             observer(entry, manifest, data)
         self._stream_records(entry, data, manifest, report, auditor, codecs)
+        if manifest is not None and manifest.index is not None:
+            mismatch = index_mismatch(manifest.index, data, archived_values)
+            if mismatch is not None:
+                report.add(Violation(INDEX_MISMATCH, None, None, manifest_key(entry.name), mismatch))
 
     def _manifest(self, entry: ArchiveEntry, report: Report) -> Manifest | None:
         if not entry.manifest_versions:

@@ -20,6 +20,7 @@ from pipeline.integrity.keyring import Keyring
 from pipeline.integrity.log_identity import log_verifier
 from pipeline.integrity.merkle import HASH_SIZE
 from pipeline.integrity.tree_head import open_tree_head
+from pipeline.verifier.continuity import LoggingRecord, SilentInterval
 from pipeline.wire.sealed import GAP_KIND, GAP_LOST, checkpoint_from_record, entry_payload
 
 DEFAULT_HEAD_TOLERANCE_S = 300.0
@@ -54,6 +55,7 @@ class ChainAuditor:
     head_tolerance_micros: int = int(DEFAULT_HEAD_TOLERANCE_S * 1_000_000)
     # per chain: (time of its newest head, where, its history tree as far as the heads verified it, or None)
     heads: dict[str, tuple[int, str, HistoryTree | None]] = field(default_factory=dict)
+    logging: LoggingRecord = field(default_factory=LoggingRecord)  # when each chain was seen logging
 
     def _chain(self, chain_id: str) -> ChainState:
         chain = self.chains.get(chain_id)
@@ -151,7 +153,9 @@ class ChainAuditor:
             report(ViolationKind.HEAD_MISMATCH, f"its root is not that of the {size} entries read: the history "
                                                 "it signs is not this chain's")
             history = None
+        self.logging.head(chain_id, issued)
         if previous is not None and issued - previous[0] > self.head_tolerance_micros:
+            self.logging.silent(SilentInterval(ViolationKind.LOGGING_GAP, chain_id, previous[0], issued, location))
             self.violations.append(Violation(
                 ViolationKind.LOGGING_GAP, chain_id, size - 1, location,
                 f"no tree head for {(issued - previous[0]) / 1e6:.0f} s (after the head at {previous[1]}), longer "
@@ -188,6 +192,8 @@ class ChainAuditor:
                                                   "offline that its tail is complete"))
                 continue
             if self.as_of_micros is not None and newest[0] < self.as_of_micros - self.head_tolerance_micros:
+                self.logging.silent(SilentInterval(ViolationKind.STALE_HEAD, chain_id, newest[0], self.as_of_micros,
+                                                   newest[1]))
                 self.violations.append(Violation(
                     ViolationKind.STALE_HEAD, chain_id, chain.head_seq, newest[1],
                     f"the newest tree head is {(self.as_of_micros - newest[0]) / 1e6:.0f} s older than the as-of "

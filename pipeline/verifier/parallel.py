@@ -115,7 +115,7 @@ _EXTRA = ("head_records", "anchors", "proofs")  # an AnchoredAuditor's (pipeline
 def _auditor_state(auditor: ChainAuditor) -> dict[str, Any]:
     # what the parent needs of a worker's auditor (its keyring's keys do not pickle, and are the parent's)
     state = {"chains": auditor.chains, "heads": auditor.heads, "notices": auditor.notices,
-             "violations": auditor.violations}
+             "violations": auditor.violations, "logging": auditor.logging}
     state.update({name: getattr(auditor, name) for name in _COUNTERS})
     state.update({name: getattr(auditor, name) for name in _EXTRA if hasattr(auditor, name)})
     return state
@@ -133,6 +133,7 @@ def _merge_chains(auditor: ChainAuditor, parts: list[dict[str, Any]]) -> bool:
                               if chain_id in state["heads"]})
         auditor.notices.extend(state["notices"])
         auditor.violations.extend(state["violations"])
+        auditor.logging.absorb(state["logging"], "")  # heads' times and logging gaps (the report's continuity)
         for name in _COUNTERS:
             setattr(auditor, name, getattr(auditor, name) + state[name])
         if hasattr(auditor, "pending_anchors"):
