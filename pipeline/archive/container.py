@@ -22,11 +22,13 @@ from pipeline.archive.encryption import KeyEncryptionKey, encrypt_object
 from pipeline.archive.layout import (
     ARCHIVED_RECORD_FAMILY,
     KIND_CHECKPOINT,
+    KIND_COSIGNATURE,
     KIND_EVENT,
     KIND_GAP,
     KIND_HEAD,
     KIND_REJECTION,
     KIND_UNKNOWN,
+    OPTIONAL_KINDS,
     ChainRange,
     CheckpointRef,
     Manifest,
@@ -83,7 +85,7 @@ def _kinds_by_header() -> dict[bytes, str]:
     return {MARKER + version.fingerprint: kind
             for kind, codec in ((KIND_EVENT, codecs.event), (KIND_REJECTION, codecs.rejection),
                                 (KIND_CHECKPOINT, codecs.checkpoint), (KIND_GAP, codecs.gap),
-                                (KIND_HEAD, codecs.head))
+                                (KIND_HEAD, codecs.head), (KIND_COSIGNATURE, codecs.cosignature))
             for version in codec.catalog.versions(codec.family)}
 
 
@@ -108,7 +110,8 @@ def summarise(records: Sequence[ArchivedInput]) -> tuple[list[str], dict[str, in
     """Per record its kind, plus the manifest's record_kinds, chains and checkpoints."""
     kinds_by_header = _kinds_by_header()
     kinds = [kinds_by_header.get(value[:HEADER_SIZE], KIND_UNKNOWN) for _, _, value in records]
-    counts = dict.fromkeys((KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP, KIND_HEAD), 0)
+    counts = dict.fromkeys((KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP, KIND_HEAD,
+                            KIND_COSIGNATURE), 0)
     chains: dict[str, list[int]] = {}
     checkpoints: list[CheckpointRef] = []
     checkpoint_codec = sealed_codecs().checkpoint
@@ -185,7 +188,7 @@ def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *
     manifest = Manifest(
         key=key, sha256=hashlib.sha256(body).hexdigest(), size=len(body), record_count=len(records), topic=topic,
         partition=partition, first_offset=first_offset, last_offset=last_offset,
-        first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds={kind: n for kind, n in counts.items() if n or kind not in (KIND_GAP, KIND_HEAD)},
+        first_timestamp_micros=min(timestamps) * 1000, last_timestamp_micros=newest_micros, record_kinds={kind: n for kind, n in counts.items() if n or kind not in OPTIONAL_KINDS},
         chains=tuple(chains), checkpoints=tuple(checkpoints), compliance_profile=profile.name,
         retain_until=format_time(retain_until), codec=codec, encryption=encryption,
         index=query_index(records, kinds),

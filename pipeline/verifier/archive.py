@@ -37,9 +37,17 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.keyring import Keyring
 from pipeline.native.flat_reader import EntryScan
 from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S, ChainAuditor, Violation, ViolationKind
+from pipeline.verifier.witnessing import WitnessAudit
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
-from pipeline.wire.sealed import CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    COSIGNATURE_KIND,
+    GAP_KIND,
+    HEAD_KIND,
+    entry_payload_of_fields,
+    sealed_codecs,
+)
 
 # violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"
@@ -304,9 +312,14 @@ class ArchiveVerifier:
     # stale_head: a chain's newest tree head older than as_of (default: now) minus the tolerance
     as_of_micros: int | None = None
     head_tolerance_s: float = DEFAULT_HEAD_TOLERANCE_S
+    # verify --policy: a WitnessAudit per archive, checking heads and cosignatures against the witness policy
+    witness_audit: Callable[[int, int], WitnessAudit] | None = None
+    _witness: WitnessAudit | None = field(default=None, init=False, repr=False)
 
     def _auditor(self) -> ChainAuditor:
         as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
+        if self.witness_audit is not None:
+            self._witness = self.witness_audit(as_of, int(self.head_tolerance_s * 1e6))
         return ChainAuditor(self.keyring, as_of_micros=as_of, head_tolerance_micros=int(self.head_tolerance_s * 1e6))
 
     def verify(self, source) -> Report:
@@ -319,8 +332,7 @@ class ArchiveVerifier:
             entry_scope = f"{entry.key.prefix}{entry.key.topic}:"
             if entry_scope != scope:
                 if auditor is not None:
-                    auditor.finish()
-                    report.absorb(auditor, scope or "")
+                    self._finish(auditor, report, scope or "")
                 scope, auditor = entry_scope, self._auditor()
             report.objects += 1
             if self.progress:
@@ -334,10 +346,17 @@ class ArchiveVerifier:
                 report.add(violation)
             auditor.violations.clear()
         if auditor is not None:
-            auditor.finish()
-            report.absorb(auditor, scope or "")
+            self._finish(auditor, report, scope or "")
         self._account_for_everything(source, report)
         return report
+
+    def _finish(self, auditor: ChainAuditor, report: Report, scope: str) -> None:
+        auditor.finish()
+        if self._witness is not None:
+            auditor.violations.extend(self._witness.finish())
+            auditor.notices.extend(self._witness.notices)
+            self._witness = None
+        report.absorb(auditor, scope)
 
     def _account_for_everything(self, source, report: Report) -> None:
         # Every name under the prefix is part of the archive or reported, and an archive that holds no
@@ -486,7 +505,16 @@ class ArchiveVerifier:
             auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
             return
         if kind == HEAD_KIND:
-            auditor.head(codecs.record_of_fields(kind, fields), location)
+            record = codecs.record_of_fields(kind, fields)
+            mark = len(auditor.violations)
+            auditor.head(record, location)
+            if self._witness is not None:
+                self._witness.head(record, location, all(v.kind == ViolationKind.LOGGING_GAP
+                                                         for v in auditor.violations[mark:]))
+            return
+        if kind == COSIGNATURE_KIND:  # the witnesses' word: checked with verify --policy
+            if self._witness is not None:
+                self._witness.cosignature(codecs.record_of_fields(kind, fields), location)
             return
         chain_id, seq = fields[0], fields[1]
         try:
