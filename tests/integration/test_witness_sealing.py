@@ -238,3 +238,30 @@ def test_a_witness_that_is_down_delays_cosigning_never_sealing(stack, topics, wi
         worker.terminate()
         worker.wait(30)
     print(f"sealed 80 events with the witness down in {sealing_s:.1f}s")
+
+
+def test_a_restarted_sealer_proves_consistency_from_the_older_size_a_witness_holds(stack, topics, witness, tmp_path):
+    # the witness misses sizes 50..80 (down); the restarted sealer knows its tree at 80 only and re-reads the
+    # chain from the head of size 40 the witness holds, instead of raising a false alarm
+    _emit(stack, topics)
+    worker = _sealer(stack, topics, witness, tmp_path, free_port(), "first")
+    try:
+        wait_until_sealed(stack, topics)
+        _wait_cosigned(stack, topics, PER_PARTITION, range(topics.partitions))
+        witness.stop()
+        _emit(stack, topics)
+        wait_until_sealed(stack, topics, timeout=60)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    witness.start()
+    port = free_port()
+    worker = _sealer(stack, topics, witness, tmp_path, port, "restarted")
+    try:
+        _wait_cosigned(stack, topics, 2 * PER_PARTITION, range(topics.partitions), timeout=90)
+        assert sum(metric_samples(port, "auditseal_sealer_witness_refusals_total{")) == 0
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    log = (tmp_path / "restarted.log").read_text()
+    assert log.count("a witness holds tree size 40, before this worker's 80: re-reading the chain") == 2, log[-3000:]
