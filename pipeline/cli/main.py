@@ -528,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
     prove.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     prove.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
+    prove.add_argument("--format", choices=("json", "tlog"), default="json",
+                       help="json: the v1 proof against its batch checkpoint (default); tlog: a C2SP tlog-proof "
+                       "against the newest witness-cosigned tree head of its chain")
     prove.set_defaults(handler=_prove)
 
     verify_proof = commands.add_parser("verify-proof", help="check an inclusion proof offline with the public "

@@ -142,6 +142,45 @@ def _recreate(stack, topics) -> None:
                 admin.delete_topics([name])
 
 
+def _cli(stack, role: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.main", *argv], env={**os.environ, **stack.env(role)},
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _prove_and_check_with_go(stack, topics, witness, prefix: str, tmp_path) -> None:
+    # a C2SP tlog-proof of a real sealed event against the witness-cosigned head, checked by us and by Go
+    from pipeline.integrity.merkle import record_leaf_hash
+    from pipeline.integrity.tlog_proof import parse_tlog_proof
+    from pipeline.wire.sealed import sealed_codecs
+    from tests.support.c2spcheck import run_c2spcheck
+
+    event_id = str(list(synthetic_events(PER_PARTITION, seed=7))[5]["event_id"])
+    bucket = S3Settings.from_env(stack.env("verifier")).bucket
+    path = tmp_path / "event.tlog-proof"
+    made = _cli(stack, "verifier", "prove", event_id, "--s3", f"s3://{bucket}/{prefix}{topics.sealed}/",
+                "--format", "tlog", "--out", str(path))
+    assert made.returncode == 0, made.stdout + made.stderr
+    checked = _cli(stack, "verifier", "verify-proof", str(path), "--policy", str(witness.policy_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"entry seq 5 of chain {topics.raw}/0" in checked.stdout and "cosigned by test-witness" in checked.stdout
+    assert "signed by key" in checked.stdout  # the stack's keyring ($AUDITSEAL_KEYRING) was checked too
+    proof = parse_tlog_proof(path.read_bytes())
+    origin = f"{LOG_NAME}/{topics.raw}/0"
+    key = load_keyring(stack.keyring_file).active
+    single = tmp_path / "go-policy.txt"
+    single.write_text(format_policy([log_verifier(key.public_key, origin)],
+                                    [PolicyWitness("test-witness", witness.verifier, witness.client.url)],
+                                    "test-witness"))
+    leaf = record_leaf_hash(sealed_codecs().decode(proof.extra)[1]["hash"])
+    go = run_c2spcheck("proof", log_verifier(key.public_key, origin).vkey, single, path, leaf.hex())
+    assert go.returncode == 0, go.stdout + go.stderr
+    assert go.stdout.strip() == f"ok proof origin={origin} index=5 size={PER_PARTITION}"
+    # the same proof with another leaf's index is refused by both
+    path.write_bytes(path.read_bytes().replace(b"\nindex 5\n", b"\nindex 6\n"))
+    assert _cli(stack, "verifier", "verify-proof", str(path), "--policy", str(witness.policy_file)).returncode == 1
+    assert run_c2spcheck("proof", log_verifier(key.public_key, origin).vkey, single, path, leaf.hex()).returncode == 1
+
+
 def test_a_rewritten_history_resealed_with_the_real_key_is_refused_alerted_and_reported(stack, topics, witness,
                                                                                        tmp_path):
     port = free_port()
@@ -160,6 +199,7 @@ def test_a_rewritten_history_resealed_with_the_real_key_is_refused_alerted_and_r
     code, report, output = _verify(stack, topics, honest_prefix, "--policy", str(witness.policy_file),
                                    "--witness-tolerance", "0")
     assert code == 0 and report["intact"], output
+    _prove_and_check_with_go(stack, topics, witness, honest_prefix, tmp_path)
 
     # keep what the witness cosigned for chain 0, as anyone holding a cosigned head would
     cosigned = [r for _, k, r in honest[0] if k == COSIGNATURE_KIND]
