@@ -237,7 +237,7 @@ def _witness_audit(args, keyring):
     external = []
     for path in heads:
         try:
-            external.append(witnessed_head(parse_note(Path(path).read_bytes()), policy, path))
+            external.append(witnessed_head(parse_note(Path(path).read_bytes()), policy, path, keyring))
         except OSError as exc:
             raise ConfigError(f"--witnessed-head {path}: {exc.strerror}") from None
         except (IntegrityError, WitnessedHeadError) as exc:

@@ -31,9 +31,12 @@ from pipeline.integrity.chain_state import Violation, ViolationKind
 from pipeline.integrity.cosignature import cosignature_timestamp
 from pipeline.integrity.errors import IntegrityError, QuorumError
 from pipeline.integrity.keyring import Keyring
-from pipeline.integrity.note import Note, parse_note
+from pipeline.integrity.log_identity import log_verifier
+from pipeline.integrity.note import Note, parse_note, verified_signatures
 from pipeline.integrity.policy import WitnessPolicy
-from pipeline.integrity.tree_head import TreeHead
+from pipeline.integrity.tree_head import TreeHead, parse_tree_head
+
+_TIME_LINE = "auditseal-time "
 
 UNWITNESSED_HEAD = "unwitnessed_head"
 WITNESS_FORK = "witness_fork"
@@ -57,13 +60,42 @@ class WitnessedHead:
     quorum_time: int
 
 
-def witnessed_head(note: Note, policy: WitnessPolicy, location: str) -> WitnessedHead:
-    """Check a cosigned head against the policy (log signature, quorum); WitnessedHeadError saying why not."""
+def witnessed_head(note: Note, policy: WitnessPolicy, location: str, keyring: Keyring | None = None) -> WitnessedHead:
+    """Check a cosigned head against the policy (log signature, quorum); WitnessedHeadError saying why not.
+
+    With a ``keyring``, a head signed by a keyring key valid at the head's time is a log signature too: the
+    policy names the log's current key, the keyring every key it had (a rotation keeps older heads valid).
+    QuorumError if the log signature holds and the quorum does not."""
     try:
         head, cosigners = policy.check(note)
+    except QuorumError:
+        raise
     except IntegrityError as exc:
-        raise WitnessedHeadError(f"{location}: {exc}") from None
+        head_and_cosigners = _signed_by_keyring(note, policy, keyring) if keyring is not None else None
+        if head_and_cosigners is None:
+            raise WitnessedHeadError(f"{location}: {exc}") from None
+        head, cosigners = head_and_cosigners
     return WitnessedHead(head, location, _quorum_time(policy, cosigners, note))
+
+
+def _signed_by_keyring(note: Note, policy: WitnessPolicy, keyring: Keyring) -> tuple[TreeHead, list[str]] | None:
+    # the head's log signature by a keyring key valid at its auditseal-time; then the quorum, as policy.check does
+    try:
+        head = parse_tree_head(note.text)
+    except IntegrityError:
+        return None
+    times = [line[len(_TIME_LINE):] for line in head.extensions if line.startswith(_TIME_LINE)]
+    if len(times) != 1 or not times[0].isdigit():
+        return None
+    issued = int(times[0])
+    if not any(entry.valid_at(issued) and verified_signatures(note, [log_verifier(entry.public_key, head.origin)])
+               for entry in keyring):
+        return None
+    cosigners = policy.cosigners_of(note)
+    if not policy.satisfied_by(cosigners):
+        raise QuorumError(f"{head.describe()}: cosigned by {', '.join(cosigners) or 'no witness'}, which does not "
+                          f"meet the policy's quorum {policy.quorum!r}")
+    return head, cosigners
 
 
 def _quorum_time(policy: WitnessPolicy, cosigners: list[str], note: Note) -> int:
@@ -145,7 +177,7 @@ class WitnessAudit:
 
         try:
             note = parse_note(record["note"])
-            witnessed = witnessed_head(note, self.policy, location)
+            witnessed = witnessed_head(note, self.policy, location, self.keyring)
         except QuorumError as exc:
             self.notices.append(Violation(UNWITNESSED_HEAD, chain_id, record["tree_size"] - 1, location,
                                           f"cosignatures below the policy's quorum: {exc}"))

@@ -154,3 +154,23 @@ def test_the_sealer_state_after_a_head_names_the_leaves_it_added():
     assert len(sealer.head_hashes) == 3
     sealer.tree_head(START + 5 * SECOND, heartbeat=True)
     assert sealer.head_hashes == []
+
+
+def test_a_head_of_a_rotated_out_key_counts_as_witnessed_with_the_keyring(tmp_path):
+    # the policy names only the new key; the keyring still holds the old one with its window
+    from pipeline.integrity.keyring import SigningKey
+
+    values, _ = _seal([(5, 1)])
+    values.append(_cosign(_heads(values)[0], 2))
+    new = SigningKey.from_seed(bytes(range(5, 37)))
+    rotated = parse_policy(format_policy([log_verifier(new.public_key, ORIGIN)],
+                                         [PolicyWitness("w1", WITNESS.verifier, None)], "w1"))
+    root = tmp_path / "archive"
+    _archive(root, values)
+    keyring = _keyring().rotate(new.public_key, START + 50 * SECOND)
+    report = ArchiveVerifier(keyring, as_of_micros=AS_OF, witness_audit=lambda a, t: WitnessAudit(
+        rotated, keyring, a, 10 * SECOND)).verify(DirectorySource(root))
+    assert report.intact, report.violations
+    report = ArchiveVerifier(keyring, as_of_micros=AS_OF, witness_audit=lambda a, t: WitnessAudit(
+        rotated, Keyring().rotate(new.public_key, START - 1), a, 10 * SECOND)).verify(DirectorySource(root))
+    assert "bad_cosignature" in report.violation_counts
