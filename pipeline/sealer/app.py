@@ -116,6 +116,10 @@ class SealerConfig:
             raise ConfigError("--witness-policy needs tree heads: --heartbeat-interval 0 writes none")
         if not 0 < self.witness_interval <= 86400:
             raise ConfigError(f"--witness-interval {self.witness_interval:g}: must be more than 0 and at most 86400 s")
+        if self.witness_policy is not None:
+            from pipeline.integrity.policy import load_policy
+
+            load_policy(self.witness_policy)  # a policy that does not parse stops here: one line, exit 2
         if self.log_name is not None:
             try:
                 chain_origin(self.log_name, chain_id_for(self.raw_topic, 0))

@@ -220,7 +220,14 @@ class WitnessAudit:
         for witnessed in self.external:
             chain_id = next((c for c, chain in self.chains.items() if chain.origin == witnessed.head.origin), None)
             if chain_id is None:
-                continue  # a head of a log this archive does not hold
+                # the verifier was given this head: the archive should hold its log, and holds none of it
+                # (a chain id is the last two parts of an origin: topic names hold no '/')
+                missing = "/".join(witnessed.head.origin.split("/")[-2:])
+                self.violations.append(Violation(
+                    WITNESSED_TAIL_TRUNCATED, missing, None, witnessed.location,
+                    f"the witnesses cosigned {witnessed.head.describe()}, and the archive holds no verified head of "
+                    "that log: its objects were removed, or it is another log's archive"))
+                continue
             chain = self.chains[chain_id]
             if witnessed.head.size > chain.size:
                 self.violations.append(Violation(

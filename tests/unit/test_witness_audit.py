@@ -96,6 +96,11 @@ def test_a_witnessed_head_held_elsewhere_catches_a_rewrite_and_a_truncation(tmp_
     assert report.violation_counts == {"tail_truncated": 1}
     assert report.violations[0].location == "kept-head.txt" and "reaches size 5 only" in report.violations[0].detail
     assert _verify(tmp_path / "honest", [*honest, _cosign(_heads(honest)[-1], 5)], external=[kept]).intact
+    other = witnessed_head(head, POLICY, "kept-head.txt")
+    other_chain, _ = _seal([(5, 1)], sealer=ChainSealer("audit.raw/1", 1, KEY, ChainHead.genesis("audit.raw/1"),
+                                                         origin="auditseal/test/audit.raw/1"))
+    report = _verify(tmp_path / "gone", other_chain, external=[other])  # chain 0's objects all removed
+    assert report.violation_counts.get("tail_truncated") == 1 and report.violations[0].chain_id == CHAIN
 
 
 def test_a_forged_cosignature_is_reported(tmp_path):
@@ -174,3 +179,24 @@ def test_a_head_of_a_rotated_out_key_counts_as_witnessed_with_the_keyring(tmp_pa
     report = ArchiveVerifier(keyring, as_of_micros=AS_OF, witness_audit=lambda a, t: WitnessAudit(
         rotated, Keyring().rotate(new.public_key, START - 1), a, 10 * SECOND)).verify(DirectorySource(root))
     assert "bad_cosignature" in report.violation_counts
+
+
+def test_the_sealer_refuses_a_witness_policy_it_cannot_use(tmp_path, capsys):
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_text("log not-a-key\n")
+    assert main(["seal", "--witness-policy", str(garbage)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "line 1" in err[0], err
+    policy = tmp_path / "policy.txt"
+    policy.write_text(POLICY_TEXT)
+    assert main(["seal", "--witness-policy", str(policy), "--heartbeat-interval", "0"]) == 2
+    assert "needs tree heads" in capsys.readouterr().err
+    no_url = tmp_path / "no-url.txt"
+    no_url.write_text(format_policy([log_verifier(KEY.public_key, ORIGIN)], [PolicyWitness("w1", WITNESS.verifier, None)],
+                                    "w1"))
+    from pipeline.config import KafkaSettings
+    from pipeline.errors import ConfigError
+    from pipeline.sealer.app import SealerConfig, sealer_witnessing
+
+    with pytest.raises(ConfigError, match="names no witness with a URL"):
+        sealer_witnessing(KafkaSettings("localhost:1", "u", "p", None), SealerConfig(witness_policy=str(no_url)))
