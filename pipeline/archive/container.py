@@ -23,11 +23,13 @@ from pipeline.archive.encryption import KeyEncryptionKey, encrypt_object
 from pipeline.archive.layout import (
     ARCHIVED_RECORD_FAMILY,
     KIND_CHECKPOINT,
+    KIND_COSIGNATURE,
     KIND_EVENT,
     KIND_GAP,
     KIND_HEAD,
     KIND_REJECTION,
     KIND_UNKNOWN,
+    OPTIONAL_KINDS,
     ChainRange,
     CheckpointRef,
     Manifest,
@@ -65,7 +67,7 @@ SYNC_INTERVAL = 256 * 1024
 DEFAULT_DEFLATE_LEVEL = 1
 """zlib level 1: within a few percent of level 6 on these records, several times faster."""
 
-_KIND_ORDER = (KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP, KIND_HEAD)
+_KIND_ORDER = (KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN, KIND_GAP, KIND_HEAD, KIND_COSIGNATURE)
 """The manifest's record_kinds, in the order it has always listed them."""
 
 ArchivedInput = tuple[int, int, bytes]
@@ -101,7 +103,7 @@ def _kinds_by_header() -> dict[bytes, str]:
     return {MARKER + version.fingerprint: kind
             for kind, codec in ((KIND_EVENT, codecs.event), (KIND_REJECTION, codecs.rejection),
                                 (KIND_CHECKPOINT, codecs.checkpoint), (KIND_GAP, codecs.gap),
-                                (KIND_HEAD, codecs.head))
+                                (KIND_HEAD, codecs.head), (KIND_COSIGNATURE, codecs.cosignature))
             for version in codec.catalog.versions(codec.family)}
 
 
@@ -229,7 +231,8 @@ def batch_scan(checkpoint_ref: Callable[[bytes], CheckpointRef | None] = checkpo
     codecs = sealed_codecs()
     kinds_by_header = _kinds_by_header()
     roles = {KIND_CHECKPOINT: ROLE_CHECKPOINT, KIND_EVENT: ROLE_EVENT, KIND_REJECTION: ROLE_ENTRY,
-             KIND_GAP: ROLE_ENTRY, KIND_UNKNOWN: ROLE_NONE, KIND_HEAD: ROLE_NONE}
+             KIND_GAP: ROLE_ENTRY, KIND_UNKNOWN: ROLE_NONE, KIND_HEAD: ROLE_NONE,
+             KIND_COSIGNATURE: ROLE_NONE}
     # decode_fields reads the newest event schema field by field; older versions go through fastavro (not compiled)
     layouts = {codecs.event.header: record_fields(codecs.event.schema.parsed)} \
         if codecs.event.header in codecs.specialised else {}
@@ -302,7 +305,7 @@ def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *
         key=key, sha256=hashlib.sha256(body).hexdigest(), size=len(body), record_count=len(records), topic=topic,
         partition=partition, first_offset=first_offset, last_offset=last_offset,
         first_timestamp_micros=parts.first_timestamp * 1000, last_timestamp_micros=newest_micros,
-        record_kinds={kind: n for kind, n in counts.items() if n or kind not in (KIND_GAP, KIND_HEAD)},
+        record_kinds={kind: n for kind, n in counts.items() if n or kind not in OPTIONAL_KINDS},
         chains=tuple(parts.chains), checkpoints=tuple(parts.checkpoints), compliance_profile=profile.name,
         retain_until=format_time(retain_until), codec=codec, encryption=encryption, index=parts.index,
     )

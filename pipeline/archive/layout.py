@@ -26,7 +26,7 @@ same batch always yields the same bytes; every time in it comes from the records
                            "master_key_id", "nonce" (base64), "wrapped_key" (base64)},
      "first_offset", "last_offset", "first_timestamp_micros", "last_timestamp_micros" (min/max),
      "key": the object's bucket-relative key,
-     "partition", "record_count", "record_kinds": {"checkpoint", "event", "rejection", "unknown"[, "gap", "head"]},
+     "partition", "record_count", "record_kinds": {"checkpoint", "event", "rejection", "unknown"[, "gap", "head", "cosignature"]},
      "retain_until": "2027-11-26T06:10:16Z",       COMPLIANCE retention of object and manifest
      "sha256": hex of the object's bytes as stored (after encryption), "size": their length,
      "topic", "version": 1,
@@ -67,8 +67,9 @@ KIND_EVENT, KIND_REJECTION, KIND_CHECKPOINT, KIND_UNKNOWN = "event", "rejection"
 RECORD_KINDS = (KIND_CHECKPOINT, KIND_EVENT, KIND_REJECTION, KIND_UNKNOWN)
 KIND_GAP = "gap"
 KIND_HEAD = "head"
-OPTIONAL_KINDS = (KIND_GAP, KIND_HEAD)
-"""Gap entries and tree heads: counted in ``record_kinds`` only when non-zero (optional on reading, 0 if absent)."""
+KIND_COSIGNATURE = "cosignature"
+OPTIONAL_KINDS = (KIND_GAP, KIND_HEAD, KIND_COSIGNATURE)
+"""Gap entries, tree heads and witness cosignatures: counted in ``record_kinds`` only when non-zero (optional on reading, 0 if absent)."""
 CODECS = ("null", "deflate")
 
 ENCRYPTION_ALGORITHM = "AES-256-GCM"

@@ -155,6 +155,7 @@ def _seal(args: argparse.Namespace) -> int:
     config = SealerConfig(raw_topic=args.raw_topic, sealed_topic=args.sealed_topic, app_id=args.app_id,
                           max_batch=args.checkpoint_records, batch_interval=args.checkpoint_ms / 1000,
                           log_name=args.log_name, heartbeat_interval=args.heartbeat_interval,
+                          witness_policy=args.witness_policy, witness_interval=args.witness_interval,
                           **({"max_message_bytes": args.sealed_max_message_bytes}
                              if args.sealed_max_message_bytes is not None else {}))
     if not 0 <= args.metrics_port <= 65535:
@@ -358,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--heartbeat-interval", type=float, default=60.0, metavar="SECONDS",
                       help="every chain signs a tree head at least this often, alone while idle (default 60; "
                       "0: no tree heads)")
+    seal.add_argument("--witness-policy", metavar="FILE",
+                      help="C2SP tlog-policy: its witnesses (with URLs) cosign the heads of the chains it lists as logs; "
+                      "the cosignatures are sealed as cosignature records (default: no witnessing)")
+    seal.add_argument("--witness-interval", type=float, default=10.0, metavar="SECONDS",
+                      help="submit a chain's newest head to the witnesses at most this often (default 10)")
     seal.add_argument("--log-name", help="the deployment-unique log name every checkpoint signs as its origin "
                       "(<log name>/<chain id>; default auditseal/<Kafka cluster id>)")
     seal.add_argument("--sealed-max-message-bytes", type=int,
@@ -497,6 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--as-of", metavar="TIME",
                         help="ISO 8601 time the archive is judged at (default now): a chain whose newest tree head is "
                         "older than this minus --head-tolerance is a stale_head")
+    verify.add_argument("--policy", metavar="FILE",
+                        help="C2SP tlog-policy (log keys, witnesses, quorum): report heads no quorum cosigned "
+                        "(unwitnessed_head) and histories the witnesses' heads contradict (witness_fork)")
+    verify.add_argument("--witnessed-head", action="append", metavar="FILE",
+                        help="with --policy: a cosigned head kept elsewhere (a signed note) the archive must agree with "
+                        "(repeatable)")
+    verify.add_argument("--witness-tolerance", type=float, metavar="SECONDS",
+                        help="with --policy: how old a head may be and still wait for its cosignature (default: "
+                        "--head-tolerance)")
     verify.add_argument("--head-tolerance", type=float, metavar="SECONDS",
                         help="how old the newest tree head, and how far apart two heads, may be (default 300)")
     verify.add_argument("--since-state", metavar="FILE", help="start from the state file of an earlier intact run: "
@@ -527,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     prove.add_argument("--dir", metavar="PATH", help="a local copy of the bucket with the same key layout")
     prove.add_argument("--master-key", action="append", help="master key(s) of encrypted objects: a file, or pkcs11:LABEL in the AUDITSEAL_PKCS11_* token")
     prove.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
+    prove.add_argument("--format", choices=("json", "tlog"), default="json",
+                       help="json: the v1 proof against its batch checkpoint (default); tlog: a C2SP tlog-proof "
+                       "against the newest witness-cosigned tree head of its chain")
     prove.set_defaults(handler=_prove)
 
     verify_proof = commands.add_parser("verify-proof", help="check an inclusion proof offline with the public "

@@ -62,9 +62,74 @@ def find_proof(source, event_id: str, master_keys=None) -> dict:
     return finder.result()
 
 
+def _archived_values(source, master_keys):
+    # (scope, location, value) of every archived record, in chain order
+    for entry in source.entries():
+        if not entry.versions:
+            continue
+        data = entry.versions[0].read()
+        if entry.manifest_versions:
+            manifest = Manifest.from_bytes(entry.manifest_versions[0].read(), f"{entry.name}.manifest.json")
+            if manifest.encryption is not None:
+                data = decrypt_object(data, entry.name, manifest.encryption, master_keys or {})
+        for row in read_archived_records(data):
+            yield (entry.key.prefix, entry.key.topic), f"{entry.name} offset {row['offset']}", row["value"]
+
+
+def find_tlog_proof(source, event_id: str, master_keys=None) -> tuple[bytes, str, int]:
+    """The C2SP tlog-proof of ``event_id`` against the newest cosigned head of its chain in the archive that
+    includes it (its cosignature record): (proof bytes, chain id, seq). ProofNotFoundError if the event is not
+    archived, or no cosigned head of its chain covers it yet."""
+    from pipeline.verifier.proofs import event_id_of
+    from pipeline.verifier.tlog_proofs import build_tlog_proof
+    from pipeline.wire.sealed import COSIGNATURE_KIND, EVENT_KIND
+
+    codecs = sealed_codecs()
+    hashes: dict[tuple, list[bytes]] = {}  # (scope, chain id) -> chain hashes by seq, as archived
+    found: tuple[tuple, bytes, int] | None = None  # (chain key, entry value, seq)
+    cosigned: tuple[bytes, int] | None = None  # the newest cosigned head covering it: (note, size)
+    for scope, _, value in _archived_values(source, master_keys):
+        kind, record = codecs.decode(value)
+        chain = (scope, record.get("chain_id"))
+        if kind in ENTRY_KINDS:
+            held = hashes.setdefault(chain, [])
+            if record["seq"] == len(held):
+                held.append(record["hash"])
+            if found is None and kind == EVENT_KIND and str(event_id_of(record["event"])) == event_id:
+                found = (chain, value, record["seq"])
+        elif kind == COSIGNATURE_KIND and found is not None and chain == found[0] and record["tree_size"] > found[2]:
+            if cosigned is None or record["tree_size"] > cosigned[1]:
+                cosigned = (record["note"], record["tree_size"])
+    if found is None:
+        raise ProofNotFoundError(f"no archived event has id {event_id} under {source.description}")
+    chain, value, seq = found
+    if cosigned is None:
+        raise ProofNotFoundError(f"event {event_id} (chain {chain[1]} seq {seq}) is archived, but no cosigned tree "
+                                 "head of its chain covers it yet: run the sealer with --witness-policy, or wait")
+    note, size = cosigned
+    if len(hashes[chain]) < size:
+        raise ProofNotFoundError(f"chain {chain[1]}: the archive holds {len(hashes[chain])} contiguous entries from "
+                                 f"seq 0, fewer than the cosigned head's {size}")
+    proof = build_tlog_proof(value, hashes[chain][:size], note)
+    return proof.to_bytes(), chain[1], seq
+
+
 def prove_command(args) -> int:
     """Run ``auditseal prove``; returns the exit code."""
     masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
+    if getattr(args, "format", "json") == "tlog":
+        try:
+            data, chain_id, seq = find_tlog_proof(_source(args), args.event_id, masters)
+        except ProofNotFoundError as exc:
+            print(f"auditseal prove: {exc}", file=sys.stderr)
+            return 1
+        if args.out:
+            Path(args.out).write_bytes(data)
+            print(f"auditseal prove: tlog-proof of event {args.event_id} (chain {chain_id} seq {seq}) written to "
+                  f"{args.out}", file=sys.stderr)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
     try:
         proof = find_proof(_source(args), args.event_id, masters)
     except ProofNotFoundError as exc:
@@ -92,15 +157,21 @@ def verify_tlog_proof_command(args, data: bytes) -> int:
     if not policy_path:
         raise ConfigError(f"a tlog-proof is checked against a witness policy: pass --policy FILE or set {POLICY_VARIABLE}")
     policy = load_policy(policy_path)
+    keyring_path = args.keyring or os.environ.get(KEYRING_VARIABLE)
+    key_id = None
     try:
         verified = verify_tlog_proof(data, policy)
+        if keyring_path:  # and the keyring: the head's key valid, not compromised, at the head's time
+            from pipeline.verifier.tlog_proofs import check_head_key
+
+            key_id = check_head_key(data, load_keyring(keyring_path))
     except InvalidProofError as exc:
         print(f"INVALID: {exc}")
         return 1
     what = f"event {verified.event_id}" if verified.event_id else f"{verified.kind}"
     print(f"VALID: {what} is entry seq {verified.seq} of chain {verified.chain_id}, included in the tree head of "
           f"{verified.origin} size {verified.tree_size}, cosigned by {', '.join(verified.cosigners) or 'no witness'} "
-          f"(policy quorum {policy.quorum})")
+          f"(policy quorum {policy.quorum})" + (f", signed by key {key_id} of the keyring" if key_id else ""))
     return 0
 
 

@@ -230,6 +230,39 @@ def _tolerance(value: float | None) -> float:
     return value
 
 
+def _witness_audit(args, keyring):
+    # verify --policy FILE [--witnessed-head FILE ...]: a factory of one WitnessAudit per archive, or None
+    from pipeline.integrity.errors import IntegrityError
+    from pipeline.integrity.note import parse_note
+    from pipeline.integrity.policy import load_policy
+    from pipeline.verifier.witnessing import WitnessAudit, WitnessedHeadError, witnessed_head
+
+    heads = getattr(args, "witnessed_head", None) or []
+    if not args.policy:
+        if heads:
+            raise ConfigError("--witnessed-head needs --policy: a cosigned head is checked against the witness policy")
+        return None
+    policy = load_policy(args.policy)
+    external = []
+    for path in heads:
+        try:
+            external.append(witnessed_head(parse_note(Path(path).read_bytes()), policy, path, keyring))
+        except OSError as exc:
+            raise ConfigError(f"--witnessed-head {path}: {exc.strerror}") from None
+        except (IntegrityError, WitnessedHeadError) as exc:
+            raise ConfigError(f"--witnessed-head {path}: not a head cosigned under the policy: {exc}") from None
+
+    tolerance = getattr(args, "witness_tolerance", None)
+    if tolerance is not None and tolerance < 0:
+        raise ConfigError(f"--witness-tolerance {tolerance:g}: must be 0 or more seconds")
+
+    def audit(as_of_micros: int, head_tolerance_micros: int) -> WitnessAudit:
+        wait = head_tolerance_micros if tolerance is None else int(tolerance * 1_000_000)
+        return WitnessAudit(policy, keyring, as_of_micros, wait, list(external))
+
+    return audit
+
+
 def verify_command(args) -> int:
     """Run ``auditseal verify``; returns the exit code."""
     from pipeline.archive.retention import load_profiles
@@ -250,9 +283,13 @@ def verify_command(args) -> int:
         check_kafka(KafkaSettings.from_env(), [args.kafka_topic])
     masters = {key.key_id: key for key in (load_master_key_spec(p) for p in args.master_key or [])}
     profiles = load_profiles(Path(args.compliance_file) if args.compliance_file else None)
-    options = {"as_of_micros": _as_of(args.as_of), "head_tolerance_s": _tolerance(args.head_tolerance)}
+    options = {"as_of_micros": _as_of(args.as_of), "head_tolerance_s": _tolerance(args.head_tolerance),
+               "witness_audit": _witness_audit(args, keyring)}
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: must be 1 or more")
+    if options["witness_audit"] is not None and (args.jobs > 1 or args.since_state):
+        # the witness audit follows every head of an archive in one process, from the archive's start
+        raise ConfigError("--policy checks the whole archive in one process: drop --jobs and --since-state")
     if args.since_state or args.state_out:
         from pipeline.verifier.incremental import IncrementalVerifier, load_state
 

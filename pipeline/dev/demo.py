@@ -37,7 +37,7 @@ class DemoError(AuditSealError):
     """A step of the demo did not do what it should; the message says which and why."""
 
 
-def _step(number: int, title: str) -> None:
+def _step(number: int | str, title: str) -> None:
     print(f"\n[{number}] {title}", flush=True)
 
 
@@ -83,8 +83,8 @@ def _sealed_heads(stack: LocalStack) -> dict[int, dict]:
 
 
 def _archived_heads(s3, bucket: str) -> dict[str, int]:
-    """The last archived seq of each chain, from the manifest of each partition's newest object that holds
-    entries (an idle chain's newest objects may hold only its heartbeat tree heads, which carry no seq)."""
+    """The last archived seq of each chain, from the manifest of each partition's newest object holding entries
+    (newer ones may hold only tree heads or witness cosignatures)."""
     from pipeline.archive.layout import Manifest, parse_key
 
     manifests: dict[int, list[tuple[int, str]]] = {}
@@ -103,6 +103,13 @@ def _archived_heads(s3, bucket: str) -> dict[str, int]:
             if manifest.chains:
                 break
     return heads
+
+
+def _manifests_complete(s3, bucket: str) -> bool:
+    """Whether every archived object under the demo's prefix has its manifest (none is being written)."""
+    names = {item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=ARCHIVE_PREFIX)
+             for item in page.get("Contents", [])}
+    return all(f"{name}.manifest.json" in names for name in names if name.endswith((".avro", ".avro.enc")))
 
 
 def _wait(what: str, done: Callable[[], bool], services: list[subprocess.Popen]) -> None:
@@ -256,9 +263,15 @@ def run_demo() -> int:
     check = _run(stack, "admin", ["acl", "check"])
     print("    " + (check.stdout.strip().splitlines() or ["(no output)"])[-1])
 
-    _step(3, "start the sealers (audit.raw, audit.access), the S3 sinks, the access auditor and the SIEM bridge")
+    _step(3, "start a witness, the sealers (audit.raw, audit.access), the S3 sinks, the access auditor and the SIEM "
+             "bridge")
+    from pipeline.dev.demo_witness import start_demo_witness
+
+    witness = start_demo_witness(stack, logs)
     services = [
-        _service(stack, "sealer", ["seal", "--metrics-port", "0"], logs / "sealer.log"),
+        # its heads go to the witness of the policy, every 2 s per chain at most
+        _service(stack, "sealer", ["seal", "--metrics-port", "0", "--witness-policy", str(witness.policy),
+                                   "--witness-interval", "2"], logs / "sealer.log"),
         _service(stack, "siem-bridge", ["siem-bridge", "--metrics-port", "0"], logs / "siem-bridge.log"),
         _service(stack, "sink", ["sink", "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink.log"),
         # the access events' chains are archived too: the report's review and access checks read them there
@@ -271,7 +284,7 @@ def run_demo() -> int:
                  logs / "sealer-access.log"),
     ]
     try:
-        return _pipeline(stack, services, admin_s3)
+        return _pipeline(stack, services, admin_s3, witness.policy)
     finally:
         for service in services:
             service.terminate()
@@ -280,9 +293,15 @@ def run_demo() -> int:
                 service.wait(30)
             except subprocess.TimeoutExpired:
                 service.kill()
+        witness.process.stop()
 
 
-def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3Settings) -> int:
+def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3Settings, witness_policy: Path) -> int:
+    _step("3b", "a witness cosigns the chains' heads, and catches a truncated export offline")
+    from pipeline.dev.demo_witness import show_witnessing
+
+    show_witnessing(stack, _run, lambda what, done: _wait(what, done, services), stack.root / "demo", witness_policy)
+
     _step(4, f"emit {DEMO_EVENTS} events from simulated services, denied accesses and invalid records, "
              "rotating the signing key half-way")
     half = DEMO_EVENTS // 2
@@ -328,6 +347,9 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
             return all(reached.get(c["chain_id"], -1) >= c["last_seq"] for c in heads.values())
 
         _wait("archiving", archived, services)
+        # witness cosignatures arrive after their batches: let the sink finish every object it started (an object
+        # is written before its manifest), so the verification below reads a settled archive
+        _wait("the sink's manifests", lambda: _manifests_complete(s3_reader, reader.bucket), services)
         return raw_ends, heads
 
     raw_ends, heads = settle()

@@ -125,7 +125,8 @@ def parse_policy(text: str, source: str = "policy") -> WitnessPolicy:
             verifier = _vkey(args[0], fail)
             if verifier.key_type != ALG_ED25519:
                 raise fail(f"a log key must be of type 0x01, found 0x{verifier.key_type:02x}")
-            if verifier.public_key_bytes in keys_seen or verifier.name in logs:
+            # one key may sign several logs (a sealer signs each chain under its own origin): a log is its origin
+            if verifier.name in logs:
                 raise fail(f"duplicate log key {verifier.name!r}")
             keys_seen.add(verifier.public_key_bytes)
             logs[verifier.name] = verifier

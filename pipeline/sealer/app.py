@@ -47,6 +47,7 @@ from pipeline.sealer.output import (
     ChainWriter,
     RecordTooLargeError,
 )
+from pipeline.sealer.witnessing import SealerWitnessing, reread_history
 from pipeline.wire.sealed import GAP_LOST, GAP_SKIPPED, REJECTION_KIND, chain_id_for
 from pipeline.wire.topics import RAW_TOPIC, SEALED_TOPIC
 
@@ -92,6 +93,10 @@ class SealerConfig:
     log_name: str | None = None
     # every chain signs a tree head at least this often (seconds), alone if idle; 0: no tree heads at all
     heartbeat_interval: float = 60.0
+    # a C2SP tlog-policy file: its witnesses cosign the heads of the chains it lists (None: no witnessing)
+    witness_policy: str | None = None
+    # a chain's newest head goes to the witnesses at most this often (seconds)
+    witness_interval: float = 10.0
 
     def __post_init__(self) -> None:
         # checked before anything starts: a bad value fails in one line, not at the first fetch
@@ -107,6 +112,14 @@ class SealerConfig:
                 raise ConfigError(f"{option}: empty topic name")
         if not 0 <= self.heartbeat_interval <= 86400:
             raise ConfigError(f"--heartbeat-interval {self.heartbeat_interval:g}: must be 0 (no heads) to 86400 s")
+        if self.witness_policy is not None and not self.heartbeat_interval:
+            raise ConfigError("--witness-policy needs tree heads: --heartbeat-interval 0 writes none")
+        if not 0 < self.witness_interval <= 86400:
+            raise ConfigError(f"--witness-interval {self.witness_interval:g}: must be more than 0 and at most 86400 s")
+        if self.witness_policy is not None:
+            from pipeline.integrity.policy import load_policy
+
+            load_policy(self.witness_policy)  # a policy that does not parse stops here: one line, exit 2
         if self.log_name is not None:
             try:
                 chain_origin(self.log_name, chain_id_for(self.raw_topic, 0))
@@ -136,8 +149,11 @@ class _Batch:
 class Sealer:
     """The chains this worker owns, opened when their partition is assigned and dropped when it is revoked."""
 
-    def __init__(self, settings: KafkaSettings, signing_key: KeySchedule, config: SealerConfig) -> None:
+    def __init__(self, settings: KafkaSettings, signing_key: KeySchedule, config: SealerConfig,
+                 witnessing: SealerWitnessing | None = None) -> None:
         self.settings = settings
+        # cosigning of the chains' heads by the policy's witnesses, in a thread of its own (pipeline.sealer.witnessing)
+        self.witnessing = witnessing
         self.signing_key = signing_key
         self.config = config
         self.chains: dict[int, _Chain] = {}
@@ -223,6 +239,8 @@ class Sealer:
                         partition, offset, why)
         STRAYS.labels(sealer.chain_id).inc(len(writer.strays))
         chain = self.chains[partition] = _Chain(writer, sealer)
+        if self.witnessing is not None:
+            self.witnessing.open_chain(sealer.chain_id, partition, sealer.origin, sealer.history)
         self.paused.pop(partition, None)
         log.info("%s: opened at seq %d, next raw offset %d", sealer.chain_id, sealer.head.seq,
                  sealer.next_source_offset)
@@ -233,6 +251,8 @@ class Sealer:
         self.paused.pop(partition, None)
         if chain is None:
             return
+        if self.witnessing is not None:
+            self.witnessing.close_chain(chain.sealer.origin)
         # Batches not started are dropped (whoever owns the chain next resumes from its last
         # checkpoint and reads them again); a transaction under way completes or fails first.
         for job in chain.pending:
@@ -359,11 +379,16 @@ class Sealer:
         if head is not None:
             records.append(head)
         records.append(sealer.checkpoint(now))
+        witnessing = self.witnessing
+        if witnessing is not None:
+            records.extend(witnessing.take(sealer.origin))  # cosigned earlier heads ride along
         try:
             chain.writer.write(records)
         except ChainFencedError:
             FENCED.labels(label).inc()
             raise
+        if witnessing is not None and head is not None:
+            witnessing.head_written(sealer.origin, head, sealer.head_hashes)
         now_micros = time.time() * 1_000_000
         LATENCY.observe_many([max(0.0, now_micros - record.source_timestamp_micros) / 1_000_000
                               for record in records[:entries]])
@@ -390,18 +415,37 @@ class Sealer:
                 if not chain.pending and now - chain.last_head >= interval:
                     chain.last_head = now
                     chain.pending.append(chain.lane.submit(self._write_heartbeat, chain))
+                elif not chain.pending and self.witnessing is not None and self.witnessing.waiting(chain.sealer.origin):
+                    # an idle chain's cosignatures are sealed within a second of the witnesses' answer
+                    chain.pending.append(chain.lane.submit(self._write_cosignatures, chain))
 
     def _write_heartbeat(self, chain: _Chain) -> int:
         # runs in the chain's lane, between its batches
         head = chain.sealer.tree_head(time.time_ns() // 1000, heartbeat=True)
         if head is None:
             return 0
+        witnessing = self.witnessing
+        cosigned = witnessing.take(chain.sealer.origin) if witnessing is not None else []
         try:
-            chain.writer.write([head])
+            chain.writer.write([head, *cosigned])
         except ChainFencedError:
             FENCED.labels(chain.sealer.chain_id).inc()
             raise
         HEADS.labels(chain.sealer.chain_id, "true").inc()
+        if witnessing is not None:
+            witnessing.head_written(chain.sealer.origin, head, chain.sealer.head_hashes)
+        return 0
+
+    def _write_cosignatures(self, chain: _Chain) -> int:
+        # runs in the chain's lane, between its batches: the witnesses' cosignatures of an idle chain's head
+        assert self.witnessing is not None
+        cosigned = self.witnessing.take(chain.sealer.origin)
+        if cosigned:
+            try:
+                chain.writer.write(cosigned)
+            except ChainFencedError:
+                FENCED.labels(chain.sealer.chain_id).inc()
+                raise
         return 0
 
     def _seal_gap(self, sealer: ChainSealer, offset: int) -> list[SealedRecord]:
@@ -467,6 +511,8 @@ class Sealer:
             for partition in list(self.chains):
                 self._drop(partition)
         self.executor.shutdown(wait=True)
+        if self.witnessing is not None:
+            self.witnessing.stop()
 
 
 class _ChainsDoTheirOwnKafkaIO(BootStrategy):
@@ -496,8 +542,28 @@ def create_app(settings: KafkaSettings, signing_key: KeySchedule, config: Sealer
                datadir: str | None = None) -> faust.App:
     """The Faust app of one sealer worker, authenticated as ``settings`` (the sealer role); Faust's
     data folder is ``datadir`` (default: Faust's, ``<app id>-data`` in the working directory)."""
-    app = worker_app(Sealer(settings, signing_key, config), f"{config.app_id}-worker", settings.bootstrap, datadir)
+    witnessing = None
+    if config.witness_policy is not None:
+        witnessing = sealer_witnessing(settings, config)
+    sealer = Sealer(settings, signing_key, config, witnessing)
+    app = worker_app(sealer, f"{config.app_id}-worker", settings.bootstrap, datadir)
+    if witnessing is not None:
+        witnessing.start()
     return app
+
+
+def sealer_witnessing(settings: KafkaSettings, config: SealerConfig) -> SealerWitnessing:
+    """The witnessing of a worker's chains under ``config.witness_policy`` (PolicyError, exit 2, if it does not
+    parse or names no witness URL); a chain's history is re-read from its sealed partition when a witness holds
+    an older size than the worker's."""
+    from pipeline.integrity.policy import load_policy
+
+    policy = load_policy(config.witness_policy)  # type: ignore[arg-type]
+
+    def reread(chain_id: str, partition: int, old: int, size: int):
+        return reread_history(settings, config.sealed_topic, partition, chain_id, f"{config.app_id}-recovery")(old, size)
+
+    return SealerWitnessing(policy, interval_s=config.witness_interval, reread=reread)
 
 
 def worker_app(worker: BatchWorker, app_id: str, bootstrap: str, datadir: str | None = None) -> faust.App:

@@ -80,6 +80,7 @@ class ChainSealer:
         # the chain's whole-history tree up to the entries folded into it (None: not known, no heads)
         self.history = history if history is not None else (HistoryTree() if head.seq == -1 else None)
         self._folded = 0  # entries of the current batch already in self.history
+        self.head_hashes: list[bytes] = []  # chain hashes of the entries the last tree head added (for witnessing)
         # the largest sealed event the sealed topic takes; a larger one is sealed as a rejection
         self.max_record_bytes = max_record_bytes
         self.codecs = codecs or sealed_codecs()
@@ -210,8 +211,9 @@ class ChainSealer:
         as a head record; None if the chain has no origin (version 1) or its history tree is not known."""
         if self.origin is None or self.history is None:
             return None
-        if self._folded < len(self._batch_hashes):
-            self.history = extended_by_records(self.history, self._batch_hashes[self._folded:])
+        self.head_hashes = self._batch_hashes[self._folded:]
+        if self.head_hashes:
+            self.history = extended_by_records(self.history, self.head_hashes)
             self._folded = len(self._batch_hashes)
         history = self.history
         root = history.root  # folded from the frontier: once

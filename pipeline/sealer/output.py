@@ -33,6 +33,7 @@ from pipeline.kafka_io.partition import PartitionReadError, read_partition
 from pipeline.sealer.chain_sealer import ChainSealer, SealedRecord, SealerStateError
 from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
+    COSIGNATURE_KIND,
     HEAD_KIND,
     KIND_HEADER,
     chain_id_for,
@@ -186,7 +187,8 @@ def _resume_point(records: list[tuple[int, bytes | None]], complete: bool, chain
             rejected[offset] = f"a checkpoint that is not a resume point: {why}"
             continue
         # the chain's tree heads are written beside its batches (and alone, as heartbeats): not strays
-        own_head = {o for o, k, r in decoded if k == HEAD_KIND and r.get("chain_id") == record["chain_id"]}
+        # and so are the witnesses' cosignatures of its heads, written whenever the witnesses answered
+        own_head = {o for o, k, r in decoded if k in _HEAD_KINDS and r.get("chain_id") == record["chain_id"]}
         strays = [(o, rejected.get(o) or _stray_reason(k, r, "after the last valid checkpoint"))
                   for o, k, r in decoded[index + 1:] if o not in own_head]
         first_of_batch = min(batch) if batch else offset
@@ -196,10 +198,11 @@ def _resume_point(records: list[tuple[int, bytes | None]], complete: bool, chain
     if not complete:
         return None
     return None, [(o, rejected.get(o) or _stray_reason(k, r, "before any valid checkpoint")) for o, k, r in decoded
-                  if not (k == HEAD_KIND and chain_id is not None and r.get("chain_id") == chain_id)]
+                  if not (k in _HEAD_KINDS and chain_id is not None and r.get("chain_id") == chain_id)]
 
 
 _NEED_MORE = "need more"
+_HEAD_KINDS = (HEAD_KIND, COSIGNATURE_KIND)
 
 
 def _stray_reason(kind: bytes | None, record: dict | str, where: str) -> str:
@@ -230,7 +233,7 @@ def _backing(decoded, index: int, chain_id: str | None, public_key: Ed25519Publi
     for offset, kind, entry in reversed(decoded[:index]):
         if expected_seq < checkpoint.first_seq:
             break
-        if kind is None or kind == HEAD_KIND or kind == CHECKPOINT_KIND or entry["chain_id"] != checkpoint.chain_id:
+        if kind is None or kind in _HEAD_KINDS or kind == CHECKPOINT_KIND or entry["chain_id"] != checkpoint.chain_id:
             if kind == CHECKPOINT_KIND and entry["chain_id"] == checkpoint.chain_id:
                 return f"the checkpoint at offset {offset} comes before seq {expected_seq} of its batch", set()
             continue

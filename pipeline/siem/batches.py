@@ -31,6 +31,7 @@ from pipeline.siem.ocsf import Inclusion, Position
 from pipeline.wire.codec import HEADER_SIZE, MARKER, DecodeError, EventCodec, default_codec
 from pipeline.wire.sealed import (
     CHECKPOINT_KIND,
+    COSIGNATURE_KIND,
     EVENT_KIND,
     GAP_KIND,
     HEAD_KIND,
@@ -150,7 +151,7 @@ class PartitionMapper:
                         if native and format == "ocsf" else None)
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
-                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND, HEAD_KIND)}
+                       for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, COSIGNATURE_KIND)}
 
     @property
     def held(self) -> int:
@@ -167,7 +168,7 @@ class PartitionMapper:
         held = self._read(offset, timestamp_ms, value)
         if held.kind == CHECKPOINT_KIND:
             return self._release(held)
-        if held.kind == HEAD_KIND:
+        if held.kind == HEAD_KIND or held.kind == COSIGNATURE_KIND:
             # a tree head is integrity metadata over the chain, not an event: it is not forwarded (the README's
             # SIEM section says so); it stays on audit.sealed and in the archive, where verifiers read it
             return []
@@ -192,7 +193,7 @@ class PartitionMapper:
         except (DecodeError, ValueError) as exc:
             return _Held(self.topic, self.partition, offset, timestamp_ms, value, None, None,
                          f"not a readable audit.sealed record: {exc}")
-        if kind == CHECKPOINT_KIND or kind == HEAD_KIND:
+        if kind == CHECKPOINT_KIND or kind == HEAD_KIND or kind == COSIGNATURE_KIND:
             return _Held(self.topic, self.partition, offset, timestamp_ms, value, kind,
                          dict(zip(self._names[kind], fields, strict=False)))
         held = _Held(self.topic, self.partition, offset, timestamp_ms, value, kind, None, None, fields)

@@ -45,7 +45,14 @@ from pipeline.verifier.chains import ChainAuditor, Violation, ViolationKind
 from pipeline.verifier.proofs import InvalidProofError, build_proof
 from pipeline.wire.codec import DecodeError
 from pipeline.wire.event_head import EventHead, read_event_head
-from pipeline.wire.sealed import CHECKPOINT_KIND, EVENT_KIND, HEAD_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    COSIGNATURE_KIND,
+    EVENT_KIND,
+    HEAD_KIND,
+    entry_payload_of_fields,
+    sealed_codecs,
+)
 
 VERIFIED, UNVERIFIED = "verified", "UNVERIFIED"
 
@@ -412,8 +419,8 @@ class _RecordReader:
             problems = self.batch_problems.pop(chain_id, []) + auditor.violations[mark:]
             self.owner._resolve(self.pending.pop(chain_id, []), problems, hashes, record, location)
             return
-        if kind == HEAD_KIND:
-            return  # a tree head is over the chain's whole history: verify's to check, not a timeline's entry
+        if kind == HEAD_KIND or kind == COSIGNATURE_KIND:
+            return  # a tree head (or its cosignatures) is over the chain's whole history: verify's to check, not a timeline's entry
         chain_id, seq = fields[0], fields[1]
         head, unreadable = None, None
         if kind == EVENT_KIND and (index is not None or decode_heads):  # every event counts for the index check

@@ -42,9 +42,17 @@ from pipeline.native.flat_reader import EntryScan
 from pipeline.verifier.chains import DEFAULT_HEAD_TOLERANCE_S, ChainAuditor, Violation, ViolationKind
 from pipeline.verifier.continuity import LoggingRecord
 from pipeline.verifier.index_check import INDEX_MISMATCH, index_mismatch
+from pipeline.verifier.witnessing import WitnessAudit
 from pipeline.wire.codec import CorruptBodyError
 from pipeline.wire.flat_decoder import compile_decoder, record_fields
-from pipeline.wire.sealed import CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, entry_payload_of_fields, sealed_codecs
+from pipeline.wire.sealed import (
+    CHECKPOINT_KIND,
+    COSIGNATURE_KIND,
+    GAP_KIND,
+    HEAD_KIND,
+    entry_payload_of_fields,
+    sealed_codecs,
+)
 
 # violation kinds of the archive level (chain-level kinds: pipeline.integrity.chain_state.ViolationKind)
 MISSING_MANIFEST = "missing_manifest"
@@ -339,6 +347,9 @@ class ArchiveVerifier:
     # called with (entry, manifest or None, decrypted object bytes) for each readable object, e.g. the
     # reconciler's attestation audit (pipeline.verifier.attestations)
     observers: list[Callable[[ArchiveEntry, Manifest | None, bytes], None]] = field(default_factory=list)
+    # verify --policy: a WitnessAudit per archive, checking heads and cosignatures against the witness policy
+    witness_audit: Callable[[int, int], WitnessAudit] | None = None
+    _witness: WitnessAudit | None = field(default=None, init=False, repr=False)
 
     def _auditor(self, scope: str = "") -> ChainAuditor:
         as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
@@ -349,6 +360,7 @@ class ArchiveVerifier:
         report = Report(source.description)
         codecs = sealed_codecs()
         for scope, entries in self._archives(source, report):
+            self._begin_witness()
             auditor = self._auditor(scope)
             self._verify_objects(entries, report, auditor, self._last_ends(scope), codecs)
             self._close(scope, auditor, report)
@@ -363,9 +375,19 @@ class ArchiveVerifier:
         # per partition of the archive: the last offset already read, and its object (for OVERLAP)
         return {}
 
+    def _begin_witness(self) -> None:
+        # verify --policy: one WitnessAudit per archive, fed its heads and cosignatures as they are read
+        if self.witness_audit is not None:
+            as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
+            self._witness = self.witness_audit(as_of, int(self.head_tolerance_s * 1e6))
+
     def _close(self, scope: str, auditor: ChainAuditor, report: Report) -> None:
         # the end of one archive's objects: its chains' tails and heads are judged, then reported
         auditor.finish()
+        if self._witness is not None:
+            auditor.violations.extend(self._witness.finish())
+            auditor.notices.extend(self._witness.notices)
+            self._witness = None
         report.absorb(auditor, scope)
 
     def _verify_objects(self, entries, report: Report, auditor: ChainAuditor, last_end, codecs) -> None:
@@ -540,7 +562,16 @@ class ArchiveVerifier:
             auditor.checkpoint(codecs.record_of_fields(kind, fields), location)
             return
         if kind == HEAD_KIND:
-            auditor.head(codecs.record_of_fields(kind, fields), location)
+            record = codecs.record_of_fields(kind, fields)
+            mark = len(auditor.violations)
+            auditor.head(record, location)
+            if self._witness is not None:
+                self._witness.head(record, location, all(v.kind == ViolationKind.LOGGING_GAP
+                                                         for v in auditor.violations[mark:]))
+            return
+        if kind == COSIGNATURE_KIND:  # the witnesses' word: checked with verify --policy
+            if self._witness is not None:
+                self._witness.cosignature(codecs.record_of_fields(kind, fields), location)
             return
         chain_id, seq = fields[0], fields[1]
         try:

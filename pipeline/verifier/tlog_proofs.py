@@ -20,14 +20,18 @@ from dataclasses import dataclass
 
 from pipeline.integrity.chain import chain_hash
 from pipeline.integrity.errors import IntegrityError
+from pipeline.integrity.keyring import Keyring
+from pipeline.integrity.log_identity import log_verifier
 from pipeline.integrity.merkle import inclusion_proof, record_leaf_hash, verify_inclusion
-from pipeline.integrity.note import parse_note
+from pipeline.integrity.note import parse_note, verified_signatures
 from pipeline.integrity.policy import WitnessPolicy
 from pipeline.integrity.tlog_proof import TlogProof, parse_tlog_proof
 from pipeline.integrity.tree_head import parse_tree_head
 from pipeline.verifier.proofs import InvalidProofError, event_id_of
 from pipeline.wire.codec import DecodeError
 from pipeline.wire.sealed import ENTRY_KINDS, EVENT_KIND, entry_payload, sealed_codecs
+
+_TIME_LINE = "auditseal-time "
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,28 @@ def verify_tlog_proof(data: bytes, policy: WitnessPolicy) -> VerifiedTlogProof:
         )
     event_id = str(event_id_of(record["event"])) if kind == EVENT_KIND else None
     return VerifiedTlogProof(chain_id, seq, kind.decode(), event_id, head.origin, head.size, tuple(cosigners))
+
+
+def check_head_key(data: bytes, keyring: Keyring) -> str:
+    """With the public keyring too: the key id that signed the proof's tree head, which must be valid at the head's
+    ``auditseal-time`` and not compromised then; InvalidProofError saying why not."""
+    try:
+        proof = parse_tlog_proof(data)
+        note = parse_note(proof.checkpoint)
+        head = parse_tree_head(note.text)
+    except IntegrityError as exc:
+        raise InvalidProofError(f"not a tlog-proof: {exc}") from None
+    times = [line[len(_TIME_LINE):] for line in head.extensions if line.startswith(_TIME_LINE)]
+    if len(times) != 1 or not times[0].isdigit():
+        raise InvalidProofError(f"{head.describe()} has no single '{_TIME_LINE}<micros>' line: its time is unknown")
+    issued = int(times[0])
+    for entry in keyring:
+        if not verified_signatures(note, [log_verifier(entry.public_key, head.origin)]):
+            continue
+        if not entry.valid_at(issued):
+            raise InvalidProofError(f"{head.describe()} was signed by key {entry.key_id} at {issued}, outside its "
+                                    f"validity window {entry.describe_window()}")
+        if entry.compromised_at(issued):
+            raise InvalidProofError(f"{head.describe()} was signed by key {entry.key_id} after its compromise")
+        return entry.key_id
+    raise InvalidProofError(f"{head.describe()} is signed by no key of the keyring")

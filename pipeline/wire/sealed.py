@@ -1,6 +1,6 @@
 """The records on ``audit.sealed`` and the exact bytes each chain entry hashes.
 
-Four record kinds share the topic, each an Avro single-object encoding of its own schema in
+The record kinds share the topic, each an Avro single-object encoding of its own schema in
 ``schemas/`` (so the 8-byte fingerprint after ``C3 01`` tells them apart) and each also labelled by
 the Kafka header ``auditseal-kind``:
 
@@ -11,6 +11,8 @@ the Kafka header ``auditseal-kind``:
 - ``GapEntry`` (kind ``gap``): a range of raw offsets the sealer expected and did not receive, and why;
 - ``TreeHeadRecord`` (kind ``head``): a signed C2SP tlog-checkpoint note over the chain's whole history,
   before each batch's checkpoint and alone while the chain is idle (heartbeats). Not an entry.
+- ``CosignatureRecord`` (kind ``cosignature``): one of those heads with the witnesses' C2SP cosignature/v1
+  lines, written when the witnesses answered (after the head, off the sealing path). Not an entry.
 
 Events, rejections and gap entries are *entries*: they take the next ``seq`` of the chain. The chain hash
 (:func:`pipeline.integrity.chain.chain_hash`) is taken over the entry payload::
@@ -43,8 +45,9 @@ REJECTION_KIND = b"rejection"
 CHECKPOINT_KIND = b"checkpoint"
 GAP_KIND = b"gap"
 HEAD_KIND = b"head"
+COSIGNATURE_KIND = b"cosignature"
 ENTRY_KINDS = frozenset({EVENT_KIND, REJECTION_KIND, GAP_KIND})
-"""The kinds that take a seq of the chain (checkpoints and heads do not)."""
+"""The kinds that take a seq of the chain (checkpoints, heads and cosignatures do not)."""
 GAP_LOST = "lost"          # below the raw partition's low watermark: expired or deleted, the records are gone
 GAP_SKIPPED = "skipped"    # the broker delivered nothing there (transaction markers, aborted records): benign
 GAP_CAUSES = {GAP_LOST: 1, GAP_SKIPPED: 2}
@@ -127,12 +130,13 @@ class SealedCodecs:
     checkpoint: EventCodec
     gap: EventCodec
     head: EventCodec
+    cosignature: EventCodec
 
     @property
     def kinds(self) -> tuple[tuple[bytes, EventCodec], ...]:
         """(kind, codec) of every record kind."""
         return ((EVENT_KIND, self.event), (CHECKPOINT_KIND, self.checkpoint), (REJECTION_KIND, self.rejection),
-                (GAP_KIND, self.gap), (HEAD_KIND, self.head))
+                (GAP_KIND, self.gap), (HEAD_KIND, self.head), (COSIGNATURE_KIND, self.cosignature))
 
     def kind_of(self, value: bytes) -> bytes:
         """The kind of an encoded record, from its schema fingerprint (ValueError if none matches)."""
@@ -202,7 +206,8 @@ class SealedCodecs:
 def sealed_codecs() -> SealedCodecs:
     """The process-wide codecs of the sealed record kinds."""
     return SealedCodecs(EventCodec(family="sealed_event"), EventCodec(family="rejection"),
-                        EventCodec(family="checkpoint"), EventCodec(family="gap"), EventCodec(family="tree_head"))
+                        EventCodec(family="checkpoint"), EventCodec(family="gap"), EventCodec(family="tree_head"),
+                        EventCodec(family="cosignature"))
 
 
 def checkpoint_record(checkpoint: Checkpoint, last_source_offset: int | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.errors import AuditSealError
 from pipeline.integrity.history_tree import HistoryTree, consistency_proof_from
 from pipeline.integrity.note import Note, parse_note
 from pipeline.integrity.tree_head import parse_tree_head
@@ -54,12 +55,16 @@ class HeadSubmitter:
     def __init__(self, witnesses: Sequence[Witness], *, min_interval_s: float = 1.0,
                  on_cosigned: Callable[[str, Note], None] | None = None,
                  on_refused: Callable[[str, WitnessError], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 history_from: Callable[[str, int, int], tuple[HistoryTree, list[bytes]]] | None = None) -> None:
         self.witnesses = list(witnesses)
         self.min_interval_s = min_interval_s
         self.on_cosigned = on_cosigned
         self.on_refused = on_refused
         self.clock = clock
+        # (origin, old size, base size) -> the tree at the old size and the leaves from it to the base size: how
+        # to prove from a size older than the one this submitter started at (the sealer re-reads its chain)
+        self.history_from = history_from
         self._chains: dict[str, _ChainHeads] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -83,8 +88,19 @@ class HeadSubmitter:
                                  f"needs {size - chain.latest_size} new leaves, found {len(new_leaves)}")
             chain.leaves.extend(new_leaves)
             chain.latest, chain.latest_size = signed_head, size
-            if chain.waiting_since is None:
+            # a heartbeat of a size every witness already holds waits for nothing (it is not submitted)
+            if chain.waiting_since is None and any(self._wants(chain, w) for w in self.witnesses):
                 chain.waiting_since = self.clock()
+
+    def untrack(self, origin: str) -> None:
+        """Forget a chain (its sealer gave it up): nothing more is submitted for it."""
+        with self._lock:
+            self._chains.pop(origin, None)
+
+    def origins(self) -> list[str]:
+        """The chains tracked now."""
+        with self._lock:
+            return list(self._chains)
 
     def lag_seconds(self, origin: str) -> float:
         """How long the oldest head not yet cosigned by every witness has waited (0 if none waits)."""
@@ -130,8 +146,15 @@ class HeadSubmitter:
                 if old == 0:
                     return []  # the empty tree is a prefix of every tree
                 if old < base.size:
-                    raise WitnessRefusedError(witness.name, 409, "Conflict", f"it holds size {old}, older than the "
-                                              f"size {base.size} this sealer can prove from: re-read the chain")
+                    if self.history_from is None:
+                        raise WitnessRefusedError(witness.name, 409, "Conflict", f"it holds size {old}, older than "
+                                                  f"the size {base.size} this sealer can prove from: re-read the chain")
+                    try:
+                        older, between = self.history_from(origin, old, base.size)
+                    except AuditSealError as exc:  # the chain could not be re-read now: retried, the lag grows
+                        raise WitnessUnavailableError(witness.name, f"it holds size {old}, and the history from "
+                                                      f"there could not be re-read: {exc}") from None
+                    return consistency_proof_from(older, [*between, *leaves])
                 return consistency_proof_from(base.extended(leaves[: old - base.size]), leaves[old - base.size:])
 
             try:

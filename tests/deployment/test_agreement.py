@@ -227,9 +227,11 @@ def alert_metrics(prefix: str) -> set[str]:
 
 def test_sealer_alerts_use_metrics_the_sealer_exports() -> None:
     import pipeline.sealer.app as sealer_app
+    import pipeline.sealer.witnessing as sealer_witnessing
 
+    exported = exported_metrics(sealer_app) | exported_metrics(sealer_witnessing)
     used = alert_metrics("auditseal_sealer_")
-    assert used and used <= exported_metrics(sealer_app), used - exported_metrics(sealer_app)
+    assert used and used <= exported, used - exported
 
 
 def test_sink_alerts_use_metrics_the_sink_exports() -> None:

@@ -87,3 +87,20 @@ def test_a_reconcile_mismatch_pages_and_a_clean_round_does_not(tmp_path) -> None
     ], "alert_rule_test": [_fires("AuditSealReconcilerStalled", "15m", {"severity": "warning"})]}
     result = _test_rules(tmp_path, [mismatch, stalled])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_lagging_witness_and_a_refused_history_alert(tmp_path) -> None:
+    # issue 16: a witness down for 20 minutes (the lag gauge grows), then back (0); a refusal pages at once
+    lagging = {"interval": "1m", "input_series": [
+        {"series": f'auditseal_sealer_witness_lag_seconds{{chain="{CHAIN}",job="auditseal-sealer"}}',
+         "values": "0+60x20 0x10"},
+        {"series": f'auditseal_sealer_witness_refusals_total{{chain="{CHAIN}",witness="w1",job="auditseal-sealer"}}',
+         "values": "0x5 1x25"},
+    ], "alert_rule_test": [
+        _fires("AuditSealWitnessLagging", "18m", {"chain": CHAIN, "severity": "warning"}),
+        _fires("AuditSealWitnessLagging", "29m", {}),
+        _fires("AuditSealWitnessRefusedHistory", "7m", {"chain": CHAIN, "witness": "w1", "severity": "critical"}),
+        _fires("AuditSealWitnessRefusedHistory", "2m", {}),
+    ]}
+    result = _test_rules(tmp_path, [lagging])
+    assert result.returncode == 0, result.stdout + result.stderr

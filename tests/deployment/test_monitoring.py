@@ -39,8 +39,9 @@ def _code_series() -> set[str]:
     import pipeline.detector.app as detector_app
     import pipeline.reconciler.daemon as reconciler_daemon
     import pipeline.sealer.app as sealer_app
+    import pipeline.sealer.witnessing as sealer_witnessing
 
-    return (exported_metrics(sealer_app) | exported_metrics(sink_metrics) | exported_metrics(detector_app)
+    return (exported_metrics(sealer_app) | exported_metrics(sealer_witnessing) | exported_metrics(sink_metrics) | exported_metrics(detector_app)
             | exported_metrics(reconciler_daemon))
 
 

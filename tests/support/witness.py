@@ -34,13 +34,14 @@ class RunningWitness:
     binary: Path
     home: Path
     port: int
+    log_vkeys: dict[str, str] | None = None  # more logs by public key alone (a real sealer's, whose key is in its token)
 
     def stop(self) -> None:
         self.process.stop()
 
     def start(self) -> None:
         dev_witness.start_witness(self.process, self.binary, home=self.home, port=self.port,
-                                  logs={o: s.verifier.vkey for o, s in self.logs.items()})
+                                  logs={**{o: s.verifier.vkey for o, s in self.logs.items()}, **(self.log_vkeys or {})})
         wait_listening(self.process, self.port)
 
 
@@ -63,14 +64,16 @@ def wait_listening(process: ManagedProcess, port: int, timeout_s: float = 60.0) 
 
 
 def start_test_witness(home: Path, base_port: int, origins: list[str],
-                       logs: dict[str, NoteSigner] | None = None) -> RunningWitness:
-    """Start an omniwitness in `home` accepting `origins`, each under its own fresh log key, and `logs`."""
+                       logs: dict[str, NoteSigner] | None = None,
+                       log_vkeys: dict[str, str] | None = None) -> RunningWitness:
+    """Start an omniwitness in `home` accepting `origins`, each under its own fresh log key, `logs`, and the
+    origins of `log_vkeys` under those note verifier keys."""
     binary = dev_witness.ensure_binary(cache_dir())
     verifier = dev_witness.ensure_witness_key(home, "witness.test.auditseal.localhost")
     logs = {**{origin: NoteSigner(origin, Ed25519PrivateKey.generate()) for origin in origins}, **(logs or {})}
     port = free_extra_port(base_port)
     process = ManagedProcess("test-witness", home / "witness.pid", home / "witness.log", str(home))
     running = RunningWitness(Witness("test-witness", verifier, f"http://127.0.0.1:{port}"), verifier, logs,
-                             process, binary, home, port)
+                             process, binary, home, port, log_vkeys)
     running.start()
     return running

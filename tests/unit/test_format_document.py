@@ -30,7 +30,7 @@ from pipeline.integrity.note import NoteSigner, format_note, parse_note
 from pipeline.integrity.policy import PolicyWitness, format_policy
 from pipeline.integrity.tlog_proof import TlogProof
 from pipeline.integrity.tree_head import TreeHead, sign_tree_head
-from pipeline.wire.sealed import GAP_LOST, event_payload, gap_payload
+from pipeline.wire.sealed import GAP_LOST, event_payload, gap_payload, sealed_codecs
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "schemas" / "FORMAT.md"
 LOG_KEY = SigningKey.from_seed(bytes(range(32)))
@@ -110,6 +110,16 @@ def examples() -> dict[str, str]:
     note = parse_note(signed)
     cosigned = format_note(note.text, [*note.signatures, witness.cosign(head.body(), COSIGNED_AT)])
     found["cosigned-head"] = cosigned.decode()
+
+    beat = parse_note(heartbeat)
+    record = {"chain_id": "audit.raw/0", "tree_size": 3, "root_hash": record_tree_root(hashes),
+              "received_at_micros": ISSUED_AT + 61_000_000,
+              "note": format_note(beat.text, [*beat.signatures, witness.cosign(beat.text, COSIGNED_AT)])}
+    encoded = sealed_codecs().cosignature.encode(record)
+    found["cosignature-record"] = (
+        f"note:\n{record['note'].decode()}\n"
+        f"record (Avro single-object encoding, {len(encoded)} bytes):\n{_hex_lines(encoded)}"
+    )
 
     old_head = sign_tree_head(TreeHead(ORIGIN, 2, record_tree_root(hashes[:2])), log)
     request = b"old 2\n" + b"".join(base64.b64encode(h) + b"\n" for h in consistency_proof(leaves, 2)) + b"\n" + signed

@@ -36,6 +36,7 @@ RELEASED = {
     "checkpoint.v2.avsc": "c1390a89cb3a9761",
     "gap.v1.avsc": "bb571da5e9a7f8e5",
     "tree_head.v1.avsc": "2c10b6fdabde73b9",
+    "cosignature.v1.avsc": "6818a08a1acfaa56",
     "rejection.v1.avsc": "6923573b826bb833",
     "sealed_event.v1.avsc": "cea19d85f7c88405",
 }
