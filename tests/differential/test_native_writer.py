@@ -97,7 +97,8 @@ def _in_range(record: dict[str, Any], millis: int) -> dict[str, Any]:
     return record
 
 
-FAMILIES = ["audit_event", "sealed_event", "rejection", "checkpoint", "gap", "tree_head", "archived_record", "alert"]
+FAMILIES = ["audit_event", "sealed_event", "rejection", "checkpoint", "gap", "tree_head", "cosignature", "archived_record",
+            "alert"]
 
 
 def test_every_schema_family_is_covered() -> None:
