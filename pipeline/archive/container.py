@@ -278,6 +278,17 @@ def _compiled_parts(topic: str, partition: int, records: Sequence[ArchivedInput]
                   b"".join(out), first, last)
 
 
+def object_query_index(records: Sequence[ArchivedInput]) -> QueryIndex:
+    """The query index :func:`build_object` writes for ``records``, by the same compiled pass (the readable
+    :func:`query_index` where the pass declines the batch): what the verifier rebuilds to check a manifest."""
+    scanned = _batch_scan().scan(records, "", 0, SYNC_INTERVAL)
+    if scanned is None:
+        return query_index(records, [kind_of(value) for _, _, value in records])
+    events, undecoded, low, high, actors, resources = scanned[3]
+    return QueryIndex(events, undecoded, low, high, _compiled_filter(ACTOR_FIELD, actors),
+                      _compiled_filter(RESOURCE_FIELD, resources))
+
+
 def build_object(topic: str, partition: int, records: Sequence[ArchivedInput], *, profile: ComplianceProfile,
                  prefix: str = "", codec: str = "deflate", level: int | None = DEFAULT_DEFLATE_LEVEL,
                  master_key: KeyEncryptionKey | None = None, reference: bool = False,

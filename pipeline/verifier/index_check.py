@@ -4,7 +4,7 @@ The query index (:mod:`pipeline.archive.query_index`) lets ``auditseal timeline`
 cannot hold a match. The manifest is not signed: whoever can write the archive's manifests could narrow an
 object's time range or replace its actor or resource filter, and a timeline would then skip the object
 and never show its events. ``verify`` therefore rebuilds each object's index from its events, with the
-sink's own builder (:func:`pipeline.archive.container.query_index`), and reports a manifest whose index is
+sink's own builder (:func:`pipeline.archive.container.object_query_index`), and reports a manifest whose index is
 not that one as ``index_mismatch`` at the manifest, naming the fields that differ. A manifest without an
 index (written before the index existed) is not a finding: its object is always read.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from pipeline.archive.container import kind_of, query_index
+from pipeline.archive.container import object_query_index
 from pipeline.archive.query_index import QueryIndex
 
 INDEX_MISMATCH = "index_mismatch"
@@ -42,8 +42,7 @@ def index_differences(claimed: QueryIndex, actual: QueryIndex) -> list[str]:
 
 def object_index(values: Iterable[tuple[int, bytes]]) -> QueryIndex:
     """The query index the sink writes for an object whose records are ``values`` ((offset, value), in order)."""
-    records = [(offset, 0, value) for offset, value in values]
-    return query_index(records, [kind_of(value) for _, _, value in records])
+    return object_query_index([(offset, 0, value) for offset, value in values])
 
 
 def index_mismatch(claimed: QueryIndex, container: bytes,
