@@ -118,8 +118,6 @@ def keystore_restore_command(args: argparse.Namespace) -> int:
 
 def _find_events(source, wanted: set[str], master_keys) -> dict[str, tuple[dict[str, Any], str]]:
     from pipeline.archive.container import read_archived_records
-    from pipeline.archive.encryption import decrypt_object
-    from pipeline.archive.layout import Manifest
     from pipeline.wire.codec import default_codec
     from pipeline.wire.sealed import EVENT_KIND, sealed_codecs
 
@@ -127,11 +125,7 @@ def _find_events(source, wanted: set[str], master_keys) -> dict[str, tuple[dict[
     for entry in source.entries():
         if not entry.versions:
             continue
-        data = entry.versions[0].read()
-        if entry.manifest_versions:
-            manifest = Manifest.from_bytes(entry.manifest_versions[0].read(), f"{entry.name}.manifest.json")
-            if manifest.encryption is not None:
-                data = decrypt_object(data, entry.name, manifest.encryption, master_keys)
+        data = entry.first_container(master_keys)
         for row in read_archived_records(data):
             if codecs.kind_of(row["value"]) != EVENT_KIND:
                 continue

@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 from pipeline.archive.container import read_archived_records
-from pipeline.archive.encryption import decrypt_object
-from pipeline.archive.layout import Manifest
 from pipeline.cli.verify import KEYRING_VARIABLE, _source
 from pipeline.errors import ConfigError
 from pipeline.integrity.keyring import load_keyring
@@ -41,11 +39,7 @@ def find_proof(source, event_id: str, master_keys=None) -> dict:
             scope, finder = entry_scope, ProofFinder(event_id)
         if not entry.versions:
             continue
-        data = entry.versions[0].read()
-        if entry.manifest_versions:
-            manifest = Manifest.from_bytes(entry.manifest_versions[0].read(), f"{entry.name}.manifest.json")
-            if manifest.encryption is not None:
-                data = decrypt_object(data, entry.name, manifest.encryption, master_keys or {})
+        data = entry.first_container(master_keys)
         for row in read_archived_records(data):
             kind, record = codecs.decode(row["value"])
             location = f"{entry.name} offset {row['offset']}"
@@ -67,11 +61,7 @@ def _archived_values(source, master_keys):
     for entry in source.entries():
         if not entry.versions:
             continue
-        data = entry.versions[0].read()
-        if entry.manifest_versions:
-            manifest = Manifest.from_bytes(entry.manifest_versions[0].read(), f"{entry.name}.manifest.json")
-            if manifest.encryption is not None:
-                data = decrypt_object(data, entry.name, manifest.encryption, master_keys or {})
+        data = entry.first_container(master_keys)
         for row in read_archived_records(data):
             yield (entry.key.prefix, entry.key.topic), f"{entry.name} offset {row['offset']}", row["value"]
 

@@ -96,6 +96,16 @@ class ArchiveEntry:
     manifest_versions: list[ObjectVersion] = field(default_factory=list)
     hidden: bool = False
 
+    def first_container(self, master_keys: dict[str, KeyEncryptionKey] | None = None) -> bytes:
+        """The container bytes of the first version, decrypted under its first manifest's envelope if it has
+        one (DecryptionError without the master key); for readers that take the archive as it was written."""
+        data = self.versions[0].read()
+        if self.manifest_versions:
+            manifest = Manifest.from_bytes(self.manifest_versions[0].read(), f"{self.name}.manifest.json")
+            if manifest.encryption is not None:
+                data = decrypt_object(data, self.name, manifest.encryption, master_keys or {})
+        return data
+
 
 @dataclass
 class Report:
