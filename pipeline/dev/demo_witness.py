@@ -139,26 +139,34 @@ def _newest_object_with_entries(root: Path, partition: int) -> Path:
 def show_witnessing(stack, run: Callable[..., subprocess.CompletedProcess], seal_wait: Callable[[str, Callable[[], bool]], None],
                     workdir: Path, policy_file: Path) -> None:
     """Run the witness step (module docstring); WitnessDemoError if the witness or the verifier misbehaves."""
-    from pipeline.integrity.note import parse_note
-
-    emitted = run(stack, "producer", ["emit", "--generate", str(EVENTS), "--seed", str(int(time.time()) + 7)])
-    print("    " + emitted.stderr.strip().splitlines()[-1])
     from pipeline.dev.demo import _end_offsets, _sealed_heads
+    from pipeline.integrity.note import parse_note
     from pipeline.wire.topics import RAW_TOPIC
 
-    raw_ends = _end_offsets(stack, RAW_TOPIC)
+    reader = S3Settings.from_env(stack.env("verifier"))
+    s3 = reader.client()
+    prefix = f"{SEALED_TOPIC}/"
     heads: dict[int, dict] = {}
     cosigned: dict[int, tuple[int, int, bytes]] = {}
+    # two rounds, each sealed, cosigned and archived before the next: the archive then holds at least two
+    # objects with entries, so deleting the newest leaves an archive (else the export would just be empty)
+    for round_ in (1, 2):
+        emitted = run(stack, "producer", ["emit", "--generate", str(EVENTS // 2), "--seed",
+                                          str(int(time.time()) + 7 + round_)])
+        print("    " + emitted.stderr.strip().splitlines()[-1])
+        raw_ends = _end_offsets(stack, RAW_TOPIC)
 
-    def all_cosigned() -> bool:
-        nonlocal heads, cosigned
-        heads = _sealed_heads(stack)
-        if not all(heads.get(p, {}).get("last_source_offset", -1) >= end - 1 for p, end in raw_ends.items() if end):
-            return False  # not all sealed yet
-        cosigned = _newest_cosignatures(stack)
-        return bool(heads) and all(cosigned.get(p, (0, -1, b""))[1] >= c["last_seq"] + 1 for p, c in heads.items())
+        def all_cosigned(raw_ends: dict[int, int] = raw_ends) -> bool:
+            nonlocal heads, cosigned
+            heads = _sealed_heads(stack)
+            if not all(heads.get(p, {}).get("last_source_offset", -1) >= end - 1 for p, end in raw_ends.items() if end):
+                return False  # not all sealed yet
+            cosigned = _newest_cosignatures(stack)
+            return bool(heads) and all(cosigned.get(p, (0, -1, b""))[1] >= c["last_seq"] + 1 for p, c in heads.items())
 
-    seal_wait("the witness's cosignatures of every chain's newest head", all_cosigned)
+        seal_wait("the witness's cosignatures of every chain's newest head", all_cosigned)
+        seal_wait("archiving the cosignatures", lambda: all(
+            _archived_ends(s3, reader.bucket, prefix).get(p, -1) >= o for p, (o, _, _) in cosigned.items()))
     partition = max(heads, key=lambda p: heads[p]["last_seq"])
     offset, size, note = cosigned[partition]
     cosignature = parse_note(note).signatures[-1]
@@ -166,11 +174,6 @@ def show_witnessing(stack, run: Callable[..., subprocess.CompletedProcess], seal
           f"proof from the size it held); e.g. {heads[partition]['chain_id']} at size {size}, cosigned by "
           f"{cosignature.name} and sealed at {SEALED_TOPIC}[{partition}] offset {offset}")
 
-    reader = S3Settings.from_env(stack.env("verifier"))
-    s3 = reader.client()
-    prefix = f"{SEALED_TOPIC}/"
-    seal_wait("archiving the cosignatures", lambda: all(
-        _archived_ends(s3, reader.bucket, prefix).get(p, -1) >= o for p, (o, _, _) in cosigned.items()))
     export = workdir / "export"
     objects = _export(s3, reader.bucket, prefix, export)
     policy = str(policy_file)
