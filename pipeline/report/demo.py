@@ -50,6 +50,9 @@ def timeline_and_report(stack, run: Callable, uri: str, folder: Path) -> None:
     print(f"    auditseal report --framework soc2 --from {start} --until {end}: {data['verdict']}")
     for check in data["checks"]:
         print(f"      {check['status']:8} {check['title']}: {check['summary'][:110]}")
+    if data["verdict"] != "PASSED":
+        print("      (a failed verification run in the period fails the review, for an auditor to look at: this demo"
+              "\n       records one itself, step 3b's verify of a truncated export, which must fail)")
     print(f"    report: {folder / data['html']['file']} (sha256 {data['html']['sha256'][:16]}…, sealed as event "
           f"{data['html']['sealed_as_event']}), data beside it as JSON")
     _check_report(stack, run, everything, folder, data)
