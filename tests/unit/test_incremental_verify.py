@@ -259,3 +259,14 @@ def test_a_new_object_inside_the_verified_offsets_is_reported(archive, tmp_path)
     _, report = _incremental(archive, state)
     assert any(v.kind == "overlapping_objects" and v.location == planted for v in report.violations), \
         report.as_dict()["violations"]
+
+
+def test_checks_that_follow_the_whole_archive_in_one_process_refuse_jobs(archive, tmp_path, capsys, monkeypatch):
+    # the reconciler's attestations are observed in this process: forked workers would not report them back
+    monkeypatch.delenv("AUDITSEAL_RECONCILER_KEYRING", raising=False)
+    reconciler = tmp_path / "reconciler-keyring.json"
+    save_keyring(archive.keyring, reconciler)
+    assert _cli(archive, tmp_path, "--jobs", "2", "--reconciler-keyring", str(reconciler)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--jobs with a reconciler keyring" in err, err
+    assert _cli(archive, tmp_path, "--jobs", "1", "--reconciler-keyring", str(reconciler)) in (0, 1)
