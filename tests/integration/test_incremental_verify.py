@@ -18,12 +18,11 @@ import pytest
 
 from pipeline.archive.layout import manifest_key
 from pipeline.cli.main import main
-from pipeline.config import KafkaSettings, S3Settings
-from pipeline.producer.client import AuditProducer
+from pipeline.config import S3Settings
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.verifier.incremental import COVERED_CHANGED, COVERED_MISSING
 from tests.support.archive import wait_for_archive
-from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
+from tests.support.sealing import create_topics, delete_topics, seal_events, start_sink
 
 pytestmark = pytest.mark.stack
 
@@ -36,15 +35,7 @@ def access_spool(monkeypatch, tmp_path):
 
 def _run_pipeline(stack, topics, prefix, work, events: int, seed: int, group: str) -> None:
     # emit, seal (a sealer run resumes the chains), archive (the sink continues its group), all stopped after
-    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw) as producer:
-        for event in synthetic_events(events, seed=seed):
-            producer.emit(event)
-    sealer = start_sealer(stack, topics, checkpoint_records=40, checkpoint_ms=100, log=work / "sealer.log")
-    try:
-        sealed = wait_until_sealed(stack, topics)
-    finally:
-        sealer.send_signal(signal.SIGTERM)
-        sealer.wait(60)
+    sealed = seal_events(stack, topics, synthetic_events(events, seed=seed), work / "sealer.log")
     sink = start_sink(stack, topics, "--prefix", prefix, "--compliance-file", str(work / "compliance.yaml"),
                       "--max-records", "90", "--max-age-ms", "300", "--metrics-port", "0", group=group,
                       log=work / "sink.log")

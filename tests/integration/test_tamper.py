@@ -21,10 +21,9 @@ import pytest
 from pipeline.archive.container import archived_record_schema, read_archived_records, summarise
 from pipeline.archive.layout import Manifest, manifest_key, object_key, parse_key, sync_marker
 from pipeline.cli.main import main
-from pipeline.config import KafkaSettings, S3Settings
+from pipeline.config import S3Settings
 from pipeline.integrity.checkpoint import sign_checkpoint
 from pipeline.integrity.keyring import generate_signing_key
-from pipeline.producer.client import AuditProducer
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.wire.codec import default_codec
 from pipeline.wire.sealed import (
@@ -35,7 +34,7 @@ from pipeline.wire.sealed import (
     sealed_codecs,
 )
 from tests.support.archive import wait_for_archive
-from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
+from tests.support.sealing import create_topics, delete_topics, seal_events, start_sink
 
 pytestmark = pytest.mark.stack
 
@@ -51,15 +50,7 @@ def archived(stack, tmp_path_factory):
     profile.write_text("version: 1\ndefault: test\nprofiles:\n  test: {retention: 1d, why: tests}\n")
     topics = create_topics(stack, partitions=2)
     prefix = f"tamper-{secrets.token_hex(4)}/"
-    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw) as producer:
-        for event in synthetic_events(EVENTS, seed=77):
-            producer.emit(event)
-    sealer = start_sealer(stack, topics, checkpoint_records=40, checkpoint_ms=100, log=work / "sealer.log")
-    try:
-        sealed = wait_until_sealed(stack, topics)
-    finally:
-        sealer.send_signal(signal.SIGTERM)
-        sealer.wait(60)
+    sealed = seal_events(stack, topics, synthetic_events(EVENTS, seed=77), work / "sealer.log")
     sink = start_sink(stack, topics, "--prefix", prefix, "--compliance-file", str(profile), "--max-records", "90",
                       "--max-age-ms", "300", "--metrics-port", "0", group=f"auditseal-sink-test-{secrets.token_hex(4)}",
                       log=work / "sink.log")

@@ -23,16 +23,15 @@ from pipeline.archive.container import build_object
 from pipeline.archive.layout import manifest_key, parse_key
 from pipeline.archive.retention import ComplianceProfile
 from pipeline.cli.main import main
-from pipeline.config import KafkaSettings, S3Settings
+from pipeline.config import S3Settings
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.keyring import generate_signing_key
-from pipeline.producer.client import AuditProducer
 from pipeline.producer.event import new_event
 from pipeline.producer.synthetic import synthetic_events
 from pipeline.sealer.chain_sealer import ChainSealer
 from pipeline.wire.codec import default_codec
 from tests.support.archive import wait_for_archive
-from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
+from tests.support.sealing import create_topics, delete_topics, seal_events, start_sink
 
 pytestmark = pytest.mark.stack
 
@@ -69,15 +68,7 @@ def archived(stack, tmp_path_factory):
     for n, event in enumerate(background):
         event["occurred_at"] = START + n * (3 * DAY // BACKGROUND)
     mixed = sorted(background + targets, key=lambda event: event["occurred_at"])
-    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw) as producer:
-        for event in mixed:
-            producer.emit(event)
-    sealer = start_sealer(stack, topics, checkpoint_records=40, checkpoint_ms=100, log=work / "sealer.log")
-    try:
-        sealed = wait_until_sealed(stack, topics)
-    finally:
-        sealer.send_signal(signal.SIGTERM)
-        sealer.wait(60)
+    sealed = seal_events(stack, topics, mixed, work / "sealer.log")
     sink = start_sink(stack, topics, "--prefix", prefix, "--compliance-file", str(profile), "--max-records", "60",
                       "--max-age-ms", "300", "--metrics-port", "0", group=f"auditseal-sink-test-{secrets.token_hex(4)}",
                       log=work / "sink.log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -243,3 +244,19 @@ def wait_until_sealed(stack, topics: Topics, timeout: float = 120) -> dict[int, 
             progress = {p: (offsets.get(p) or [-1])[-1] + 1 for p in ends}
             raise TimeoutError(f"sealed {progress} of {ends} raw records within {timeout}s")
         time.sleep(1)
+
+
+def seal_events(stack, topics: Topics, events, log: Path) -> dict[int, list]:
+    """Emit ``events`` to the raw topic as the producer, run a sealer (a checkpoint per 40 records) until every
+    raw record is sealed, stop it, and return what was sealed (as :func:`read_sealed`)."""
+    from pipeline.producer.client import AuditProducer
+
+    with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw) as producer:
+        for event in events:
+            producer.emit(event)
+    sealer = start_sealer(stack, topics, checkpoint_records=40, checkpoint_ms=100, log=log)
+    try:
+        return wait_until_sealed(stack, topics)
+    finally:
+        sealer.send_signal(signal.SIGTERM)
+        sealer.wait(60)
