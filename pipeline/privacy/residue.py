@@ -8,12 +8,19 @@ deflate block of an archived container file, so each file is searched three ways
 for a Kafka segment (``*.log``, ``*.log.*``), each record batch's records decompressed (Kafka's record
 batch v2 layout, compression in the low 3 bits of the attributes); for an Avro container file
 (``Obj\\x01``), every record's value bytes decoded.
+
+The stack keeps running while it is scanned: the S3 server writes an object into a temporary file
+before it renames it into place, and Kafka appends to active segments. A container file that does
+not decode yet is read again until it does or is gone (renamed: its final name is picked up when the
+folders are listed again, until a listing finds nothing new); one that still does not decode after
+that is an error naming the file, never a file left out of the search.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +28,8 @@ import cramjam
 import fastavro
 
 _BATCH_HEADER = 61  # record batch v2: offset 8, length 4, epoch 4, magic 1, crc 4, attributes 2, ... count 4
+_SETTLE_SECONDS = 10.0  # how long a container file may take to be written out
+_RELIST_PASSES = 5      # listings after the first, for files that appeared during the scan
 _DECOMPRESS = {1: cramjam.gzip.decompress, 3: cramjam.lz4.decompress, 4: cramjam.zstd.decompress}
 
 
@@ -48,6 +57,10 @@ def container_values(data: bytes) -> Iterator[bytes]:
             yield value if isinstance(value, bytes) else str(value).encode()
 
 
+class TornContainer(ValueError):
+    """A file that starts like an Avro container but does not decode (yet)."""
+
+
 def views(path: Path) -> Iterator[bytes]:
     """The ways one file's content is searched (see the module doc)."""
     data = path.read_bytes()
@@ -55,19 +68,49 @@ def views(path: Path) -> Iterator[bytes]:
     if ".log" in path.name:
         yield from kafka_batches(data)
     if data[:4] == b"Obj\x01":
-        yield from container_values(data)
+        try:
+            values = list(container_values(data))
+        except (ValueError, EOFError, StopIteration) as exc:
+            raise TornContainer(f"{path}: an Avro container that does not decode ({exc})") from exc
+        yield from values
+
+
+def settled_views(path: Path) -> list[bytes] | None:
+    """``views(path)``, read again while the file is still being written; None once it is gone."""
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while True:
+        try:
+            return list(views(path))
+        except FileNotFoundError:  # a segment the cleaner unlinked, or a temporary file renamed into place
+            return None
+        except TornContainer:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _files(roots: Iterable[Path]) -> list[Path]:
+    return sorted(p for root in roots for p in root.rglob("*") if p.is_file())
 
 
 def scan(roots: Iterable[Path], needles: Iterable[bytes]) -> dict[bytes, list[str]]:
-    """``{needle: [files it is in]}`` for every needle found under ``roots``; files read as they are now."""
-    needles = [n for n in needles if n]
+    """``{needle: [files it is in]}`` for every needle found under ``roots``; files read as they are now.
+
+    Raises ``TornContainer`` for a container file that still does not decode after ``_SETTLE_SECONDS``:
+    a file the search could not see into proves nothing either way.
+    """
+    roots, needles = list(roots), [n for n in needles if n]
     found: dict[bytes, list[str]] = {}
+    seen: set[Path] = set()
     files = 0
-    for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            try:
-                contents = list(views(path))
-            except FileNotFoundError:  # a segment the cleaner just unlinked
+    for _ in range(1 + _RELIST_PASSES):
+        new = [path for path in _files(roots) if path not in seen]
+        if not new:
+            break
+        for path in new:
+            seen.add(path)
+            contents = settled_views(path)
+            if contents is None:
                 continue
             files += 1
             for needle in needles:
