@@ -27,6 +27,8 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from pipeline.native.event_spans cimport HeadSpans, read_head_spans
+from pipeline.native.event_spans cimport span as read_span
 from pipeline.native.varint cimport MAX_VARINT_BYTES, put_long, read_long
 
 import hashlib
@@ -78,20 +80,6 @@ cdef inline void _put_bytes(Buffer* out, const unsigned char* data, Py_ssize_t l
     out.size += put_long(out.data + out.size, length)
     memcpy(out.data + out.size, data, length)
     out.size += length
-
-
-cdef inline bint _span(const unsigned char* data, Py_ssize_t* position, Py_ssize_t end,
-                       Py_ssize_t* start, Py_ssize_t* length) noexcept nogil:
-    # a length-prefixed string or bytes value: its start and length, position moved past it
-    cdef int64_t n
-    if not read_long(data, position, end, &n):
-        return False
-    if n < 0 or n > end - position[0]:
-        return False
-    start[0] = position[0]
-    length[0] = <Py_ssize_t>n
-    position[0] += <Py_ssize_t>n
-    return True
 
 
 cdef inline bint _is_ascii(const unsigned char* data, Py_ssize_t length) noexcept nogil:
@@ -204,8 +192,8 @@ cdef class BatchScan:
         # False wherever the readable functions must decide (damage, or a layout not compiled); on True
         # self.actor and self.resource hold the ids.
         cdef Py_ssize_t count = self.event_fields[header], position = self.header_size, index, start = 0, length = 0
-        cdef Py_ssize_t s_id, n_id, s_actor, n_actor, s_action, n_action, s_rtype, n_rtype, s_rid, n_rid, s, n, end
-        cdef int64_t number, actor_type, branch, outcome
+        cdef HeadSpans head
+        cdef int64_t number
         cdef unsigned char code
         cdef int i
         if count == 0 or not chain_valid:
@@ -218,7 +206,7 @@ cdef class BatchScan:
                 if code == INT and (number < INT32_MIN or number > INT32_MAX):
                     return False
             else:
-                if not _span(data, &position, size, &start, &length):
+                if not read_span(data, &position, size, &start, &length):
                     return False
                 # field 0, chain_id, was decoded by the chain pass (chain_valid)
                 if code == STRING and index != 0 and not _is_utf8(data + start, length):
@@ -234,37 +222,14 @@ cdef class BatchScan:
                 break
         else:
             return False
-        end = size
-        position = self.header_size
-        if not _span(data, &position, end, &s_id, &n_id):
+        if not read_head_spans(data, self.header_size, size, self.actor_types, self.outcome_statuses, &head):
             return False
-        if not read_long(data, &position, end, occurred_at):
+        occurred_at[0] = head.occurred_at
+        if not (_is_utf8(data + head.s_id, head.n_id) and _is_utf8(data + head.s_action, head.n_action)
+                and _is_utf8(data + head.s_rtype, head.n_rtype)):
             return False
-        if not _span(data, &position, end, &s_actor, &n_actor):
-            return False
-        if not read_long(data, &position, end, &actor_type) or not 0 <= actor_type < self.actor_types:
-            return False
-        for i in range(3):
-            if not read_long(data, &position, end, &branch):
-                return False
-            if branch == 1:
-                if not _span(data, &position, end, &s, &n):
-                    return False
-            elif branch != 0:
-                return False
-        if not _span(data, &position, end, &s_action, &n_action):
-            return False
-        if not _span(data, &position, end, &s_rtype, &n_rtype):
-            return False
-        if not _span(data, &position, end, &s_rid, &n_rid):
-            return False
-        if not read_long(data, &position, end, &outcome) or not 0 <= outcome < self.outcome_statuses:
-            return False
-        if not (_is_utf8(data + s_id, n_id) and _is_utf8(data + s_action, n_action)
-                and _is_utf8(data + s_rtype, n_rtype)):
-            return False
-        self.actor = _text(data + s_actor, n_actor)
-        self.resource = _text(data + s_rid, n_rid)
+        self.actor = _text(data + head.s_actor, head.n_actor)
+        self.resource = _text(data + head.s_rid, head.n_rid)
         return self.actor is not None and self.resource is not None
 
     def scan(self, records, str topic, partition, Py_ssize_t sync_interval):
@@ -337,7 +302,7 @@ cdef class BatchScan:
                     # entry_position: chain_id and seq, without decoding the rest
                     chain_valid = False
                     position = self.header_size
-                    if _span(data, &position, size, &start, &length) and read_long(data, &position, size, &seq):
+                    if read_span(data, &position, size, &start, &length) and read_long(data, &position, size, &seq):
                         if chain is not None and length == chain_size and memcmp(data + start, chain_data, length) == 0:
                             chain_valid = True
                         else:
