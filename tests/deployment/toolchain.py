@@ -88,7 +88,9 @@ def ensure_validators(cache: Path | None = None, log: Callable[[str], object] = 
     done = venv / ".complete"
     if done.exists():
         return venv / "bin"
-    with cache_lock(cache / "tools"):
+    # a lock of its own: a Go build of helm or promtool into tools/ (minutes) need not hold the validators up
+    with cache_lock(cache / "tools" / "validators.lock", f"the deployment validators: waiting for another process "
+                    f"that installs them into {venv}", log):
         if done.exists():
             return venv / "bin"
         shutil.rmtree(venv, ignore_errors=True)
