@@ -68,6 +68,7 @@ from pipeline.integrity.errors import (
     short_hex,
 )
 from pipeline.integrity.keyring import Keyring
+from pipeline.integrity.merkle import HASH_SIZE, record_leaves
 
 
 class ViolationKind(StrEnum):
@@ -152,6 +153,8 @@ class ChainState:
     batch_source_break: tuple[int, int, int, str] | None = None
     previous_source_last: int = -1  # last_source_offset of the previous checkpoint if it is v2, else -1
     origin: str | None = None  # of the chain's v2 checkpoints, once one was read
+    # the record leaves of batch_hashes[:count] hashed once (batch_leaves): (that list, count, the leaves)
+    leaves_of_batch: tuple[list[bytes], int, bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def after_checkpoint(cls, checkpoint: Checkpoint) -> ChainState:
@@ -175,6 +178,27 @@ class ChainState:
     def pending(self) -> int:
         """Entries since the last checkpoint."""
         return len(self.batch_hashes)
+
+    def batch_leaves(self) -> bytes:
+        """The record leaves (:func:`~pipeline.integrity.merkle.record_leaves`) of the pending batch's entries,
+        hashed once: a tree head extends the chain's history tree by them, and the batch's checkpoint then
+        folds its Merkle root from the same leaves instead of hashing every leaf again."""
+        hashes, kept = self.batch_hashes, self.leaves_of_batch
+        # batch_hashes is only appended to or replaced: the same list and count means the same hashes
+        if kept is not None and kept[0] is hashes and kept[1] <= len(hashes):
+            leaves = kept[2] if kept[1] == len(hashes) else kept[2] + record_leaves(hashes[kept[1]:])
+        else:
+            leaves = record_leaves(hashes)
+        self.leaves_of_batch = (hashes, len(hashes), leaves)
+        return leaves
+
+    def _hashed_leaves(self) -> bytes | None:
+        # batch_leaves if it was computed for the whole pending batch, else None (nothing is hashed here)
+        kept = self.leaves_of_batch
+        if kept is not None and kept[0] is self.batch_hashes and kept[1] == len(self.batch_hashes) \
+                and len(kept[2]) == HASH_SIZE * kept[1]:
+            return kept[2]
+        return None
 
     def entry(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, payload: bytes,
               location: str, source_offset: int = -1, source_last: int = -1) -> Sequence[Violation]:
@@ -298,8 +322,9 @@ class ChainState:
                                    f"{checkpoint.describe()}: a version 1 checkpoint after version 2 ones "
                                    f"(of {self.origin}): it signs neither the log's origin nor its raw offsets"))
         if self.batch_hashes:
-            try:  # the Merkle root in one compiled call (merkle.record_tree_root)
-                verify_checkpoint_batch(checkpoint, self.chain_id, self.batch_first_seq, self.batch_hashes)
+            try:  # the Merkle root in one compiled call, from the leaves a tree head hashed if there was one
+                verify_checkpoint_batch(checkpoint, self.chain_id, self.batch_first_seq, self.batch_hashes,
+                                        self._hashed_leaves())
             except CheckpointMismatchError as exc:
                 found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq,
                                        location, str(exc)))
@@ -307,6 +332,7 @@ class ChainState:
             found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq, location,
                                    f"{checkpoint.describe()}: expected the entries it signs, found none before it"))
         self.batch_hashes = []
+        self.leaves_of_batch = None
         self.batch_source_break = None
         self.batch_first_seq = self.expected_first_seq = checkpoint.last_seq + 1
         self.previous_source_last = -1 if checkpoint.last_source_offset is None else checkpoint.last_source_offset

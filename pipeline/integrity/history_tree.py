@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.integrity.errors import MalformedInputError
-from pipeline.integrity.merkle import EMPTY_ROOT, HASH_SIZE, node_hash, record_tree_root, root_from_leaf_hashes
+from pipeline.integrity.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    leaf_range_root,
+    node_hash,
+    record_leaves,
+    root_from_leaf_hashes,
+)
 
 
 def frontier_ranges(size: int) -> list[tuple[int, int]]:
@@ -123,22 +130,29 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
 
 
 def extended_by_records(tree: HistoryTree, record_hashes: Sequence[bytes]) -> HistoryTree:
-    """``tree.extended`` by the record leaves of these chain hashes (`merkle.record_leaf_hash` of each).
+    """``tree.extended`` by the record leaves of these chain hashes (`merkle.record_leaf_hash` of each)."""
+    return extended_by_leaves(tree, record_leaves(record_hashes))
+
+
+def extended_by_leaves(tree: HistoryTree, leaves: bytes) -> HistoryTree:
+    """``tree.extended`` by these leaf hashes, concatenated (32 bytes each, as `merkle.record_leaves` gives them).
 
     The new leaves are cut into the maximal aligned perfect subtrees of [size, size + n) (O(log n) of them),
-    each hashed in one compiled call (`merkle.record_tree_root`), then merged into the frontier like single
-    leaves: the cost of a batch is about that of its own Merkle root, not a Python loop per leaf.
+    each rooted in one compiled call (`merkle.leaf_range_root`), then merged into the frontier like single
+    leaves: the cost of a batch is about that of its own Merkle root, not a Python loop per leaf. A caller
+    that also roots the same entries as a checkpoint's batch passes the leaves it hashed for that, once.
     """
+    if len(leaves) % HASH_SIZE:
+        raise MalformedInputError(f"leaf hashes are {HASH_SIZE} bytes each, found {len(leaves)} bytes in all")
     stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(tree.size), tree.frontier,
                                                                  strict=False)]
-    position, end = tree.size, tree.size + len(record_hashes)
+    position, end = tree.size, tree.size + len(leaves) // HASH_SIZE
     while position < end:
         # the largest perfect subtree that starts at `position`, is aligned to its width, and fits
         width = position & -position if position else 1 << (end - 1).bit_length()
         while width > end - position:
             width >>= 1
-        start = position - tree.size
-        value = record_tree_root(record_hashes[start:start + width])
+        value = leaf_range_root(leaves, position - tree.size, width)
         position += width
         while stack and stack[-1][0] == width:
             left_width, left = stack.pop()

@@ -24,7 +24,12 @@ import hashlib
 from collections.abc import Sequence
 
 from pipeline.integrity.errors import MalformedInputError
-from pipeline.native.merkle_native import root_of_leaf_hashes, root_of_record_hashes
+from pipeline.native.merkle_native import (
+    record_leaf_hashes,
+    root_of_leaf_hashes,
+    root_of_leaf_range,
+    root_of_record_hashes,
+)
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -87,6 +92,29 @@ def record_tree_root(record_hashes: Sequence[bytes]) -> bytes:
     if root is not None:
         return root
     return root_from_leaf_hashes([record_leaf_hash(value) for value in record_hashes])
+
+
+def record_leaves(record_hashes: Sequence[bytes]) -> bytes:
+    """The record leaves (`record_leaf_hash`) of these chain hashes, concatenated: 32 bytes each, in order.
+
+    Hashed once, they give both a batch's checkpoint root and the history tree's subtrees over the same
+    entries (`leaf_range_root`), in one compiled call; raises MalformedInputError as record_leaf_hash does.
+    """
+    leaves: bytes | None = record_leaf_hashes(record_hashes)
+    if leaves is not None:
+        return leaves
+    return b"".join(record_leaf_hash(value) for value in record_hashes)
+
+
+def leaf_range_root(leaves: bytes, first: int, count: int) -> bytes:
+    """MTH over ``count`` leaf hashes from leaf ``first`` of ``leaves`` (as `record_leaves` returns them):
+    equal to ``root_from_leaf_hashes`` of those leaf hashes. MalformedInputError for a range outside them."""
+    root: bytes | None = root_of_leaf_range(leaves, first, count)
+    if root is None:
+        raise MalformedInputError(
+            f"leaves {first}..{first + count - 1} are not inside {len(leaves)} bytes of 32-byte leaf hashes"
+        )
+    return root
 
 
 def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:

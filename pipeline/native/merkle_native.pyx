@@ -10,6 +10,11 @@ are used rather than EVP: they hash with the same SHA-NI/AVX2 code, and EVP's pe
 measured 1.5-2x slower on 33- and 65-byte inputs (OpenSSL 3.0; deprecated there, still shipped).
 Inputs that are not lists or tuples of 32-byte ``bytes`` return None: the caller then runs the
 reference, which names the problem.
+
+A tree head's history tree and its batch's checkpoint root cover the same entries: `record_leaf_hashes`
+hashes their leaves once, into one ``bytes`` of 32-byte leaf hashes, and `root_of_leaf_range` roots any
+run of them (the checkpoint's whole batch, each aligned subtree of the history tree) without hashing a
+leaf again.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -86,6 +91,51 @@ cdef object tree_root(seq, bint leaves_are_record_hashes):
                 memcpy(level + index * HASH_SIZE, PyBytes_AS_STRING(item), HASH_SIZE)
         with nogil:
             _fold(level, size)
+        return PyBytes_FromStringAndSize(<char*>level, HASH_SIZE)
+    finally:
+        PyMem_Free(level)
+
+
+def record_leaf_hashes(record_hashes):
+    """The leaves leaf_hash(h) of these 32-byte chain hashes, concatenated in one bytes object (32 bytes
+    each, in order); None for other input."""
+    if type(record_hashes) is not list and type(record_hashes) is not tuple:
+        return None
+    cdef Py_ssize_t size = len(record_hashes), index
+    for item in record_hashes:
+        if type(item) is not bytes or PyBytes_GET_SIZE(item) != HASH_SIZE:
+            return None
+    cdef bytes leaves = PyBytes_FromStringAndSize(NULL, size * HASH_SIZE)
+    cdef unsigned char* out = <unsigned char*>PyBytes_AS_STRING(leaves)
+    for index in range(size):
+        item = record_hashes[index]
+        _prefixed_hash(LEAF_PREFIX, <const unsigned char*>PyBytes_AS_STRING(item), HASH_SIZE,
+                       out + index * HASH_SIZE)
+    return leaves
+
+
+def root_of_leaf_range(bytes leaves, Py_ssize_t first, Py_ssize_t count):
+    """Merkle Tree Hash over the ``count`` leaf hashes from leaf ``first`` of ``leaves`` (32-byte leaf hashes,
+    concatenated, as `record_leaf_hashes` returns them); None if that range is not inside ``leaves``."""
+    cdef Py_ssize_t available = PyBytes_GET_SIZE(leaves)
+    cdef unsigned char empty[HASH_SIZE]
+    cdef unsigned char* level
+    cdef SHA256_CTX context
+    if available % HASH_SIZE or first < 0 or count < 0 or first + count > available // HASH_SIZE:
+        return None
+    if count == 0:
+        SHA256_Init(&context)
+        SHA256_Final(empty, &context)
+        return PyBytes_FromStringAndSize(<char*>empty, HASH_SIZE)
+    if count == 1:
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(leaves) + first * HASH_SIZE, HASH_SIZE)
+    level = <unsigned char*>PyMem_Malloc(count * HASH_SIZE)
+    if level == NULL:
+        raise MemoryError()
+    try:
+        memcpy(level, PyBytes_AS_STRING(leaves) + first * HASH_SIZE, count * HASH_SIZE)
+        with nogil:
+            _fold(level, count)
         return PyBytes_FromStringAndSize(<char*>level, HASH_SIZE)
     finally:
         PyMem_Free(level)

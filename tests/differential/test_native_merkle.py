@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.integrity.merkle import EMPTY_ROOT, _levels, leaf_hash, node_hash, record_leaf_hash
-from pipeline.native.merkle_native import root_of_leaf_hashes, root_of_record_hashes
+from pipeline.native.merkle_native import (
+    record_leaf_hashes,
+    root_of_leaf_hashes,
+    root_of_leaf_range,
+    root_of_record_hashes,
+)
 
 pytestmark = pytest.mark.differential
 
@@ -36,3 +41,25 @@ def test_the_hashes_are_rfc6962s() -> None:
     assert root_of_record_hashes([a]) == hashlib.sha256(b"\x00" + a).digest() == leaf_hash(a)
     assert root_of_leaf_hashes([a, b]) == hashlib.sha256(b"\x01" + a + b).digest() == node_hash(a, b)
     assert root_of_leaf_hashes([a, b, c]) == node_hash(node_hash(a, b), c)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hashes=HASHES, data=st.data())
+def test_leaves_hashed_once_root_any_range_as_the_readable_build(hashes: list[bytes], data: st.DataObject) -> None:
+    # the record leaves a tree head hashes for the history tree, then roots the checkpoint's batch from
+    leaves = record_leaf_hashes(hashes)
+    assert leaves == b"".join(record_leaf_hash(h) for h in hashes)
+    first = data.draw(st.integers(0, len(hashes)))
+    count = data.draw(st.integers(0, len(hashes) - first))
+    assert root_of_leaf_range(leaves, first, count) == readable_root(
+        [record_leaf_hash(h) for h in hashes[first:first + count]])
+
+
+def test_a_range_outside_the_leaves_or_not_32_byte_hashes_is_refused() -> None:
+    a, b = (hashlib.sha256(bytes([n])).digest() for n in range(2))
+    leaves = record_leaf_hashes([a, b])
+    assert root_of_leaf_range(leaves, 1, 2) is None
+    assert root_of_leaf_range(leaves, -1, 1) is None
+    assert root_of_leaf_range(leaves[:-1], 0, 1) is None
+    assert record_leaf_hashes([a, b[:31]]) is None
+    assert record_leaf_hashes(iter([a])) is None
