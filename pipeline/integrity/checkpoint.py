@@ -67,7 +67,7 @@ from pipeline.integrity.errors import (
     short_hex,
 )
 from pipeline.integrity.keyring import SIGNATURE_SIZE, Keyring, KeyringEntry, Signer
-from pipeline.integrity.merkle import HASH_SIZE, leaf_range_root, record_tree_root
+from pipeline.integrity.merkle import record_tree_root
 from pipeline.integrity.note import require_key_name
 
 CHECKPOINT_DOMAIN_TAG = b"auditseal/checkpoint/v1\x00"
@@ -233,7 +233,7 @@ def build_checkpoint(
     issued_at_micros: int,
     origin: str | None = None,
     source_offsets: tuple[int, int] | None = None,
-    record_leaves: bytes | None = None,
+    batch_root: bytes | None = None,
 ) -> Checkpoint:
     """The unsigned checkpoint of a batch, given the chain hashes of its records in seq order.
 
@@ -242,13 +242,13 @@ def build_checkpoint(
 
     Deriving last_seq, merkle_root (RFC 9162 section 2.1.1 over record leaves) and chain_head
     from the record hashes, rather than taking them as arguments, leaves the sealer no way to
-    sign a root and a head that disagree with each other or with the seq range. ``record_leaves``:
-    the record leaves of these same hashes (`merkle.record_leaves`), if the caller hashed them
-    already for the chain's history tree; the root is then folded from them.
+    sign a root and a head that disagree with each other or with the seq range. ``batch_root``: the
+    Merkle root of these same hashes' record leaves if the caller built it already, with the chain's
+    history tree (`history_tree.extended_by_batch`).
     """
     if not record_hashes:
         raise MalformedInputError("a checkpoint covers at least one record, found an empty batch")
-    root = _batch_root(record_hashes, record_leaves)
+    root = record_tree_root(record_hashes) if batch_root is None else batch_root
     return Checkpoint(
         chain_id=chain_id,
         first_seq=first_seq,
@@ -331,14 +331,14 @@ def check_key_not_compromised(checkpoint: Checkpoint, entry: KeyringEntry) -> No
 
 def verify_checkpoint_batch(
     checkpoint: Checkpoint, chain_id: str, first_seq: int, record_hashes: Sequence[bytes],
-    record_leaves: bytes | None = None,
+    batch_root: bytes | None = None,
 ) -> None:
     """Check that the checkpoint covers exactly these records (the counterpart of build_checkpoint).
 
     `record_hashes` are the chain hashes of the records read back, in seq order from
     `first_seq`. Raises CheckpointMismatchError naming the first field that disagrees: chain,
-    seq range, chain head or Merkle root (RFC 9162 section 2.1.1). ``record_leaves`` as for
-    `build_checkpoint`: the record leaves of these same hashes, hashed already.
+    seq range, chain head or Merkle root (RFC 9162 section 2.1.1). ``batch_root`` as for
+    `build_checkpoint`: the root over these same hashes, built already with the history tree.
     """
     last_seq = first_seq + len(record_hashes) - 1
     if chain_id != checkpoint.chain_id:
@@ -357,16 +357,10 @@ def verify_checkpoint_batch(
             f"{checkpoint.describe()}: expected chain head {short_hex(checkpoint.chain_head)}, "
             f"found {short_hex(record_hashes[-1])} at seq {last_seq}"
         )
-    root = _batch_root(record_hashes, record_leaves)
+    root = record_tree_root(record_hashes) if batch_root is None else batch_root
     if root != checkpoint.merkle_root:
         raise CheckpointMismatchError(
             f"{checkpoint.describe()}: expected Merkle root {short_hex(checkpoint.merkle_root)}, "
             f"found {short_hex(root)} over the records read back"
         )
 
-
-def _batch_root(record_hashes: Sequence[bytes], record_leaves: bytes | None) -> bytes:
-    # the batch's Merkle root, from its record leaves when they were hashed already (for the history tree)
-    if record_leaves is not None and len(record_leaves) == HASH_SIZE * len(record_hashes):
-        return leaf_range_root(record_leaves, 0, len(record_hashes))
-    return record_tree_root(record_hashes)

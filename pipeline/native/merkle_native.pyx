@@ -12,9 +12,9 @@ Inputs that are not lists or tuples of 32-byte ``bytes`` return None: the caller
 reference, which names the problem.
 
 A tree head's history tree and its batch's checkpoint root cover the same entries: `record_leaf_hashes`
-hashes their leaves once, into one ``bytes`` of 32-byte leaf hashes, and `root_of_leaf_range` roots any
-run of them (the checkpoint's whole batch, each aligned subtree of the history tree) without hashing a
-leaf again.
+hashes their leaves once, into one ``bytes`` of 32-byte leaf hashes, and `batch_and_history_roots` builds
+the batch's tree from them once and takes both the checkpoint's root and the history tree's aligned
+subtrees from its nodes.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -114,31 +114,76 @@ def record_leaf_hashes(record_hashes):
     return leaves
 
 
-def root_of_leaf_range(bytes leaves, Py_ssize_t first, Py_ssize_t count):
-    """Merkle Tree Hash over the ``count`` leaf hashes from leaf ``first`` of ``leaves`` (32-byte leaf hashes,
-    concatenated, as `record_leaf_hashes` returns them); None if that range is not inside ``leaves``."""
+def batch_and_history_roots(bytes leaves, Py_ssize_t history_size):
+    """For a batch whose leaf hashes are ``leaves`` (32 bytes each, at least one) appended to a history tree
+    of ``history_size`` leaves: (the batch's own Merkle Tree Hash, [(width, root) of each maximal aligned
+    perfect subtree of [history_size, history_size + n), in order]); None for other input.
+
+    Both trees are built from one bottom-up build of the batch: a history subtree [p, p + w) is made of the
+    batch's perfect nodes of width g = the largest power of two dividing both w and p - history_size, so the
+    only node hashes added are those above width g (none at all when the batch starts on a multiple of its
+    subtrees' widths, as batches of a round --checkpoint-records do)."""
     cdef Py_ssize_t available = PyBytes_GET_SIZE(leaves)
-    cdef unsigned char empty[HASH_SIZE]
-    cdef unsigned char* level
-    cdef SHA256_CTX context
-    if available % HASH_SIZE or first < 0 or count < 0 or first + count > available // HASH_SIZE:
+    if available == 0 or available % HASH_SIZE or history_size < 0:
         return None
-    if count == 0:
-        SHA256_Init(&context)
-        SHA256_Final(empty, &context)
-        return PyBytes_FromStringAndSize(<char*>empty, HASH_SIZE)
-    if count == 1:
-        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(leaves) + first * HASH_SIZE, HASH_SIZE)
-    level = <unsigned char*>PyMem_Malloc(count * HASH_SIZE)
-    if level == NULL:
+    cdef Py_ssize_t n = available // HASH_SIZE, total = 0, count = n, levels = 0, index, level
+    cdef Py_ssize_t starts[64]
+    cdef Py_ssize_t sizes[64]
+    while True:
+        starts[levels] = total
+        sizes[levels] = count
+        total += count
+        levels += 1
+        if count == 1:
+            break
+        count = (count + 1) // 2
+    cdef unsigned char* nodes = <unsigned char*>PyMem_Malloc(total * HASH_SIZE)
+    cdef unsigned char* scratch = NULL
+    cdef unsigned char* below
+    cdef unsigned char* above
+    cdef Py_ssize_t position, end, width, relative, grain, parts, first, depth
+    if nodes == NULL:
         raise MemoryError()
     try:
-        memcpy(level, PyBytes_AS_STRING(leaves) + first * HASH_SIZE, count * HASH_SIZE)
+        memcpy(nodes, PyBytes_AS_STRING(leaves), n * HASH_SIZE)
         with nogil:
-            _fold(level, count)
-        return PyBytes_FromStringAndSize(<char*>level, HASH_SIZE)
+            for level in range(1, levels):
+                below = nodes + starts[level - 1] * HASH_SIZE
+                above = nodes + starts[level] * HASH_SIZE
+                for index in range(sizes[level - 1] // 2):
+                    _prefixed_hash(NODE_PREFIX, below + 2 * index * HASH_SIZE, 2 * HASH_SIZE, above + index * HASH_SIZE)
+                if sizes[level - 1] % 2:
+                    memcpy(above + (sizes[level] - 1) * HASH_SIZE, below + (sizes[level - 1] - 1) * HASH_SIZE,
+                           HASH_SIZE)
+        batch_root = PyBytes_FromStringAndSize(<char*>nodes + starts[levels - 1] * HASH_SIZE, HASH_SIZE)
+        subtrees = []
+        position, end = history_size, history_size + n
+        scratch = <unsigned char*>PyMem_Malloc(n * HASH_SIZE)
+        if scratch == NULL:
+            raise MemoryError()
+        while position < end:
+            # the largest perfect subtree that starts at `position`, is aligned to its width, and fits
+            width = position & -position if position else 1
+            if not position:
+                while width < end:
+                    width <<= 1
+            while width > end - position:
+                width >>= 1
+            relative = position - history_size
+            grain = width if relative == 0 else min(width, relative & -relative)
+            depth = 0
+            while (1 << depth) < grain:
+                depth += 1
+            parts, first = width // grain, relative // grain
+            memcpy(scratch, nodes + (starts[depth] + first) * HASH_SIZE, parts * HASH_SIZE)
+            with nogil:
+                _fold(scratch, parts)
+            subtrees.append((width, PyBytes_FromStringAndSize(<char*>scratch, HASH_SIZE)))
+            position += width
+        return batch_root, subtrees
     finally:
-        PyMem_Free(level)
+        PyMem_Free(nodes)
+        PyMem_Free(scratch)
 
 
 def root_of_leaf_hashes(leaf_hashes):

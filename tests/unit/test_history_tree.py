@@ -8,6 +8,7 @@ from pipeline.integrity.errors import MalformedInputError
 from pipeline.integrity.history_tree import (
     HistoryTree,
     consistency_proof_from,
+    extended_by_batch,
     extended_by_leaves,
     extended_by_records,
     frontier_ranges,
@@ -68,10 +69,13 @@ def test_extending_by_record_leaves_hashed_once_gives_the_same_tree(first, total
     start = history_tree_of(leaves[:first])
     assert extended_by_leaves(start, record_leaves(records[first:])) == start.extended(leaves[first:])
     assert extended_by_records(start, records[first:]) == history_tree_of(leaves)
+    if total > first:  # and the batch's own root from the same build, as its checkpoint signs it
+        assert extended_by_batch(start, record_leaves(records[first:])) == (history_tree_of(leaves),
+                                                                            root_from_leaf_hashes(leaves[first:]))
 
 
 def test_malformed_state_is_refused():
-    with pytest.raises(MalformedInputError, match="32 bytes each"):
+    with pytest.raises(MalformedInputError, match="32-byte leaf hash"):
         extended_by_leaves(HistoryTree(), bytes(33))
     with pytest.raises(MalformedInputError, match="frontier hashes"):
         HistoryTree(3, (bytes(32),))
