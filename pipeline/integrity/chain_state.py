@@ -67,7 +67,9 @@ from pipeline.integrity.errors import (
     UnknownKeyError,
     short_hex,
 )
+from pipeline.integrity.history_tree import HistoryTree, extended_by_batch, extended_by_leaves
 from pipeline.integrity.keyring import Keyring
+from pipeline.integrity.merkle import record_leaves
 
 
 class ViolationKind(StrEnum):
@@ -152,6 +154,8 @@ class ChainState:
     batch_source_break: tuple[int, int, int, str] | None = None
     previous_source_last: int = -1  # last_source_offset of the previous checkpoint if it is v2, else -1
     origin: str | None = None  # of the chain's v2 checkpoints, once one was read
+    # the Merkle root of batch_hashes[:count] built with a tree head's history tree: (that list, count, root)
+    root_of_batch: tuple[list[bytes], int, bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def after_checkpoint(cls, checkpoint: Checkpoint) -> ChainState:
@@ -175,6 +179,27 @@ class ChainState:
     def pending(self) -> int:
         """Entries since the last checkpoint."""
         return len(self.batch_hashes)
+
+    def history_with_batch(self, history: HistoryTree, start: int = 0) -> HistoryTree:
+        """``history`` extended by the pending batch's entries from its ``start``-th (a tree head's history tree).
+
+        From the batch's first entry, the batch's tree is built once for both: the history tree's subtrees
+        are its nodes, and its root is kept for the batch's checkpoint, which then hashes nothing again
+        (:func:`~pipeline.integrity.history_tree.extended_by_batch`)."""
+        hashes = self.batch_hashes
+        if start or not hashes:
+            return extended_by_leaves(history, record_leaves(hashes[start:]))
+        extended, root = extended_by_batch(history, record_leaves(hashes))
+        self.root_of_batch = (hashes, len(hashes), root)
+        return extended
+
+    def _built_batch_root(self) -> bytes | None:
+        # the root history_with_batch built over the whole pending batch, else None (nothing is hashed here);
+        # batch_hashes is only appended to or replaced: the same list and count means the same hashes
+        kept = self.root_of_batch
+        if kept is not None and kept[0] is self.batch_hashes and kept[1] == len(self.batch_hashes):
+            return kept[2]
+        return None
 
     def entry(self, chain_id: str, seq: int, prev_hash: bytes, claimed: bytes, payload: bytes,
               location: str, source_offset: int = -1, source_last: int = -1) -> Sequence[Violation]:
@@ -298,8 +323,9 @@ class ChainState:
                                    f"{checkpoint.describe()}: a version 1 checkpoint after version 2 ones "
                                    f"(of {self.origin}): it signs neither the log's origin nor its raw offsets"))
         if self.batch_hashes:
-            try:  # the Merkle root in one compiled call (merkle.record_tree_root)
-                verify_checkpoint_batch(checkpoint, self.chain_id, self.batch_first_seq, self.batch_hashes)
+            try:  # the Merkle root in one compiled call, or the one a tree head built over the same entries
+                verify_checkpoint_batch(checkpoint, self.chain_id, self.batch_first_seq, self.batch_hashes,
+                                        self._built_batch_root())
             except CheckpointMismatchError as exc:
                 found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq,
                                        location, str(exc)))
@@ -307,6 +333,7 @@ class ChainState:
             found.append(Violation(ViolationKind.CHECKPOINT_MISMATCH, self.chain_id, checkpoint.first_seq, location,
                                    f"{checkpoint.describe()}: expected the entries it signs, found none before it"))
         self.batch_hashes = []
+        self.root_of_batch = None
         self.batch_source_break = None
         self.batch_first_seq = self.expected_first_seq = checkpoint.last_seq + 1
         self.previous_source_last = -1 if checkpoint.last_source_offset is None else checkpoint.last_source_offset

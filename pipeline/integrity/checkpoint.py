@@ -233,6 +233,7 @@ def build_checkpoint(
     issued_at_micros: int,
     origin: str | None = None,
     source_offsets: tuple[int, int] | None = None,
+    batch_root: bytes | None = None,
 ) -> Checkpoint:
     """The unsigned checkpoint of a batch, given the chain hashes of its records in seq order.
 
@@ -241,11 +242,13 @@ def build_checkpoint(
 
     Deriving last_seq, merkle_root (RFC 9162 section 2.1.1 over record leaves) and chain_head
     from the record hashes, rather than taking them as arguments, leaves the sealer no way to
-    sign a root and a head that disagree with each other or with the seq range.
+    sign a root and a head that disagree with each other or with the seq range. ``batch_root``: the
+    Merkle root of these same hashes' record leaves if the caller built it already, with the chain's
+    history tree (`history_tree.extended_by_batch`).
     """
     if not record_hashes:
         raise MalformedInputError("a checkpoint covers at least one record, found an empty batch")
-    root = record_tree_root(record_hashes)
+    root = record_tree_root(record_hashes) if batch_root is None else batch_root
     return Checkpoint(
         chain_id=chain_id,
         first_seq=first_seq,
@@ -327,13 +330,15 @@ def check_key_not_compromised(checkpoint: Checkpoint, entry: KeyringEntry) -> No
 
 
 def verify_checkpoint_batch(
-    checkpoint: Checkpoint, chain_id: str, first_seq: int, record_hashes: Sequence[bytes]
+    checkpoint: Checkpoint, chain_id: str, first_seq: int, record_hashes: Sequence[bytes],
+    batch_root: bytes | None = None,
 ) -> None:
     """Check that the checkpoint covers exactly these records (the counterpart of build_checkpoint).
 
     `record_hashes` are the chain hashes of the records read back, in seq order from
     `first_seq`. Raises CheckpointMismatchError naming the first field that disagrees: chain,
-    seq range, chain head or Merkle root (RFC 9162 section 2.1.1).
+    seq range, chain head or Merkle root (RFC 9162 section 2.1.1). ``batch_root`` as for
+    `build_checkpoint`: the root over these same hashes, built already with the history tree.
     """
     last_seq = first_seq + len(record_hashes) - 1
     if chain_id != checkpoint.chain_id:
@@ -352,9 +357,10 @@ def verify_checkpoint_batch(
             f"{checkpoint.describe()}: expected chain head {short_hex(checkpoint.chain_head)}, "
             f"found {short_hex(record_hashes[-1])} at seq {last_seq}"
         )
-    root = record_tree_root(record_hashes)
+    root = record_tree_root(record_hashes) if batch_root is None else batch_root
     if root != checkpoint.merkle_root:
         raise CheckpointMismatchError(
             f"{checkpoint.describe()}: expected Merkle root {short_hex(checkpoint.merkle_root)}, "
             f"found {short_hex(root)} over the records read back"
         )
+

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.integrity.errors import MalformedInputError
-from pipeline.integrity.merkle import EMPTY_ROOT, HASH_SIZE, node_hash, record_tree_root, root_from_leaf_hashes
+from pipeline.integrity.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    batch_and_history,
+    node_hash,
+    record_leaves,
+    root_from_leaf_hashes,
+)
 
 
 def frontier_ranges(size: int) -> list[tuple[int, int]]:
@@ -123,25 +130,30 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
 
 
 def extended_by_records(tree: HistoryTree, record_hashes: Sequence[bytes]) -> HistoryTree:
-    """``tree.extended`` by the record leaves of these chain hashes (`merkle.record_leaf_hash` of each).
+    """``tree.extended`` by the record leaves of these chain hashes (`merkle.record_leaf_hash` of each)."""
+    return extended_by_leaves(tree, record_leaves(record_hashes))
+
+
+def extended_by_leaves(tree: HistoryTree, leaves: bytes) -> HistoryTree:
+    """``tree.extended`` by these leaf hashes, concatenated (32 bytes each, as `merkle.record_leaves` gives them)."""
+    return extended_by_batch(tree, leaves)[0] if leaves else tree
+
+
+def extended_by_batch(tree: HistoryTree, leaves: bytes) -> tuple[HistoryTree, bytes]:
+    """``tree.extended`` by a batch's leaf hashes (concatenated, at least one), and the batch's own Merkle Tree
+    Hash (its checkpoint's ``merkle_root``), from one build of the batch's tree.
 
     The new leaves are cut into the maximal aligned perfect subtrees of [size, size + n) (O(log n) of them),
-    each hashed in one compiled call (`merkle.record_tree_root`), then merged into the frontier like single
-    leaves: the cost of a batch is about that of its own Merkle root, not a Python loop per leaf.
+    each made of the batch tree's own perfect nodes (`merkle.batch_and_history`), then merged into the
+    frontier like single leaves: a tree head and its checkpoint cost about one Merkle root of the batch, not
+    two, and no Python loop per leaf.
     """
+    root, subtrees = batch_and_history(leaves, tree.size)
     stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(tree.size), tree.frontier,
                                                                  strict=False)]
-    position, end = tree.size, tree.size + len(record_hashes)
-    while position < end:
-        # the largest perfect subtree that starts at `position`, is aligned to its width, and fits
-        width = position & -position if position else 1 << (end - 1).bit_length()
-        while width > end - position:
-            width >>= 1
-        start = position - tree.size
-        value = record_tree_root(record_hashes[start:start + width])
-        position += width
+    for width, value in subtrees:
         while stack and stack[-1][0] == width:
             left_width, left = stack.pop()
             width, value = width + left_width, node_hash(left, value)
         stack.append((width, value))
-    return HistoryTree(end, tuple(value for _, value in stack))
+    return HistoryTree(tree.size + len(leaves) // HASH_SIZE, tuple(value for _, value in stack)), root

@@ -24,7 +24,12 @@ import hashlib
 from collections.abc import Sequence
 
 from pipeline.integrity.errors import MalformedInputError
-from pipeline.native.merkle_native import root_of_leaf_hashes, root_of_record_hashes
+from pipeline.native.merkle_native import (
+    batch_and_history_roots,
+    record_leaf_hashes,
+    root_of_leaf_hashes,
+    root_of_record_hashes,
+)
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -87,6 +92,36 @@ def record_tree_root(record_hashes: Sequence[bytes]) -> bytes:
     if root is not None:
         return root
     return root_from_leaf_hashes([record_leaf_hash(value) for value in record_hashes])
+
+
+def record_leaves(record_hashes: Sequence[bytes]) -> bytes:
+    """The record leaves (`record_leaf_hash`) of these chain hashes, concatenated: 32 bytes each, in order.
+
+    Hashed once, they give both a batch's checkpoint root and the history tree's subtrees over the same
+    entries (`batch_and_history`), in one compiled call; raises MalformedInputError as record_leaf_hash does.
+    """
+    leaves: bytes | None = record_leaf_hashes(record_hashes)
+    if leaves is not None:
+        return leaves
+    return b"".join(record_leaf_hash(value) for value in record_hashes)
+
+
+def batch_and_history(leaves: bytes, history_size: int) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """A batch of leaf hashes (``leaves``, concatenated, at least one) appended to a tree of ``history_size``
+    leaves: (MTH of the batch alone, [(width, MTH) of each maximal aligned perfect subtree of
+    [history_size, history_size + n)], left to right), both from one compiled build of the batch's tree.
+
+    The subtrees are what `history_tree.extended_by_batch` merges into a chain's frontier; the batch's root is
+    its checkpoint's. MalformedInputError for no leaves or a length that is not a multiple of 32.
+    """
+    found = batch_and_history_roots(leaves, history_size)
+    if found is None:
+        raise MalformedInputError(
+            f"a batch is at least one 32-byte leaf hash after a history of at least 0, found {len(leaves)} bytes "
+            f"after {history_size}"
+        )
+    root, subtrees = found
+    return root, subtrees
 
 
 def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:

@@ -17,8 +17,9 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
-from pipeline.integrity.history_tree import HistoryTree, extended_by_records
+from pipeline.integrity.history_tree import HistoryTree, extended_by_batch, extended_by_leaves
 from pipeline.integrity.keyring import KeySchedule
+from pipeline.integrity.merkle import record_leaves
 from pipeline.integrity.note import NoteSigner
 from pipeline.integrity.tree_head import TreeHead, sign_tree_head
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
@@ -80,6 +81,7 @@ class ChainSealer:
         # the chain's whole-history tree up to the entries folded into it (None: not known, no heads)
         self.history = history if history is not None else (HistoryTree() if head.seq == -1 else None)
         self._folded = 0  # entries of the current batch already in self.history
+        self._batch_root: bytes | None = None  # the batch's Merkle root, if a tree head built it over the whole batch
         self.head_hashes: list[bytes] = []  # chain hashes of the entries the last tree head added (for witnessing)
         # the largest sealed event the sealed topic takes; a larger one is sealed as a rejection
         self.max_record_bytes = max_record_bytes
@@ -213,7 +215,11 @@ class ChainSealer:
             return None
         self.head_hashes = self._batch_hashes[self._folded:]
         if self.head_hashes:
-            self.history = extended_by_records(self.history, self.head_hashes)
+            if self._folded:
+                self.history = extended_by_leaves(self.history, record_leaves(self.head_hashes))
+                self._batch_root = None
+            else:  # the batch's tree built once, for the history tree and for the checkpoint's root
+                self.history, self._batch_root = extended_by_batch(self.history, record_leaves(self.head_hashes))
             self._folded = len(self._batch_hashes)
         history = self.history
         root = history.root  # folded from the frontier: once
@@ -247,13 +253,16 @@ class ChainSealer:
             prev_checkpoint_hash=self.prev_checkpoint_hash, issued_at_micros=issued_at_micros,
             origin=self.origin,
             source_offsets=None if self.origin is None else (self._batch_first_source, self._last_source_offset),
+            # the root a tree head built with the history tree, if it covered the whole batch
+            batch_root=self._batch_root if self._folded == len(self._batch_hashes) else None,
         )
         # the key valid at the checkpoint's own time: a rotation takes effect exactly at its instant
         signed = sign_checkpoint(unsigned, self.signing_key.signer_at(issued_at_micros))
         self.prev_checkpoint_hash = checkpoint_hash(signed)
         if self.history is not None and self._folded < len(self._batch_hashes):
-            self.history = extended_by_records(self.history, self._batch_hashes[self._folded:])
+            self.history = extended_by_leaves(self.history, record_leaves(self._batch_hashes[self._folded:]))
         self._folded = 0
+        self._batch_root = None
         self._batch_hashes = []
         return SealedRecord(CHECKPOINT_KIND, self.codecs.checkpoint.encode(
             checkpoint_record(signed, self._last_source_offset)))

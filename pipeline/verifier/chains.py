@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.integrity.chain import chain_hash_unchecked
 from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
 from pipeline.integrity.errors import IntegrityError, MalformedInputError
-from pipeline.integrity.history_tree import HistoryTree, extended_by_records
+from pipeline.integrity.history_tree import HistoryTree
 from pipeline.integrity.keyring import Keyring
 from pipeline.integrity.log_identity import log_verifier
 from pipeline.integrity.merkle import HASH_SIZE
@@ -223,4 +223,5 @@ def _history_before_head(chain: ChainState, history: HistoryTree | None, first: 
         return history if history.size == chain.head_seq + 1 else None
     if not 0 <= start <= len(chain.batch_hashes):
         return None
-    return extended_by_records(history, chain.batch_hashes[start:])
+    # the batch's tree built once: its checkpoint (next) takes its Merkle root from the same build
+    return chain.history_with_batch(history, start)

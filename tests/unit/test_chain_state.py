@@ -8,7 +8,9 @@ from typing import Any
 from pipeline.integrity.chain import GENESIS_HASH, GENESIS_SEQ, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState, Violation, ViolationKind
 from pipeline.integrity.checkpoint import Checkpoint, build_checkpoint, checkpoint_hash, sign_checkpoint
+from pipeline.integrity.history_tree import HistoryTree
 from pipeline.integrity.keyring import Keyring, SigningKey, generate_signing_key
+from pipeline.integrity.merkle import record_tree_root
 
 CHAIN_ID = "audit.raw/0"
 HERE = "object offset 7"
@@ -280,6 +282,31 @@ def test_a_checkpoint_is_checked_against_the_entries_it_signs() -> None:
     [empty] = state.checkpoint(second, HERE, KEYRING)
     assert (empty.kind, empty.seq) == ("checkpoint_mismatch", 3)
     assert "found none before it" in empty.detail
+
+
+def test_the_root_a_tree_head_built_serves_its_checkpoint_only_for_the_same_entries() -> None:
+    # a tree head builds the batch's tree once (history_with_batch) and its checkpoint takes the root from it;
+    # entries read after that, or a batch restarted by a gap, must not be judged by a root of other hashes
+    hashes, (first,) = signed_batches([4])
+    state = ChainState(CHAIN_ID)
+    state.batch_first_seq, state.batch_hashes = 0, hashes[:4]
+    assert state.history_with_batch(HistoryTree()).root == record_tree_root(hashes[:4])
+    assert list(state.checkpoint(first, HERE, KEYRING)) == []
+    state = ChainState(CHAIN_ID)
+    state.batch_first_seq, state.batch_hashes = 0, hashes[:3]
+    state.history_with_batch(HistoryTree())
+    state.batch_hashes.append(hashes[3])  # one more entry after the head
+    assert list(state.checkpoint(first, HERE, KEYRING)) == []
+    state = ChainState(CHAIN_ID)
+    state.batch_first_seq, state.batch_hashes = 0, [bytes([n]) * 32 for n in range(3)] + [hashes[3]]
+    state.history_with_batch(HistoryTree())
+    state.batch_hashes = list(hashes[:4])  # another batch of the same length (a gap restarts it)
+    assert list(state.checkpoint(first, HERE, KEYRING)) == []
+    state = ChainState(CHAIN_ID)
+    state.batch_first_seq, state.batch_hashes = 0, [bytes([n]) * 32 for n in range(3)] + [hashes[3]]
+    state.history_with_batch(HistoryTree())
+    [mismatch] = state.checkpoint(first, HERE, KEYRING)  # and the root it built is that of what it read
+    assert mismatch.kind == "checkpoint_mismatch" and "expected Merkle root" in mismatch.detail
 
 
 def test_a_checkpoint_signature_is_checked_against_the_keyring() -> None:

@@ -8,6 +8,9 @@ from pipeline.integrity.errors import MalformedInputError
 from pipeline.integrity.history_tree import (
     HistoryTree,
     consistency_proof_from,
+    extended_by_batch,
+    extended_by_leaves,
+    extended_by_records,
     frontier_ranges,
     history_tree_of,
 )
@@ -15,6 +18,8 @@ from pipeline.integrity.merkle import (
     EMPTY_ROOT,
     consistency_proof,
     leaf_hash,
+    record_leaf_hash,
+    record_leaves,
     root_from_leaf_hashes,
     verify_consistency,
 )
@@ -55,7 +60,23 @@ def test_consistency_from_the_frontier_equals_the_full_tree_proof(old, new):
     assert verify_consistency(old, new, proof, root_from_leaf_hashes(LEAVES[:old]), root_from_leaf_hashes(LEAVES[:new]))
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 600), st.integers(0, 600))
+def test_extending_by_record_leaves_hashed_once_gives_the_same_tree(first, total):
+    first, total = min(first, total), max(first, total)
+    records = [bytes([n % 256, n // 256]) * 16 for n in range(total)]
+    leaves = [record_leaf_hash(h) for h in records]
+    start = history_tree_of(leaves[:first])
+    assert extended_by_leaves(start, record_leaves(records[first:])) == start.extended(leaves[first:])
+    assert extended_by_records(start, records[first:]) == history_tree_of(leaves)
+    if total > first:  # and the batch's own root from the same build, as its checkpoint signs it
+        assert extended_by_batch(start, record_leaves(records[first:])) == (history_tree_of(leaves),
+                                                                            root_from_leaf_hashes(leaves[first:]))
+
+
 def test_malformed_state_is_refused():
+    with pytest.raises(MalformedInputError, match="32-byte leaf hash"):
+        extended_by_leaves(HistoryTree(), bytes(33))
     with pytest.raises(MalformedInputError, match="frontier hashes"):
         HistoryTree(3, (bytes(32),))
     with pytest.raises(MalformedInputError, match="32 bytes"):
