@@ -168,6 +168,7 @@ def main() -> int:
                 if side == "read":
                     read = plain_read(archive, marks)
                     finished = time.perf_counter()
+                    read_cpu = time.process_time() - cpu
                     assert read == total
                     sides["read"] = Side(total, started, marks["first"], finished)
                     shares.append(sides["read"].startup_share)
@@ -191,7 +192,8 @@ def main() -> int:
             verify_rate, read_rate = total / verify_seconds, total / sides["read"].whole_s
             print(f"run {run}: verify --dir {verify_rate:,.0f} records/s ({verify_seconds:.2f}s, CPU {verify_cpu:.2f}s, "
                   f"{checkpoints} checkpoints valid); plain fastavro read {read_rate:,.0f} records/s "
-                  f"({sides['read'].whole_s:.2f}s); ratio {verify_rate / read_rate:.2f}; start-up (to the "
+                  f"({sides['read'].whole_s:.2f}s, CPU {read_cpu:.2f}s); ratio {verify_rate / read_rate:.2f}, by CPU time "
+                  f"{read_cpu / verify_cpu:.2f}; start-up (to the "
                   f"first object or record) verify {sides['v1'].startup_s:.3f}s = {sides['v1'].startup_share:.2%}, "
                   f"read {sides['read'].startup_s:.3f}s = {sides['read'].startup_share:.2%}; from the first on "
                   f"(steady) verify {sides['v1'].rate:,.0f} records/s, read {sides['read'].rate:,.0f}: ratio "
