@@ -12,7 +12,10 @@ an event id therefore repeats every ``--pool`` events of a side. The side's star
 construction, ``check()`` (AuditProducer), the connection and ``--warmup`` events sent and acknowledged:
 it is excluded from the figure and printed beside it (``bench/steady.py``), as its share of the side's
 whole time. The figure counts from the end of the warm-up until the last event is acknowledged (flush
-included). Each round runs all three sides, the order rotating from round to round (a burst of load
+included); "ramp" is what the first and last seconds (the flush) cost it against the rate over the middle
+10-90% of the acknowledgements (sampled every 5,000 events from the producer's queue length). "CPU us" is
+the process's CPU time per event over the same span (every thread: librdkafka's too), the measure the
+neighbours on a shared machine disturb least; the ratio is printed by it as well. Each round runs all three sides, the order rotating from round to round (a burst of load
 elsewhere hits each side in turn); the ratios are per round, with their median: the machine is usually
 shared, so the ratio within a round is the figure to read, not the absolute rates.
 
@@ -49,6 +52,12 @@ class Figures:
     side: Side
     payload_bytes: int
     latencies: list[float]
+    cpu_s: float  # the process's CPU time (every thread, librdkafka's too) from the end of the warm-up to the end
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """The process's CPU microseconds per event acknowledged."""
+        return self.cpu_s / max(self.side.count, 1) * 1e6
 
     @property
     def events(self) -> int:
@@ -85,6 +94,7 @@ class Figures:
             + (f"{p50:>9.1f} {p99:>9.1f}" if p50 is not None and p99 is not None else f"{'-':>9} {'-':>9}")
             + f" {self.side.steady_s:>7.1f} {self.side.startup_s:>8.2f} {self.side.startup_share:>7.1%}"
             + (f" {ramp:>+7.1%}" if (ramp := self.side.ramp_share) is not None else f" {'-':>7}")
+            + f" {self.cpu_us_per_event:>7.2f}"
         )
 
 
@@ -138,15 +148,17 @@ def run_audit_producer(settings: KafkaSettings, topic: str, pool: Sequence[dict]
         emit = producer.emit
         sent = 0
         marks: list[tuple[float, int]] = []
+        cpu = time.process_time()
         for event in _timed(pool, seconds, producer.__len__, marks):
             emit(event, on_delivery=on_delivery)
             sent += 1
         producer.flush()  # raises if any event failed
         finished = time.perf_counter()
+        cpu = time.process_time() - cpu
     encode = default_codec().encode
     mean_size = sum(len(encode(event)) for event in pool) / len(pool)
     marks.append((finished, sent))
-    return Figures(Side(sent, launched, marks[0][0], finished, tuple(marks)), int(mean_size * sent), latencies)
+    return Figures(Side(sent, launched, marks[0][0], finished, tuple(marks)), int(mean_size * sent), latencies, cpu)
 
 
 def run_plain_producer(
@@ -191,13 +203,15 @@ def run_plain_producer(
     produce_all(warmup, report=True)  # with a report: a failed delivery (e.g. no ACL) shows up here
     latencies.clear()
     marks: list[tuple[float, int]] = []
+    cpu = time.process_time()
     sent = produce_all(_timed(pool, seconds, producer.__len__, marks), report=callback)
     finished = time.perf_counter()
+    cpu = time.process_time() - cpu
     marks.append((finished, sent))
     if failures:
         raise SystemExit(f"plain producer: {len(failures)} deliveries failed, first: {failures[0]}")
     mean_size = sum(map(len, pool)) / len(pool)
-    return Figures(Side(sent, launched, marks[0][0], finished, tuple(marks)), int(mean_size * sent), latencies)
+    return Figures(Side(sent, launched, marks[0][0], finished, tuple(marks)), int(mean_size * sent), latencies, cpu)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"validate+encode in-process: {fast_rate:,.0f} events/s (compiled fast path), "
           f"{checked_rate:,.0f} events/s (general checked writer)")
     print(f"{'round':<6}{'producer':<40} {'events/s':>12} {'MB/s':>8} {'p50 ms':>9} {'p99 ms':>9} "
-          f"{'timed s':>7} {'start-up':>8} {'share':>7} {'ramp':>7}", flush=True)
+          f"{'timed s':>7} {'start-up':>8} {'share':>7} {'ramp':>7} {'CPU us':>7}", flush=True)
     sides = {
         "audit": ("AuditProducer (validate+encode+result)",
                   lambda: run_audit_producer(settings, args.topic, audit_pool, audit_warmup, args.seconds)),
@@ -247,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     names = list(sides)
     ratios: list[tuple[float, float]] = []
+    cpu_ratios: list[float] = []
     shares: list[float] = []
     ramps: list[float] = []
     for round_number in range(args.rounds):
@@ -257,14 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             shares.append(figures[name].side.startup_share)
             ramps.append(figures[name].side.ramp_share or 0.0)
             print(f"{round_number + 1:<6}" + figures[name].row(sides[name][0]), flush=True)
+        cpu_ratios.append(figures["plain"].cpu_us_per_event / figures["audit"].cpu_us_per_event)
         ratios.append((figures["audit"].events_per_second / figures["plain"].events_per_second,
                        figures["audit"].events_per_second / figures["bare"].events_per_second))
-    for round_number, (with_callback, without) in enumerate(ratios, start=1):
+    for round_number, ((with_callback, without), by_cpu) in enumerate(zip(ratios, cpu_ratios, strict=True), start=1):
         print(f"round {round_number}: ratio AuditProducer / plain with callback {with_callback:.2f} "
-              f"(/ plain without callback {without:.2f})")
+              f"(/ plain without callback {without:.2f}); by the process's CPU per event {by_cpu:.2f}")
     with_callback = sorted(r for r, _ in ratios)
     print(f"ratio AuditProducer / plain confluent-kafka with a callback: median {median(with_callback):.2f} "
-          f"(range {with_callback[0]:.2f}-{with_callback[-1]:.2f}, {len(ratios)} rounds; target >= 0.7); "
+          f"(range {with_callback[0]:.2f}-{with_callback[-1]:.2f}, {len(ratios)} rounds; target >= 0.7), by CPU per "
+          f"event median {median(cpu_ratios):.2f} (range {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}); "
           f"ramp and tail at most {max(ramps):+.1%} of a side's figure (target < 5%); the start-up left out "
           f"(client, connection, warm-up) at most {max(shares):.1%} of a side's time")
     return 0

@@ -20,7 +20,7 @@ On a busy machine the absolute figures move with the load: compare the two build
 Objects are locked for one day (a bench profile), under ``bench/``.
 
     .venv/bin/auditseal dev up
-    .venv/bin/python -m bench.sink [--records 600000] [--codec deflate|null] [--rounds 2] [--profile]
+    .venv/bin/python -m bench.sink [--records 1800000] [--codec deflate|null] [--rounds 2] [--profile]
 """
 
 from __future__ import annotations
@@ -246,8 +246,8 @@ def builders_side_by_side(stack: LocalStack, codec: str, records: int = 20_000) 
 def main(argv: list[str] | None = None) -> int:
     """Fill a topic, archive it with each builder in turn, then once under the profiler; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=600_000,
-                        help="sealed records to archive (default 600000: 5 s a run on a quiet machine, tens loaded)")
+    parser.add_argument("--records", type=int, default=1_800_000, help="sealed records to archive (default 1800000: 15-40 s a run "
+                        "on a quiet machine; objects commit in waves of 6 x 20,000, so the first wave is the ramp)")
     parser.add_argument("--codec", default="deflate", choices=["deflate", "null"])
     parser.add_argument("--rounds", type=int, default=2, help="runs with each builder, alternating (default 2)")
     parser.add_argument("--profile", action="store_true", help="also archive the backlog once under cProfile")
