@@ -269,6 +269,14 @@ def drain(stack: LocalStack, argv: list[str], out_topic: str, events: int, role:
     return Side(seen, launched, first, last, tuple(marks)), (cpu_last - cpu_first) / max(seen, 1) * 1e6, rss
 
 
+def throughput(stack: LocalStack, topics: Topics, events: int, argv: list[str], out_topic: str,
+               role: str) -> tuple[float, float, float]:
+    """(events/s, peak RSS MB, seconds) of one worker draining the backlog, from its first output to its last
+    (``bench.privacy`` and ``bench.siem`` measure with it)."""
+    side, _, rss = drain(stack, argv, out_topic, events, role, forwarded=out_topic.startswith("bench.fwd"))
+    return side.rate, rss, side.steady_s
+
+
 def sides_in_rounds(stack: LocalStack, args: argparse.Namespace, created: list[Topics]) -> float:
     """Step 1: per round, one fresh backlog drained by each side in turn (the order rotating): the sealer with
     heads on (production), with heads off (``--heartbeat-interval 0``), and the same-I/O forwarder (``forwarder.py
