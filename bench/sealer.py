@@ -6,8 +6,10 @@
    sealer (heads on, production), the sealer with heads off (``--heartbeat-interval 0``) and the
    same-I/O forwarder (``bench/forwarder.py batch``: the sealer's batch structure, no sealing). Each
    side's start-up (process launch to its first committed output seen: interpreter, Faust, group join,
-   the first fetch) is printed apart from its steady figure, events/s = N / (first output to last), with
-   its share of the side's whole time (``bench/steady.py``; the default N keeps it under 5%). Also the
+   the first fetch) is printed apart from its figure, events/s = N / (first output to last), with its share
+   of the side's whole time, and what the ramp and tail cost the figure against the rate over the middle
+   10-90% of the outputs (``bench/steady.py``). The default N keeps that cost mostly under 5%; the start-up
+   itself (3-8 s on a loaded machine) is still 13-19% of a side's time at this N, outside the figure. Also the
    worker's CPU per event over the same span (the figure the neighbours disturb least) and its peak RSS
    (VmHWM). Each round's ratios, and their medians: sealer / forwarder (target >= 0.8), heads on / off.
    ``--steps stream`` adds Faust's own per-record path (``forwarder.py stream``) on a smaller backlog.
