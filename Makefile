@@ -54,7 +54,8 @@ test-cluster: venv
 demo: venv
 	$(BIN)/auditseal demo
 
-# each stage bench long enough that its start-up is under 5% of the figure (printed beside it); about 20 min.
+# each stage bench long enough that its ramp costs its figure under 5%, start-up printed beside it (README, Benchmarks:
+# the four stage benches took ~31 min at load 12-30).
 # `make bench-quick`: the same benches, short (start-up shares over 5% are flagged in their output)
 bench: venv
 	$(BIN)/auditseal dev up --no-check
