@@ -1,15 +1,22 @@
 """Sealer throughput, memory and latency, side by side with a Faust agent that only forwards.
 
-1. Throughput: N events are produced to a fresh raw topic (6 partitions) first; one worker then
-   seals the backlog. events/s = N / (time from the first sealed record to the last), peak RSS is
-   the worker's VmHWM. Heads on (the default) against off (``--heartbeat-interval 0``): ``--rounds``
-   rounds, each sealing one fresh backlog per side, the side that goes first alternating (a burst of
-   load elsewhere hits both alike); each round's ratio, their median and the ratio of the best rounds.
-   The first backlog is then forwarded by ``bench/forwarder.py``; ratio = sealer/forwarder.
+1. Throughput, ``--rounds`` rounds (default 3): N events (``--events``, default 1,500,000) are produced to a
+   fresh raw topic (6 partitions), then three sides drain that same backlog in turn, each one worker
+   process, the order rotating from round to round (a burst of load elsewhere hits each in turn): the
+   sealer (heads on, production), the sealer with heads off (``--heartbeat-interval 0``) and the
+   same-I/O forwarder (``bench/forwarder.py batch``: the sealer's batch structure, no sealing). Each
+   side's start-up (process launch to its first committed output seen: interpreter, Faust, group join,
+   the first fetch) is printed apart from its figure, events/s = N / (first output to last), with its share
+   of the side's whole time, and what the ramp and tail cost the figure against the rate over the middle
+   10-90% of the outputs (``bench/steady.py``). The default N keeps that cost mostly under 5%; the start-up
+   itself (3-8 s on a loaded machine) is still 13-19% of a side's time at this N, outside the figure. Also the
+   worker's CPU per event over the same span (the figure the neighbours disturb least) and its peak RSS
+   (VmHWM). Each round's ratios, and their medians: sealer / forwarder (target >= 0.8), heads on / off.
+   ``--steps stream`` adds Faust's own per-record path (``forwarder.py stream``) on a smaller backlog.
 2. Latency: a steady 5,000 events/s for 20 s through a running worker; latency = when a
    read_committed consumer receives the sealed event minus the raw record's timestamp.
 3. Profile: the sealing work alone (ChainSealer over 20,000 of the same events, in process, no I/O)
-   under cProfile, top functions by own time, and its share of the worker's time per event; and the
+   under cProfile, top functions by own time, and its share of the worker's CPU time per event; and the
    same work with a tree head before every checkpoint against without (alternating passes, the best
    of each): what heads cost in CPU, without Kafka's noise.
 
@@ -31,6 +38,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.steady import Side, median
 from pipeline.config import KafkaSettings
 from pipeline.dev.stack import LocalStack
 from pipeline.producer.client import AuditProducer
@@ -78,62 +86,6 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _count_until(stack: LocalStack, topic: str, target: int, timeout: float, role: str = "verifier"):
-    """Count committed records of ``topic`` until ``target``; return (first_seen, last_seen) times."""
-    consumer = Consumer(KafkaSettings.from_env(stack.env(role)).client_config(**{
-        "group.id": f"auditseal-{role}-bench-{os.getpid()}-{time.monotonic_ns()}", "enable.auto.commit": False,
-        "isolation.level": "read_committed", "fetch.min.bytes": 1}))
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    codecs = sealed_codecs()
-    seen, first, last = 0, None, None
-    deadline = time.monotonic() + timeout
-    try:
-        while seen < target and time.monotonic() < deadline:
-            for message in consumer.consume(10_000, 0.5):
-                if message.error():
-                    raise RuntimeError(message.error().str())
-                if topic.startswith("bench.fwd") or codecs.kind_of(message.value()) == EVENT_KIND:
-                    seen += 1
-                    first = first or time.monotonic()
-                    last = time.monotonic()
-    finally:
-        consumer.close()
-    if seen < target:
-        raise TimeoutError(f"{topic}: {seen} of {target} records within {timeout}s")
-    return first, last
-
-
-def throughput_and_cpu(stack: LocalStack, topics: Topics, events: int, argv: list[str]) -> tuple[float, float, float]:
-    """(events/s, peak RSS MB, worker CPU us per event) of one worker sealing the backlog: the CPU time is the
-    worker's between the first and the last sealed event seen, the figure a shared machine disturbs least."""
-    import psutil
-
-    from bench.keys import _count_with_cpu
-
-    worker = _worker(stack, argv)
-    try:
-        first, last, cpu_first, cpu_last = _count_with_cpu(stack, topics, events, psutil.Process(worker.pid))
-        rss = _peak_rss_mb(worker.pid)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-    return events / max(last - first, 1e-9), rss, (cpu_last - cpu_first) / events * 1e6
-
-
-def throughput(stack: LocalStack, topics: Topics, events: int, argv: list[str], out_topic: str,
-               role: str) -> tuple[float, float, float]:
-    """(events/s, peak RSS MB, seconds) of one worker draining the backlog."""
-    worker = _worker(stack, argv)
-    try:
-        first, last = _count_until(stack, out_topic, events, timeout=600, role=role)
-        rss = _peak_rss_mb(worker.pid)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-    seconds = max(last - first, 1e-9)
-    return events / seconds, rss, seconds
-
-
 def latency(stack: LocalStack, topics: Topics, argv: list[str], rate: int, seconds: int) -> tuple[float, float, int]:
     """(p50 ms, p99 ms, samples) from raw timestamp to sealed record received, at a steady rate."""
     worker = _worker(stack, argv)
@@ -172,7 +124,7 @@ def latency(stack: LocalStack, topics: Topics, argv: list[str], rate: int, secon
     return (samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000, len(samples))
 
 
-def profile_sealing(stack: LocalStack, worker_rate: float, count: int = 20_000) -> None:
+def profile_sealing(stack: LocalStack, worker_cpu_us: float, count: int = 20_000) -> None:
     """Where the sealing time goes: ChainSealer alone over ``count`` encoded events, under cProfile."""
     import cProfile
     import io
@@ -193,12 +145,12 @@ def profile_sealing(stack: LocalStack, worker_rate: float, count: int = 20_000) 
     heads_cost(stack, values, 333)   # what a fetch of 2,000 records in all gave each of 6 chains
     heads_cost(stack, values, 2000)  # a backlog's batches now: --checkpoint-records per chain
 
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: on a shared machine the wall clock mostly measures the neighbours
     seal_all()
-    per_event_us = (time.perf_counter() - started) / count * 1e6
-    print(f"sealing alone: {per_event_us:.1f} us/event ({1e6 / per_event_us:,.0f} events/s on one core); "
-          f"the worker spends {1e6 / worker_rate:.1f} us/event in all, so sealing is "
-          f"{per_event_us * worker_rate / 1e6:.0%} of it and Kafka I/O, batching and transactions the rest")
+    per_event_us = (time.process_time() - started) / count * 1e6
+    print(f"sealing alone: {per_event_us:.1f} CPU us/event ({1e6 / per_event_us:,.0f} events per CPU-second); "
+          f"the worker spends {worker_cpu_us:.1f} CPU us/event in all (median of the rounds), so sealing is "
+          f"{per_event_us / worker_cpu_us:.0%} of it and Kafka I/O, decoding, batching and transactions the rest")
     profiler = cProfile.Profile()
     profiler.runcall(seal_all)
     out = io.StringIO()
@@ -237,38 +189,37 @@ def heads_cost(stack: LocalStack, values: list[bytes], batch: int = 333, passes:
           f"{best[False] / best[True]:.3f}")
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] +
-                                                                  ordered[len(ordered) // 2]) / 2
-
-
 def main() -> None:
-    """Run the three measurements and print their figures."""
+    """Run the measurements and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rate", type=int, default=5000)
-    parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=2, help="heads on/off rounds (a fresh backlog per side each)")
-    parser.add_argument("--steps", default="throughput,forward,latency,profile",
-                        help="which of throughput, forward, latency, profile to run (forward needs throughput)")
+    parser.add_argument("--events", type=int, default=1_500_000,
+                        help="backlog per round, drained by each side (default 1500000: tens of seconds per side)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, a fresh backlog each, side order rotating "
+                        "(default 3)")
+    parser.add_argument("--rate", type=int, default=5000, help="the latency step's steady rate (default 5000/s)")
+    parser.add_argument("--seconds", type=int, default=20, help="the latency step's seconds (default 20)")
+    parser.add_argument("--stream-events", type=int, default=200_000,
+                        help="backlog of the stream step (Faust's per-record path is slow; default 200000)")
+    parser.add_argument("--steps", default="throughput,latency,profile",
+                        help="which of throughput, stream, latency, profile to run (default throughput,latency,profile)")
     args = parser.parse_args()
     steps = set(args.steps.split(","))
     stack = LocalStack()
     created: list[Topics] = []
-    sealed_rate = 0.0
+    worker_cpu_us = 0.0
     try:
         if "throughput" in steps:
-            sealed_rate = heads_on_off(stack, args, created, forward="forward" in steps)
+            worker_cpu_us = sides_in_rounds(stack, args, created)
+        if "stream" in steps:
+            stream_step(stack, args, created)
         if "latency" in steps:
             latency_step(stack, args, created)
         if "profile" in steps:
-            profile_sealing(stack, sealed_rate or 90_000)
+            profile_sealing(stack, worker_cpu_us or 10.5)
     finally:
         for topics in created:
             delete_topics(stack, topics)
         _delete_forward_topics(stack)
-
 
 def _seal_argv(topics: Topics, heads: bool) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", topics.raw, "--sealed-topic",
@@ -276,58 +227,134 @@ def _seal_argv(topics: Topics, heads: bool) -> list[str]:
             *(() if heads else ("--heartbeat-interval", "0"))]
 
 
-def heads_on_off(stack: LocalStack, args: argparse.Namespace, created: list[Topics], forward: bool) -> float:
-    """Step 1: heads on against off, alternating rounds; then the forwarders on the first backlog. Returns the
-    best heads-on rate."""
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    cpu: dict[bool, list[float]] = {True: [], False: []}
-    first_backlog: Topics | None = None
-    first: tuple[float, float, float] | None = None
+def drain(stack: LocalStack, argv: list[str], out_topic: str, events: int, role: str,
+          forwarded: bool) -> tuple[Side, float, float]:
+    """Start one worker (``argv``) on a backlog of ``events`` and count its committed output on ``out_topic``
+    (sealed events, or every record when ``forwarded``) until all are there: (its Side: launch, first and last
+    output seen; its CPU us per event between the first and the last; its peak RSS MB)."""
+    import psutil
+
+    consumer = Consumer(KafkaSettings.from_env(stack.env(role)).client_config(**{
+        "group.id": f"auditseal-{role}-bench-{os.getpid()}-{time.monotonic_ns()}", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "fetch.min.bytes": 1}))
+    consumer.assign([TopicPartition(out_topic, p, 0) for p in range(PARTITIONS)])
+    codecs = sealed_codecs()
+    launched = time.monotonic()
+    worker = _worker(stack, argv)
+    process = psutil.Process(worker.pid)
+    seen, first, last, cpu_first, cpu_last = 0, 0.0, 0.0, 0.0, 0.0
+    marks: list[tuple[float, int]] = []
+    deadline = launched + 900
+    try:
+        while seen < events and time.monotonic() < deadline:
+            messages = consumer.consume(10_000, 0.2)
+            for message in messages:
+                if message.error():
+                    raise RuntimeError(message.error().str())
+            batch = len(messages) if forwarded else sum(
+                1 for message in messages if codecs.kind_of(message.value()) == EVENT_KIND)
+            if batch:
+                times = process.cpu_times()
+                if not seen:
+                    first, cpu_first = time.monotonic(), times.user + times.system
+                seen += batch
+                last, cpu_last = time.monotonic(), times.user + times.system
+                marks.append((last, seen))
+        rss = _peak_rss_mb(worker.pid)
+    finally:
+        consumer.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    if seen < events:
+        raise TimeoutError(f"{out_topic}: {seen} of {events} records within 900 s")
+    # the first batch seen counts as output at `first`; the CPU span covers the rest
+    return Side(seen, launched, first, last, tuple(marks)), (cpu_last - cpu_first) / max(seen, 1) * 1e6, rss
+
+
+def throughput(stack: LocalStack, topics: Topics, events: int, argv: list[str], out_topic: str,
+               role: str) -> tuple[float, float, float]:
+    """(events/s, peak RSS MB, seconds) of one worker draining the backlog, from its first output to its last
+    (``bench.privacy`` and ``bench.siem`` measure with it)."""
+    side, _, rss = drain(stack, argv, out_topic, events, role, forwarded=out_topic.startswith("bench.fwd"))
+    return side.rate, rss, side.steady_s
+
+
+def sides_in_rounds(stack: LocalStack, args: argparse.Namespace, created: list[Topics]) -> float:
+    """Step 1: per round, one fresh backlog drained by each side in turn (the order rotating): the sealer with
+    heads on (production), with heads off (``--heartbeat-interval 0``), and the same-I/O forwarder (``forwarder.py
+    batch``); each side's start-up (launch to its first output seen) apart from its steady figure. Prints each
+    side, each round's ratios and their medians. Returns the sealer's median CPU us per event."""
+    names = ["sealer", "heads-off", "forwarder"]
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    shares: list[float] = []
+    ramps: list[float] = []
     for round_number in range(args.rounds):
-        measured = {}
-        for heads in ((True, False) if round_number % 2 == 0 else (False, True)):
-            backlog = create_topics(stack, partitions=PARTITIONS)
-            created.append(backlog)
-            started = time.monotonic()
-            produce(stack, backlog.raw, args.events)
-            produced_s = time.monotonic() - started
-            rate, rss, cpu_us = throughput_and_cpu(stack, backlog, args.events, _seal_argv(backlog, heads))
-            measured[heads] = (rate, rss, args.events / rate)
-            cpu[heads].append(cpu_us)
-            if heads and first_backlog is None:
-                first_backlog, first = backlog, measured[heads]
-                print(f"produced {args.events} events in {produced_s:.1f}s")
-            else:  # only the first backlog is read again (by the forwarders)
-                delete_topics(stack, backlog)
-                created.remove(backlog)
-        (on_rate, on_rss, on_s), (off_rate, _, off_s) = measured[True], measured[False]
-        rates[True].append(on_rate)
-        rates[False].append(off_rate)
-        print(f"round {round_number + 1}: heads on {on_rate:10,.0f} events/s ({on_s:.1f}s, {cpu[True][-1]:.1f} CPU us/event, "
-              f"peak RSS {on_rss:.0f} MB)  heads off {off_rate:10,.0f} events/s ({off_s:.1f}s, {cpu[False][-1]:.1f} CPU "
-              f"us/event)  ratio on / off {on_rate / off_rate:.2f}, by CPU {cpu[False][-1] / cpu[True][-1]:.2f}")
-    ratios = [on / off for on, off in zip(rates[True], rates[False], strict=True)]
-    assert first_backlog is not None and first is not None
-    sealed_rate, sealed_rss, sealed_s = first
-    print(f"sealer:              {sealed_rate:10,.0f} events/s  ({args.events} in {sealed_s:.1f}s)  "
-          f"peak RSS {sealed_rss:.0f} MB")
-    print(f"sealer, heads on / off: median of {len(ratios)} rounds' ratios {_median(ratios):.2f}, ratio of the best "
-          f"rounds {max(rates[True]) / max(rates[False]):.2f}; by the worker's CPU per event (best rounds) "
-          f"{min(cpu[False]) / min(cpu[True]):.2f} (target >= 0.95)")
-    if forward:
-        results = {}
-        for mode in ("batch", "stream"):
-            forward_topic = first_backlog.sealed.replace("test.sealed", f"bench.fwd.{mode}")
-            _create_forward_topic(stack, forward_topic)
-            fwd_argv = [sys.executable, "-m", "bench.forwarder", mode, first_backlog.raw, forward_topic,
-                        f"{first_backlog.app_id}-fwd-{mode}"]
-            results[mode] = throughput(stack, first_backlog, args.events, fwd_argv, forward_topic, "sealer")
-        for mode, (rate, rss, seconds) in results.items():
-            print(f"forwarder ({mode:6}):  {rate:10,.0f} events/s  ({args.events} in {seconds:.1f}s)  "
-                  f"peak RSS {rss:.0f} MB")
-        print(f"ratio sealer / same-structure forwarder (batch): {sealed_rate / results['batch'][0]:.2f}")
-        print(f"ratio sealer / Faust per-record forwarder (stream): {sealed_rate / results['stream'][0]:.2f}")
-    return max(rates[True])
+        backlog = create_topics(stack, partitions=PARTITIONS)
+        created.append(backlog)
+        off = create_topics(stack, partitions=PARTITIONS)  # its sealed topic and app id; the raw one stays empty
+        created.append(off)
+        forward_topic = backlog.sealed.replace("test.sealed", "bench.fwd.batch")
+        _create_forward_topic(stack, forward_topic)
+        started = time.monotonic()
+        produce(stack, backlog.raw, args.events, seed=round_number + 1)
+        print(f"round {round_number + 1}: produced {args.events:,} events in {time.monotonic() - started:.1f}s",
+              flush=True)
+        argv = {
+            "sealer": (_seal_argv(backlog, True), backlog.sealed, "verifier", False),
+            "heads-off": (_seal_argv(Topics(backlog.raw, off.sealed, PARTITIONS, off.app_id), False), off.sealed,
+                          "verifier", False),
+            "forwarder": ([sys.executable, "-m", "bench.forwarder", "batch", backlog.raw, forward_topic,
+                           f"{backlog.app_id}-fwd-batch"], forward_topic, "sealer", True),
+        }
+        order = names[round_number % 3:] + names[:round_number % 3]
+        measured: dict[str, Side] = {}
+        for name in order:
+            side_argv, out_topic, role, forwarded = argv[name]
+            side, cpu_us, rss = drain(stack, side_argv, out_topic, args.events, role, forwarded)
+            measured[name] = side
+            rates[name].append(side.rate)
+            cpu[name].append(cpu_us)
+            shares.append(side.startup_share)
+            ramps.append(side.ramp_share or 0.0)
+            print(f"  {name:<10} {side.describe()}; {cpu_us:.1f} CPU us/event, peak RSS {rss:.0f} MB", flush=True)
+        print(f"  round {round_number + 1} ratios: sealer / forwarder {measured['sealer'].rate / measured['forwarder'].rate:.2f} "
+              f"(by CPU per event {cpu['forwarder'][-1] / cpu['sealer'][-1]:.2f}), heads on / off "
+              f"{measured['sealer'].rate / measured['heads-off'].rate:.2f} (by CPU {cpu['heads-off'][-1] / cpu['sealer'][-1]:.2f})",
+              flush=True)
+        for topics in (backlog, off):
+            delete_topics(stack, topics)
+            created.remove(topics)
+        _delete_forward_topics(stack)
+    ratio = [s / f for s, f in zip(rates["sealer"], rates["forwarder"], strict=True)]
+    ratio_cpu = [f / s for s, f in zip(cpu["sealer"], cpu["forwarder"], strict=True)]
+    heads = [on / off for on, off in zip(rates["sealer"], rates["heads-off"], strict=True)]
+    heads_cpu = [off / on for on, off in zip(cpu["sealer"], cpu["heads-off"], strict=True)]
+    print(f"sealer (heads on): median {median(rates['sealer']):,.0f} events/s per worker over {args.rounds} rounds "
+          f"(range {min(rates['sealer']):,.0f}-{max(rates['sealer']):,.0f}); forwarder median "
+          f"{median(rates['forwarder']):,.0f}")
+    print(f"ratio sealer / same-I/O forwarder: median {median(ratio):.2f} (range {min(ratio):.2f}-{max(ratio):.2f}; "
+          f"target >= 0.8), by the worker's CPU per event {median(ratio_cpu):.2f} ({min(ratio_cpu):.2f}-{max(ratio_cpu):.2f})")
+    print(f"sealer heads on / off: median {median(heads):.2f} ({min(heads):.2f}-{max(heads):.2f}), by CPU per event "
+          f"{median(heads_cpu):.2f} ({min(heads_cpu):.2f}-{max(heads_cpu):.2f}) (target >= 0.95)")
+    print(f"ramp and tail at most {max(ramps):+.1%} of a side's figure (target < 5%); the start-up left out (launch "
+          f"to the first output) at most {max(shares):.1%} of a side's time")
+    return median(cpu["sealer"])
+
+
+def stream_step(stack: LocalStack, args: argparse.Namespace, created: list[Topics]) -> None:
+    """Faust's per-record path (``forwarder.py stream``) beside the sealer on one backlog of ``--stream-events``,
+    for the record of why the sealer does not use it."""
+    backlog = create_topics(stack, partitions=PARTITIONS)
+    created.append(backlog)
+    forward_topic = backlog.sealed.replace("test.sealed", "bench.fwd.stream")
+    _create_forward_topic(stack, forward_topic)
+    produce(stack, backlog.raw, args.stream_events, seed=9)
+    sealer, _, _ = drain(stack, _seal_argv(backlog, True), backlog.sealed, args.stream_events, "verifier", False)
+    stream, _, _ = drain(stack, [sys.executable, "-m", "bench.forwarder", "stream", backlog.raw, forward_topic,
+                                 f"{backlog.app_id}-fwd-stream"], forward_topic, args.stream_events, "sealer", True)
+    print(f"sealer {sealer.describe()}\nFaust per-record forwarder {stream.describe()}\n"
+          f"ratio sealer / Faust per-record forwarder {sealer.rate / stream.rate:.2f}")
 
 
 def latency_step(stack: LocalStack, args: argparse.Namespace, created: list[Topics]) -> None:
@@ -363,6 +390,7 @@ def _delete_forward_topics(stack: LocalStack) -> None:
         admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
         for future in admin.delete_topics(_FORWARD_TOPICS).values():
             future.result(30)
+        _FORWARD_TOPICS.clear()
 
 
 if __name__ == "__main__":

@@ -10,14 +10,17 @@ partition's tail closes ``max_age`` later, which measures the timer, not the sin
 is Kafka value bytes, "object MB/s" the bytes stored, "CPU us/record" the sink process's CPU time
 (every thread, librdkafka's included) per record archived. The backlog is archived alternately with the
 readable object builder (``build_object(reference=True)``: the Python reference, the sink's cost before the
-compiled pass) and the compiled one (production), ``--rounds`` times each, then once more under cProfile
-(every thread, merged) for the top functions by own time; before those, both builders build the same
+compiled pass) and the compiled one (production), ``--rounds`` times each, each first in every other round
+(with ``--profile``, then once more under cProfile, every thread merged, for the top functions by own time).
+Each run's start-up (the sink built, its group joined, up to its first consumed record) is left out of the
+figure and printed beside it with its share of the run (``bench/steady.py``); the default backlog keeps it
+under 5%. Before those, both builders build the same
 20,000-record object in this process (wall and CPU time per record, and whether the bytes are identical).
 On a busy machine the absolute figures move with the load: compare the two builders within one run.
 Objects are locked for one day (a bench profile), under ``bench/``.
 
     .venv/bin/auditseal dev up
-    .venv/bin/python -m bench.sink [--records 300000] [--codec deflate|null] [--rounds 2]
+    .venv/bin/python -m bench.sink [--records 1800000] [--codec deflate|null] [--rounds 2] [--profile]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.steady import Side
 from connectors.s3sink.batching import Batch, BatchLimits
 from connectors.s3sink.bucket import ArchiveBucket
 from connectors.s3sink.worker import S3Sink, SinkConfig
@@ -114,6 +118,7 @@ class TimedSink(S3Sink):
         self.first_record: float | None = None
         self.full_records = self.full_bytes = 0
         self.last_full_at: float | None = None
+        self.marks: list[tuple[float, int]] = []
         self.stop = threading.Event()
         self.profilers: list[cProfile.Profile] = []
         self.profile = profile
@@ -153,14 +158,17 @@ class TimedSink(S3Sink):
                 self.full_records += records
                 self.full_bytes += archive.manifest.size
                 self.last_full_at = time.monotonic()
+                self.marks.append((self.last_full_at, self.full_records))
             if self.committed_records >= self.total:
                 self.stop.set()
         return committed
 
 
 def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: str, prefix: str,
-        profile: bool = False, reference: bool = False) -> dict:
-    """Archive the whole topic once into ``prefix``; the figures of that run."""
+        profile: bool = False, reference: bool = False, timeout: float = 900) -> dict:
+    """Archive the whole topic once into ``prefix``; the figures of that run. Its start-up (the sink built,
+    its consumer joined, up to the first record consumed) is apart from the figure, in ``figures["side"]``."""
+    launched = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
         profiles = Path(folder) / "compliance.yaml"
         profiles.write_text("version: 1\ndefault: bench\nprofiles:\n  bench: {retention: 1d, why: benchmark}\n")
@@ -173,7 +181,7 @@ def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: s
     main_profiler = cProfile.Profile() if profile else None
     if main_profiler:
         main_profiler.enable()
-    watchdog = threading.Timer(300, sink.stop.set)
+    watchdog = threading.Timer(timeout, sink.stop.set)
     watchdog.start()
     cpu_started = time.process_time()
     try:
@@ -184,7 +192,7 @@ def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: s
         if main_profiler:
             main_profiler.disable()
     if sink.committed_records < total or sink.last_full_at is None:
-        raise SystemExit(f"only {sink.committed_records} of {total} records archived within 300 s")
+        raise SystemExit(f"only {sink.committed_records} of {total} records archived within {timeout:g} s")
     # the backlog's throughput: up to the last full object (a partition's tail closes max_age later)
     seconds = sink.last_full_at - sink.first_record
     records = sink.full_records
@@ -192,6 +200,7 @@ def run(stack: LocalStack, topic: str, total: int, value_bytes: int, *, codec: s
     sizes = [item["Size"] for page in listing for item in page.get("Contents", [])
              if not item["Key"].endswith(".manifest.json")]
     figures = {"seconds": seconds, "records": records, "records_per_s": records / seconds,
+               "side": Side(records, launched, sink.first_record, sink.last_full_at, tuple(sink.marks)),
                "value_mb_per_s": value_bytes * records / total / seconds / 1e6,
                "object_mb_per_s": sink.full_bytes / seconds / 1e6, "objects": len(sizes), "sizes": sizes,
                "cpu_us_per_record": cpu_seconds / sink.committed_records * 1e6}
@@ -237,9 +246,12 @@ def builders_side_by_side(stack: LocalStack, codec: str, records: int = 20_000) 
 def main(argv: list[str] | None = None) -> int:
     """Fill a topic, archive it with each builder in turn, then once under the profiler; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=300_000, help="sealed records to archive (default 300000)")
+    parser.add_argument("--records", type=int, default=1_800_000, help="sealed records to archive (default 1800000: 15-40 s a run "
+                        "on a quiet machine; objects commit in waves of 6 x 20,000, so the first wave is the ramp)")
     parser.add_argument("--codec", default="deflate", choices=["deflate", "null"])
-    parser.add_argument("--rounds", type=int, default=2, help="runs with each builder (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs with each builder, alternating (default 2)")
+    parser.add_argument("--profile", action="store_true", help="also archive the backlog once under cProfile")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a run may take (default 900)")
     args = parser.parse_args(argv)
     stack = LocalStack()
     builders_side_by_side(stack, args.codec)
@@ -253,10 +265,14 @@ def main(argv: list[str] | None = None) -> int:
               "4 writers, COMPLIANCE 1 day, object + manifest each locked and read back before the commit")
         run_id = secrets.token_hex(3)
         results: dict[str, list[dict]] = {"readable": [], "compiled": []}
+        shares: list[float] = []
+        ramps: list[float] = []
         for number in range(1, args.rounds + 1):
-            for name in ("readable", "compiled"):
-                figures = run(stack, topic, total, value_bytes, codec=args.codec,
+            for name in (("readable", "compiled") if number % 2 else ("compiled", "readable")):
+                figures = run(stack, topic, total, value_bytes, codec=args.codec, timeout=args.timeout,
                               prefix=f"bench/{run_id}-{name}-{number}/", reference=name == "readable")
+                shares.append(figures["side"].startup_share)
+                ramps.append(figures["side"].ramp_share or 0.0)
                 results[name].append(figures)
                 sizes = figures["sizes"]
                 print(f"run {number}, {name} builder: {figures['records']} records in full objects, "
@@ -264,14 +280,19 @@ def main(argv: list[str] | None = None) -> int:
                       f"{figures['value_mb_per_s']:.1f} value MB/s, {figures['object_mb_per_s']:.1f} object MB/s "
                       f"({figures['seconds']:.2f} s); {figures['objects']} objects, size min/median/max "
                       f"{min(sizes) / 1e6:.2f}/{statistics.median(sizes) / 1e6:.2f}/{max(sizes) / 1e6:.2f} MB, "
-                      f"{value_bytes / sum(sizes):.1f}x smaller than the values")
+                      f"{value_bytes / sum(sizes):.1f}x smaller than the values; {figures['side'].describe('records')}",
+                      flush=True)
         rate = {name: statistics.median(f["records_per_s"] for f in runs) for name, runs in results.items()}
         cpu = {name: statistics.median(f["cpu_us_per_record"] for f in runs) for name, runs in results.items()}
         print(f"median of {args.rounds}: readable {rate['readable']:,.0f} records/s, {cpu['readable']:.1f} CPU us/record; "
               f"compiled {rate['compiled']:,.0f} records/s, {cpu['compiled']:.1f} CPU us/record; compiled/readable "
-              f"{rate['compiled'] / rate['readable']:.2f}x records/s, {cpu['compiled'] / cpu['readable']:.2f} CPU per record")
+              f"{rate['compiled'] / rate['readable']:.2f}x records/s, {cpu['compiled'] / cpu['readable']:.2f} CPU per record; "
+              f"ramp and tail at most {max(ramps):+.1%} of a run's figure (target < 5%); the start-up left out (sink "
+              f"built to its first record) at most {max(shares):.1%} of a run")
+        if not args.profile:
+            return 0
         figures = run(stack, topic, total, value_bytes, codec=args.codec, prefix=f"bench/{run_id}-profiled/",
-                      profile=True)
+                      profile=True, timeout=args.timeout)
         print(f"profiled run (compiled builder): {figures['records_per_s']:,.0f} records/s (cProfile slows it); top "
               "functions by own time, all threads:")
         print("\n".join(line for line in figures["profile"].splitlines() if line.strip())[:6000])
