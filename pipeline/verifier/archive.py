@@ -16,7 +16,7 @@ import hashlib
 import io
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -233,6 +233,11 @@ def archived_values(container: bytes) -> Iterator[tuple[int, bytes]]:
         for record in read_archived_records(container):
             yield record["offset"], record["value"]
         return
+    yield from block_values(blocks)
+
+
+def block_values(blocks: Iterable[tuple[bytes, int, int]]) -> Iterator[tuple[int, bytes]]:
+    """(offset, value) of each ArchivedRecord of :func:`sink_blocks`' blocks (already inflated), in order."""
     _, decode, offset_index, value_index = _archived_record_decoder()
     for data, records, block_offset in blocks:
         position, end = 0, len(data)
@@ -475,9 +480,9 @@ class ArchiveVerifier:
         last_end[position] = (entry.key.last_offset, entry.name)
         for observer in self.observers:
             observer(entry, manifest, data)
-        self._stream_records(entry, data, manifest, report, auditor, codecs)
-        if manifest is not None and manifest.index is not None:
-            mismatch = index_mismatch(manifest.index, data, archived_values)
+        values_again = self._stream_records(entry, data, manifest, report, auditor, codecs)
+        if manifest is not None and manifest.index is not None and values_again is not None:
+            mismatch = index_mismatch(manifest.index, values_again)
             if mismatch is not None:
                 report.add(Violation(INDEX_MISMATCH, None, None, manifest_key(entry.name), mismatch))
 
@@ -513,13 +518,18 @@ class ArchiveVerifier:
                             f"version {version.version_id}: retained until {until:%Y-%m-%dT%H:%M:%SZ}, "
                             f"required {required:%Y-%m-%dT%H:%M:%SZ} ({manifest.compliance_profile})")
 
-    def _stream_records(self, entry, data, manifest, report, auditor, codecs) -> None:
+    def _stream_records(self, entry, data, manifest, report, auditor, codecs
+                        ) -> Callable[[], Iterable[tuple[int, bytes]]] | None:
         # Clean event entries are taken by the compiled EntryScan; every other record (a checkpoint,
         # a rejection, the first of a chain, anything wrong) by _record, which names what is wrong.
+        # Returns how to read the object's (offset, value) pairs again without inflating its blocks a
+        # second time (the query-index check's), or None if the object is unreadable (reported here).
         count = 0
         chains: dict[str, list[int]] = {}
         scan = EntryScan(*_entry_scan_layout())
         scan.expect_offsets(entry.key.first_offset, entry.key.last_offset)
+        inflated: list[tuple[bytes, int, int]] = []
+        values_again: Callable[[], Iterable[tuple[int, bytes]]] = lambda: block_values(inflated)  # noqa: E731
         try:
             blocks = sink_blocks(data)
             if blocks is None:
@@ -527,8 +537,10 @@ class ArchiveVerifier:
                     count += 1
                     self._record(record["offset"], record["value"], entry, scan, chains, report, auditor, codecs)
                 blocks = ()
+                values_again = lambda: archived_values(data)  # noqa: E731
             _, decode, offset_index, value_index = _archived_record_decoder()
             for block, records, block_offset in blocks:
+                inflated.append((block, records, block_offset))
                 position, end, left = 0, len(block), records
                 while left:
                     position, accepted = scan.scan(block, position, end, left)
@@ -544,7 +556,7 @@ class ArchiveVerifier:
                 require_block_end(position, end, records, block_offset)
         except Exception as exc:  # fastavro signals a damaged container with many exception types
             self._violation(report, UNREADABLE, entry, f"not a readable Avro container: {type(exc).__name__}: {exc}")
-            return
+            return None
         finally:
             report.records += count
         if manifest is not None:
@@ -553,6 +565,7 @@ class ArchiveVerifier:
                 self._violation(report, MANIFEST_MISMATCH, entry,
                                 f"object holds {count} records, chains {chains}; manifest says "
                                 f"{manifest.record_count}, chains {declared}")
+        return values_again
 
     def _record(self, offset, value, entry, scan, chains, report, auditor, codecs) -> None:
         # one archived record the EntryScan did not take: checked and reported the readable way

@@ -45,16 +45,15 @@ def object_index(values: Iterable[tuple[int, bytes]]) -> QueryIndex:
     return object_query_index([(offset, 0, value) for offset, value in values])
 
 
-def index_mismatch(claimed: QueryIndex, container: bytes,
-                   read_values: Callable[[bytes], Iterable[tuple[int, bytes]]]) -> str | None:
+def index_mismatch(claimed: QueryIndex, read_values: Callable[[], Iterable[tuple[int, bytes]]]) -> str | None:
     """The detail of an ``index_mismatch`` if the manifest's index (``claimed``) is not that of the object whose
-    (decrypted) bytes are ``container``, read with ``read_values`` ((offset, value) of each record); else None.
+    records ``read_values()`` gives ((offset, value) of each, in order); else None.
 
-    A container that cannot be read has no index to compare with: the verifier reports it as an
-    ``unreadable_object`` already, so it gives None here."""
+    The verifier passes the blocks it already inflated for the chain checks, so an object is decoded
+    once; it does not call this for an object it found unreadable (reported as ``unreadable_object``)."""
     try:
-        actual = object_index(read_values(container))
-    except Exception:  # fastavro signals a damaged container with many exception types; reported as unreadable
+        actual = object_index(read_values())
+    except Exception:  # a record the index builder cannot read is damaged: the chain checks report it already
         return None
     differences = index_differences(claimed, actual)
     if not differences:
