@@ -151,20 +151,24 @@ def _rotate(args: argparse.Namespace) -> int:
     # token login, the key generation and the log's check can take seconds on a busy machine, and a
     # switch that passed before the keyring said so would make every sealer's checkpoints signed with
     # the old key since then fall outside its window
-    at = explicit if explicit is not None else time.time_ns() // 1000 + int(args.lead * 1_000_000)
+    def timed() -> int:
+        return explicit if explicit is not None else time.time_ns() // 1000 + int(args.lead * 1_000_000)
+
+    policy_path = args.witness_policy or os.environ.get("AUDITSEAL_WITNESS_POLICY")
     try:
+        _check_future(timed())
+        keyring.rotate(key.public_key, timed())  # refused here, before the policy changes, if it breaks a rule
+        # the witness policy gains the new key before the keyring does (and so before any sealer co-signs with
+        # it, let alone switches): a verifier or submitter reading it never meets a head of a key it lacks
+        added = _add_to_policy(Path(policy_path), previous.public_key, key.public_key) if policy_path else 0
+        at = timed()
         _check_future(at)
         rotated = keyring.rotate(key.public_key, at)
     except (KeyringError, KeyOperationError) as exc:
         store.destroy(key.key_id)  # never used, never published
         raise KeyOperationError(str(exc)) from None
-    policy_path = args.witness_policy or os.environ.get("AUDITSEAL_WITNESS_POLICY")
-    try:
-        # the witness policy gains the new key before the keyring does (and so before any sealer co-signs with
-        # it, let alone switches): a verifier or submitter reading it never meets a head of a key it lacks
-        added = _add_to_policy(Path(policy_path), previous.public_key, key.public_key) if policy_path else 0
     except AuditSealError:
-        store.destroy(key.key_id)  # never used, never published
+        store.destroy(key.key_id)
         raise
     save_keyring(rotated, path)
     print(f"key {key.key_id} created in {store.describe()}; it signs from {_format_time(at)}, "

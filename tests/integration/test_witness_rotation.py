@@ -275,12 +275,16 @@ def test_revoked_key_heads_after_the_compromise_are_flagged_those_cosigned_befor
     late_heads = {(f"{topics.raw}/{p}", r["tree_size"] - 1) for p, r in heads if r["issued_at_micros"] >= compromised_since}
     early_heads = {(f"{topics.raw}/{p}", r["tree_size"] - 1) for p, r in heads if r["issued_at_micros"] < compromised_since}
     flagged_heads = {(v["chain_id"], v["seq"]) for v in flagged if v["detail"].startswith("tree head")}
-    # (a heartbeat head repeats the size of the head before it: a size with a head on each side is left out)
-    early_only = early_heads - late_heads
-    assert late_heads and early_only
-    # every head it signed after the compromise is flagged, though the witness cosigned it (after TIME)
-    assert late_heads <= flagged_heads
+    # a heartbeat head repeats the size of the head before it: a head issued after TIME at a size the witness
+    # cosigned before TIME shows nothing new, existed before TIME in all it says, and is not flagged either
+    fresh = late_heads - early_heads
+    repeated = late_heads & early_heads
+    assert fresh and early_heads
+    # every head at a size first reached after the compromise is flagged, though the witness cosigned it (after)
+    assert fresh <= flagged_heads
     assert all(key_id in v["detail"] and "after its compromise" in v["detail"] for v in flagged)
     # none of those the witness cosigned before TIME is, not even as possibly backdated
-    assert not early_only & flagged_heads
+    assert not early_heads & flagged_heads
     assert not [v for v in flagged if "may have been backdated" in v["detail"]]
+    vouched = {(n["chain_id"], n["seq"]) for n in report["notices"] if n["kind"] == "compromised_key_vouched"}
+    assert vouched == repeated
