@@ -224,12 +224,17 @@ def show_cosigned_after_rotation(stack, seal_wait: Callable[[str, Callable[[], b
         heads = _sealed_heads(stack)
         if not all(heads.get(p, {}).get("last_source_offset", -1) >= end - 1 for p, end in raw_ends.items() if end):
             return False
-        cosigned = _newest_cosignatures(stack)
-        return bool(heads) and all(
-            size >= heads[p]["last_seq"] + 1 and len(parse_note(note).signatures) >= 2
-            and verified_signatures(parse_note(note), [log_verifier(key.public_key, parse_note(note).text.split("\n")[0])])
-            for p, (_, size, note) in cosigned.items() if p in heads)
+        # the chains that sealed entries after the switch (the others are idle: their newest cosigned head
+        # is the one before it)
+        sealing = {p for p, checkpoint in heads.items() if checkpoint["key_id"] == key.key_id}
+        cosigned = {p: c for p, c in _newest_cosignatures(stack).items() if p in sealing}
+        return bool(sealing) and all(
+            p in cosigned and cosigned[p][1] >= heads[p]["last_seq"] + 1
+            and verified_signatures(parse_note(cosigned[p][2]),
+                                    [log_verifier(key.public_key, parse_note(cosigned[p][2]).text.split("\n")[0])])
+            for p in sealing)
 
     seal_wait(f"the witness's cosignatures of heads signed by the new key {key.key_id}", new_key_cosigned)
-    print(f"    after the switch the witness cosigned every chain's newest head, signed by key {key.key_id} "
-          f"(sizes {', '.join(str(size) for _, (_, size, _) in sorted(cosigned.items()))}): no head refused")
+    print(f"    after the switch the witness cosigned the newest head of each chain sealing under key {key.key_id} "
+          f"({', '.join(f'{SEALED_TOPIC}[{p}] size {size}' for p, (_, size, _) in sorted(cosigned.items()))}), "
+          "signed by that key: no head refused")
