@@ -288,3 +288,19 @@ def test_revoked_key_heads_after_the_compromise_are_flagged_those_cosigned_befor
     assert not [v for v in flagged if "may have been backdated" in v["detail"]]
     vouched = {(n["chain_id"], n["seq"]) for n in report["notices"] if n["kind"] == "compromised_key_vouched"}
     assert vouched == repeated
+
+
+def test_rotate_with_a_policy_that_does_not_parse_changes_nothing(stack, custody, tmp_path):
+    before = Path(custody["AUDITSEAL_KEYRING"]).read_bytes()
+    bad = tmp_path / "bad-policy.txt"
+    bad.write_text("log not-a-key\nquorum none\n")
+    rotate = _keys(stack, custody, "rotate", "--lead", "5", "--witness-policy", str(bad))
+    assert rotate.returncode == 2, rotate.stderr
+    lines = [line for line in rotate.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bad-policy.txt line 1" in lines[0], rotate.stderr
+    assert Path(custody["AUDITSEAL_KEYRING"]).read_bytes() == before and bad.read_text() == "log not-a-key\nquorum none\n"
+    # the key made for it was destroyed: the token holds only the first key under the test's label
+    from pipeline.keys.store import SigningKeyStore
+
+    held = SigningKeyStore(env={**os.environ, **custody}).require_signers()
+    assert set(held) == {load_keyring(custody["AUDITSEAL_KEYRING"]).active.key_id}
