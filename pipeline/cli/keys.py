@@ -151,19 +151,59 @@ def _rotate(args: argparse.Namespace) -> int:
     # token login, the key generation and the log's check can take seconds on a busy machine, and a
     # switch that passed before the keyring said so would make every sealer's checkpoints signed with
     # the old key since then fall outside its window
-    at = explicit if explicit is not None else time.time_ns() // 1000 + int(args.lead * 1_000_000)
+    def timed() -> int:
+        return explicit if explicit is not None else time.time_ns() // 1000 + int(args.lead * 1_000_000)
+
+    policy_path = args.witness_policy or os.environ.get("AUDITSEAL_WITNESS_POLICY")
     try:
+        _check_future(timed())
+        keyring.rotate(key.public_key, timed())  # refused here, before the policy changes, if it breaks a rule
+        # the witness policy gains the new key before the keyring does (and so before any sealer co-signs with
+        # it, let alone switches): a verifier or submitter reading it never meets a head of a key it lacks
+        added = _add_to_policy(Path(policy_path), previous.public_key, key.public_key) if policy_path else 0
+        at = timed()
         _check_future(at)
         rotated = keyring.rotate(key.public_key, at)
     except (KeyringError, KeyOperationError) as exc:
         store.destroy(key.key_id)  # never used, never published
         raise KeyOperationError(str(exc)) from None
+    except AuditSealError:
+        store.destroy(key.key_id)
+        raise
     save_keyring(rotated, path)
     print(f"key {key.key_id} created in {store.describe()}; it signs from {_format_time(at)}, "
-          f"when key {previous.key_id} stops")
-    _finish(recorder, "key.rotate", "signing_key", key.key_id,
-            {"previous_key_id": previous.key_id, "switch_at": _format_time(at), "keyring": str(path)})
+          f"when key {previous.key_id} stops; until then it co-signs tree heads")
+    if policy_path:
+        print(f"witness policy {policy_path}: {added} log(s) gained the new key beside the old one"
+              + ("" if added else " (none listed the old key)"))
+    attributes = {"previous_key_id": previous.key_id, "switch_at": _format_time(at), "keyring": str(path)}
+    if policy_path:
+        attributes |= {"witness_policy": str(policy_path), "witness_policy_logs_added": str(added)}
+    _finish(recorder, "key.rotate", "signing_key", key.key_id, attributes)
     return EXIT_OK
+
+
+def _add_to_policy(path: Path, old_key, new_key) -> int:
+    """Add a log line of ``new_key`` beside each of ``old_key`` in the tlog-policy ``path`` (replaced
+    atomically); the number of lines added. PolicyError (exit 2) if it cannot be read or parsed."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from pipeline.integrity.errors import PolicyError
+    from pipeline.integrity.policy import with_log_key_added
+
+    raw = PublicFormat.Raw
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError(f"{path}: cannot read the witness policy: {error}") from None
+    updated, added = with_log_key_added(text, old_key.public_bytes(Encoding.Raw, raw),
+                                        new_key.public_bytes(Encoding.Raw, raw), str(path))
+    if added:
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(updated, encoding="utf-8")
+        os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    return added
 
 
 def _check_future(at: int) -> None:
@@ -270,6 +310,9 @@ def register(commands) -> None:
     when.add_argument("--lead", type=float, default=DEFAULT_LEAD_S, metavar="SECONDS",
                       help=f"switch this long from now (default {DEFAULT_LEAD_S:g}): time for every sealer "
                            "and verifier to get the new keyring")
+    rotate.add_argument("--witness-policy", metavar="FILE",
+                        help="tlog-policy to give the new key, beside the old one, for each log the old key signs "
+                             "(default $AUDITSEAL_WITNESS_POLICY; written before the keyring)")
     retire = action("retire", "close a key's window (and optionally destroy its private half)", _retire)
     retire.add_argument("key_id", metavar="KEY_ID")
     retire.add_argument("--at", metavar="TIME", help="when it stops signing (default now)")

@@ -105,6 +105,15 @@ def _dev_status(args: argparse.Namespace) -> int:
     return EXIT_OK if report["healthy"] else EXIT_FAILED
 
 
+def _dev_witness_rekey(args: argparse.Namespace) -> int:
+    from pipeline.dev.stack import LocalStack
+
+    changed = LocalStack().rekey_witness()
+    print(f"witness: {len(changed)} log(s) now verified under the keyring's newest key"
+          + (f" ({', '.join(changed)})" if changed else " (they already were)"))
+    return EXIT_OK
+
+
 def _dev_env(args: argparse.Namespace) -> int:
     from pipeline.dev.stack import LocalStack
     from pipeline.permissions.topology import role_names
@@ -343,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--keys", action="store_true",
                      help="also the sealer's token and keyring variables (for `auditseal keys`)")
     env.set_defaults(handler=_dev_env)
+    rekey = dev_commands.add_parser("witness-rekey", help="give the stack's witness the keyring's newest sealer key "
+                                    "(after `auditseal keys rotate`, before its switch)")
+    rekey.set_defaults(handler=_dev_witness_rekey)
 
     seal = commands.add_parser("seal", help="run a sealer worker (Faust): audit.raw -> audit.sealed")
     seal.add_argument("--signing-key", help="Ed25519 private key (PEM) or a directory of them; default "

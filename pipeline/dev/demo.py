@@ -124,10 +124,14 @@ def _wait(what: str, done: Callable[[], bool], services: list[subprocess.Popen])
         time.sleep(1)
 
 
-def _rotate_mid_stream(stack: LocalStack, services: list[subprocess.Popen]) -> None:
+def _rotate_mid_stream(stack: LocalStack, services: list[subprocess.Popen], witness_policy: Path) -> None:
     """Seal what was emitted so far under the current key, then rotate (``auditseal keys rotate``) while the
-    sealer runs; it switches at the rotation instant without a restart."""
+    sealer runs; it switches at the rotation instant without a restart. The witness policy gains the new key
+    first, the sealer co-signs heads with both keys until the switch, and the demo's witness is given the new
+    key inside that window (FORMAT.md 8b): it goes on cosigning across the switch."""
+    from pipeline.dev.witness import set_log_keys
     from pipeline.integrity.keyring import load_keyring
+    from pipeline.integrity.log_identity import log_verifier
 
     raw_ends = _end_offsets(stack, RAW_TOPIC)
     _wait("sealing before the rotation",
@@ -135,14 +139,22 @@ def _rotate_mid_stream(stack: LocalStack, services: list[subprocess.Popen]) -> N
                       for p, end in raw_ends.items() if end), services)
     before = load_keyring(stack.keyring_file).active.key_id
     lead = 3
-    rotated = _run(stack, "producer", ["keys", "rotate", "--lead", str(lead)], extra_env=stack.custody_env())
+    rotated = _run(stack, "producer", ["keys", "rotate", "--lead", str(lead), "--witness-policy", str(witness_policy)],
+                   extra_env=stack.custody_env())
     if rotated.returncode != 0:
         raise DemoError(f"auditseal keys rotate failed: {rotated.stderr.strip()}")
-    after = load_keyring(stack.keyring_file).active.key_id
+    keyring = load_keyring(stack.keyring_file)
+    new_key = max(keyring, key=lambda entry: entry.valid_from_micros)
+    origins = list(stack._witness_logs())
+    changed = set_log_keys(witness_policy.parent / "witness",
+                           {origin: log_verifier(new_key.public_key, origin).vkey for origin in origins})
     print(f"    sealed so far under key {before}, in SoftHSM2 token auditseal-sealer")
-    print(f"    auditseal keys rotate --lead {lead}: {rotated.stdout.strip()}")
+    print(f"    auditseal keys rotate --lead {lead}: " + rotated.stdout.strip().replace("\n", "\n      "))
     print(f"      ({rotated.stderr.strip().splitlines()[-1]})")
-    time.sleep(lead + 1)  # past the switch: what follows is signed by key {after}
+    print(f"    the witness now checks key {new_key.key_id} for {len(changed)} chain(s); until the switch each "
+          "head carries both keys' signatures")
+    time.sleep(lead + 1)  # past the switch: what follows is signed by the new key
+    after = load_keyring(stack.keyring_file).active.key_id
     print(f"    the running sealer signs with key {after} from now on (no restart)")
 
 
@@ -284,7 +296,7 @@ def run_demo() -> int:
                  logs / "sealer-access.log"),
     ]
     try:
-        return _pipeline(stack, services, admin_s3, witness.policy)
+        return _pipeline(stack, services, admin_s3, witness.policy, witness.process.stop)
     finally:
         for service in services:
             service.terminate()
@@ -296,7 +308,8 @@ def run_demo() -> int:
         witness.process.stop()
 
 
-def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3Settings, witness_policy: Path) -> int:
+def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3Settings, witness_policy: Path,
+              stop_witness: Callable[[], object]) -> int:
     _step("3b", "a witness cosigns the chains' heads, and catches a truncated export offline")
     from pipeline.dev.demo_witness import show_witnessing
 
@@ -307,10 +320,17 @@ def _pipeline(stack: LocalStack, services: list[subprocess.Popen], admin_s3: S3S
     half = DEMO_EVENTS // 2
     emitted = _run(stack, "producer", ["emit", "--generate", str(half), "--seed", str(int(time.time()))])
     print("    " + emitted.stderr.strip().splitlines()[-1])
-    _rotate_mid_stream(stack, services)
+    _rotate_mid_stream(stack, services, witness_policy)
     emitted = _run(stack, "producer", ["emit", "--generate", str(DEMO_EVENTS - half),
                                        "--seed", str(int(time.time()) + 1)])
     print("    " + emitted.stderr.strip().splitlines()[-1])
+    from pipeline.dev.demo_witness import show_cosigned_after_rotation
+
+    show_cosigned_after_rotation(stack, lambda what, done: _wait(what, done, services))
+    # a witness cosigns every new head (heartbeats too), each cosignature a record the sink archives within 2 s:
+    # with it gone the archive settles for the checks below (the sealer goes on; its witness lag grows)
+    stop_witness()
+    print("    the demo's witness is stopped now, so the archive settles for the verification below")
     lines = ('{"action": "document.read"}\n'
              '{"actor": {"id": "mallory", "type": "USER"}, "action": "payroll.export", "resource": '
              '{"type": "report", "id": "q3"}, "outcome": {"status": "DENIED", "reason": "not in group hr"}, '

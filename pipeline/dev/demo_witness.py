@@ -204,3 +204,37 @@ def show_witnessing(stack, run: Callable[..., subprocess.CompletedProcess], seal
         print("    " + line.strip())
     if result.returncode != 1 or not findings:
         raise WitnessDemoError(f"the truncated export was not reported as tail_truncated:\n{result.stdout}")
+
+
+def show_cosigned_after_rotation(stack, seal_wait: Callable[[str, Callable[[], bool]], None]) -> None:
+    """After ``keys rotate`` and the emit that follows: every chain's newest head, signed by the new key alone,
+    is cosigned by the witness (FORMAT.md 8b); seal_wait raises if that does not come."""
+    from pipeline.dev.demo import _end_offsets, _sealed_heads
+    from pipeline.integrity.keyring import load_keyring
+    from pipeline.integrity.log_identity import log_verifier
+    from pipeline.integrity.note import parse_note, verified_signatures
+    from pipeline.wire.topics import RAW_TOPIC
+
+    key = load_keyring(stack.keyring_file).active
+    raw_ends = _end_offsets(stack, RAW_TOPIC)
+    cosigned: dict[int, tuple[int, int, bytes]] = {}
+
+    def new_key_cosigned() -> bool:
+        nonlocal cosigned
+        heads = _sealed_heads(stack)
+        if not all(heads.get(p, {}).get("last_source_offset", -1) >= end - 1 for p, end in raw_ends.items() if end):
+            return False
+        # the chains that sealed entries after the switch (the others are idle: their newest cosigned head
+        # is the one before it)
+        sealing = {p for p, checkpoint in heads.items() if checkpoint["key_id"] == key.key_id}
+        cosigned = {p: c for p, c in _newest_cosignatures(stack).items() if p in sealing}
+        return bool(sealing) and all(
+            p in cosigned and cosigned[p][1] >= heads[p]["last_seq"] + 1
+            and verified_signatures(parse_note(cosigned[p][2]),
+                                    [log_verifier(key.public_key, parse_note(cosigned[p][2]).text.split("\n")[0])])
+            for p in sealing)
+
+    seal_wait(f"the witness's cosignatures of heads signed by the new key {key.key_id}", new_key_cosigned)
+    print(f"    after the switch the witness cosigned the newest head of each chain sealing under key {key.key_id} "
+          f"({', '.join(f'{SEALED_TOPIC}[{p}] size {size}' for p, (_, size, _) in sorted(cosigned.items()))}), "
+          "signed by that key: no head refused")

@@ -157,18 +157,31 @@ class LocalStack:
                 return default_log_name(line.split("=", 1)[1].strip())
         raise StackError(f"{meta} names no cluster.id")
 
-    def _witness_logs(self) -> dict[str, str]:
-        """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts)."""
+    def _witness_logs(self, newest: bool = False) -> dict[str, str]:
+        """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts);
+        ``newest``: under the keyring's newest key that is not revoked (a rotation's next key)."""
         from pipeline.integrity.keyring import load_keyring
         from pipeline.integrity.log_identity import chain_origin, log_verifier
         from pipeline.wire.topics import RAW_TOPIC, TOPICS
 
-        key = load_keyring(self.keyring_file).active  # the sealer's key in its token (public half)
+        keyring = load_keyring(self.keyring_file)
+        key = keyring.active  # the sealer's key in its token (public half)
+        if newest:
+            key = max((e for e in keyring if e.compromised_since_micros is None),
+                      key=lambda e: e.valid_from_micros, default=None)
         if key is None:
             raise StackError(f"the keyring {self.keyring_file} has no active key; `auditseal dev up` creates it")
         partitions = next(spec.partitions for spec in TOPICS if spec.name == RAW_TOPIC)
         origins = [chain_origin(self.log_name(), f"{RAW_TOPIC}/{n}") for n in range(partitions)]
         return {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
+
+    def rekey_witness(self) -> list[str]:
+        """Give the stack's witness the keyring's newest key for each chain of audit.raw (the witness operator's
+        half of a key change-over; the sealer co-signs heads with both keys until its switch); the origins
+        changed."""
+        from pipeline.dev import witness
+
+        return witness.set_log_keys(self.root / "witness", self._witness_logs(newest=True))
 
     def _start_witness(self, binary: Path, ports: dict[str, int]) -> None:
         from pipeline.dev import witness

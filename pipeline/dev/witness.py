@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -61,3 +62,40 @@ def start_witness(process: ManagedProcess, binary: Path, *, home: Path, port: in
         "--additional_logs", str(home / "logs.yaml"), "--logtostderr",
     ]
     return process.start(argv, env=dict(os.environ))
+
+
+def set_log_keys(home: Path, logs: dict[str, str]) -> list[str]:
+    """Tell a running (or stopped) omniwitness in ``home`` to verify these origins' heads with these log keys
+    (origin -> note vkey): a log key change-over on the witness's side. Returns the origins changed.
+
+    omniwitness takes one log key per origin, and its ``--additional_logs`` file only inserts logs it does not
+    know yet (``INSERT OR IGNORE`` into its SQLite ``logs`` table): a new key in that file is never used. What
+    it does read on every request is that table's ``vkey`` column (and it keeps the origin's cosigned
+    checkpoint, whatever key signed it, so consistency carries on across the change). So the change is made
+    there, in one transaction, and in ``logs.yaml`` for the next start; no restart, no request refused.
+    """
+    database = home / "witness.db"
+    changed = []
+    with sqlite3.connect(database, timeout=30) as connection:
+        for origin, vkey in sorted(logs.items()):
+            cursor = connection.execute("UPDATE logs SET vkey = ? WHERE origin = ? AND vkey != ?", (vkey, origin, vkey))
+            if cursor.rowcount:
+                changed.append(origin)
+    connection.close()
+    known = logs_from_yaml(home / "logs.yaml")
+    (home / "logs.yaml").write_text(logs_yaml({**known, **logs}))
+    return changed
+
+
+def logs_from_yaml(path: Path) -> dict[str, str]:
+    """The origin -> vkey list :func:`logs_yaml` wrote (empty if there is no such file)."""
+    if not path.exists():
+        return {}
+    logs: dict[str, str] = {}
+    origin = None
+    for line in path.read_text().splitlines():
+        if line.startswith("  - Origin: "):
+            origin = json.loads(line[len("  - Origin: "):])
+        elif line.startswith("    PublicKey: ") and origin is not None:
+            logs[origin] = json.loads(line[len("    PublicKey: "):])
+    return logs

@@ -1,6 +1,8 @@
 """Witness policies, C2SP tlog-policy (https://c2sp.org/tlog-policy): which logs, which witnesses, what quorum.
 
-    log <vkey> [<url>]                          a log key (type 0x01); its key name is the log's origin
+    log <vkey> [<url>]                          a log key (type 0x01); its key name is the log's origin; a log may
+                                                have several keys (a key change-over: one line per key, all
+                                                accepted), never the same key twice
     witness <name> <vkey> [<url>]               a witness cosignature key (type 0x04; a 0x01 key is read as 0x04,
                                                 as transparency-dev/formats does); the URL is its submission prefix
     group <name> <threshold|any|all> <member>...   members are witnesses or groups defined above
@@ -50,6 +52,16 @@ class WitnessPolicy:
     groups: dict[str, PolicyGroup] = field(default_factory=dict)
     quorum: str = "none"
     log_urls: dict[str, str] = field(default_factory=dict)
+    # origin -> every key the policy lists for that log (``logs`` holds the first; more during a change-over)
+    log_keys: dict[str, tuple[NoteVerifier, ...]] = field(default_factory=dict)
+
+    def keys_of(self, origin: str) -> tuple[NoteVerifier, ...]:
+        """Every log key the policy accepts for ``origin`` (none if it lists no such log)."""
+        keys = self.log_keys.get(origin)
+        if keys is not None:
+            return keys
+        log = self.logs.get(origin)
+        return () if log is None else (log,)
 
     def satisfied_by(self, cosigned: Iterable[str]) -> bool:
         """Whether witnesses named `cosigned` (policy names) meet the quorum."""
@@ -89,8 +101,10 @@ class WitnessPolicy:
         if log is None:
             known = ", ".join(sorted(self.logs)) or "none"
             raise MalformedNoteError(f"{head.describe()}: the policy lists no log of that origin (logs: {known})")
-        if not verified_signatures(note, [log]):
-            raise NoteVerificationError(f"{head.describe()}: expected a signature of log key {log.vkey}, found none")
+        keys = self.keys_of(head.origin)
+        if not verified_signatures(note, list(keys)):
+            expected = " or ".join(key.vkey for key in keys)
+            raise NoteVerificationError(f"{head.describe()}: expected a signature of log key {expected}, found none")
         cosigners = self.cosigners_of(note)
         if not self.satisfied_by(cosigners):
             raise QuorumError(
@@ -103,6 +117,7 @@ class WitnessPolicy:
 def parse_policy(text: str, source: str = "policy") -> WitnessPolicy:
     """Parse a tlog-policy; PolicyError naming the source, the line and the problem."""
     logs: dict[str, NoteVerifier] = {}
+    log_keys: dict[str, tuple[NoteVerifier, ...]] = {}
     log_urls: dict[str, str] = {}
     witnesses: dict[str, PolicyWitness] = {}
     groups: dict[str, PolicyGroup] = {}
@@ -125,11 +140,13 @@ def parse_policy(text: str, source: str = "policy") -> WitnessPolicy:
             verifier = _vkey(args[0], fail)
             if verifier.key_type != ALG_ED25519:
                 raise fail(f"a log key must be of type 0x01, found 0x{verifier.key_type:02x}")
-            # one key may sign several logs (a sealer signs each chain under its own origin): a log is its origin
-            if verifier.name in logs:
+            # one key may sign several logs (a sealer signs each chain under its own origin): a log is its origin;
+            # a log may have several keys (tlog-policy: every listed log key is accepted), never one key twice
+            if any(key.public_key_bytes == verifier.public_key_bytes for key in log_keys.get(verifier.name, ())):
                 raise fail(f"duplicate log key {verifier.name!r}")
             keys_seen.add(verifier.public_key_bytes)
-            logs[verifier.name] = verifier
+            logs.setdefault(verifier.name, verifier)
+            log_keys[verifier.name] = (*log_keys.get(verifier.name, ()), verifier)
             if len(args) == 2:
                 log_urls[verifier.name] = args[1]
         elif keyword == "witness":
@@ -167,7 +184,7 @@ def parse_policy(text: str, source: str = "policy") -> WitnessPolicy:
             raise fail(f"unknown keyword {keyword!r} (expected log, witness, group or quorum)")
     if quorum is None:
         raise PolicyError(f"{source}: a policy needs a quorum line (use 'quorum none' to require no witness)")
-    return WitnessPolicy(logs, witnesses, groups, quorum, log_urls)
+    return WitnessPolicy(logs, witnesses, groups, quorum, log_urls, log_keys)
 
 
 def load_policy(path: str | os.PathLike[str]) -> WitnessPolicy:
@@ -220,3 +237,32 @@ def _threshold(text: str, members: int, fail: Callable[[str], PolicyError]) -> i
     if not 1 <= threshold <= members:
         raise fail(f"a group threshold must be in [1, {members}], found {threshold}")
     return threshold
+
+
+def with_log_key_added(text: str, old_key: bytes, new_key: bytes, source: str = "policy") -> tuple[str, int]:
+    """The policy text with a ``log`` line for ``new_key`` (raw Ed25519 public key) after each log line of
+    ``old_key``, under the same origin and URL: the change-over of a log key. Comments and order are kept; a log
+    that already lists the new key is left as it is. Returns the text and how many lines were added; PolicyError
+    if the text does not parse, before or after."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    policy = parse_policy(text, source)
+    public_key = Ed25519PublicKey.from_public_bytes(new_key)
+    out: list[str] = []
+    added = 0
+    for raw in text.split("\n"):
+        out.append(raw)
+        fields = raw.split("#", 1)[0].replace("\t", " ").split()
+        if len(fields) not in (2, 3) or fields[0] != "log":
+            continue
+        verifier = NoteVerifier.from_vkey(fields[1])
+        if verifier.public_key_bytes != old_key:
+            continue
+        if any(key.public_key_bytes == new_key for key in policy.keys_of(verifier.name)):
+            continue
+        new = NoteVerifier(verifier.name, ALG_ED25519, public_key)
+        out.append(" ".join(["log", new.vkey, *fields[2:]]))
+        added += 1
+    updated = "\n".join(out)
+    parse_policy(updated, source)
+    return updated, added

@@ -80,13 +80,15 @@ def parse_tree_head(text: str) -> TreeHead:
     return TreeHead(origin, int(size_text), root, tuple(extensions))
 
 
-def sign_tree_head(head: TreeHead, log_signer: NoteSigner) -> bytes:
-    """The head as a signed note under the log key, whose key name must be the origin."""
-    if log_signer.name != head.origin:
-        raise MalformedNoteError(
-            f"a tree head is signed by a key named after its origin {head.origin!r}, found key {log_signer.name!r}"
-        )
-    return sign_note(head.body(), [log_signer])
+def sign_tree_head(head: TreeHead, log_signer: NoteSigner, *co_signers: NoteSigner) -> bytes:
+    """The head as a signed note under the log key, whose key name must be the origin (and under each of
+    ``co_signers``, other keys of the same log: a key change-over, where the note carries both signatures)."""
+    for signer in (log_signer, *co_signers):
+        if signer.name != head.origin:
+            raise MalformedNoteError(
+                f"a tree head is signed by a key named after its origin {head.origin!r}, found key {signer.name!r}"
+            )
+    return sign_note(head.body(), [log_signer, *co_signers])
 
 
 def open_tree_head(data: bytes, log_verifier: NoteVerifier) -> tuple[TreeHead, Note]:

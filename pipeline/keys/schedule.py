@@ -66,6 +66,23 @@ class KeyringSchedule:
             self._keyring_stamp = stamp
         return self._keyring
 
+    def announced_at(self, at_micros: int) -> list[Signer]:
+        """The signers of keys the keyring announces for later than ``at_micros`` (a rotation's next key, before
+        its switch), that are not revoked and that the store holds: they co-sign tree heads during the
+        change-over, so a witness already told of the new key and one still on the old key both verify each head.
+        Checkpoints are never co-signed: their key id names the one key valid at their time."""
+        with self._lock:
+            keyring = self.keyring()
+            if keyring is None:
+                return []
+            upcoming = [entry for entry in keyring
+                        if entry.valid_from_micros > at_micros and entry.compromised_since_micros is None]
+            if any(entry.key_id not in self._signers for entry in upcoming) \
+                    and time.monotonic() - self._refreshed_at >= _REFRESH_INTERVAL_S:
+                self._signers = dict(self._load_signers())
+                self._refreshed_at = time.monotonic()
+            return [self._signers[entry.key_id] for entry in upcoming if entry.key_id in self._signers]
+
     def signer_at(self, at_micros: int) -> Signer:
         """The signer of a checkpoint issued at ``at_micros``; NoSigningKeyError if there is none."""
         with self._lock:

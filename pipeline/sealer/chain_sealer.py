@@ -95,7 +95,7 @@ class ChainSealer:
         self._certainly_valid = _fast_check(self.event_codec)
         self._event_header = _event_header(self.codecs)
         self._chain_id_utf8 = chain_id.encode("utf-8")
-        self._kept_note_signer: tuple[object, NoteSigner] | None = None
+        self._kept_note_signers: dict[str, tuple[object, NoteSigner]] = {}  # key id -> (signer, note signer)
 
     @property
     def head(self) -> ChainHead:
@@ -225,7 +225,11 @@ class ChainSealer:
         root = history.root  # folded from the frontier: once
         signer = self.signing_key.signer_at(issued_at_micros)
         head = TreeHead(self.origin, history.size, root, (f"auditseal-time {issued_at_micros}",))
-        note = sign_tree_head(head, self._note_signer(signer))
+        # during a key change-over the next key co-signs the head (a second note signature, same key name):
+        # the witness verifies whichever of the two keys it trusts for the origin, and ignores the other
+        announced = getattr(self.signing_key, "announced_at", None)
+        co_signers = [s for s in announced(issued_at_micros) if s.key_id != signer.key_id] if announced else []
+        note = sign_tree_head(head, self._note_signer(signer), *(self._note_signer(s) for s in co_signers))
         return SealedRecord(HEAD_KIND, self.codecs.head.encode({
             "chain_id": self.chain_id, "tree_size": history.size, "root_hash": root,
             "issued_at_micros": issued_at_micros, "key_id": signer.key_id, "heartbeat": int(heartbeat), "note": note,
@@ -235,9 +239,9 @@ class ChainSealer:
     def _note_signer(self, signer) -> NoteSigner:
         # the signer as the chain's note key, kept while the schedule hands out the same signer: a NoteSigner
         # caches the key hash each note signature names (derived from the public key, once per key)
-        kept = self._kept_note_signer
+        kept = self._kept_note_signers.get(signer.key_id)
         if kept is None or kept[0] is not signer:
-            kept = self._kept_note_signer = (signer, NoteSigner(self.origin, _NoteKey(signer)))  # type: ignore[arg-type]
+            kept = self._kept_note_signers[signer.key_id] = (signer, NoteSigner(self.origin, _NoteKey(signer)))  # type: ignore[arg-type]
         return kept[1]
 
     def _refusal(self, value: bytes | None) -> str | None:

@@ -365,6 +365,8 @@ class ArchiveVerifier:
     # verify --policy: a WitnessAudit per archive, checking heads and cosignatures against the witness policy
     witness_audit: Callable[[int, int], WitnessAudit] | None = None
     _witness: WitnessAudit | None = field(default=None, init=False, repr=False)
+    # objects whose only findings wait for the witness audit: (name, those findings)
+    _pending_objects: list[tuple[str, list[Violation]]] = field(default_factory=list, init=False, repr=False)
 
     def _auditor(self, scope: str = "") -> ChainAuditor:
         as_of = self.as_of_micros if self.as_of_micros is not None else time.time_ns() // 1000
@@ -400,7 +402,13 @@ class ArchiveVerifier:
         # the end of one archive's objects: its chains' tails and heads are judged, then reported
         auditor.finish()
         if self._witness is not None:
-            auditor.violations.extend(self._witness.finish())
+            found = self._witness.finish()
+            auditor.violations.extend(self._witness.confirmed())
+            for _, held in self._pending_objects:
+                if not any(self._witness.confirms(v) for v in held):
+                    report.objects_valid += 1  # its one finding was withdrawn
+            self._pending_objects = []
+            auditor.violations.extend(found)
             auditor.notices.extend(self._witness.notices)
             self._witness = None
         report.absorb(auditor, scope)
@@ -413,11 +421,18 @@ class ArchiveVerifier:
                 self.progress(report.objects, entry.name)
             before = report.violation_total + len(auditor.violations)
             self._verify_entry(entry, report, auditor, codecs, last_end)
-            if report.violation_total + len(auditor.violations) == before:
-                report.objects_valid += 1
+            # verify --policy: a head reported for its key's compromise waits for the witnesses' word (a quorum
+            # cosignature from before the compromise withdraws the report: WitnessAudit.finish)
+            deferred = [v for v in auditor.violations if self._witness is not None and self._witness.defers(v)]
+            if report.violation_total + len(auditor.violations) - len(deferred) == before:
+                if deferred:
+                    self._pending_objects.append((entry.name, deferred))
+                else:
+                    report.objects_valid += 1
             # chain violations are moved into the report as they come, keeping the auditor small
             for violation in auditor.violations:
-                report.add(violation)
+                if not any(violation is held for held in deferred):
+                    report.add(violation)
             auditor.violations.clear()
 
     def _account_for_everything(self, source, report: Report) -> None:
@@ -589,7 +604,10 @@ class ArchiveVerifier:
             mark = len(auditor.violations)
             auditor.head(record, location)
             if self._witness is not None:
-                self._witness.head(record, location, all(v.kind == ViolationKind.LOGGING_GAP
+                # a head reported only for its key's compromise still has a verified root: the witnesses may
+                # show it existed before the compromise
+                self._witness.head(record, location, all(v.kind in (ViolationKind.LOGGING_GAP,
+                                                                    ViolationKind.COMPROMISED_KEY)
                                                          for v in auditor.violations[mark:]))
             return
         if kind == COSIGNATURE_KIND:  # the witnesses' word: checked with verify --policy

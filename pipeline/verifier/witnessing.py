@@ -18,6 +18,10 @@ a :class:`WitnessAudit` reports under a C2SP tlog-policy (log keys, witnesses, q
 - ``compromised_key`` (keyring revocation, ``auditseal keys revoke --compromised-since TIME``): a head signed by
   a compromised key with a time before TIME that no quorum cosigned at a time before TIME covers; a head's
   time is the signer's claim, the witnesses' is theirs: only it shows the head existed before the compromise.
+  The other way round, a head claiming a time at or after TIME (which the chain auditor reports) that such a
+  cosignature covers existed before TIME (the signer's clock ran ahead): its report is withdrawn, with a
+  ``compromised_key_vouched`` notice. So a head of a revoked key is flagged exactly when no quorum cosignature
+  older than TIME covers it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ WITNESS_FORK = "witness_fork"
 WITNESSED_TAIL_TRUNCATED = "tail_truncated"
 BAD_COSIGNATURE = "bad_cosignature"
 WITNESSED_HEAD_UNCHECKED = "witnessed_head_unchecked"  # a notice: no head of that size in the archive to compare
+COMPROMISED_KEY_VOUCHED = "compromised_key_vouched"  # a notice: a head the witnesses saw before its key's compromise
 _ROOTS_KEPT = 200_000  # per chain: the newest verified heads' roots a later cosignature record may name
 
 
@@ -125,6 +130,8 @@ class _ChainWitnessing:
     # heads of a compromised key claimed before its compromise: (size, issued, where, key id, compromised since)
     claimed_before: list[tuple[int, int, str, str, int]] = field(default_factory=list)
     cosigned_times: list[tuple[int, int]] = field(default_factory=list)  # (size, quorum time) of cosigned heads
+    # heads of a compromised key claimed at or after its compromise (reported by the chain auditor): as above
+    claimed_after: list[tuple[int, int, str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +147,8 @@ class WitnessAudit:
     notices: list[Violation] = field(default_factory=list)
     chains: dict[str, _ChainWitnessing] = field(default_factory=dict)
     cosignatures_checked: int = 0
+    _vouched: set[tuple[str, str]] = field(default_factory=set)  # (chain id, location) of vouched heads
+    _deferred: list[Violation] = field(default_factory=list)  # the chain auditor's compromised-head reports
 
     def _chain(self, chain_id: str) -> _ChainWitnessing:
         chain = self.chains.get(chain_id)
@@ -163,8 +172,9 @@ class WitnessAudit:
         if size > chain.covered:
             chain.uncovered.append((size, issued, location))
         key = self.keyring.get(record["key_id"])
-        if key is not None and key.compromised_since_micros is not None and issued < key.compromised_since_micros:
-            chain.claimed_before.append((size, issued, location, key.key_id, key.compromised_since_micros))
+        if key is not None and key.compromised_since_micros is not None:
+            claimed = chain.claimed_before if issued < key.compromised_since_micros else chain.claimed_after
+            claimed.append((size, issued, location, key.key_id, key.compromised_since_micros))
 
     def cosignature(self, record: Mapping[str, Any], location: str) -> None:
         """One cosignature record of the archive."""
@@ -247,11 +257,40 @@ class WitnessAudit:
                     f"({self.policy.quorum}) cosigned (largest cosigned size: "
                     f"{chain.covered if chain.covered >= 0 else 'none'}); the oldest is "
                     f"{(self.as_of_micros - issued) / 1e6:.0f} s old: the witnesses refused or never saw this history"))
+            for size, issued, location, key_id, since in chain.claimed_after:
+                if self._cosigned_before(chain, size, since):
+                    self._vouched.add((chain_id, location))
+                    self.notices.append(Violation(
+                        COMPROMISED_KEY_VOUCHED, chain_id, size - 1, location,
+                        f"tree head of size {size} signed by key {key_id}, compromised since {since}, claims time "
+                        f"{issued}, yet a head the quorum cosigned before {since} covers it: it existed before the "
+                        "compromise (the signer's clock ran ahead), so it is not reported"))
             for size, issued, location, key_id, since in chain.claimed_before:
-                if not any(s >= size and t * 1_000_000 < since for s, t in chain.cosigned_times):
+                if not self._cosigned_before(chain, size, since):
                     self.violations.append(Violation(
                         ViolationKind.COMPROMISED_KEY, chain_id, size - 1, location,
                         f"tree head of size {size} signed by key {key_id}, compromised since {since}, claims time "
                         f"{issued} before that, and no head cosigned by the quorum before {since} covers it: it may "
                         "have been backdated"))
         return self.violations
+
+    @staticmethod
+    def _cosigned_before(chain: _ChainWitnessing, size: int, since: int) -> bool:
+        # a head of at least this size that the quorum cosigned before `since` (cosignature times are seconds)
+        return any(s >= size and t * 1_000_000 < since for s, t in chain.cosigned_times)
+
+    def defers(self, violation: Violation) -> bool:
+        """Whether the chain auditor's ``violation`` is a ``compromised_key`` report of a tree head, which waits for
+        :meth:`finish` (a quorum cosignature older than the compromise withdraws it); it is then held here."""
+        if violation.kind != ViolationKind.COMPROMISED_KEY or not violation.detail.startswith("tree head "):
+            return False
+        self._deferred.append(violation)
+        return True
+
+    def confirms(self, violation: Violation) -> bool:
+        """After :meth:`finish`: whether a deferred report stands (no cosignature showed the head was earlier)."""
+        return (violation.chain_id, violation.location) not in self._vouched
+
+    def confirmed(self) -> list[Violation]:
+        """After :meth:`finish`: the deferred reports that stand."""
+        return [v for v in self._deferred if self.confirms(v)]

@@ -128,6 +128,27 @@ def test_a_revoked_key_s_heads_need_a_cosignature_from_before_the_compromise(tmp
     assert _verify(tmp_path / "early", early, keyring).intact
 
 
+def test_a_revoked_key_s_head_claimed_after_the_compromise_is_not_flagged_if_cosigned_before_it(tmp_path):
+    # the signer's clock ran ahead: the heads claim 60..62 s, after the compromise at 50 s
+    values, _ = _seal([(5, 60), (5, 61), (5, 62)])
+    keyring = _keyring().revoke(KEY.key_id, START + 50 * SECOND)
+    # the witness cosigned the newest head at 70 s: nothing shows they existed before 50 s, all are flagged
+    late = _verify(tmp_path / "late", [*values, _cosign(_heads(values)[-1], 70)], keyring)
+    heads = [v for v in late.violations if v.kind == "compromised_key" and v.detail.startswith("tree head")]
+    assert len(heads) == 3 and all("after its compromise" in v.detail for v in heads)
+    # cosigned at 40 s, before the compromise: the heads existed then, none of them is flagged; the checkpoints
+    # are still judged by their own time
+    early = _verify(tmp_path / "early", [*values, _cosign(_heads(values)[-1], 40)], keyring)
+    assert not [v for v in early.violations if v.detail.startswith("tree head")]
+    assert early.violation_counts == {"compromised_key": 3}  # the three checkpoints
+    vouched = [n for n in early.notices if n.kind == "compromised_key_vouched"]
+    assert len(vouched) == 3 and "existed before the compromise" in vouched[0].detail
+    # a head the cosigned one does not cover (larger) stays flagged
+    partly = _verify(tmp_path / "partly", [*values, _cosign(_heads(values)[1], 40)], keyring)
+    flagged = [v for v in partly.violations if v.detail.startswith("tree head")]
+    assert [v.seq for v in flagged] == [14]
+
+
 def test_verify_policy_on_the_command_line(tmp_path, capsys):
     values, _ = _seal([(5, 1)])
     _archive(tmp_path / "archive", values)
