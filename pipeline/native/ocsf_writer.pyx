@@ -10,7 +10,14 @@ UTF-8; a negative source coordinate; duplicate attribute keys) :meth:`EventWrite
 None and the caller maps the record with the readable reference, which decides and words the
 outcome. The constant pieces (class names, severities, fingerprint keys) are given by
 :mod:`pipeline.siem.fast`, which derives them from the reference's own tables.
-tests/differential/test_ocsf_writer.py holds the two equal.
+
+:meth:`EventWriter.render_sealed_batch` is the production path of a batch made of sealed events
+only (what the sealer writes between two checkpoints): it takes the SealedEvent values as they were
+read, decodes them, checks their sequence against the checkpoint, builds the batch's Merkle tree
+(libcrypto's SHA-256 into one buffer, every node hexed once) and writes each event with its audit
+path, no Python object per record but the document; anything it does not take returns None and the
+batch is mapped record by record (:meth:`EventWriter.render`, the reference for what that declines).
+tests/differential/test_ocsf_writer.py holds both equal to the reference.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING

@@ -133,7 +133,10 @@ class PartitionMapper:
     both formats hold the same records at the same moment. Documents are released as
     :class:`Document` (JSON bytes). In the ``ocsf`` format, events are written by the compiled
     :mod:`pipeline.native.ocsf_writer` where it can (``native``; the same bytes, held equal by the
-    differential tests), everything else by the readable mapping.
+    differential tests), everything else by the readable mapping: a batch of sealed events only is
+    held as its raw values and rendered in one call at its checkpoint; a batch with any other record
+    (a rejection, a gap, an unreadable value), or one the writer declines, is read and mapped record
+    by record, each event by the writer unless it declines it too.
     """
 
     def __init__(self, topic: str, partition: int, *, format: str = "ocsf", product_version: str | None = None,
