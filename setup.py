@@ -26,7 +26,7 @@ class BuildWithSchemas(build_py):
             shutil.copyfile(schema, target / schema.name)
 
 # modules that call a system library directly (its headers are needed to build: OpenSSL's are Debian's libssl-dev)
-LIBRARIES = {"merkle_native": ["crypto"]}
+LIBRARIES = {"merkle_native": ["crypto"], "ocsf_writer": ["crypto"]}
 
 extensions = [
     Extension(f"pipeline.native.{source.stem}", [source.as_posix()], extra_compile_args=["-O2"],

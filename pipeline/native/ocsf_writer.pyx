@@ -10,18 +10,36 @@ UTF-8; a negative source coordinate; duplicate attribute keys) :meth:`EventWrite
 None and the caller maps the record with the readable reference, which decides and words the
 outcome. The constant pieces (class names, severities, fingerprint keys) are given by
 :mod:`pipeline.siem.fast`, which derives them from the reference's own tables.
-tests/differential/test_ocsf_writer.py holds the two equal.
+
+:meth:`EventWriter.render_sealed_batch` is the production path of a batch made of sealed events
+only (what the sealer writes between two checkpoints): it takes the SealedEvent values as they were
+read, decodes them, checks their sequence against the checkpoint, builds the batch's Merkle tree
+(libcrypto's SHA-256 into one buffer, every node hexed once) and writes each event with its audit
+path, no Python object per record but the document; anything it does not take returns None and the
+batch is mapped record by record (:meth:`EventWriter.render`, the reference for what that declines).
+tests/differential/test_ocsf_writer.py holds both equal to the reference.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport INT32_MAX, int64_t, uint64_t
-from libc.stdlib cimport free, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
 from pipeline.native.varint cimport read_long
 
 import hashlib
+
+cdef extern from *:
+    """
+    #define OPENSSL_SUPPRESS_DEPRECATED 1
+    #include <openssl/sha.h>
+    """
+    ctypedef struct SHA256_CTX:
+        pass
+    int SHA256_Init(SHA256_CTX* c) nogil
+    int SHA256_Update(SHA256_CTX* c, const void* data, size_t length) nogil
+    int SHA256_Final(unsigned char* md, SHA256_CTX* c) nogil
 
 cdef enum:
     MAX_ATTRIBUTES = 64
@@ -164,9 +182,9 @@ cdef inline int put_field(Buf* b, const unsigned char* event, Str s) except -1:
     return put_string(b, event + s.start, s.length)
 
 
-cdef int put_hex(Buf* b, bytes value) except -1:
-    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(value)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i
+cdef int put_hex_raw(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
+    # "<hex>" of n bytes
+    cdef Py_ssize_t i
     reserve(b, 2 * n + 2)
     b.data[b.size] = b'"'
     for i in range(n):
@@ -175,6 +193,10 @@ cdef int put_hex(Buf* b, bytes value) except -1:
     b.data[b.size + 1 + 2 * n] = b'"'
     b.size += 2 * n + 2
     return 0
+
+
+cdef inline int put_hex(Buf* b, bytes value) except -1:
+    return put_hex_raw(b, <const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
 
 
 cdef int put_base64(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
@@ -241,6 +263,22 @@ cdef bint valid_utf8(const unsigned char* s, Py_ssize_t n) noexcept nogil:
         else:
             return False
     return True
+
+
+cdef struct Sealed:
+    # A SealedEvent's values as the writer renders them: pointers into bytes the caller keeps alive.
+    const unsigned char* chain   # chain_id, UTF-8
+    Py_ssize_t chain_length
+    int64_t seq
+    const unsigned char* prev_hash
+    Py_ssize_t prev_hash_length
+    const unsigned char* hash
+    Py_ssize_t hash_length
+    int64_t partition
+    int64_t source_offset
+    int64_t source_micros
+    const unsigned char* event   # the nested AuditEvent's single-object bytes
+    Py_ssize_t event_length
 
 
 cdef struct Event:
@@ -538,6 +576,112 @@ def audit_paths(list levels):
     return paths
 
 
+cdef struct Tree:
+    # A batch's Merkle tree (merkle.tree_levels' levels, leaves first) in two C buffers: each node's 32 bytes
+    # and its 64 hex digits, level d at node index starts[d] with counts[d] nodes; depth = levels - 1
+    unsigned char* nodes
+    char* hex
+    Py_ssize_t starts[65]
+    Py_ssize_t counts[65]
+    int depth
+
+
+cdef inline void prefixed_sha256(unsigned char prefix, const unsigned char* a, const unsigned char* b,
+                                 unsigned char* out) noexcept nogil:
+    # SHA-256(prefix || a || b), b optional (NULL): the RFC 6962 leaf (0x00) and node (0x01) hashes
+    cdef SHA256_CTX context
+    SHA256_Init(&context)
+    SHA256_Update(&context, &prefix, 1)
+    SHA256_Update(&context, a, 32)
+    if b != NULL:
+        SHA256_Update(&context, b, 32)
+    SHA256_Final(out, &context)
+
+
+cdef int build_tree(Tree* t, Sealed* entries, Py_ssize_t n) except -1:
+    # merkle.tree_levels of the record leaf hashes of n >= 1 entries' 32-byte hashes: a level's odd last node
+    # is carried up unchanged
+    cdef Py_ssize_t count = n, total = 0, j, i
+    cdef unsigned char* level
+    cdef unsigned char* parents
+    cdef int d = 0
+    while True:
+        t.starts[d], t.counts[d] = total, count
+        total += count
+        if count == 1:
+            break
+        count = (count + 1) // 2
+        d += 1
+    t.depth = d
+    t.nodes = <unsigned char*>malloc(total * 32)
+    t.hex = <char*>malloc(total * 64)
+    if t.nodes == NULL or t.hex == NULL:
+        raise MemoryError()
+    for j in range(n):
+        prefixed_sha256(0, entries[j].hash, NULL, t.nodes + 32 * j)
+    for d in range(t.depth):
+        level, parents = t.nodes + 32 * t.starts[d], t.nodes + 32 * t.starts[d + 1]
+        count = t.counts[d]
+        for j in range(0, count - 1, 2):
+            prefixed_sha256(1, level + 32 * j, level + 32 * (j + 1), parents + 32 * (j // 2))
+        if count % 2:
+            memcpy(parents + 32 * (count // 2), level + 32 * (count - 1), 32)
+    for j in range(total * 32):
+        i = 2 * j
+        t.hex[i] = HEX[t.nodes[j] >> 4]
+        t.hex[i + 1] = HEX[t.nodes[j] & 15]
+    return 0
+
+
+cdef int put_audit_path(Buf* b, Tree* t, Py_ssize_t index) except -1:
+    # the JSON array audit_paths writes for leaf index: the sibling on each level below the root, where there is one
+    cdef Py_ssize_t at = index, sibling
+    cdef int d, count = 0
+    reserve(b, 2 + 67 * t.depth)
+    put_char(b, b'[')
+    for d in range(t.depth):
+        sibling = at ^ 1
+        if sibling < t.counts[d]:
+            if count:
+                put_char(b, b',')
+            put_char(b, b'"')
+            put(b, t.hex + 64 * (t.starts[d] + sibling), 64)
+            put_char(b, b'"')
+            count += 1
+        at >>= 1
+    put_char(b, b']')
+    return 0
+
+
+cdef bint read_sealed(const unsigned char* data, Py_ssize_t end, Sealed* s) noexcept nogil:
+    # A SealedEvent v1 body after its 10-byte header: True only if it ends exactly at end, the chain id is
+    # UTF-8 and source_partition an Avro int
+    cdef Py_ssize_t p = 10
+    cdef int64_t n
+    if not read_long(data, &p, end, &n) or n < 0 or n > end - p or not valid_utf8(data + p, <Py_ssize_t>n):
+        return False
+    s.chain, s.chain_length = data + p, <Py_ssize_t>n
+    p += <Py_ssize_t>n
+    if not read_long(data, &p, end, &s.seq):
+        return False
+    if not read_long(data, &p, end, &n) or n < 0 or n > end - p:
+        return False
+    s.prev_hash, s.prev_hash_length = data + p, <Py_ssize_t>n
+    p += <Py_ssize_t>n
+    if not read_long(data, &p, end, &n) or n < 0 or n > end - p:
+        return False
+    s.hash, s.hash_length = data + p, <Py_ssize_t>n
+    p += <Py_ssize_t>n
+    if not (read_long(data, &p, end, &s.partition) and -2147483648 <= s.partition <= 2147483647
+            and read_long(data, &p, end, &s.source_offset) and read_long(data, &p, end, &s.source_micros)):
+        return False
+    if not read_long(data, &p, end, &n) or n < 0 or n > end - p:
+        return False
+    s.event, s.event_length = data + p, <Py_ssize_t>n
+    p += <Py_ssize_t>n
+    return p == end
+
+
 cdef class EventWriter:
     """``render(fields, offset, timestamp_ms, signature, checkpoint, leaf_index, tree_size, audit_path,
     evidence_error)`` -> ``(json bytes, class_uid, time_ms)`` of one sealed event, or None (module docstring).
@@ -607,30 +751,102 @@ cdef class EventWriter:
         """:func:`audit_paths` (the JSON audit path of every leaf, for :meth:`render`)."""
         return audit_paths(levels)
 
+    def render_sealed_batch(self, list raw, bytes sealed_header, int64_t first_seq, int64_t last_seq,
+                            bytes merkle_root, bytes signature, bytes checkpoint, document):
+        """The documents of a whole batch read as raw values, or None: ``raw`` holds ``(offset, timestamp_ms,
+        value)`` of every record held before the checkpoint ``first_seq..last_seq`` (root ``merkle_root``;
+        ``signature`` and ``checkpoint`` its OCSF signature and evidence as JSON bytes), each value a
+        SealedEvent with ``sealed_header``. The writer decodes each value, checks that the entries are exactly
+        first_seq..last_seq with 32-byte hashes rooting to merkle_root, builds the tree (libcrypto SHA-256)
+        and renders every event with its audit path: ``document(json, class_uid, time_ms, False)`` each, in
+        order. None at the first thing it does not take (a damaged or unusual value, another sequence, another
+        root, an event it declines): the caller then maps the batch record by record, which decides and words
+        the outcome."""
+        cdef Py_ssize_t n = len(raw), i, header = PyBytes_GET_SIZE(sealed_header)
+        cdef Sealed* entries
+        cdef Tree tree
+        cdef bytes value
+        cdef list out = []
+        if n == 0 or last_seq - first_seq != n - 1 or PyBytes_GET_SIZE(merkle_root) != 32 or header != 10:
+            return None
+        new = tuple.__new__
+        entries = <Sealed*>malloc(n * sizeof(Sealed))
+        if entries == NULL:
+            raise MemoryError()
+        tree.nodes, tree.hex = NULL, NULL
+        try:
+            for i in range(n):
+                item = <tuple>raw[i]
+                value = <bytes>item[2]
+                if PyBytes_GET_SIZE(value) < 10 or memcmp(PyBytes_AS_STRING(value), PyBytes_AS_STRING(sealed_header),
+                                                          10) != 0:
+                    return None
+                if not read_sealed(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                                   &entries[i]) or entries[i].seq != first_seq + i or entries[i].hash_length != 32:
+                    return None
+            build_tree(&tree, entries, n)
+            if memcmp(tree.nodes + 32 * tree.starts[tree.depth], PyBytes_AS_STRING(merkle_root), 32) != 0:
+                return None
+            for i in range(n):
+                item = <tuple>raw[i]
+                rendered = self._render(&entries[i], item[0], item[1], signature, checkpoint, i, n, None, &tree, None)
+                if rendered is None:
+                    return None
+                out.append(new(document, (rendered[0], rendered[1], rendered[2], False)))
+            return out
+        finally:
+            free(entries)
+            free(tree.nodes)
+            free(tree.hex)
+
     def render(self, tuple fields, int64_t offset, timestamp_ms, signature, checkpoint, Py_ssize_t leaf_index,
                Py_ssize_t tree_size, bytes audit_path, evidence_error):
+        cdef Sealed sealed
+        cdef bytes chain, event
+        if len(fields) != 8 or type(fields[7]) is not bytes or type(fields[0]) is not str \
+                or type(fields[2]) is not bytes or type(fields[3]) is not bytes:
+            return None
+        try:
+            chain = (<str>fields[0]).encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: orjson refuses it in the reference, which raises
+        event = fields[7]
+        sealed.chain, sealed.chain_length = <const unsigned char*>PyBytes_AS_STRING(chain), PyBytes_GET_SIZE(chain)
+        sealed.seq = fields[1]
+        sealed.prev_hash = <const unsigned char*>PyBytes_AS_STRING(<bytes>fields[2])
+        sealed.prev_hash_length = PyBytes_GET_SIZE(<bytes>fields[2])
+        sealed.hash = <const unsigned char*>PyBytes_AS_STRING(<bytes>fields[3])
+        sealed.hash_length = PyBytes_GET_SIZE(<bytes>fields[3])
+        sealed.partition, sealed.source_offset, sealed.source_micros = fields[4], fields[5], fields[6]
+        sealed.event, sealed.event_length = <const unsigned char*>PyBytes_AS_STRING(event), PyBytes_GET_SIZE(event)
+        return self._render(&sealed, offset, timestamp_ms, signature, checkpoint, leaf_index, tree_size, audit_path,
+                            NULL, evidence_error)
+
+    cdef object _render(self, Sealed* sealed, int64_t offset, object timestamp_ms, object signature,
+                        object checkpoint, Py_ssize_t leaf_index, Py_ssize_t tree_size, object audit_path,
+                        Tree* tree, object evidence_error):
+        # (json, class_uid, time_ms) of one sealed event, or None; the audit path is audit_path (its JSON) or,
+        # with tree, leaf leaf_index's path in that tree
         cdef Event e
         cdef Buf* b = &self.buf
-        cdef const unsigned char* ev
-        cdef Py_ssize_t size, header_size = 10, verb_start, i
+        cdef const unsigned char* ev = sealed.event
+        cdef const unsigned char* chain = sealed.chain
+        cdef Py_ssize_t chain_length = sealed.chain_length
+        cdef Py_ssize_t size = sealed.event_length, header_size = 10, verb_start, i
         cdef int64_t seq, partition, source_offset, source_micros, time_ms, class_uid
-        cdef bytes event, chain, head
+        cdef bytes head
         cdef object protected
         cdef int endpoint
-        if len(fields) != 8 or type(fields[7]) is not bytes or type(fields[0]) is not str:
-            return None
-        event = fields[7]
-        size = PyBytes_GET_SIZE(event)
         if size < header_size:
             return None
-        protected = self.headers.get(event[:header_size])
+        protected = self.headers.get(PyBytes_FromStringAndSize(<const char*>ev, header_size))
         if protected is None:
             return None
-        ev = <const unsigned char*>PyBytes_AS_STRING(event)
         if not read_event(ev, header_size, size, protected, &e):
             return None
         endpoint = endpoint_kind(ev, e.source_ip)
-        seq, partition, source_offset, source_micros = fields[1], fields[4], fields[5], fields[6]
+        seq, partition, source_offset, source_micros = (sealed.seq, sealed.partition, sealed.source_offset,
+                                                         sealed.source_micros)
         if partition < 0 or partition > INT32_MAX or source_offset < 0 or source_micros < 0:
             return None  # the reference's payload packing refuses these: it raises, not this path
         verb_start = e.action.start
@@ -645,7 +861,6 @@ cdef class EventWriter:
         if class_uid != AUTHENTICATION and self._is_alert(ev, &e):
             return None  # a Detection Finding: the reference writes it
         try:
-            chain = (<str>fields[0]).encode("utf-8")
             error = None if evidence_error is None else (<str>evidence_error).encode("utf-8")
         except UnicodeEncodeError:
             return None  # a lone surrogate: orjson refuses it in the reference, which raises
@@ -659,7 +874,7 @@ cdef class EventWriter:
         put_bytes(b, <bytes>self.severity[e.status])
         put_bytes(b, self.metadata_open)
         put_char(b, b'"')
-        put_escaped(b, <const unsigned char*>PyBytes_AS_STRING(chain), PyBytes_GET_SIZE(chain))
+        put_escaped(b, chain, chain_length)
         put_char(b, b':')
         put_int(b, seq)
         put_char(b, b'"')
@@ -726,34 +941,34 @@ cdef class EventWriter:
 
         # the record_integrity attestation (ocsf._entry_attestation)
         put_bytes(b, b',"attestation_list":[{"uid":')
-        self._uid(chain, seq)
+        self._uid(chain, chain_length, seq)
         put_bytes(b, b',"authority_uid":')
         put_bytes(b, self.authority)
         put_bytes(b, b',"chain_uid":')
-        put_string(b, <const unsigned char*>PyBytes_AS_STRING(chain), PyBytes_GET_SIZE(chain))
+        put_string(b, chain, chain_length)
         put_bytes(b, b',"fingerprint":')
-        self._fingerprint(fields[3])
+        self._fingerprint(sealed.hash, sealed.hash_length)
         if seq > 0:
             put_bytes(b, b',"prev_event":{"uid":')
-            self._uid(chain, seq - 1)
+            self._uid(chain, chain_length, seq - 1)
             put_bytes(b, b',"fingerprint":')
-            self._fingerprint(fields[2])
+            self._fingerprint(sealed.prev_hash, sealed.prev_hash_length)
             put_char(b, b'}')
         if signature is not None:
             put_bytes(b, b',"signatures":[')
-            put_bytes(b, signature)
+            put_bytes(b, <bytes>signature)
             put_char(b, b']')
         put_bytes(b, b'}]')
 
         # unmapped.auditseal (ocsf._entry_evidence)
         put_bytes(b, b',"unmapped":{"auditseal":{"version":1,"kind":"event","chain_id":')
-        put_string(b, <const unsigned char*>PyBytes_AS_STRING(chain), PyBytes_GET_SIZE(chain))
+        put_string(b, chain, chain_length)
         put_bytes(b, b',"seq":')
         put_int(b, seq)
         put_bytes(b, b',"prev_hash":')
-        put_hex(b, fields[2])
+        put_hex_raw(b, sealed.prev_hash, sealed.prev_hash_length)
         put_bytes(b, b',"hash":')
-        put_hex(b, fields[3])
+        put_hex_raw(b, sealed.hash, sealed.hash_length)
         put_bytes(b, b',"entry":"')
         self._entry(partition, source_offset, source_micros, ev, size)
         put_bytes(b, b'","source":{"partition":')
@@ -771,13 +986,16 @@ cdef class EventWriter:
         put_char(b, b'}')
         if checkpoint is not None:
             put_bytes(b, b',"checkpoint":')
-            put_bytes(b, checkpoint)
+            put_bytes(b, <bytes>checkpoint)
             put_bytes(b, b',"inclusion":{"leaf_index":')
             put_int(b, leaf_index)
             put_bytes(b, b',"tree_size":')
             put_int(b, tree_size)
             put_bytes(b, b',"audit_path":')
-            put_bytes(b, audit_path)
+            if tree != NULL:
+                put_audit_path(b, tree, leaf_index)
+            else:
+                put_bytes(b, <bytes>audit_path)
             put_char(b, b'}')
         if error is not None:
             put_bytes(b, b',"evidence_error":')
@@ -841,19 +1059,18 @@ cdef class EventWriter:
         put_char(b, b'}')
         return 0
 
-    cdef int _uid(self, bytes chain, int64_t seq) except -1:
+    cdef int _uid(self, const unsigned char* chain, Py_ssize_t chain_length, int64_t seq) except -1:
         cdef Buf* b = &self.buf
         put_char(b, b'"')
-        put_escaped(b, <const unsigned char*>PyBytes_AS_STRING(chain), PyBytes_GET_SIZE(chain))
+        put_escaped(b, chain, chain_length)
         put_char(b, b':')
         put_int(b, seq)
         put_char(b, b'"')
         return 0
 
-    cdef int _fingerprint(self, bytes digest) except -1:
+    cdef int _fingerprint(self, const unsigned char* s, Py_ssize_t n) except -1:
         cdef Buf* b = &self.buf
-        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(digest)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(digest), i
+        cdef Py_ssize_t i
         put_bytes(b, self.fingerprint_open)
         reserve(b, 2 * n)
         for i in range(n):

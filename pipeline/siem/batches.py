@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -132,7 +133,10 @@ class PartitionMapper:
     both formats hold the same records at the same moment. Documents are released as
     :class:`Document` (JSON bytes). In the ``ocsf`` format, events are written by the compiled
     :mod:`pipeline.native.ocsf_writer` where it can (``native``; the same bytes, held equal by the
-    differential tests), everything else by the readable mapping.
+    differential tests), everything else by the readable mapping: a batch of sealed events only is
+    held as its raw values and rendered in one call at its checkpoint; a batch with any other record
+    (a rejection, a gap, an unreadable value), or one the writer declines, is read and mapped record
+    by record, each event by the writer unless it declines it too.
     """
 
     def __init__(self, topic: str, partition: int, *, format: str = "ocsf", product_version: str | None = None,
@@ -149,6 +153,13 @@ class PartitionMapper:
         self._held: list[_Held] = []
         self._writer = (fast.event_writer(topic, partition, product_version, event_codec or default_codec())
                         if native and format == "ocsf" else None)
+        # With the compiled writer, a batch's SealedEvent values are held as they came, (offset, timestamp_ms,
+        # value), until the checkpoint: the writer then renders the whole batch in one call. The first record of
+        # another kind spills them into _held (read as below) and the batch goes on record by record.
+        # (AUDITSEAL_SIEM_NATIVE=records keeps the writer record by record: bench.siem's baseline of this)
+        self._sealed_header = (self._codecs.event.header if self._writer is not None
+                               and os.environ.get("AUDITSEAL_SIEM_NATIVE") != "records" else None)
+        self._raw: list[tuple[int, int | None, bytes]] | None = [] if self._sealed_header is not None else None
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
                        for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, COSIGNATURE_KIND)}
@@ -156,15 +167,21 @@ class PartitionMapper:
     @property
     def held(self) -> int:
         """Records read and not yet released (waiting for their checkpoint)."""
-        return len(self._held)
+        return len(self._held) + (len(self._raw) if self._raw else 0)
 
     @property
     def first_held_offset(self) -> int | None:
         """Offset of the oldest record not yet released (where a restart must read again)."""
+        if self._raw:
+            return self._raw[0][0]  # raw values always precede what a spill put in _held
         return self._held[0].offset if self._held else None
 
     def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[Document]:
         """Read one record; returns the documents of the batch it completes (a checkpoint), else []."""
+        raw = self._raw
+        if raw is not None and value[:HEADER_SIZE] == self._sealed_header:
+            raw.append((offset, timestamp_ms, value))
+            return []
         held = self._read(offset, timestamp_ms, value)
         if held.kind == CHECKPOINT_KIND:
             return self._release(held)
@@ -172,18 +189,34 @@ class PartitionMapper:
             # a tree head is integrity metadata over the chain, not an event: it is not forwarded (the README's
             # SIEM section says so); it stays on audit.sealed and in the archive, where verifiers read it
             return []
+        self._spill()
         self._held.append(held)
         return []
 
     def flush(self) -> list[Document]:
         """Release what is held without a checkpoint (the end of an export): entries without signatures."""
+        self._spill()
         documents = self._render(self._held, "no checkpoint covers this entry yet in what was read")
         self._held = []
+        self._restart_raw()
         return documents
 
     def reset(self) -> None:
         """Forget what is held (the partition was revoked, or a transaction failed: it will be read again)."""
         self._held = []
+        self._restart_raw()
+
+    def _spill(self) -> None:
+        # the batch goes on record by record: the raw values held so far are read as any record is
+        raw = self._raw
+        if raw is None:
+            return
+        self._raw = None
+        if raw:
+            self._held[:0] = [self._read(offset, timestamp_ms, value) for offset, timestamp_ms, value in raw]
+
+    def _restart_raw(self) -> None:
+        self._raw = [] if self._sealed_header is not None else None
 
     # ---- reading ------------------------------------------------------------------------------------
     def _read(self, offset: int, timestamp_ms: int | None, value: bytes) -> _Held:
@@ -220,8 +253,21 @@ class PartitionMapper:
 
     # ---- releasing ----------------------------------------------------------------------------------
     def _release(self, checkpoint: _Held) -> list[Document]:
-        held, self._held = self._held, []
         record = checkpoint.record
+        raw = self._raw
+        if raw and not self._held:
+            # the whole batch in one call of the compiled writer; None: record by record, as below
+            covering = ocsf.covering_checkpoint(record, checkpoint.position)
+            documents = self._writer.render_sealed_batch(
+                raw, self._sealed_header, record["first_seq"], record["last_seq"], record["merkle_root"],
+                orjson.dumps(covering.signature), orjson.dumps(covering.evidence), Document)
+            if documents is not None:
+                self._restart_raw()
+                documents.append(self._document(self._checkpoint_document(checkpoint)))
+                return documents
+        self._spill()
+        self._restart_raw()
+        held, self._held = self._held, []
         entries = [h for h in held if h.seq is not None]
         seqs = [h.seq for h in entries]
         problem, levels = None, []

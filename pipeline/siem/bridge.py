@@ -148,12 +148,14 @@ class OcsfBridge:
         counts: dict[int, int] = {}
         unmapped: dict[int, int] = {}
         unsigned: dict[int, int] = {}
+        last: dict[int, int] = {}  # each partition's last offset read in this batch
         for message in messages:
             partition = message.partition()
             mapper = self.mappers.get(partition)
             if mapper is None:
                 continue  # revoked meanwhile: its next owner reads it
-            released = mapper.add(message.offset(), message.value(), message.timestamp()[1])
+            offset = last[partition] = message.offset()
+            released = mapper.add(offset, message.value(), message.timestamp()[1])
             if released:
                 out = documents.setdefault(partition, [])
                 for document in released:
@@ -164,8 +166,9 @@ class OcsfBridge:
                         unmapped[partition] = unmapped.get(partition, 0) + 1
                     elif document.unsigned:
                         unsigned[partition] = unsigned.get(partition, 0) + 1
-            held = mapper.first_held_offset
-            offsets[partition] = held if held is not None else message.offset() + 1
+        for partition, offset in last.items():
+            held = self.mappers[partition].first_held_offset
+            offsets[partition] = held if held is not None else offset + 1
         if not documents:
             self._report_held()
             return 0

@@ -332,3 +332,118 @@ def test_the_compiled_output_is_valid_ocsf():
     documents += mapper.flush()
     for document in documents[:300]:
         assert ocsf_errors(json.loads(document.json)) == [], document.json[:300]
+
+
+def _sealed_batch(events: list[dict], version, seq_base: int = 0) -> tuple[list[bytes], bytes]:
+    """The SealedEvent values of ``events`` (AuditEvent ``version``) sealed on one chain, and their checkpoint:
+    each sealed as an event whatever it holds (what the bridge may read, not what the sealer would accept)."""
+    key = SigningKey.from_seed(bytes(range(32)))
+    sealer = ChainSealer.resume("audit.raw/3", 3, key, None)
+    sealer._certainly_valid = lambda value: True  # type: ignore[method-assign]
+    values = [sealer.seal(_encode(event, version), seq_base + n, 1_767_225_600_000_000 + n).value
+              for n, event in enumerate(events)]
+    return values, sealer.checkpoint(1_767_225_601_000_000).value
+
+
+def _map(values: list[bytes], native: bool, first_offset: int = 0) -> list:
+    mapper = PartitionMapper(TOPIC, PARTITION, native=native, product_version="9.9")
+    documents = []
+    for offset, value in enumerate(values, first_offset):
+        documents += mapper.add(offset, value, None if offset % 2 else 1_767_225_600_000 + offset)
+    return documents + mapper.flush()
+
+
+def _writer_batch(values: list[bytes], checkpoint: bytes, **changes):
+    """render_sealed_batch of one whole batch as PartitionMapper calls it (``changes``: arguments altered)."""
+    mapper = PartitionMapper(TOPIC, PARTITION, product_version="9.9")
+    record = dict(zip(mapper._names[b"checkpoint"], mapper._codecs.decode_fields(checkpoint)[1], strict=False))
+    at = len(values)  # the checkpoint's offset and timestamp, as _map gives them
+    covering = ocsf.covering_checkpoint(record, ocsf.Position(TOPIC, PARTITION, at,
+                                                              None if at % 2 else 1_767_225_600_000 + at))
+    arguments = {"raw": [(offset, None if offset % 2 else 1_767_225_600_000 + offset, value)
+                         for offset, value in enumerate(values)],
+                 "sealed_header": mapper._sealed_header, "first_seq": record["first_seq"],
+                 "last_seq": record["last_seq"], "merkle_root": record["merkle_root"],
+                 "signature": orjson.dumps(covering.signature), "checkpoint": orjson.dumps(covering.evidence),
+                 "document": ocsf_document_type()}
+    arguments.update(changes)
+    return mapper._writer.render_sealed_batch(*arguments.values())
+
+
+def ocsf_document_type():
+    from pipeline.siem.batches import Document
+
+    return Document
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(nasty_events, min_size=1, max_size=40), version=st.sampled_from(sorted(VERSIONS)))
+def test_whole_batches_render_in_one_call_as_the_reference(batch, version):
+    batch = [event for event in batch if not _left_to_the_reference(plain_event_reader().decode(
+        _encode(event, VERSIONS[version])))] or [{**_plain_event(), "action": "doc.read"}]
+    values, checkpoint = _sealed_batch(batch, VERSIONS[version])
+    whole = _writer_batch(values, checkpoint)
+    assert whole is not None, "the writer declined a batch of events it writes"
+    expected = _map([*values, checkpoint], native=False)
+    assert [d.json for d in whole] == [d.json for d in expected[:-1]]
+    assert whole == expected[:-1]  # class, time and unsigned too
+    assert _map([*values, checkpoint], native=True) == expected
+
+
+def _plain_event() -> dict:
+    event = new_event(actor={"id": "u", "type": "USER"}, action="doc.read", resource={"type": "doc", "id": "d"},
+                      outcome={"status": "SUCCESS"}, source_service="svc")
+    return {**event, "event_id": str(event["event_id"]), "occurred_at": ocsf.micros(event["occurred_at"])}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 9, 255, 256, 257, 1000])
+def test_whole_batch_audit_paths_of_every_tree_shape(size):
+    values, checkpoint = _sealed_batch([_plain_event() for _ in range(size)], CODEC.schema)
+    whole = _writer_batch(values, checkpoint)
+    expected = _map([*values, checkpoint], native=False)
+    assert whole == expected[:-1]
+    for document in whole[:: max(1, size // 5)]:
+        inclusion = json.loads(document.json)["unmapped"]["auditseal"]["inclusion"]
+        assert inclusion["tree_size"] == size and len(inclusion["audit_path"]) <= size.bit_length()
+        assert ocsf_errors(json.loads(document.json)) == [], document.json[:300]
+
+
+def test_a_batch_the_writer_does_not_take_goes_record_by_record():
+    events = [_plain_event() for _ in range(12)]
+    values, checkpoint = _sealed_batch(events, CODEC.schema)
+    alert = CODEC.encode(new_event(actor={"id": "detector", "type": "SERVICE"}, action="alert.raised",
+                                   resource={"type": "principal", "id": "User:x"}, outcome={"status": "SUCCESS"},
+                                   source_service="auditseal-detector", attributes={"rule": "r"}))
+    key = SigningKey.from_seed(bytes(range(32)))
+    with_alert = ChainSealer.resume("audit.raw/3", 3, key, None)
+    alert_batch = [with_alert.seal(value, n, 1_767_225_600_000_000 + n).value
+                   for n, value in enumerate([_encode(events[0], CODEC.schema), alert])]
+    alert_checkpoint = with_alert.checkpoint(1_767_225_601_000_000).value
+    declined = {
+        "another root": _writer_batch(values, checkpoint, merkle_root=bytes(32)),
+        "another first seq": _writer_batch(values, checkpoint, first_seq=1, last_seq=12),
+        "an entry missing": _writer_batch(values[1:], checkpoint),
+        "a trailing byte": _writer_batch([*values[:5], values[5] + b"\x00", *values[6:]], checkpoint),
+        "a value cut short": _writer_batch([*values[:5], values[5][:-1], *values[6:]], checkpoint),
+        "another header": _writer_batch(values, checkpoint, sealed_header=bytes(10)),
+        "an alert": _writer_batch(alert_batch, alert_checkpoint),
+    }
+    assert {name: result for name, result in declined.items() if result is not None} == {}
+    # what the mapper publishes for each of them is the reference's, record by record
+    for stream in ([*values[1:], checkpoint], [*values[:5], values[5] + b"\x00", *values[6:], checkpoint],
+                   [*values[:5], values[5][:-1], *values[6:], checkpoint], [*alert_batch, alert_checkpoint],
+                   [*values, b"junk", checkpoint], [*values[:4], b"junk", *values[4:]]):
+        assert _map(stream, native=True) == _map(stream, native=False)
+
+
+def test_whole_batches_keep_the_committed_offset_and_held_count():
+    values, checkpoint = _sealed_batch([_plain_event() for _ in range(5)], CODEC.schema)
+    for native in (True, False):
+        mapper = PartitionMapper(TOPIC, PARTITION, native=native)
+        assert [mapper.add(10 + n, value) for n, value in enumerate(values)] == [[]] * 5
+        assert (mapper.held, mapper.first_held_offset) == (5, 10)
+        assert len(mapper.add(15, checkpoint)) == 6
+        assert (mapper.held, mapper.first_held_offset) == (0, None)
+        mapper.add(16, values[0])
+        mapper.reset()
+        assert (mapper.held, mapper.first_held_offset) == (0, None)

@@ -15,10 +15,10 @@ from pipeline.permissions.topology import Grant
 from tests.support.sealing import REPO, Topics
 
 
-def create_ocsf_topic(stack, topics: Topics) -> str:
+def create_ocsf_topic(stack, topics: Topics, suffix: str = "") -> str:
     """An OCSF topic beside a test's sealed topic (same partitions), and the siem-bridge and siem roles'
-    grants on both."""
-    ocsf_topic = topics.sealed.replace("test.sealed.", "test.ocsf.")
+    grants on both (``suffix``: a second one)."""
+    ocsf_topic = topics.sealed.replace("test.sealed.", "test.ocsf.") + suffix
     admin = AdminClient(KafkaSettings.from_env(stack.setup_env("kafka")).client_config())
     for future in admin.create_topics([NewTopic(ocsf_topic, num_partitions=topics.partitions,
                                                 replication_factor=1)]).values():
