@@ -14,7 +14,7 @@ prove consistency to the witness without keeping or re-reading the chain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.integrity.errors import MalformedInputError
@@ -88,7 +88,16 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
     Equal to `merkle.consistency_proof(all_leaves[:n], m)`; empty when m == 0 or no leaf was appended.
     """
     m = old.size
-    n = m + len(new_leaves)
+
+    def new_subtree(start: int, end: int) -> bytes:
+        return root_from_leaf_hashes(list(new_leaves[start - m : end - m]))
+
+    return _consistency_proof(old, m + len(new_leaves), new_subtree)
+
+
+def _consistency_proof(old: HistoryTree, n: int, new_subtree: Callable[[int, int], bytes]) -> list[bytes]:
+    # RFC 9162's SUBPROOF; `new_subtree(start, end)` is MTH of a range at or after the old size m
+    m = old.size
     if m == 0 or m == n:
         return []
     nodes = dict(zip(frontier_ranges(m), old.frontier, strict=False))
@@ -99,7 +108,7 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
             return nodes[(start, end)]
         if start < m:
             raise MalformedInputError(f"range [{start}, {end}) straddles the old size {m}")
-        return root_from_leaf_hashes(list(new_leaves[start - m : end - m]))
+        return new_subtree(start, end)
 
     proof: list[bytes] = []
 
@@ -120,6 +129,81 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
     subproof(m, 0, n, True)
     return proof
 
+
+@dataclass(frozen=True, slots=True)
+class AppendedRange:
+    """The compact range of the leaves [start, end) appended to a tree of size `start`: O(log n) hashes.
+
+    `nodes` are (width, root) of the maximal aligned perfect subtrees covering [start, end), left to right.
+    With the frontier at `start` it is all an RFC 9162 consistency proof from `start` to `end` needs
+    (:meth:`consistency_proof`), so a submitter can hold a lagging witness's backlog in O(log n) instead of
+    one hash per entry sealed while the witness is away.
+    """
+
+    start: int
+    end: int = -1
+    nodes: tuple[tuple[int, bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.end == -1:
+            object.__setattr__(self, "end", self.start)
+        if not 0 <= self.start <= self.end or sum(width for width, _ in self.nodes) != self.end - self.start:
+            raise MalformedInputError(f"an appended range [{self.start}, {self.end}) does not match its nodes")
+
+    def extended(self, leaf_hashes: Sequence[bytes]) -> AppendedRange:
+        """The range after appending these leaf hashes (each 32 bytes), in order."""
+        nodes = list(self.nodes)
+        position = self.end
+        for leaf in leaf_hashes:
+            if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+                raise MalformedInputError(f"a leaf hash must be {HASH_SIZE} bytes, found {leaf!r}")
+            width, value, left_start = 1, leaf, position
+            # merge with the left neighbour while both are siblings: same width, the left one aligned to twice it
+            while nodes and nodes[-1][0] == width and (left_start - width) % (2 * width) == 0 \
+                    and left_start - width >= self.start:
+                left_width, left = nodes.pop()
+                left_start -= left_width
+                width, value = width + left_width, node_hash(left, value)
+            nodes.append((width, value))
+            position += 1
+        return AppendedRange(self.start, position, tuple(nodes))
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH of leaves [start, end): a node of the range, or the right edge of it folded (end == self.end)."""
+        position, covering = self.start, []
+        for width, value in self.nodes:
+            if position >= start and position + width <= end:
+                covering.append(value)
+            elif position < start < position + width or position < end < position + width:
+                break
+            position += width
+        else:
+            if covering and (end == self.end or len(covering) == 1):
+                value = covering[-1]
+                for node in reversed(covering[:-1]):
+                    value = node_hash(node, value)
+                return value
+        raise MalformedInputError(f"range [{start}, {end}) is not a node or right edge of [{self.start}, {self.end})")
+
+    def applied_to(self, tree: HistoryTree) -> HistoryTree:
+        """The tree of size `end` from the tree of size `start` and this range."""
+        if tree.size != self.start:
+            raise MalformedInputError(f"a range from {self.start} applied to a tree of size {tree.size}")
+        stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(tree.size), tree.frontier,
+                                                                     strict=False)]
+        for width, value in self.nodes:
+            while stack and stack[-1][0] == width:
+                left_width, left = stack.pop()
+                width, value = width + left_width, node_hash(left, value)
+            stack.append((width, value))
+        return HistoryTree(self.end, tuple(value for _, value in stack))
+
+    def consistency_proof(self, old: HistoryTree) -> list[bytes]:
+        """PROOF(start, D[end]) of RFC 9162 2.1.4.1 from the frontier at `start` and this range alone; equal to
+        ``consistency_proof_from(old, leaves[start:end])``."""
+        if old.size != self.start:
+            raise MalformedInputError(f"a range from {self.start} proves from size {self.start}, not {old.size}")
+        return _consistency_proof(old, self.end, self.subtree)
 
 
 def extended_by_records(tree: HistoryTree, record_hashes: Sequence[bytes]) -> HistoryTree:

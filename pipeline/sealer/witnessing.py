@@ -10,7 +10,9 @@ transaction (its next batch, or a write of their own when the chain is idle) sea
 records. So a slow or dead witness delays cosigning, never sealing; the delay is the metric
 ``auditseal_sealer_witness_lag_seconds``, and a witness's refusal of a chain's history (a rewritten, forked or
 truncated history re-signed with the real key) is logged as an error and counted in
-``auditseal_sealer_witness_refusals_total``: both have alert rules.
+``auditseal_sealer_witness_refusals_total``: both have alert rules. What the sealer holds for a witness that lags
+or is down stays bounded: O(log n) hashes per chain and witness (``auditseal_sealer_witness_held_hashes``), the
+newest head, and the heads handed over since the last round.
 
 After a restart the sealer knows its history tree at its last head only; a witness may hold an older size.
 The proof from there needs the entries between, which are re-read from the chain's sealed partition
@@ -44,6 +46,12 @@ log = logging.getLogger(__name__)
 WITNESS_LAG = Gauge("auditseal_sealer_witness_lag_seconds",
                     "Age of the chain's oldest tree head not yet cosigned by every witness of the policy (0: none waits)",
                     ["chain"])
+WITNESS_HELD = Gauge("auditseal_sealer_witness_held_hashes",
+                     "Hashes the sealer holds to prove the chain's consistency to its witnesses: O(log n) per witness, "
+                     "however far behind a witness is (a bounded backlog, not one hash per entry)", ["chain"])
+WITNESS_BEHIND = Gauge("auditseal_sealer_witness_behind_entries",
+                       "Entries of the chain's newest head beyond the smallest size a witness of the policy cosigned",
+                       ["chain"])
 COSIGNATURES = Counter("auditseal_sealer_witness_cosignatures_total",
                        "Cosigned tree heads sealed into the chain (cosignature records)", ["chain"])
 REFUSALS = Counter("auditseal_sealer_witness_refusals_total",
@@ -172,6 +180,8 @@ class SealerWitnessing:
         for chain in chains:
             try:
                 WITNESS_LAG.labels(chain.chain_id).set(self.submitter.lag_seconds(chain.origin))
+                WITNESS_HELD.labels(chain.chain_id).set(self.submitter.held_hashes(chain.origin))
+                WITNESS_BEHIND.labels(chain.chain_id).set(self.submitter.behind(chain.origin))
             except KeyError:
                 pass  # given up meanwhile
 
