@@ -158,17 +158,29 @@ class LocalStack:
         raise StackError(f"{meta} names no cluster.id")
 
     def _witness_logs(self) -> dict[str, str]:
-        """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts)."""
+        """origin -> log vkey for every chain the stack's sealers write (audit.raw's and each origin topic's:
+        audit.access, audit.verification, ...), under the sealer's key: what the witness accepts and the policy
+        lists, so a sealer of any origin run with the stack's policy has its heads cosigned."""
         from pipeline.integrity.keyring import load_keyring
         from pipeline.integrity.log_identity import chain_origin, log_verifier
-        from pipeline.wire.topics import RAW_TOPIC, TOPICS
+        from pipeline.wire.topics import SOURCE_TOPICS, TOPICS
 
         key = load_keyring(self.keyring_file).active  # the sealer's key in its token (public half)
         if key is None:
             raise StackError(f"the keyring {self.keyring_file} has no active key; `auditseal dev up` creates it")
-        partitions = next(spec.partitions for spec in TOPICS if spec.name == RAW_TOPIC)
-        origins = [chain_origin(self.log_name(), f"{RAW_TOPIC}/{n}") for n in range(partitions)]
+        partitions = {spec.name: spec.partitions for spec in TOPICS}
+        origins = [chain_origin(self.log_name(), f"{topic}/{n}") for topic in SOURCE_TOPICS
+                   for n in range(partitions[topic])]
         return {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
+
+    def _witness_lists_every_chain(self) -> bool:
+        from pipeline.dev import witness
+
+        try:
+            listed = (self.root / "witness" / "logs.yaml").read_text()
+        except FileNotFoundError:
+            return False
+        return listed == witness.logs_yaml(self._witness_logs())
 
     def _start_witness(self, binary: Path, ports: dict[str, int]) -> None:
         from pipeline.dev import witness
@@ -344,6 +356,11 @@ class LocalStack:
             if not s3_running:
                 self._start_s3(binary, ports, creds)
                 started.append(self.s3_process)
+            if witness_running and not self._witness_lists_every_chain():
+                # a witness started before the stack's chains changed (an origin topic added): start it again
+                log("witness: its log list lacks chains of the stack; restarting it")
+                self.witness_process.stop()
+                witness_running = False
             if not witness_running:
                 # after Kafka: the log name comes from the cluster id its storage was formatted with
                 self._start_witness(witness_binary, ports)

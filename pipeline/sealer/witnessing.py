@@ -108,7 +108,8 @@ class SealerWitnessing:
         if origin not in self.policy.logs:
             if origin not in self._unlisted:
                 self._unlisted.add(origin)
-                log.info("%s: origin %s is not a log of the witness policy: its heads are not submitted", chain_id,
+                log.warning("%s: origin %s is not a log of the witness policy: its heads are not witnessed (list every "
+                            "chain of every sealed topic in the policy)", chain_id,
                          origin)
             return
         with self._lock:
