@@ -151,23 +151,17 @@ class AppendedRange:
             raise MalformedInputError(f"an appended range [{self.start}, {self.end}) does not match its nodes")
 
     def extended(self, leaf_hashes: Sequence[bytes]) -> AppendedRange:
-        """The range after appending these leaf hashes (each 32 bytes), in order.
+        """The range after appending these leaf hashes (each 32 bytes), in order."""
+        return self.with_chunks(leaf_chunks(self.end, leaf_hashes))
 
-        The new leaves are cut into the maximal aligned perfect subtrees of [end, end + n), each rooted in one
-        compiled call (`merkle.root_from_leaf_hashes`), then merged in like single leaves: a batch costs about
-        its own Merkle root, not a Python loop per leaf.
-        """
-        for leaf in leaf_hashes:
-            if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
-                raise MalformedInputError(f"a leaf hash must be {HASH_SIZE} bytes, found {leaf!r}")
+    def with_chunks(self, chunks: Sequence[tuple[int, bytes]]) -> AppendedRange:
+        """The range after appending `chunks`: (width, root) of consecutive aligned perfect subtrees from `end`
+        (:func:`leaf_chunks`, :func:`record_chunks`), merged in like single leaves."""
         nodes = list(self.nodes)
-        position, end = self.end, self.end + len(leaf_hashes)
-        while position < end:
-            width = position & -position if position else 1 << (end - 1).bit_length()
-            while width > end - position:
-                width >>= 1
-            offset = position - self.end
-            value = root_from_leaf_hashes(leaf_hashes[offset:offset + width])
+        position = self.end
+        for width, value in chunks:
+            if position % width:
+                raise MalformedInputError(f"a subtree of width {width} cannot start at {position}")
             node_start, position = position, position + width
             # merge with the left neighbour while both are siblings: same width, the left one aligned to twice it
             while nodes and nodes[-1][0] == width and (node_start - width) % (2 * width) == 0 \
@@ -176,7 +170,7 @@ class AppendedRange:
                 node_start -= left_width
                 width, value = width + left_width, node_hash(left, value)
             nodes.append((width, value))
-        return AppendedRange(self.start, end, tuple(nodes))
+        return AppendedRange(self.start, position, tuple(nodes))
 
     def subtree(self, start: int, end: int) -> bytes:
         """MTH of leaves [start, end): a node of the range, or the right edge of it folded (end == self.end)."""
@@ -214,6 +208,41 @@ class AppendedRange:
         if old.size != self.start:
             raise MalformedInputError(f"a range from {self.start} proves from size {self.start}, not {old.size}")
         return _consistency_proof(old, self.end, self.subtree)
+
+
+def _aligned_widths(position: int, count: int) -> list[int]:
+    # the maximal aligned perfect subtrees of [position, position + count), left to right
+    widths, end = [], position + count
+    while position < end:
+        width = position & -position if position else 1 << (end - 1).bit_length()
+        while width > end - position:
+            width >>= 1
+        widths.append(width)
+        position += width
+    return widths
+
+
+def leaf_chunks(position: int, leaf_hashes: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """(width, root) of the maximal aligned perfect subtrees of these leaves appended at `position`, each rooted in
+    one compiled call: what :meth:`AppendedRange.with_chunks` takes."""
+    for leaf in leaf_hashes:
+        if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+            raise MalformedInputError(f"a leaf hash must be {HASH_SIZE} bytes, found {leaf!r}")
+    chunks, offset = [], 0
+    for width in _aligned_widths(position, len(leaf_hashes)):
+        chunks.append((width, root_from_leaf_hashes(leaf_hashes[offset:offset + width])))
+        offset += width
+    return chunks
+
+
+def record_chunks(position: int, record_hashes: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """Like :func:`leaf_chunks` over the record leaves of these chain hashes (`merkle.record_tree_root`): no
+    Python call per entry."""
+    chunks, offset = [], 0
+    for width in _aligned_widths(position, len(record_hashes)):
+        chunks.append((width, record_tree_root(record_hashes[offset:offset + width])))
+        offset += width
+    return chunks
 
 
 def extended_by_records(tree: HistoryTree, record_hashes: Sequence[bytes]) -> HistoryTree:

@@ -187,12 +187,13 @@ class SealerWitnessing:
                 pass  # given up meanwhile
 
     def _offer(self, chain: _Chain, heads: list[tuple[bytes, int, list[bytes]]]) -> None:
-        leaves: list[bytes] = []
-        for _, _, hashes in heads:
-            leaves.extend(map(record_leaf_hash, hashes))  # here, not in the lane: one SHA-256 per entry
+        hashes: list[bytes] = []
+        for _, _, head_hashes in heads:
+            hashes.extend(head_hashes)
         note, size, _ = heads[-1]
         try:
-            self.submitter.offer(chain.origin, note, leaves)
+            # the record leaves are hashed here, not in the lane, in compiled calls over aligned subtrees
+            self.submitter.offer_records(chain.origin, note, hashes)
         except (KeyError, ValueError) as exc:
             # not the size the submitter expects (a head the lane did not hand over): start again from this head,
             # re-reading the chain for a witness that holds an older size

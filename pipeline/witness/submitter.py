@@ -24,7 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.errors import AuditSealError
-from pipeline.integrity.history_tree import AppendedRange, HistoryTree, consistency_proof_from
+from pipeline.integrity.history_tree import (
+    AppendedRange,
+    HistoryTree,
+    consistency_proof_from,
+    leaf_chunks,
+    record_chunks,
+)
 from pipeline.integrity.note import Note, parse_note
 from pipeline.integrity.tree_head import parse_tree_head
 from pipeline.witness.client import (
@@ -95,17 +101,31 @@ class HeadSubmitter:
         hashes each), so a witness that is down for any number of heads costs no more memory. Raises
         ValueError if the head's size is not the tree's.
         """
+        self._offer(origin, signed_head, len(new_leaves), lambda position: leaf_chunks(position, new_leaves))
+
+    def offer_records(self, origin: str, signed_head: bytes, record_hashes: Sequence[bytes]) -> None:
+        """:meth:`offer` with the chain hashes of the new entries (their record leaves are the tree's leaves),
+        hashed in compiled calls: what the sealer hands over."""
+        self._offer(origin, signed_head, len(record_hashes), lambda position: record_chunks(position, record_hashes))
+
+    def _offer(self, origin: str, signed_head: bytes, count: int,
+               chunks_at: Callable[[int], list[tuple[int, bytes]]]) -> None:
         size = parse_tree_head(parse_note(signed_head).text).size
         with self._lock:
+            latest_size = self._chains[origin].latest_size
+        if size != latest_size + count:
+            raise ValueError(f"{origin}: a head of size {size} after size {latest_size} "
+                             f"needs {size - latest_size} new leaves, found {count}")
+        chunks = chunks_at(latest_size) if count else []  # hashed outside the lock, once for every witness
+        with self._lock:
             chain = self._chains[origin]
-            if size != chain.latest_size + len(new_leaves):
-                raise ValueError(f"{origin}: a head of size {size} after size {chain.latest_size} "
-                                 f"needs {size - chain.latest_size} new leaves, found {len(new_leaves)}")
-            if new_leaves:
+            if chain.latest_size != latest_size:
+                raise ValueError(f"{origin}: offered concurrently at size {latest_size}")
+            if chunks:
                 for view in chain.views.values():
-                    view.since = view.since.extended(new_leaves)
+                    view.since = view.since.with_chunks(chunks)
                 if chain.tail is not None:
-                    chain.tail = chain.tail.extended(new_leaves)
+                    chain.tail = chain.tail.with_chunks(chunks)
             chain.latest, chain.latest_size = signed_head, size
             # a heartbeat of a size every witness already holds waits for nothing (it is not submitted)
             if chain.waiting_since is None and any(self._wants(chain, w) for w in self.witnesses):

@@ -11,11 +11,13 @@ from pipeline.integrity.history_tree import (
     consistency_proof_from,
     frontier_ranges,
     history_tree_of,
+    record_chunks,
 )
 from pipeline.integrity.merkle import (
     EMPTY_ROOT,
     consistency_proof,
     leaf_hash,
+    record_leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,
 )
@@ -69,6 +71,15 @@ def test_a_compact_range_of_the_new_leaves_proves_what_the_leaves_prove(old, new
     assert appended.end == new and len(appended.nodes) <= 2 * max(new - old, 1).bit_length()
     assert appended.consistency_proof(tree) == consistency_proof(LEAVES[:new], old)
     assert appended.applied_to(tree) == history_tree_of(LEAVES[:new])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 300))
+def test_record_chunks_append_the_record_leaves(old, count):
+    # the sealer hands over chain hashes: their record leaves, rooted in compiled calls, give the same range
+    records = [bytes([n % 256, n // 256]) * 16 for n in range(count)]
+    by_records = AppendedRange(old).with_chunks(record_chunks(old, records))
+    assert by_records == AppendedRange(old).extended([record_leaf_hash(r) for r in records])
 
 
 def test_a_compact_range_fixed_vector():
