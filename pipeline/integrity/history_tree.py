@@ -252,19 +252,21 @@ def extended_by_records(tree: HistoryTree, record_hashes: Sequence[bytes]) -> Hi
     each hashed in one compiled call (`merkle.record_tree_root`), then merged into the frontier like single
     leaves: the cost of a batch is about that of its own Merkle root, not a Python loop per leaf.
     """
+    return extended_by_chunks(tree, record_chunks(tree.size, record_hashes))
+
+
+def extended_by_chunks(tree: HistoryTree, chunks: Sequence[tuple[int, bytes]]) -> HistoryTree:
+    """The tree after appending `chunks` ((width, root) of consecutive aligned perfect subtrees from its size, as
+    :func:`record_chunks` gives them): the sealer hashes a batch once, for its tree and for its witnesses."""
     stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(tree.size), tree.frontier,
                                                                  strict=False)]
-    position, end = tree.size, tree.size + len(record_hashes)
-    while position < end:
-        # the largest perfect subtree that starts at `position`, is aligned to its width, and fits
-        width = position & -position if position else 1 << (end - 1).bit_length()
-        while width > end - position:
-            width >>= 1
-        start = position - tree.size
-        value = record_tree_root(record_hashes[start:start + width])
+    position = tree.size
+    for width, value in chunks:
+        if position % width:
+            raise MalformedInputError(f"a subtree of width {width} cannot start at {position}")
         position += width
         while stack and stack[-1][0] == width:
             left_width, left = stack.pop()
             width, value = width + left_width, node_hash(left, value)
         stack.append((width, value))
-    return HistoryTree(end, tuple(value for _, value in stack))
+    return HistoryTree(position, tuple(value for _, value in stack))

@@ -17,7 +17,7 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
-from pipeline.integrity.history_tree import HistoryTree, extended_by_records
+from pipeline.integrity.history_tree import HistoryTree, extended_by_chunks, extended_by_records, record_chunks
 from pipeline.integrity.keyring import KeySchedule
 from pipeline.integrity.note import NoteSigner
 from pipeline.integrity.tree_head import TreeHead, sign_tree_head
@@ -80,7 +80,9 @@ class ChainSealer:
         # the chain's whole-history tree up to the entries folded into it (None: not known, no heads)
         self.history = history if history is not None else (HistoryTree() if head.seq == -1 else None)
         self._folded = 0  # entries of the current batch already in self.history
-        self.head_hashes: list[bytes] = []  # chain hashes of the entries the last tree head added (for witnessing)
+        # the entries the last tree head added, as (width, root) of aligned subtrees of the history tree: hashed
+        # once, for the tree and for the witnesses (pipeline.sealer.witnessing)
+        self.head_chunks: list[tuple[int, bytes]] = []
         # the largest sealed event the sealed topic takes; a larger one is sealed as a rejection
         self.max_record_bytes = max_record_bytes
         self.codecs = codecs or sealed_codecs()
@@ -211,9 +213,10 @@ class ChainSealer:
         as a head record; None if the chain has no origin (version 1) or its history tree is not known."""
         if self.origin is None or self.history is None:
             return None
-        self.head_hashes = self._batch_hashes[self._folded:]
-        if self.head_hashes:
-            self.history = extended_by_records(self.history, self.head_hashes)
+        head_hashes = self._batch_hashes[self._folded:]
+        self.head_chunks = record_chunks(self.history.size, head_hashes) if head_hashes else []
+        if head_hashes:
+            self.history = extended_by_chunks(self.history, self.head_chunks)
             self._folded = len(self._batch_hashes)
         history = self.history
         root = history.root  # folded from the frontier: once

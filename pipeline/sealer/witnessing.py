@@ -2,8 +2,8 @@
 sealing path, and the cosignatures sealed into the chain's partition of ``audit.sealed``.
 
 A chain's lane hands each committed head over with :meth:`SealerWitnessing.head_written` (a list append: no
-hashing, no I/O) and goes on sealing. A thread of its own turns the heads' chain hashes into history-tree
-leaves and runs the :class:`~pipeline.witness.submitter.HeadSubmitter`, which submits each chain's newest head
+hashing, no I/O) and goes on sealing. A thread of its own merges the heads' history-tree subtrees (hashed once, by the lane
+for its own tree) and runs the :class:`~pipeline.witness.submitter.HeadSubmitter`, which submits each chain's newest head
 to every witness of the policy at most once per ``interval_s`` with a consistency proof from the size that
 witness holds (following a 409). Cosigned heads wait in :meth:`SealerWitnessing.take` until the chain's next
 transaction (its next batch, or a write of their own when the chain is idle) seals them as ``cosignature``
@@ -69,7 +69,7 @@ class _Chain:
     partition: int
     origin: str
     offered: int  # the tree size of the newest head handed to the submitter
-    heads: list[tuple[bytes, int, list[bytes]]] = field(default_factory=list)  # (note, size, chain hashes) to offer
+    heads: list[tuple[bytes, int, list[tuple[int, bytes]]]] = field(default_factory=list)  # (note, size, chunks)
     cosigned: list[SealedRecord] = field(default_factory=list)  # to seal with the chain's next transaction
 
 
@@ -124,14 +124,15 @@ class SealerWitnessing:
             self.submitter.untrack(chain.origin)
             WITNESS_LAG.labels(chain.chain_id).set(0)
 
-    def head_written(self, origin: str | None, head: SealedRecord, chain_hashes: list[bytes]) -> None:
-        """A head record was committed; ``chain_hashes`` are the entries' hashes since the previous head."""
+    def head_written(self, origin: str | None, head: SealedRecord, chunks: list[tuple[int, bytes]]) -> None:
+        """A head record was committed; ``chunks`` are the history tree's aligned subtrees (width, root) of the
+        entries since the previous head, as the chain's sealer hashed them for its own tree."""
         with self._lock:
             chain = self._chains.get(origin or "")
             if chain is None:
                 return
             record = self.codecs.head.decode(head.value)
-            chain.heads.append((record["note"], record["tree_size"], chain_hashes))
+            chain.heads.append((record["note"], record["tree_size"], chunks))
 
     def take(self, origin: str | None) -> list[SealedRecord]:
         """The cosignature records waiting to be sealed into the chain (the caller writes them)."""
@@ -186,14 +187,14 @@ class SealerWitnessing:
             except KeyError:
                 pass  # given up meanwhile
 
-    def _offer(self, chain: _Chain, heads: list[tuple[bytes, int, list[bytes]]]) -> None:
-        hashes: list[bytes] = []
-        for _, _, head_hashes in heads:
-            hashes.extend(head_hashes)
+    def _offer(self, chain: _Chain, heads: list[tuple[bytes, int, list[tuple[int, bytes]]]]) -> None:
+        chunks: list[tuple[int, bytes]] = []
+        for _, _, head_chunks in heads:
+            chunks.extend(head_chunks)
         note, size, _ = heads[-1]
         try:
-            # the record leaves are hashed here, not in the lane, in compiled calls over aligned subtrees
-            self.submitter.offer_records(chain.origin, note, hashes)
+            # no hashing of entries here: the sealer's own subtree roots are merged into the witnesses' ranges
+            self.submitter.offer_chunks(chain.origin, note, chunks)
         except (KeyError, ValueError) as exc:
             # not the size the submitter expects (a head the lane did not hand over): start again from this head,
             # re-reading the chain for a witness that holds an older size

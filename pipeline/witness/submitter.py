@@ -29,7 +29,6 @@ from pipeline.integrity.history_tree import (
     HistoryTree,
     consistency_proof_from,
     leaf_chunks,
-    record_chunks,
 )
 from pipeline.integrity.note import Note, parse_note
 from pipeline.integrity.tree_head import parse_tree_head
@@ -103,10 +102,11 @@ class HeadSubmitter:
         """
         self._offer(origin, signed_head, len(new_leaves), lambda position: leaf_chunks(position, new_leaves))
 
-    def offer_records(self, origin: str, signed_head: bytes, record_hashes: Sequence[bytes]) -> None:
-        """:meth:`offer` with the chain hashes of the new entries (their record leaves are the tree's leaves),
-        hashed in compiled calls: what the sealer hands over."""
-        self._offer(origin, signed_head, len(record_hashes), lambda position: record_chunks(position, record_hashes))
+    def offer_chunks(self, origin: str, signed_head: bytes, chunks: Sequence[tuple[int, bytes]]) -> None:
+        """:meth:`offer` with the new entries as (width, root) of the history tree's aligned perfect subtrees
+        from the previous head's size (`history_tree.record_chunks`), as the sealer already hashed them for its
+        own tree: no hashing here at all."""
+        self._offer(origin, signed_head, sum(width for width, _ in chunks), lambda position: list(chunks))
 
     def _offer(self, origin: str, signed_head: bytes, count: int,
                chunks_at: Callable[[int], list[tuple[int, bytes]]]) -> None:
