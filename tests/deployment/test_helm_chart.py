@@ -154,11 +154,11 @@ def test_a_misspelt_value_is_refused_by_the_values_schema(helm: Helm) -> None:
 
 def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str, str]) -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(rendered["production"], "NetworkPolicy")}
-    expected_egress = {  # ports per workload: DNS, the brokers' 9093, AWS S3's 443
-        "auditseal-sealer": {53, 9093}, "auditseal-sink": {53, 9093, 443},
+    expected_egress = {  # ports per workload: DNS, the brokers' 9093, AWS S3's 443, the witnesses' 443 (sealers)
+        "auditseal-sealer": {53, 9093, 443}, "auditseal-sink": {53, 9093, 443},
         "auditseal-access-auditor": {53, 9093}, "auditseal-verifier": {53, 9093, 443},
         "auditseal-reconciler": {53, 9093},
-        **{f"auditseal-sealer-{origin}": {53, 9093} for origin in ORIGINS},
+        **{f"auditseal-sealer-{origin}": {53, 9093, 443} for origin in ORIGINS},
         **{f"auditseal-sink-{origin}": {53, 9093, 443} for origin in ORIGINS},
     }
     assert set(policies) == set(expected_egress)
