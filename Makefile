@@ -61,6 +61,7 @@ bench: venv
 	$(BIN)/auditseal dev up --no-check
 	eval "$$($(BIN)/auditseal dev env --role producer)" && $(BIN)/python -m bench.producer
 	$(BIN)/python -m bench.sealer
+	$(BIN)/python -m bench.witness
 	$(BIN)/python -m bench.keys
 	$(BIN)/python -m bench.sink
 	$(BIN)/python -m bench.verify

@@ -291,8 +291,10 @@ def run_demo() -> int:
                                  "--metrics-port", "0", "--max-age-ms", "2000"], logs / "sink-access.log"),
         _service(stack, "access-auditor", ["access-audit"], logs / "access-auditor.log"),
         # the access auditor's events travel on audit.access (only it may write there), sealed by their own sealer
+        # ... and witnessed like audit.raw's: the policy lists every origin's chains
         _service(stack, "sealer", ["seal", "--raw-topic", "audit.access", "--sealed-topic", "audit.sealed.access",
-                                   "--app-id", "auditseal-sealer-access", "--metrics-port", "0"],
+                                   "--app-id", "auditseal-sealer-access", "--metrics-port", "0",
+                                   "--witness-policy", str(witness.policy), "--witness-interval", "2"],
                  logs / "sealer-access.log"),
     ]
     try:

@@ -158,11 +158,13 @@ class LocalStack:
         raise StackError(f"{meta} names no cluster.id")
 
     def _witness_logs(self, newest: bool = False) -> dict[str, str]:
-        """origin -> log vkey for every chain of audit.raw, under the sealer's key (what the witness accepts);
-        ``newest``: under the keyring's newest key that is not revoked (a rotation's next key)."""
+        """origin -> log vkey for every chain the stack's sealers write (audit.raw's and each origin topic's:
+        audit.access, audit.verification, ...), under the sealer's key: what the witness accepts and the policy
+        lists, so a sealer of any origin run with the stack's policy has its heads cosigned. ``newest``: under
+        the keyring's newest key that is not revoked (a rotation's next key)."""
         from pipeline.integrity.keyring import load_keyring
         from pipeline.integrity.log_identity import chain_origin, log_verifier
-        from pipeline.wire.topics import RAW_TOPIC, TOPICS
+        from pipeline.wire.topics import SOURCE_TOPICS, TOPICS
 
         keyring = load_keyring(self.keyring_file)
         key = keyring.active  # the sealer's key in its token (public half)
@@ -171,17 +173,27 @@ class LocalStack:
                       key=lambda e: e.valid_from_micros, default=None)
         if key is None:
             raise StackError(f"the keyring {self.keyring_file} has no active key; `auditseal dev up` creates it")
-        partitions = next(spec.partitions for spec in TOPICS if spec.name == RAW_TOPIC)
-        origins = [chain_origin(self.log_name(), f"{RAW_TOPIC}/{n}") for n in range(partitions)]
+        partitions = {spec.name: spec.partitions for spec in TOPICS}
+        origins = [chain_origin(self.log_name(), f"{topic}/{n}") for topic in SOURCE_TOPICS
+                   for n in range(partitions[topic])]
         return {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
 
     def rekey_witness(self) -> list[str]:
-        """Give the stack's witness the keyring's newest key for each chain of audit.raw (the witness operator's
-        half of a key change-over; the sealer co-signs heads with both keys until its switch); the origins
-        changed."""
+        """Give the stack's witness the keyring's newest key for each chain the stack's sealers write (the
+        witness operator's half of a key change-over; the sealer co-signs heads with both keys until its
+        switch); the origins changed."""
         from pipeline.dev import witness
 
         return witness.set_log_keys(self.root / "witness", self._witness_logs(newest=True))
+
+    def _witness_lists_every_chain(self) -> bool:
+        from pipeline.dev import witness
+
+        try:
+            listed = (self.root / "witness" / "logs.yaml").read_text()
+        except FileNotFoundError:
+            return False
+        return listed == witness.logs_yaml(self._witness_logs())
 
     def _start_witness(self, binary: Path, ports: dict[str, int]) -> None:
         from pipeline.dev import witness
@@ -357,6 +369,11 @@ class LocalStack:
             if not s3_running:
                 self._start_s3(binary, ports, creds)
                 started.append(self.s3_process)
+            if witness_running and not self._witness_lists_every_chain():
+                # a witness started before the stack's chains changed (an origin topic added): start it again
+                log("witness: its log list lacks chains of the stack; restarting it")
+                self.witness_process.stop()
+                witness_running = False
             if not witness_running:
                 # after Kafka: the log name comes from the cluster id its storage was formatted with
                 self._start_witness(witness_binary, ports)

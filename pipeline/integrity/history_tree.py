@@ -14,7 +14,7 @@ prove consistency to the witness without keeping or re-reading the chain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.integrity.errors import MalformedInputError
@@ -24,6 +24,7 @@ from pipeline.integrity.merkle import (
     batch_and_history,
     node_hash,
     record_leaves,
+    record_tree_root,
     root_from_leaf_hashes,
 )
 
@@ -95,7 +96,16 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
     Equal to `merkle.consistency_proof(all_leaves[:n], m)`; empty when m == 0 or no leaf was appended.
     """
     m = old.size
-    n = m + len(new_leaves)
+
+    def new_subtree(start: int, end: int) -> bytes:
+        return root_from_leaf_hashes(list(new_leaves[start - m : end - m]))
+
+    return _consistency_proof(old, m + len(new_leaves), new_subtree)
+
+
+def _consistency_proof(old: HistoryTree, n: int, new_subtree: Callable[[int, int], bytes]) -> list[bytes]:
+    # RFC 9162's SUBPROOF; `new_subtree(start, end)` is MTH of a range at or after the old size m
+    m = old.size
     if m == 0 or m == n:
         return []
     nodes = dict(zip(frontier_ranges(m), old.frontier, strict=False))
@@ -106,7 +116,7 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
             return nodes[(start, end)]
         if start < m:
             raise MalformedInputError(f"range [{start}, {end}) straddles the old size {m}")
-        return root_from_leaf_hashes(list(new_leaves[start - m : end - m]))
+        return new_subtree(start, end)
 
     proof: list[bytes] = []
 
@@ -128,6 +138,120 @@ def consistency_proof_from(old: HistoryTree, new_leaves: Sequence[bytes]) -> lis
     return proof
 
 
+@dataclass(frozen=True, slots=True)
+class AppendedRange:
+    """The compact range of the leaves [start, end) appended to a tree of size `start`: O(log n) hashes.
+
+    `nodes` are (width, root) of the maximal aligned perfect subtrees covering [start, end), left to right.
+    With the frontier at `start` it is all an RFC 9162 consistency proof from `start` to `end` needs
+    (:meth:`consistency_proof`), so a submitter can hold a lagging witness's backlog in O(log n) instead of
+    one hash per entry sealed while the witness is away.
+    """
+
+    start: int
+    end: int = -1
+    nodes: tuple[tuple[int, bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.end == -1:
+            object.__setattr__(self, "end", self.start)
+        if not 0 <= self.start <= self.end or sum(width for width, _ in self.nodes) != self.end - self.start:
+            raise MalformedInputError(f"an appended range [{self.start}, {self.end}) does not match its nodes")
+
+    def extended(self, leaf_hashes: Sequence[bytes]) -> AppendedRange:
+        """The range after appending these leaf hashes (each 32 bytes), in order."""
+        return self.with_chunks(leaf_chunks(self.end, leaf_hashes))
+
+    def with_chunks(self, chunks: Sequence[tuple[int, bytes]]) -> AppendedRange:
+        """The range after appending `chunks`: (width, root) of consecutive aligned perfect subtrees from `end`
+        (:func:`leaf_chunks`, :func:`record_chunks`), merged in like single leaves."""
+        nodes = list(self.nodes)
+        position = self.end
+        for width, value in chunks:
+            if position % width:
+                raise MalformedInputError(f"a subtree of width {width} cannot start at {position}")
+            node_start, position = position, position + width
+            # merge with the left neighbour while both are siblings: same width, the left one aligned to twice it
+            while nodes and nodes[-1][0] == width and (node_start - width) % (2 * width) == 0 \
+                    and node_start - width >= self.start:
+                left_width, left = nodes.pop()
+                node_start -= left_width
+                width, value = width + left_width, node_hash(left, value)
+            nodes.append((width, value))
+        return AppendedRange(self.start, position, tuple(nodes))
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """MTH of leaves [start, end): a node of the range, or the right edge of it folded (end == self.end)."""
+        position, covering = self.start, []
+        for width, value in self.nodes:
+            if position >= start and position + width <= end:
+                covering.append(value)
+            elif position < start < position + width or position < end < position + width:
+                break
+            position += width
+        else:
+            if covering and (end == self.end or len(covering) == 1):
+                value = covering[-1]
+                for node in reversed(covering[:-1]):
+                    value = node_hash(node, value)
+                return value
+        raise MalformedInputError(f"range [{start}, {end}) is not a node or right edge of [{self.start}, {self.end})")
+
+    def applied_to(self, tree: HistoryTree) -> HistoryTree:
+        """The tree of size `end` from the tree of size `start` and this range."""
+        if tree.size != self.start:
+            raise MalformedInputError(f"a range from {self.start} applied to a tree of size {tree.size}")
+        stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(tree.size), tree.frontier,
+                                                                     strict=False)]
+        for width, value in self.nodes:
+            while stack and stack[-1][0] == width:
+                left_width, left = stack.pop()
+                width, value = width + left_width, node_hash(left, value)
+            stack.append((width, value))
+        return HistoryTree(self.end, tuple(value for _, value in stack))
+
+    def consistency_proof(self, old: HistoryTree) -> list[bytes]:
+        """PROOF(start, D[end]) of RFC 9162 2.1.4.1 from the frontier at `start` and this range alone; equal to
+        ``consistency_proof_from(old, leaves[start:end])``."""
+        if old.size != self.start:
+            raise MalformedInputError(f"a range from {self.start} proves from size {self.start}, not {old.size}")
+        return _consistency_proof(old, self.end, self.subtree)
+
+
+def _aligned_widths(position: int, count: int) -> list[int]:
+    # the maximal aligned perfect subtrees of [position, position + count), left to right
+    widths, end = [], position + count
+    while position < end:
+        width = position & -position if position else 1 << (end - 1).bit_length()
+        while width > end - position:
+            width >>= 1
+        widths.append(width)
+        position += width
+    return widths
+
+
+def leaf_chunks(position: int, leaf_hashes: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """(width, root) of the maximal aligned perfect subtrees of these leaves appended at `position`, each rooted in
+    one compiled call: what :meth:`AppendedRange.with_chunks` takes."""
+    for leaf in leaf_hashes:
+        if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+            raise MalformedInputError(f"a leaf hash must be {HASH_SIZE} bytes, found {leaf!r}")
+    chunks, offset = [], 0
+    for width in _aligned_widths(position, len(leaf_hashes)):
+        chunks.append((width, root_from_leaf_hashes(leaf_hashes[offset:offset + width])))
+        offset += width
+    return chunks
+
+
+def record_chunks(position: int, record_hashes: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """Like :func:`leaf_chunks` over the record leaves of these chain hashes (`merkle.record_tree_root`): no
+    Python call per entry."""
+    chunks, offset = [], 0
+    for width in _aligned_widths(position, len(record_hashes)):
+        chunks.append((width, record_tree_root(record_hashes[offset:offset + width])))
+        offset += width
+    return chunks
+
 
 def extended_by_records(tree: HistoryTree, record_hashes: Sequence[bytes]) -> HistoryTree:
     """``tree.extended`` by the record leaves of these chain hashes (`merkle.record_leaf_hash` of each)."""
@@ -145,15 +269,26 @@ def extended_by_batch(tree: HistoryTree, leaves: bytes) -> tuple[HistoryTree, by
 
     The new leaves are cut into the maximal aligned perfect subtrees of [size, size + n) (O(log n) of them),
     each made of the batch tree's own perfect nodes (`merkle.batch_and_history`), then merged into the
-    frontier like single leaves: a tree head and its checkpoint cost about one Merkle root of the batch, not
-    two, and no Python loop per leaf.
+    frontier like single leaves (:func:`extended_by_chunks`): a tree head and its checkpoint cost about one
+    Merkle root of the batch, not two, and no Python loop per leaf.
     """
     root, subtrees = batch_and_history(leaves, tree.size)
+    return extended_by_chunks(tree, subtrees), root
+
+
+def extended_by_chunks(tree: HistoryTree, chunks: Sequence[tuple[int, bytes]]) -> HistoryTree:
+    """The tree after appending `chunks` ((width, root) of consecutive aligned perfect subtrees from its size, as
+    :func:`record_chunks` and `merkle.batch_and_history` give them): the sealer hashes a batch once, for its
+    tree, its checkpoint and its witnesses."""
     stack = [(end - start, value) for (start, end), value in zip(frontier_ranges(tree.size), tree.frontier,
                                                                  strict=False)]
-    for width, value in subtrees:
+    position = tree.size
+    for width, value in chunks:
+        if position % width:
+            raise MalformedInputError(f"a subtree of width {width} cannot start at {position}")
+        position += width
         while stack and stack[-1][0] == width:
             left_width, left = stack.pop()
             width, value = width + left_width, node_hash(left, value)
         stack.append((width, value))
-    return HistoryTree(tree.size + len(leaves) // HASH_SIZE, tuple(value for _, value in stack)), root
+    return HistoryTree(position, tuple(value for _, value in stack))

@@ -388,7 +388,7 @@ class Sealer:
             FENCED.labels(label).inc()
             raise
         if witnessing is not None and head is not None:
-            witnessing.head_written(sealer.origin, head, sealer.head_hashes)
+            witnessing.head_written(sealer.origin, head, sealer.head_chunks)
         now_micros = time.time() * 1_000_000
         LATENCY.observe_many([max(0.0, now_micros - record.source_timestamp_micros) / 1_000_000
                               for record in records[:entries]])
@@ -433,7 +433,7 @@ class Sealer:
             raise
         HEADS.labels(chain.sealer.chain_id, "true").inc()
         if witnessing is not None:
-            witnessing.head_written(chain.sealer.origin, head, chain.sealer.head_hashes)
+            witnessing.head_written(chain.sealer.origin, head, chain.sealer.head_chunks)
         return 0
 
     def _write_cosignatures(self, chain: _Chain) -> int:

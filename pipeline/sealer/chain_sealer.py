@@ -17,9 +17,9 @@ from pipeline.errors import AuditSealError, ConfigError
 from pipeline.integrity.chain import GENESIS_HASH, ChainHead, chain_hash
 from pipeline.integrity.chain_state import ChainState
 from pipeline.integrity.checkpoint import build_checkpoint, checkpoint_hash, sign_checkpoint
-from pipeline.integrity.history_tree import HistoryTree, extended_by_batch, extended_by_leaves
+from pipeline.integrity.history_tree import HistoryTree, extended_by_chunks, extended_by_leaves, record_chunks
 from pipeline.integrity.keyring import KeySchedule
-from pipeline.integrity.merkle import record_leaves
+from pipeline.integrity.merkle import batch_and_history, record_leaves
 from pipeline.integrity.note import NoteSigner
 from pipeline.integrity.tree_head import TreeHead, sign_tree_head
 from pipeline.native.flat_reader import SEALED_EVENT_TYPES
@@ -82,7 +82,9 @@ class ChainSealer:
         self.history = history if history is not None else (HistoryTree() if head.seq == -1 else None)
         self._folded = 0  # entries of the current batch already in self.history
         self._batch_root: bytes | None = None  # the batch's Merkle root, if a tree head built it over the whole batch
-        self.head_hashes: list[bytes] = []  # chain hashes of the entries the last tree head added (for witnessing)
+        # the entries the last tree head added, as (width, root) of aligned subtrees of the history tree: hashed
+        # once, for the tree, the checkpoint's root and the witnesses (pipeline.sealer.witnessing)
+        self.head_chunks: list[tuple[int, bytes]] = []
         # the largest sealed event the sealed topic takes; a larger one is sealed as a rejection
         self.max_record_bytes = max_record_bytes
         self.codecs = codecs or sealed_codecs()
@@ -213,13 +215,15 @@ class ChainSealer:
         as a head record; None if the chain has no origin (version 1) or its history tree is not known."""
         if self.origin is None or self.history is None:
             return None
-        self.head_hashes = self._batch_hashes[self._folded:]
-        if self.head_hashes:
+        head_hashes = self._batch_hashes[self._folded:]
+        self.head_chunks = []
+        if head_hashes:
             if self._folded:
-                self.history = extended_by_leaves(self.history, record_leaves(self.head_hashes))
+                self.head_chunks = record_chunks(self.history.size, head_hashes)
                 self._batch_root = None
-            else:  # the batch's tree built once, for the history tree and for the checkpoint's root
-                self.history, self._batch_root = extended_by_batch(self.history, record_leaves(self.head_hashes))
+            else:  # the batch's tree built once, for the history tree, the checkpoint's root and the witnesses
+                self._batch_root, self.head_chunks = batch_and_history(record_leaves(head_hashes), self.history.size)
+            self.history = extended_by_chunks(self.history, self.head_chunks)
             self._folded = len(self._batch_hashes)
         history = self.history
         root = history.root  # folded from the frontier: once

@@ -2,15 +2,17 @@
 sealing path, and the cosignatures sealed into the chain's partition of ``audit.sealed``.
 
 A chain's lane hands each committed head over with :meth:`SealerWitnessing.head_written` (a list append: no
-hashing, no I/O) and goes on sealing. A thread of its own turns the heads' chain hashes into history-tree
-leaves and runs the :class:`~pipeline.witness.submitter.HeadSubmitter`, which submits each chain's newest head
+hashing, no I/O) and goes on sealing. A thread of its own merges the heads' history-tree subtrees (hashed once, by the lane
+for its own tree) and runs the :class:`~pipeline.witness.submitter.HeadSubmitter`, which submits each chain's newest head
 to every witness of the policy at most once per ``interval_s`` with a consistency proof from the size that
 witness holds (following a 409). Cosigned heads wait in :meth:`SealerWitnessing.take` until the chain's next
 transaction (its next batch, or a write of their own when the chain is idle) seals them as ``cosignature``
 records. So a slow or dead witness delays cosigning, never sealing; the delay is the metric
 ``auditseal_sealer_witness_lag_seconds``, and a witness's refusal of a chain's history (a rewritten, forked or
 truncated history re-signed with the real key) is logged as an error and counted in
-``auditseal_sealer_witness_refusals_total``: both have alert rules.
+``auditseal_sealer_witness_refusals_total``: both have alert rules. What the sealer holds for a witness that lags
+or is down stays bounded: O(log n) hashes per chain and witness (``auditseal_sealer_witness_held_hashes``), the
+newest head, and the heads handed over since the last round.
 
 After a restart the sealer knows its history tree at its last head only; a witness may hold an older size.
 The proof from there needs the entries between, which are re-read from the chain's sealed partition
@@ -44,6 +46,12 @@ log = logging.getLogger(__name__)
 WITNESS_LAG = Gauge("auditseal_sealer_witness_lag_seconds",
                     "Age of the chain's oldest tree head not yet cosigned by every witness of the policy (0: none waits)",
                     ["chain"])
+WITNESS_HELD = Gauge("auditseal_sealer_witness_held_hashes",
+                     "Hashes the sealer holds to prove the chain's consistency to its witnesses: O(log n) per witness, "
+                     "however far behind a witness is (a bounded backlog, not one hash per entry)", ["chain"])
+WITNESS_BEHIND = Gauge("auditseal_sealer_witness_behind_entries",
+                       "Entries of the chain's newest head beyond the smallest size a witness of the policy cosigned",
+                       ["chain"])
 COSIGNATURES = Counter("auditseal_sealer_witness_cosignatures_total",
                        "Cosigned tree heads sealed into the chain (cosignature records)", ["chain"])
 REFUSALS = Counter("auditseal_sealer_witness_refusals_total",
@@ -61,7 +69,7 @@ class _Chain:
     partition: int
     origin: str
     offered: int  # the tree size of the newest head handed to the submitter
-    heads: list[tuple[bytes, int, list[bytes]]] = field(default_factory=list)  # (note, size, chain hashes) to offer
+    heads: list[tuple[bytes, int, list[tuple[int, bytes]]]] = field(default_factory=list)  # (note, size, chunks)
     cosigned: list[SealedRecord] = field(default_factory=list)  # to seal with the chain's next transaction
 
 
@@ -100,7 +108,8 @@ class SealerWitnessing:
         if origin not in self.policy.logs:
             if origin not in self._unlisted:
                 self._unlisted.add(origin)
-                log.info("%s: origin %s is not a log of the witness policy: its heads are not submitted", chain_id,
+                log.warning("%s: origin %s is not a log of the witness policy: its heads are not witnessed (list every "
+                            "chain of every sealed topic in the policy)", chain_id,
                          origin)
             return
         with self._lock:
@@ -115,14 +124,15 @@ class SealerWitnessing:
             self.submitter.untrack(chain.origin)
             WITNESS_LAG.labels(chain.chain_id).set(0)
 
-    def head_written(self, origin: str | None, head: SealedRecord, chain_hashes: list[bytes]) -> None:
-        """A head record was committed; ``chain_hashes`` are the entries' hashes since the previous head."""
+    def head_written(self, origin: str | None, head: SealedRecord, chunks: list[tuple[int, bytes]]) -> None:
+        """A head record was committed; ``chunks`` are the history tree's aligned subtrees (width, root) of the
+        entries since the previous head, as the chain's sealer hashed them for its own tree."""
         with self._lock:
             chain = self._chains.get(origin or "")
             if chain is None:
                 return
             record = self.codecs.head.decode(head.value)
-            chain.heads.append((record["note"], record["tree_size"], chain_hashes))
+            chain.heads.append((record["note"], record["tree_size"], chunks))
 
     def take(self, origin: str | None) -> list[SealedRecord]:
         """The cosignature records waiting to be sealed into the chain (the caller writes them)."""
@@ -172,16 +182,19 @@ class SealerWitnessing:
         for chain in chains:
             try:
                 WITNESS_LAG.labels(chain.chain_id).set(self.submitter.lag_seconds(chain.origin))
+                WITNESS_HELD.labels(chain.chain_id).set(self.submitter.held_hashes(chain.origin))
+                WITNESS_BEHIND.labels(chain.chain_id).set(self.submitter.behind(chain.origin))
             except KeyError:
                 pass  # given up meanwhile
 
-    def _offer(self, chain: _Chain, heads: list[tuple[bytes, int, list[bytes]]]) -> None:
-        leaves: list[bytes] = []
-        for _, _, hashes in heads:
-            leaves.extend(map(record_leaf_hash, hashes))  # here, not in the lane: one SHA-256 per entry
+    def _offer(self, chain: _Chain, heads: list[tuple[bytes, int, list[tuple[int, bytes]]]]) -> None:
+        chunks: list[tuple[int, bytes]] = []
+        for _, _, head_chunks in heads:
+            chunks.extend(head_chunks)
         note, size, _ = heads[-1]
         try:
-            self.submitter.offer(chain.origin, note, leaves)
+            # no hashing of entries here: the sealer's own subtree roots are merged into the witnesses' ranges
+            self.submitter.offer_chunks(chain.origin, note, chunks)
         except (KeyError, ValueError) as exc:
             # not the size the submitter expects (a head the lane did not hand over): start again from this head,
             # re-reading the chain for a witness that holds an older size

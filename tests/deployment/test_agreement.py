@@ -244,3 +244,12 @@ def _fake_credentials():
     from pipeline.dev.stack import Credentials
 
     return Credentials.generate()
+
+
+def test_chart_compose_and_cli_witness_at_the_same_default_interval() -> None:
+    from pipeline.sealer.witnessing import DEFAULT_WITNESS_INTERVAL_S
+
+    chart = chart_values()["sealer"]["witness"]
+    environment = compose()["services"]["sealer"]["environment"]
+    assert cli_default("seal", "witness_interval") == DEFAULT_WITNESS_INTERVAL_S == chart["interval"]
+    assert environment["AUDITSEAL_SEALER_WITNESS_INTERVAL"] == f"${{AUDITSEAL_WITNESS_INTERVAL:-{chart['interval']:g}}}"

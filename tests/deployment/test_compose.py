@@ -225,3 +225,38 @@ def test_every_origin_topic_has_a_sealer_and_a_sink() -> None:
         if service.get("command", [None])[0] in ("seal", "sink"):
             role = "sealer" if service["command"][0] == "seal" else "sink"
             assert [v["volume"]["subpath"] for v in service["volumes"]] == [f"roles/{role}"], name
+
+
+def _sealer_entrypoint_args(environment: dict[str, str]) -> list[str]:
+    # the sealer's real entrypoint script, with its env file emptied and `exec auditseal` printing the arguments
+    script = compose()["services"]["sealer"]["entrypoint"][2].replace("$$", "$")
+    script = script.replace(". /run/auditseal/auditseal.env", "true").replace('exec auditseal "$@"',
+                                                                           "exec printf '%s\\n' \"$@\"")
+    result = subprocess.run(["/bin/sh", "-c", script, "auditseal", "seal", "--metrics-port", "9464"],
+                            env={"PATH": "/usr/bin:/bin", **environment}, capture_output=True, text=True, check=True)
+    return result.stdout.splitlines()
+
+
+def test_every_sealer_runs_with_the_witness_policy_when_one_is_given() -> None:
+    services = compose()["services"]
+    sealer = services["sealer"]
+    env = sealer["environment"]
+    assert env["AUDITSEAL_SEALER_WITNESS_POLICY"] == "${AUDITSEAL_WITNESS_POLICY_FILE:+/etc/auditseal/witness-policy.txt}"
+    assert env["AUDITSEAL_SEALER_WITNESS_INTERVAL"] == "${AUDITSEAL_WITNESS_INTERVAL:-10}"
+    assert sealer["configs"] == [{"source": "witness-policy", "target": "/etc/auditseal/witness-policy.txt"}]
+    source = compose()["configs"]["witness-policy"]["file"]
+    assert source == "${AUDITSEAL_WITNESS_POLICY_FILE:-./deploy/compose/no-witness-policy.txt}"
+    assert (REPO / "deploy" / "compose" / "no-witness-policy.txt").read_text() == ""
+    # audit.raw's sealer and every origin's: the same entrypoint, environment and policy, only the topics differ
+    sealers = {name: s for name, s in services.items() if s.get("command", [None])[0] == "seal"}
+    assert len(sealers) == 5
+    for name, service in sealers.items():
+        assert (service["entrypoint"], service["environment"], service["configs"]) == (
+            sealer["entrypoint"], env, sealer["configs"]), name
+    # no policy file: no witnessing; a policy: --witness-policy and --witness-interval after the command's own
+    assert _sealer_entrypoint_args({"AUDITSEAL_SEALER_WITNESS_POLICY": "", "AUDITSEAL_SEALER_WITNESS_INTERVAL": "10"}) \
+        == ["seal", "--metrics-port", "9464"]
+    assert _sealer_entrypoint_args({"AUDITSEAL_SEALER_WITNESS_POLICY": "/etc/auditseal/witness-policy.txt",
+                                    "AUDITSEAL_SEALER_WITNESS_INTERVAL": "5"}) == [
+        "seal", "--metrics-port", "9464", "--witness-policy", "/etc/auditseal/witness-policy.txt",
+        "--witness-interval", "5"]

@@ -154,11 +154,11 @@ def test_a_misspelt_value_is_refused_by_the_values_schema(helm: Helm) -> None:
 
 def test_network_policies_allow_only_dns_kafka_s3_and_metrics(rendered: dict[str, str]) -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(rendered["production"], "NetworkPolicy")}
-    expected_egress = {  # ports per workload: DNS, the brokers' 9093, AWS S3's 443
-        "auditseal-sealer": {53, 9093}, "auditseal-sink": {53, 9093, 443},
+    expected_egress = {  # ports per workload: DNS, the brokers' 9093, AWS S3's 443, the witnesses' 443 (sealers)
+        "auditseal-sealer": {53, 9093, 443}, "auditseal-sink": {53, 9093, 443},
         "auditseal-access-auditor": {53, 9093}, "auditseal-verifier": {53, 9093, 443},
         "auditseal-reconciler": {53, 9093},
-        **{f"auditseal-sealer-{origin}": {53, 9093} for origin in ORIGINS},
+        **{f"auditseal-sealer-{origin}": {53, 9093, 443} for origin in ORIGINS},
         **{f"auditseal-sink-{origin}": {53, 9093, 443} for origin in ORIGINS},
     }
     assert set(policies) == set(expected_egress)
@@ -326,3 +326,70 @@ def test_the_verifier_checks_the_reconcilers_attestations_under_its_own_keyring(
 def test_without_the_reconciler_the_verifier_checks_no_attestations(helm: Helm) -> None:
     spec = pod_specs(helm.template("--set", "reconciler.enabled=false"))["auditseal-verifier"]
     assert not [a for a in spec["containers"][0]["args"] if a.startswith("--reconciler-keyring")]
+
+
+WITNESS_POLICY = "log wit.example/audit.raw/0+01234567+AQID\nwitness w1 w1.example+89abcdef+AQID https://w1.example/\nquorum w1\n"
+
+
+def test_every_sealer_submits_to_the_witness_policy_when_one_is_given(helm: Helm, validate_manifests) -> None:
+    values = helm.values_file("witness", {"sealer": {"witness": {"policy": WITNESS_POLICY, "interval": 5}},
+                                          "networkPolicy": {"witness": {"ports": [443, 8443]}}})
+    manifests = helm.template("-f", str(values))
+    assert validate_manifests(manifests) == []
+    (config,) = [c for c in of_kind(manifests, "ConfigMap") if c["metadata"]["name"] == "auditseal-witness-policy"]
+    assert config["data"]["policy.txt"] == WITNESS_POLICY
+    specs = pod_specs(manifests)
+    policies = {p["metadata"]["name"]: p for p in of_kind(manifests, "NetworkPolicy")}
+    # audit.raw's sealer and every origin's: the same policy, the same interval
+    for name in ["auditseal-sealer", *(f"auditseal-sealer-{origin}" for origin in ORIGINS)]:
+        (container,) = specs[name]["containers"]
+        assert "--witness-policy=/etc/auditseal/witness/policy.txt" in container["args"], name
+        assert "--witness-interval=5" in container["args"], name
+        assert {"name": "witness-policy", "mountPath": "/etc/auditseal/witness", "readOnly": True} in \
+            container["volumeMounts"], name
+        volume = next(v for v in specs[name]["volumes"] if v["name"] == "witness-policy")
+        assert volume["configMap"] == {"name": "auditseal-witness-policy",
+                                       "items": [{"key": "policy.txt", "path": "policy.txt"}]}, name
+        egress_ports = {port["port"] for rule in policies[name]["spec"]["egress"] for port in rule["ports"]}
+        assert {443, 8443} <= egress_ports, name
+    # nothing else gets the policy or the witnesses' ports
+    for name, spec in specs.items():
+        if not name.startswith("auditseal-sealer"):
+            assert not [v for v in spec["volumes"] if v["name"] == "witness-policy"], name
+            assert 8443 not in {port["port"] for rule in policies.get(name, {"spec": {"egress": []}})["spec"]["egress"]
+                                for port in rule["ports"]}, name
+
+
+def test_the_witness_policy_comes_from_an_existing_secret_or_config_map(helm: Helm, rendered: dict[str, str]) -> None:
+    specs = pod_specs(helm.template("--set", "sealer.witness.existingSecret=witness-policy", "--set",
+                                    "sealer.witness.key=tlog-policy"))
+    for name in ["auditseal-sealer", *(f"auditseal-sealer-{origin}" for origin in ORIGINS)]:
+        volume = next(v for v in specs[name]["volumes"] if v["name"] == "witness-policy")
+        assert volume["secret"] == {"secretName": "witness-policy",
+                                    "items": [{"key": "tlog-policy", "path": "tlog-policy"}]}
+        assert "--witness-policy=/etc/auditseal/witness/tlog-policy" in specs[name]["containers"][0]["args"]
+    # the production example witnesses, from a ConfigMap of its own; the default chart does not witness
+    production = pod_specs(rendered["production"])["auditseal-sealer-access"]
+    assert "--witness-policy=/etc/auditseal/witness/policy.txt" in production["containers"][0]["args"]
+    assert next(v for v in production["volumes"] if v["name"] == "witness-policy")["configMap"]["name"] == \
+        "auditseal-witness-policy"
+    default = pod_specs(rendered["default"])["auditseal-sealer"]
+    assert not [a for a in default["containers"][0]["args"] if a.startswith("--witness")]
+
+
+def test_a_witness_policy_from_two_sources_or_a_bad_interval_is_refused(helm: Helm) -> None:
+    result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.witness.existingSecret=a",
+                      "--set", "sealer.witness.existingConfigMap=b")
+    assert result.returncode != 0
+    assert "sealer.witness: set one of policy, existingConfigMap or existingSecret, not several" in result.stderr
+    result = helm.run("template", "auditseal", str(CHART), "--set", "sealer.witness.existingSecret=a",
+                      "--set", "sealer.witness.interval=0")
+    assert result.returncode != 0 and "interval" in result.stderr
+
+
+def test_the_prometheus_rule_alerts_on_witness_lag_and_refusals(rendered: dict[str, str]) -> None:
+    (rule,) = of_kind(rendered["production"], "PrometheusRule")
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert "auditseal_sealer_witness_lag_seconds" in rules["AuditSealWitnessLagging"]["expr"]
+    assert "auditseal_sealer_witness_refusals_total" in rules["AuditSealWitnessRefusedHistory"]["expr"]
+    assert rules["AuditSealWitnessRefusedHistory"]["labels"]["severity"] == "critical"

@@ -267,6 +267,13 @@ def test_a_witness_that_is_down_delays_cosigning_never_sealing(stack, topics, wi
             time.sleep(0.5)
         sealed = read_sealed(stack, topics)
         assert max(r["tree_size"] for _, k, r in sealed[0] if k == COSIGNATURE_KIND) == PER_PARTITION
+        # the backlog the sealer holds for the absent witness: a few hashes per chain, not one per entry sealed
+        deadline = time.monotonic() + 30
+        while min(metric_samples(port, "auditseal_sealer_witness_behind_entries{")) < PER_PARTITION:
+            assert time.monotonic() < deadline, "the entries behind the witness were not counted"
+            time.sleep(0.5)
+        held = metric_samples(port, "auditseal_sealer_witness_held_hashes{")
+        assert len(held) == topics.partitions and max(held) <= 2 * (2 * PER_PARTITION).bit_length(), held
         witness.start()
         _wait_cosigned(stack, topics, 2 * PER_PARTITION, range(topics.partitions), timeout=60)
         deadline = time.monotonic() + 30
@@ -274,6 +281,7 @@ def test_a_witness_that_is_down_delays_cosigning_never_sealing(stack, topics, wi
             assert time.monotonic() < deadline, "the lag did not return to 0 once the witness was back"
             time.sleep(0.5)
         assert sum(metric_samples(port, "auditseal_sealer_witness_refusals_total{")) == 0
+        assert max(metric_samples(port, "auditseal_sealer_witness_behind_entries{")) == 0
     finally:
         worker.terminate()
         worker.wait(30)

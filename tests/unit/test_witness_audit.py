@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pipeline.cli.main import main
 from pipeline.integrity.chain import ChainHead
 from pipeline.integrity.cosignature import Cosigner, add_signatures
+from pipeline.integrity.history_tree import HistoryTree, extended_by_chunks
 from pipeline.integrity.keyring import Keyring, save_keyring
 from pipeline.integrity.log_identity import log_verifier
 from pipeline.integrity.note import NoteSignature, parse_note
@@ -177,9 +178,11 @@ def test_cosignature_records_are_ignored_without_a_policy(tmp_path, kind):
 def test_the_sealer_state_after_a_head_names_the_leaves_it_added():
     sealer = ChainSealer(CHAIN, 0, KEY, ChainHead.genesis(CHAIN), origin=ORIGIN)
     _seal([(3, 1)], sealer=sealer)
-    assert len(sealer.head_hashes) == 3
+    # three entries from size 0: the aligned subtrees [0, 2) and [2, 3), the same the tree was extended by
+    assert [width for width, _ in sealer.head_chunks] == [2, 1]
+    assert extended_by_chunks(HistoryTree(), sealer.head_chunks) == sealer.history
     sealer.tree_head(START + 5 * SECOND, heartbeat=True)
-    assert sealer.head_hashes == []
+    assert sealer.head_chunks == []
 
 
 def test_a_head_of_a_rotated_out_key_counts_as_witnessed_with_the_keyring(tmp_path):

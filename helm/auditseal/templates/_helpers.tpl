@@ -268,3 +268,33 @@ checksum/secrets: {{ include (print .Template.BasePath "/secrets.yaml") . | sha2
     medium: Memory
     sizeLimit: 1Mi
 {{- end -}}
+
+{{/* The sealers' witness policy: "" (no witnessing), or the volume source holding it (one of sealer.witness's
+     policy, existingConfigMap, existingSecret; more than one is refused). */}}
+{{- define "auditseal.witnessPolicySource" -}}
+{{- $w := .Values.sealer.witness -}}
+{{- $given := 0 -}}
+{{- range (list $w.policy $w.existingConfigMap $w.existingSecret) }}{{ if . }}{{ $given = add1 $given }}{{ end }}{{ end -}}
+{{- if gt $given 1 -}}
+{{- fail "sealer.witness: set one of policy, existingConfigMap or existingSecret, not several" -}}
+{{- end -}}
+{{- if $w.policy -}}
+configMap:
+  name: {{ include "auditseal.componentName" (list . "witness-policy") }}
+  items:
+    - key: {{ $w.key }}
+      path: {{ $w.key }}
+{{- else if $w.existingConfigMap -}}
+configMap:
+  name: {{ $w.existingConfigMap }}
+  items:
+    - key: {{ $w.key }}
+      path: {{ $w.key }}
+{{- else if $w.existingSecret -}}
+secret:
+  secretName: {{ $w.existingSecret }}
+  items:
+    - key: {{ $w.key }}
+      path: {{ $w.key }}
+{{- end -}}
+{{- end -}}
