@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from pipeline.detector.rules import access_from_event, judge, parse_detector_config
 from pipeline.privacy.crypto import FieldCipher, PseudonymKey, SubjectKey, new_subject_key
 from pipeline.privacy.keystore import SubjectErasedError, UnknownSubjectError
-from pipeline.privacy.records import Erasure
 from pipeline.privacy.protector import PROTECTED_FIELDS, PROTECTED_SUBJECTS, Protector, personal_fields, reveal
+from pipeline.privacy.records import Erasure
 from pipeline.producer.event import new_event
 from pipeline.wire.acceptance import compile_checker
 from pipeline.wire.codec import default_codec
