@@ -18,7 +18,7 @@ Three primitives, each from a standard and from ``cryptography`` (never hand-wri
   associated data binds the domain, the subject's pseudonym, the key id and the list of field names; the
   plaintext is the values in the order of the names. One synthetic IV (16 bytes) per subject instead of
   one per value, the subject and key id written once, and the ciphertext as bytes rather than base64:
-  ~330 bytes less per event than the per-field encoding above, which stays readable (schemas/FORMAT.md,
+  a protected event of the synthetic mix is 438 bytes instead of 607 in the per-field encoding above, which stays readable (schemas/FORMAT.md,
   section 11).
 - **Key wrapping**: each subject key is stored wrapped with the key-encryption key (KEK) by AES key
   wrap (RFC 3394), which also authenticates: a wrong KEK is detected, never a wrong key returned.
