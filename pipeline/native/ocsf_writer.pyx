@@ -329,10 +329,11 @@ cdef inline bint read_enum(const unsigned char* data, Py_ssize_t* p, Py_ssize_t 
     return read_long(data, p, end, out) and 0 <= out[0] < symbols
 
 
-cdef bint read_event(const unsigned char* data, Py_ssize_t p, Py_ssize_t end, bint protected_fields,
+cdef bint read_event(const unsigned char* data, Py_ssize_t p, Py_ssize_t end, int protected_arrays,
                      Event* e) noexcept nogil:
-    # The AuditEvent v1 (v2 with protected_fields) body from p; True only if it ends exactly at end.
-    cdef int64_t count, i, j, k
+    # The AuditEvent v1 body from p, followed by protected_arrays arrays: 0 (v1), 1 (v2: protected_fields) or
+    # 2 (v3: protected_fields, protected_subjects); True only if it ends exactly at end.
+    cdef int64_t count, i, j, k, names, length
     cdef Str ignored
     if not (read_string(data, &p, end, &e.event_id) and read_long(data, &p, end, &e.occurred_at)
             and read_string(data, &p, end, &e.actor_id) and read_enum(data, &p, end, ACTOR_TYPES, &e.actor_type)
@@ -362,7 +363,7 @@ cdef bint read_event(const unsigned char* data, Py_ssize_t p, Py_ssize_t end, bi
             if e.keys[i].length == e.keys[j].length and \
                     memcmp(data + e.keys[i].start, data + e.keys[j].start, e.keys[i].length) == 0:
                 return False
-    if protected_fields:
+    if protected_arrays >= 1:
         while True:
             if not read_long(data, &p, end, &count) or count < 0:
                 return False
@@ -372,6 +373,26 @@ cdef bint read_event(const unsigned char* data, Py_ssize_t p, Py_ssize_t end, bi
                 for k in range(4):  # field, subject, key_id, ciphertext: decoded, not shown
                     if not read_string(data, &p, end, &ignored):
                         return False
+    if protected_arrays >= 2:
+        while True:  # subject, key_id, fields (array of strings), ciphertext (bytes): decoded, not shown
+            if not read_long(data, &p, end, &count) or count < 0:
+                return False
+            if count == 0:
+                break
+            for i in range(count):
+                if not (read_string(data, &p, end, &ignored) and read_string(data, &p, end, &ignored)):
+                    return False
+                while True:
+                    if not read_long(data, &p, end, &names) or names < 0:
+                        return False
+                    if names == 0:
+                        break
+                    for j in range(names):
+                        if not read_string(data, &p, end, &ignored):
+                            return False
+                if not read_long(data, &p, end, &length) or length < 0 or length > end - p:
+                    return False
+                p += length
     return p == end
 
 
@@ -692,7 +713,7 @@ cdef class EventWriter:
     covering checkpoint), ``audit_path`` the entry's audit path as :func:`audit_paths` writes it.
     """
 
-    cdef dict headers          # AuditEvent single-object header -> has protected_fields (v2)
+    cdef dict headers          # AuditEvent single-object header -> its protected arrays (0 v1, 1 v2, 2 v3)
     cdef dict classes          # verb (UTF-8 bytes) -> (class_uid, head fragment up to "time":)
     cdef tuple other_class     # (class_uid, head fragment) of a verb the table does not name
     cdef bytes alert_action, detector_service

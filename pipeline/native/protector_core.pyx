@@ -3,7 +3,7 @@
 
 Most events are about an actor seen moments ago, and AES-SIV is deterministic, so the protected actor
 and its encrypted fields are the same bytes every time. :class:`ProtectedEncoder` keeps, per actor (by
-value: a hash over its items finds it, an equality check confirms it), the encoding of the pseudonymised ``actor`` record and of its ``protected_fields`` array, and
+value: a hash over its items finds it, an equality check confirms it), the encoding of the pseudonymised ``actor`` record and of its ``protected_subjects`` array, and
 encodes such an event with them in place (``NativeEncoder.encode_replacing``): a dict lookup, a dict
 comparison and the plain encoder's work, with nothing re-encrypted, re-derived or re-encoded.
 
@@ -27,6 +27,7 @@ cdef extern from "Python.h":
 cdef str ACTOR = "actor"
 cdef str PERSONAL_ATTRIBUTES = "personal_attributes"
 cdef str PROTECTED_FIELDS = "protected_fields"
+cdef str PROTECTED_SUBJECTS = "protected_subjects"
 
 
 cdef inline double _now():
@@ -96,7 +97,8 @@ cdef class ProtectedEncoder:
         cdef object actor, key, entries, data
         cdef _Entry entry
         cdef double now
-        if PyDict_CheckExact(event) and PERSONAL_ATTRIBUTES not in event and PROTECTED_FIELDS not in event:
+        if PyDict_CheckExact(event) and PERSONAL_ATTRIBUTES not in event and PROTECTED_FIELDS not in event \
+                and PROTECTED_SUBJECTS not in event:
             found = PyDict_GetItemWithError(event, ACTOR)
             if found != NULL:
                 actor = <object>found

@@ -39,6 +39,7 @@ cpdef enum:
     OP_ENUM = 6          # an enum index: one operand, the symbol count (at most 64)
     OP_NULLABLE = 7      # a union of null and one branch: operands value index, length of the branch program
     OP_REPEAT = 8        # map or array blocks: operands 1 for a map (string keys) else 0, length of the item program
+    OP_BYTES = 9         # length-prefixed bytes (any content)
 
 cdef enum:
     NOT_SURE = -1
@@ -90,6 +91,12 @@ cdef class Checker:
             op = program[pc]
             if op == OP_STRING:
                 p = _string(d, p, end)
+                pc += 1
+            elif op == OP_BYTES:
+                p = _length(d, p, end, &n)
+                if p == NOT_SURE or n > end - p:
+                    return NOT_SURE
+                p += n
                 pc += 1
             elif op == OP_INT or op == OP_LONG:
                 p = _long(d, p, end, &value)

@@ -6,9 +6,13 @@ it returns the event as schema ``audit_event.v2`` carries it protected. For each
 the service flags):
 
 - the value is replaced, in place, by its keyed pseudonym (the actor id by the subject's pseudonym);
-- ``protected_fields`` gets ``{field, subject, key_id, ciphertext}``: the value encrypted under the
-  key of its data subject (the actor for the actor's fields; whoever the service names for a flagged
-  attribute), so an event about several people uses one key each.
+- ``protected_subjects`` gets, per data subject (the actor for the actor's fields; whoever the service
+  names for a flagged attribute), ``{subject, key_id, fields, ciphertext}``: that subject's values
+  encrypted together under its key (:meth:`~pipeline.privacy.crypto.FieldCipher.seal_group`), so an
+  event about several people uses one key each, and erasing one leaves the others readable.
+
+Events written before ``audit_event.v3`` carry the per-value encoding in ``protected_fields``
+(``{field, subject, key_id, ciphertext}`` each); :func:`reveal` reads both.
 
 The actor's fields are protected unless the actor is a ``SERVICE`` or ``SYSTEM`` (a workload is not a
 data subject). A service flags attributes with the event key ``personal_attributes``: ``{attribute key:
@@ -33,7 +37,8 @@ from pipeline.wire.catalog import AUDIT_EVENT, default_catalog
 from pipeline.wire.validation import InvalidEventError
 
 PERSONAL_ATTRIBUTES = "personal_attributes"
-PROTECTED_FIELDS = "protected_fields"
+PROTECTED_FIELDS = "protected_fields"  # the per-value encoding of audit_event.v2: read, no longer written
+PROTECTED_SUBJECTS = "protected_subjects"
 ATTRIBUTE_PREFIX = "attributes."
 _NOT_SUBJECTS = ("SERVICE", "SYSTEM")
 
@@ -97,7 +102,7 @@ _NOT_PERSONAL = object()  # cached for actors that are workloads, not data subje
 class Protector:
     """Turns events into their protected form with keys from ``store`` (see the module doc).
 
-    The protected actor and its ``protected_fields`` entries are cached and shared between the events
+    The protected actor and its ``protected_subjects`` entry are cached and shared between the events
     returned: encode them, do not change them.
     """
 
@@ -122,7 +127,7 @@ class Protector:
             encoder.clear()
 
     def subject_pseudonym(self, subject_id: str) -> str:
-        """The pseudonym of a data subject, as ``actor.id`` and ``protected_fields[].subject`` hold it."""
+        """The pseudonym of a data subject, as ``actor.id`` and ``protected_subjects[].subject`` hold it."""
         return self.pseudonym_key.subject_pseudonym(subject_id)
 
     def protect(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -150,52 +155,58 @@ class Protector:
         out = dict(event)
         if hit is not _NOT_PERSONAL:
             out["actor"] = hit[0]
-            out[PROTECTED_FIELDS] = hit[1]
+            out[PROTECTED_SUBJECTS] = hit[1]
         if flagged is not None:
             del out[PERSONAL_ATTRIBUTES]
-            out["attributes"], fields = self._attributes(event.get("attributes"), flagged)
-            out[PROTECTED_FIELDS] = [*out.get(PROTECTED_FIELDS, ()), *fields]
+            out["attributes"], groups = self._attributes(event.get("attributes"), flagged)
+            out[PROTECTED_SUBJECTS] = [*out.get(PROTECTED_SUBJECTS, ()), *groups]
         return out
 
-    def _actor(self, actor: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
-        subject = self.pseudonym_key.subject_pseudonym(actor["id"])
+    def _group(self, subject: str, names: tuple[str, ...], values: tuple[str, ...]) -> dict[str, Any]:
+        # one subject's values of one event, sealed together under its key
         cipher = self.store.cipher_for(subject)
+        return {"subject": subject, "key_id": cipher.key_id, "fields": list(names),
+                "ciphertext": cipher.seal_group(names, values)}
+
+    def _actor(self, actor: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        subject = self.pseudonym_key.subject_pseudonym(actor["id"])
         new_actor = dict(actor)
-        fields = []
+        names, values = [], []
         for name in self._actor_fields:
             value = actor.get(name)
             if not isinstance(value, str):
                 continue  # null (absent) fields carry nothing; a wrong type is the validator's to report
             dotted = "actor." + name
             new_actor[name] = subject if name == "id" else self.pseudonym_key.pseudonym(dotted, value)
-            fields.append({"field": dotted, "subject": subject, "key_id": cipher.key_id,
-                           "ciphertext": cipher.encrypt(dotted, value)})
-        return new_actor, fields
+            names.append(dotted)
+            values.append(value)
+        return new_actor, [self._group(subject, tuple(names), tuple(values))]
 
-    def _attributes(self, attributes: Any, flagged: Any) -> tuple[dict[str, str], list[dict[str, str]]]:
+    def _attributes(self, attributes: Any, flagged: Any) -> tuple[dict[str, str], list[dict[str, Any]]]:
         if not isinstance(flagged, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v
                                                        for k, v in flagged.items()):
             raise InvalidEventError(PERSONAL_ATTRIBUTES, "must map attribute keys to the id of the data subject "
                                     "each value is about, e.g. {\"email\": \"user-17\"}")
         attributes = dict(attributes or {})
-        fields = []
+        by_subject: dict[str, list[tuple[str, str]]] = {}
         for key, subject_id in sorted(flagged.items()):
             if key not in attributes or not isinstance(attributes[key], str):
                 raise InvalidEventError(PERSONAL_ATTRIBUTES, f"flags attribute {key!r}, which the event does not "
                                         "have as a string")
-            dotted = ATTRIBUTE_PREFIX + key
-            cache_key = (dotted, subject_id, attributes[key])
+            by_subject.setdefault(subject_id, []).append((ATTRIBUTE_PREFIX + key, attributes[key]))
+        groups = []
+        for subject_id, items in by_subject.items():  # one group per subject, in the order of the first key
+            cache_key = (subject_id, tuple(items))
             hit = self._values.get(cache_key)
             if hit is None:
                 subject = self.pseudonym_key.subject_pseudonym(subject_id)
-                cipher = self.store.cipher_for(subject)
-                hit = (self.pseudonym_key.pseudonym(dotted, attributes[key]),
-                       {"field": dotted, "subject": subject, "key_id": cipher.key_id,
-                        "ciphertext": cipher.encrypt(dotted, attributes[key])})
+                names, values = tuple(n for n, _ in items), tuple(v for _, v in items)
+                hit = ([self.pseudonym_key.pseudonym(n, v) for n, v in items], self._group(subject, names, values))
                 self._values.put(cache_key, hit)
-            attributes[key] = hit[0]
-            fields.append(hit[1])
-        return attributes, fields
+            for (dotted, _), pseudonym in zip(items, hit[0], strict=True):
+                attributes[dotted[len(ATTRIBUTE_PREFIX):]] = pseudonym
+            groups.append(hit[1])
+        return attributes, groups
 
     def encoder(self, encode):
         """``encode`` (an event -> bytes function) with protection in front: what the producer calls per event.
@@ -203,7 +214,7 @@ class Protector:
         With the codec's compiled encoder (``EventCodec.encode``), the usual event, whose only personal
         data is an actor seen within ``cache_ttl``, takes the compiled path of
         :class:`pipeline.native.protector_core.ProtectedEncoder`: the encoded protected actor and its
-        encoded ``protected_fields`` are written in place (``NativeEncoder.encode_replacing``), so the
+        encoded ``protected_subjects`` are written in place (``NativeEncoder.encode_replacing``), so the
         per-event cost is about the plain event's. They are learnt from the reference path below
         (``encode(protect(event))``) and only once they give its exact bytes; the unit tests hold every
         event to it. Any other ``encode`` gets the reference path alone.
@@ -218,13 +229,14 @@ class Protector:
         if native in self._encoders:  # one table per encoder: a new producer finds the actors already learnt
             return self._encoders[native]
         names = native.field_names()
-        actor_index, fields_index = names.index("actor"), names.index(PROTECTED_FIELDS)
+        actor_index, fields_index = names.index("actor"), names.index(PROTECTED_SUBJECTS)
 
         def reference(event: Mapping[str, Any]) -> bytes:
             generation = self._generation
             protected = protect(event)
             data = encode(protected)
             if type(event) is not dict or PERSONAL_ATTRIBUTES in event or PROTECTED_FIELDS in event \
+                    or PROTECTED_SUBJECTS in event \
                     or type(event.get("actor")) is not dict:
                 return data
             if protected is event:  # a workload: nothing personal, encoded as it is
@@ -232,7 +244,7 @@ class Protector:
             else:
                 parts = [None] * len(names)
                 parts[actor_index] = native.encode_field("actor", protected["actor"])
-                parts[fields_index] = native.encode_field(PROTECTED_FIELDS, protected[PROTECTED_FIELDS])
+                parts[fields_index] = native.encode_field(PROTECTED_SUBJECTS, protected[PROTECTED_SUBJECTS])
                 replaced = tuple(parts)
                 if parts[actor_index] is None or parts[fields_index] is None \
                         or native.encode_replacing(event, replaced) != data:
@@ -248,11 +260,25 @@ class Protector:
 
 def reveal(event: Mapping[str, Any], store: KeyStore) -> dict[str, dict[str, str]]:
     """The plaintext of each protected field of a (decoded) event, by field name:
-    ``{"value": ...}``, or ``{"erased": message}`` / ``{"error": message}`` when it cannot be read."""
+    ``{"value": ...}``, or ``{"erased": message}`` / ``{"error": message}`` when it cannot be read.
+
+    Reads both encodings: ``protected_subjects`` (one ciphertext per subject, since ``audit_event.v3``)
+    and ``protected_fields`` (one per value, the events written before)."""
     from pipeline.privacy.crypto import PrivacyError
     from pipeline.privacy.keystore import SubjectErasedError
 
     revealed: dict[str, dict[str, str]] = {}
+    for group in event.get(PROTECTED_SUBJECTS) or ():
+        names = list(group["fields"])
+        try:
+            values = store.cipher(group["subject"], group["key_id"]).open_group(names, group["ciphertext"])
+            outcomes = [{"value": value} for value in values]
+        except SubjectErasedError as exc:
+            outcomes = [{"erased": str(exc)}] * len(names)
+        except PrivacyError as exc:
+            outcomes = [{"error": str(exc)}] * len(names)
+        for name, outcome in zip(names, outcomes, strict=True):
+            revealed[name] = {**outcome, "subject": group["subject"]}
     for item in event.get(PROTECTED_FIELDS) or ():
         try:
             cipher = store.cipher(item["subject"], item["key_id"])

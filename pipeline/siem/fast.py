@@ -18,7 +18,7 @@ import orjson
 from pipeline.siem import ocsf
 from pipeline.wire.codec import MARKER, EventCodec, default_codec
 
-# What the compiled reader reads, field by field (AuditEvent v1; v2 adds protected_fields)
+# What the compiled reader reads, field by field (AuditEvent v1; v2 adds protected_fields, v3 protected_subjects)
 _V1_LAYOUT = (
     ("event_id", "string"), ("occurred_at", "long"),
     ("actor", (("id", "string"), ("type", ("enum", "USER", "SERVICE", "SYSTEM", "UNKNOWN")),
@@ -30,6 +30,8 @@ _V1_LAYOUT = (
 )
 _PROTECTED = ("protected_fields", ("array", (("field", "string"), ("subject", "string"), ("key_id", "string"),
                                              ("ciphertext", "string"))))
+_PROTECTED_SUBJECTS = ("protected_subjects", ("array", (("subject", "string"), ("key_id", "string"),
+                                                         ("fields", ("array", "string")), ("ciphertext", "bytes"))))
 ACTOR_TYPES = _V1_LAYOUT[2][1][1][1][1:]
 STATUSES = _V1_LAYOUT[5][1][0][1][1:]
 
@@ -56,15 +58,16 @@ def _shape(schema: Any) -> Any:
     return ("other", kind)
 
 
-def readable_headers(codec: EventCodec) -> dict[bytes, bool]:
-    """Single-object header -> has protected_fields, of each AuditEvent version the compiled reader reads."""
+def readable_headers(codec: EventCodec) -> dict[bytes, int]:
+    """Single-object header -> how many protected arrays follow the v1 fields (0 for v1, 1 for v2's
+    protected_fields, 2 for v3's protected_fields and protected_subjects), of each AuditEvent version the
+    compiled reader reads."""
+    layouts = {_V1_LAYOUT: 0, (*_V1_LAYOUT, _PROTECTED): 1, (*_V1_LAYOUT, _PROTECTED, _PROTECTED_SUBJECTS): 2}
     found = {}
     for version in codec.catalog.versions(codec.schema.family):
-        shape = _shape(version.parsed)
-        if shape == _V1_LAYOUT:
-            found[MARKER + version.fingerprint] = False
-        elif shape == (*_V1_LAYOUT, _PROTECTED):
-            found[MARKER + version.fingerprint] = True
+        arrays = layouts.get(_shape(version.parsed))
+        if arrays is not None:
+            found[MARKER + version.fingerprint] = arrays
     return found
 
 

@@ -15,7 +15,7 @@ while reading it, building no values. It can only say "certainly valid", never "
 - it returns True only for bytes in the plain shape a conforming writer produces: the newest
   schema's header, varints within the one rule of :mod:`pipeline.wire.varint` (at most 10 bytes,
   64 bits: what fastavro decodes to the value read), non-negative lengths inside the record,
-  strictly valid UTF-8, enum and union indexes in range and of one byte, UUIDs in the
+  strictly valid UTF-8 (any content for bytes), enum and union indexes in range and of one byte, UUIDs in the
   8-4-4-4-12 hex form, timestamps in the validation range, map and array blocks with positive
   counts, and no trailing bytes. For such bytes fastavro decodes exactly the values the check
   read, and :mod:`pipeline.wire.validation` accepts them;
@@ -25,8 +25,7 @@ while reading it, building no values. It can only say "certainly valid", never "
 
 So the accept/reject decision and the reason are always the reference path's; the differential
 tests (tests/differential/test_acceptance_check.py) hold the check to it on generated events and
-on mutated, truncated and garbled bytes. Schemas with a node the checker does not handle (bytes,
-fixed, floats, booleans, unions other than nullable ones, named references, enums of more than 64
+on mutated, truncated and garbled bytes. Schemas with a node the checker does not handle (fixed, floats, booleans, unions other than nullable ones, named references, enums of more than 64
 symbols) get no checker: :func:`compile_checker` returns None.
 """
 
@@ -106,8 +105,9 @@ def checker_program(parsed_schema: Any) -> tuple[int, ...]:
             primitive(kind)
 
     def primitive(kind: str) -> None:
-        if kind in ("string", "int", "long"):
-            program.append({"string": native.OP_STRING, "int": native.OP_INT, "long": native.OP_LONG}[kind])
+        if kind in ("string", "int", "long", "bytes"):
+            program.append({"string": native.OP_STRING, "int": native.OP_INT, "long": native.OP_LONG,
+                            "bytes": native.OP_BYTES}[kind])
         elif kind != "null":
             raise Unsupported(f"{kind!r} nodes are not checked")
 

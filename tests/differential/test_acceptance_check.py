@@ -19,7 +19,7 @@ from pipeline.wire.codec import HEADER_SIZE, EventCodec, default_codec
 from pipeline.wire.sealed import EVENT_KIND, REJECTION_KIND
 from pipeline.wire.validation import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
 from tests.differential.strategies import valid_events
-from tests.unit.test_codec import FIXED_V2_HEX, _catalog_with, _v2_with_tenant
+from tests.unit.test_codec import FIXED_V3_HEX, _catalog_with, _v2_with_tenant
 
 pytestmark = pytest.mark.differential
 
@@ -64,7 +64,7 @@ def zigzag_varint(value: int, pad_to: int = 0) -> bytes:
     return bytes(out)
 
 
-FIXED = bytes.fromhex(FIXED_V2_HEX)  # what producers write: the newest version
+FIXED = bytes.fromhex(FIXED_V3_HEX)  # what producers write: the newest version
 TIMESTAMP_AT = HEADER_SIZE + 37  # after the header and the 36-character event_id
 TIMESTAMP_END = TIMESTAMP_AT + 8
 
@@ -192,14 +192,14 @@ def test_unusual_shapes_take_the_reference_path(case: str) -> None:
     elif case == "uuid not hex":
         data[HEADER_SIZE + 1] = ord("g")
     elif case == "negative map block count":
-        # the fixed event ends with its attributes map and an empty protected_fields array (0x00);
+        # the fixed event ends with its attributes map and empty protected_fields, protected_subjects (0x00 0x00);
         # rewrite the map as one block of negative count
         event = CODEC.decode(bytes(data))
         assert event["attributes"]
         tail = b"".join(zigzag_varint(len(s.encode())) + s.encode() for kv in event["attributes"].items() for s in kv)
-        start = len(data) - len(tail) - 3
-        assert data[start + 1:-2] == tail
-        data[start:] = zigzag_varint(-len(event["attributes"])) + zigzag_varint(len(tail)) + tail + b"\x00\x00"
+        start = len(data) - len(tail) - 4
+        assert data[start + 1:-3] == tail
+        data[start:] = zigzag_varint(-len(event["attributes"])) + zigzag_varint(len(tail)) + tail + b"\x00\x00\x00"
         assert reference_reason(bytes(data)) is None
     elif case == "trailing byte":
         data += b"\x00"
@@ -228,7 +228,8 @@ def test_a_codec_of_another_schema_than_validation_keeps_the_reference_path(tmp_
     assert check is not None
     assert not check(FIXED)  # written with another v2 than this catalog's: the reference path decides
     assert sealer_reason(FIXED, codec) == reference_reason(FIXED, codec)
-    fields = {k: v for k, v in CODEC.decode(FIXED).items() if k != "protected_fields"}  # unknown to that v2
+    fields = {k: v for k, v in CODEC.decode(FIXED).items()
+              if k not in ("protected_fields", "protected_subjects")}  # unknown to that v2
     v2 = codec.encode({**fields, "tenant_id": "t-1"})
     assert check(v2)
     assert reference_reason(v2, codec) is not None  # tenant_id is unknown to the validated schema
@@ -238,7 +239,7 @@ def test_a_codec_of_another_schema_than_validation_keeps_the_reference_path(tmp_
 @pytest.mark.parametrize("schema", [
     {"type": "record", "name": "R", "fields": [{"name": "f", "type": "double"}]},
     {"type": "record", "name": "R", "fields": [{"name": "f", "type": ["int", "string"]}]},
-    {"type": "record", "name": "R", "fields": [{"name": "f", "type": "bytes"}]},
+    {"type": "record", "name": "R", "fields": [{"name": "f", "type": {"type": "fixed", "name": "F", "size": 4}}]},
 ])
 def test_schemas_with_unchecked_nodes_get_no_checker(schema: dict) -> None:
     import fastavro
@@ -247,8 +248,8 @@ def test_schemas_with_unchecked_nodes_get_no_checker(schema: dict) -> None:
 
 
 def test_the_checker_program_of_the_audit_event_schema() -> None:
-    # A fixed vector: the opcodes of AuditEvent v2 (pipeline.native.sealing), field by field.
-    from pipeline.native.sealing import OP_ENUM, OP_NULLABLE, OP_RANGE, OP_REPEAT, OP_STRING, OP_UUID
+    # A fixed vector: the opcodes of AuditEvent v3 (pipeline.native.sealing), field by field.
+    from pipeline.native.sealing import OP_BYTES, OP_ENUM, OP_NULLABLE, OP_RANGE, OP_REPEAT, OP_STRING, OP_UUID
 
     optional_string = (OP_NULLABLE, 1, 1, OP_STRING)
     assert checker_program(CODEC.schema.parsed) == (
@@ -261,6 +262,8 @@ def test_the_checker_program_of_the_audit_event_schema() -> None:
         OP_STRING, *optional_string * 2,                      # source_service, request_id, trace_id
         OP_REPEAT, 1, 1, OP_STRING,                           # attributes: blocks of (key, string)
         OP_REPEAT, 0, 4, *(OP_STRING,) * 4,                   # protected_fields: field, subject, key_id, ciphertext
+        OP_REPEAT, 0, 7, OP_STRING, OP_STRING,                # protected_subjects: subject, key_id,
+        OP_REPEAT, 0, 1, OP_STRING, OP_BYTES,                 #   fields (blocks of strings), ciphertext
     )
 
 

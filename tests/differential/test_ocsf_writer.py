@@ -53,13 +53,16 @@ NASTY = st.text(alphabet=st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "\u
 
 def test_the_writer_is_built_and_reads_both_event_versions():
     assert all(WRITERS.values()), "pipeline.native.ocsf_writer is not built: run make venv"
-    assert sorted(fast.readable_headers(CODEC).values()) == [False, True]  # v1, and v2 with protected_fields
+    # v1, v2 with protected_fields, v3 with protected_fields and protected_subjects
+    assert sorted(fast.readable_headers(CODEC).values()) == [0, 1, 2]
 
 
 def _encode(event: dict, version) -> bytes:
     record = {**event, "event_id": str(event["event_id"])}
-    if "protected_fields" not in {f["name"] for f in version.parsed["fields"]}:
-        record.pop("protected_fields", None)
+    names = {f["name"] for f in version.parsed["fields"]}
+    for field in ("protected_fields", "protected_subjects"):
+        if field not in names:
+            record.pop(field, None)
     stream = io.BytesIO()
     fastavro.schemaless_writer(stream, version.parsed, record)
     return MARKER + version.fingerprint + stream.getvalue()
@@ -134,6 +137,9 @@ nasty_events = st.fixed_dictionaries({
     "attributes": st.dictionaries(NASTY, NASTY, max_size=8),
     "protected_fields": st.lists(st.fixed_dictionaries({"field": NASTY, "subject": NASTY, "key_id": NASTY,
                                                         "ciphertext": NASTY}), max_size=3),
+    "protected_subjects": st.lists(st.fixed_dictionaries({"subject": NASTY, "key_id": NASTY,
+                                                          "fields": st.lists(NASTY, max_size=4),
+                                                          "ciphertext": st.binary(max_size=300)}), max_size=3),
 })
 positions = st.tuples(st.integers(0, 2**31 - 1), NON_NEGATIVE, NON_NEGATIVE)
 
@@ -196,7 +202,7 @@ def test_encrypted_personal_fields_render_as_the_reference():
                       resource={"type": "record", "id": "r-9"}, outcome={"status": "DENIED", "reason": "policy"},
                       source_service="clinic", attributes={"patient_email": "bob@example.org", "ward": "3"})
     protected = dict(protector.protect({**event, "personal_attributes": {"patient_email": "bob"}}))
-    assert protected["protected_fields"]
+    assert protected["protected_subjects"]
     value = CODEC.encode(protected)
     fields = ("audit.raw/3", 7, bytes(32), bytes(32), 3, 10, 20, value)
     for covered in (False, True):

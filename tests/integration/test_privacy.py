@@ -23,12 +23,13 @@ from pipeline.dev.provision import acl_binding
 from pipeline.permissions.topology import Grant, role_names
 from pipeline.privacy.crypto import unwrap_key
 from pipeline.privacy.keystore import KeyStore, KeyStoreUnavailableError, keystore_from_env
-from pipeline.privacy.protector import PROTECTED_FIELDS, Protector, reveal
+from pipeline.privacy.protector import PROTECTED_SUBJECTS, Protector, reveal
 from pipeline.privacy.residue import scan
 from pipeline.producer.client import AuditProducer, AuthorizationError, DeliveryError
 from pipeline.producer.event import new_event
 from pipeline.producer.synthetic import synthetic_events
-from pipeline.wire.codec import default_codec
+from pipeline.wire.catalog import AUDIT_EVENT, SchemaCatalog, default_catalog
+from pipeline.wire.codec import EventCodec, default_codec
 from pipeline.wire.sealed import EVENT_KIND
 from tests.support.archive import wait_for_archive
 from tests.support.sealing import create_topics, delete_topics, start_sealer, start_sink, wait_until_sealed
@@ -52,6 +53,26 @@ def _event(actor, resource_id, personal_attributes=None, **extra):
     return event
 
 
+def _old_format(event, store):
+    """``event`` protected as producers of audit_event.v2 wrote it (the per-value encoding: one AES-SIV
+    ciphertext per field in ``protected_fields``), to be encoded with the v2 writer: what archives hold."""
+    pseudonyms = store.pseudonym_key()
+    actor, flagged = dict(event["actor"]), event.pop("personal_attributes")
+    attributes, fields = dict(event["attributes"]), []
+    values = [(f"actor.{name}", event["actor"]["id"], event["actor"][name])
+              for name in ("id", "source_ip", "user_agent", "session_id")]
+    values += [(f"attributes.{key}", subject_id, attributes[key]) for key, subject_id in flagged.items()]
+    for dotted, subject_id, value in values:
+        subject = pseudonyms.subject_pseudonym(subject_id)
+        cipher = store.cipher_for(subject)
+        fields.append({"field": dotted, "subject": subject, "key_id": cipher.key_id,
+                       "ciphertext": cipher.encrypt(dotted, value)})
+        where, name = dotted.split(".", 1)
+        (actor if where == "actor" else attributes)[name] = subject if dotted == "actor.id" else \
+            pseudonyms.pseudonym(dotted, value)
+    return {**event, "actor": actor, "attributes": attributes, "protected_fields": fields}
+
+
 def _env(monkeypatch, stack, role):
     for name, value in stack.env(role).items():
         monkeypatch.setenv(name, value)
@@ -73,7 +94,7 @@ def pipeline_run(stack, tmp_path_factory):
         future.result(timeout=30)
     # a prefix per fixture instance: test_timeline_privacy runs this fixture again, with the same subjects
     prefix = f"privacy-{RUN}-{secrets.token_hex(3)}/"
-    ids = {"alice": [], "carol": [], "plain": []}
+    ids = {"alice": [], "carol": [], "plain": [], "alice_v2": []}
     with keystore_from_env(stack.env("producer")) as store:
         protector = Protector(store)
         with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw,
@@ -91,6 +112,15 @@ def pipeline_run(stack, tmp_path_factory):
             canary = _event({"id": "User:svc-clinic", "type": "SERVICE"}, CANARY)
             producer.emit(canary)
             ids["plain"].append(canary["event_id"])
+        # events in the encoding archives already hold (audit_event.v2, one ciphertext per value): reveal,
+        # erase, verify and prove must keep working on them
+        v2 = EventCodec(SchemaCatalog([v for v in default_catalog().versions(AUDIT_EVENT) if v.version <= 2]))
+        with AuditProducer(KafkaSettings.from_env(stack.env("producer")), topic=topics.raw, codec=v2) as producer:
+            for n in range(5):
+                event = _old_format(_event(ALICE, f"v2-{n}", attributes={"patient_email": BOB_EMAIL, "ward": "3"},
+                                           personal_attributes={"patient_email": f"bob-{RUN}"}), store)
+                producer.emit(event)
+                ids["alice_v2"].append(event["event_id"])
         pseudonyms = {name: protector.subject_pseudonym(actor["id"])
                       for name, actor in (("alice", ALICE), ("carol", CAROL))}
         pseudonyms["bob"] = protector.subject_pseudonym(f"bob-{RUN}")
@@ -251,12 +281,14 @@ def test_reveal_and_erase_usage_errors_are_one_line_each(stack, pipeline_run, mo
 def test_a_truncated_ciphertext_is_one_clear_error(stack, pipeline_run):
     with keystore_from_env(stack.env("investigator")) as store:
         event = dict(Protector(store).protect(_event(CAROL, "t")))  # carol has a key: nothing is created
-        event[PROTECTED_FIELDS] = [dict(f) for f in event[PROTECTED_FIELDS]]  # the protector's are shared
-        event[PROTECTED_FIELDS][1]["ciphertext"] = event[PROTECTED_FIELDS][1]["ciphertext"][:-4]
+        event[PROTECTED_SUBJECTS] = [dict(g) for g in event[PROTECTED_SUBJECTS]]  # the protector's are shared
+        event[PROTECTED_SUBJECTS][0]["ciphertext"] = event[PROTECTED_SUBJECTS][0]["ciphertext"][:-4]
         revealed = reveal(event, store)
-    assert revealed["actor.id"]["value"] == CAROL["id"]
-    assert "actor.source_ip of subject" in revealed["actor.source_ip"]["error"]
-    assert "truncated, altered or not this subject's" in revealed["actor.source_ip"]["error"]
+    # one ciphertext holds all of carol's fields: each is named unreadable, with the subject, nothing shown
+    assert sorted(revealed) == ["actor.id", "actor.session_id", "actor.source_ip", "actor.user_agent"]
+    for outcome in revealed.values():
+        assert "value" not in outcome and "actor.source_ip" in outcome["error"]
+        assert "truncated, altered or not this subject's" in outcome["error"]
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
@@ -292,6 +324,9 @@ def test_reveal_decrypts_chosen_events_and_records_the_access_first(stack, pipel
                       "attributes.patient_email": BOB_EMAIL}
     records = [json.loads(line) for line in access_spool.read_text().splitlines()]
     assert [r["action"] for r in records] == ["privacy.reveal"]
+    old_format = pipeline_run["ids"]["alice_v2"][1]  # an event archived in the per-value encoding of v2
+    code, result, _ = _reveal(capsys, monkeypatch, stack, pipeline_run, old_format)
+    assert code == 0 and {name: f["value"] for name, f in result[old_format]["fields"].items()} == fields
     assert records[0]["actor"]["id"] == "User:investigator" and records[0]["outcome"]["reason"] == "case INC-7"
     assert alice_event in records[0]["resource"]["id"] and ALICE["id"] not in access_spool.read_text()
 
@@ -396,7 +431,7 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     # a producer running during the erasure: it has alice's key cached
     running_store = keystore_from_env(stack.env("producer")).open()
     running = Protector(running_store)
-    cached_key = running.protect(_event(ALICE, "before"))[PROTECTED_FIELDS][0]["key_id"]
+    cached_key = running.protect(_event(ALICE, "before"))[PROTECTED_SUBJECTS][0]["key_id"]
     assert cached_key in cached_key_ids(run)
     _env(monkeypatch, stack, "privacy")
     assert main(["erase", ALICE["id"], "--reason", "GDPR Art. 17 request 2026-118", "--certificate",
@@ -412,7 +447,7 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
 
     # the running producer saw the tombstones: it never encrypts under the destroyed key again
     assert running_store.key_ids(run["pseudonyms"]["alice"]) == ()
-    after = running.protect(_event(ALICE, "after"))[PROTECTED_FIELDS][0]["key_id"]
+    after = running.protect(_event(ALICE, "after"))[PROTECTED_SUBJECTS][0]["key_id"]
     running_store.close()
     assert after != cached_key and after not in cert["destroyed_key_ids"]
 
@@ -426,20 +461,22 @@ def test_erase_then_everything_still_verifies_and_the_subject_is_gone(stack, pip
     report = json.loads(capsys.readouterr().out)
     assert report["violations"] == []
     # every proof of the erased subject's events still verifies, and the erasure record has one too
-    for event_id in (run["ids"]["alice"][0], run["ids"]["alice"][-1], cert["erasure_event_id"]):
+    for event_id in (run["ids"]["alice"][0], run["ids"]["alice"][-1], run["ids"]["alice_v2"][0],
+                     cert["erasure_event_id"]):
         proof = tmp_path / f"{event_id}.json"
         assert main(["prove", event_id, "--s3", f"s3://audit-archive/{run['prefix']}", "--out", str(proof)]) == 0
         assert main(["verify-proof", str(proof), "--keyring", str(stack.keyring_file)]) == 0
     capsys.readouterr()
 
     # reveal: alice's fields are erased, bob's value in alice's event and carol are untouched
-    alice_event, carol_event = run["ids"]["alice"][3], run["ids"]["carol"][3]
-    code, result, _ = _reveal(capsys, monkeypatch, stack, run, alice_event, carol_event)
+    alice_event, carol_event, old_format = run["ids"]["alice"][3], run["ids"]["carol"][3], run["ids"]["alice_v2"][2]
+    code, result, _ = _reveal(capsys, monkeypatch, stack, run, alice_event, carol_event, old_format)
     assert code == 0
-    alice_fields = result[alice_event]["fields"]
-    for name in ("actor.id", "actor.source_ip", "actor.user_agent", "actor.session_id"):
-        assert f"was erased on {cert['erased_at']} by User:privacy" in alice_fields[name]["erased"]
-    assert alice_fields["attributes.patient_email"]["value"] == BOB_EMAIL
+    for event_id in (alice_event, old_format):  # both encodings: alice gone, bob's value in her event kept
+        alice_fields = result[event_id]["fields"]
+        for name in ("actor.id", "actor.source_ip", "actor.user_agent", "actor.session_id"):
+            assert f"was erased on {cert['erased_at']} by User:privacy" in alice_fields[name]["erased"]
+        assert alice_fields["attributes.patient_email"]["value"] == BOB_EMAIL
     assert result[carol_event]["fields"]["actor.id"]["value"] == CAROL["id"]
 
     # the erasure record in the log names the pseudonym and the reason, never the subject

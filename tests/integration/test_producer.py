@@ -39,7 +39,8 @@ from tests.unit.test_validation import CASES, VALID, changed
 pytestmark = pytest.mark.stack
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-OPTIONAL_DEFAULTS = {"request_id": None, "trace_id": None, "attributes": {}, "protected_fields": []}
+OPTIONAL_DEFAULTS = {"request_id": None, "trace_id": None, "attributes": {}, "protected_fields": [],
+                     "protected_subjects": []}
 ACTOR_DEFAULTS = {"source_ip": None, "user_agent": None, "session_id": None}
 
 

@@ -59,6 +59,9 @@ V1_FINGERPRINT = "4216880367485bc2"
 # Pinned for the same reason as the v1 bytes above.
 V2_FINGERPRINT = "e45ee069157e1960"
 FIXED_V2_HEX = "c301" + V2_FINGERPRINT + FIXED_HEX[20:] + "00"
+# What producers write since audit_event.v3: the v2 body plus an empty protected_subjects array (0x00).
+V3_FINGERPRINT = "fc0763bb7e4c1020"
+FIXED_V3_HEX = "c301" + V3_FINGERPRINT + FIXED_HEX[20:] + "0000"
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +89,9 @@ def test_fingerprint_matches_avro_spec_vectors(schema: str, java_long: int) -> N
 
 def test_fixed_event_encodes_to_the_pinned_bytes(codec: EventCodec) -> None:
     data = codec.encode(FIXED_EVENT)
-    assert data.hex() == FIXED_V2_HEX
+    assert data.hex() == FIXED_V3_HEX
     assert data[:2] == MARKER == b"\xc3\x01"
-    assert data[2:HEADER_SIZE].hex() == V2_FINGERPRINT
+    assert data[2:HEADER_SIZE].hex() == V3_FINGERPRINT
     assert data[2:HEADER_SIZE] == fingerprint_of(codec.schema.canonical_form)
     # A second, independent Avro implementation agrees on the body.
     assert data[HEADER_SIZE:] == fastavro_body(codec, FIXED_EVENT)
@@ -99,10 +102,11 @@ def test_fixed_bytes_decode_to_the_event_with_logical_types(codec: EventCodec) -
     assert decoded["event_id"] == uuid.UUID(FIXED_EVENT["event_id"])
     assert decoded["occurred_at"] == datetime(2025, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
     assert {k: v for k, v in decoded.items() if k not in ("event_id", "occurred_at")} == {
-        **{k: v for k, v in FIXED_EVENT.items() if k not in ("event_id", "occurred_at")}, "protected_fields": []
+        **{k: v for k, v in FIXED_EVENT.items() if k not in ("event_id", "occurred_at")}, "protected_fields": [],
+        "protected_subjects": [],
     }
-    # the v1 record read into v2 is exactly what v2 writes for the same event
-    assert codec.decode(bytes.fromhex(FIXED_V2_HEX)) == decoded
+    # the v1 and v2 records read into v3 are exactly what v3 writes for the same event
+    assert codec.decode(bytes.fromhex(FIXED_V2_HEX)) == decoded == codec.decode(bytes.fromhex(FIXED_V3_HEX))
 
 
 def test_datetime_and_uuid_objects_encode_like_their_wire_values(codec: EventCodec) -> None:
@@ -112,7 +116,7 @@ def test_datetime_and_uuid_objects_encode_like_their_wire_values(codec: EventCod
         # the same instant, given in another timezone
         occurred_at=datetime(2025, 1, 1, 1, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1))),
     )
-    assert codec.encode(event).hex() == FIXED_V2_HEX
+    assert codec.encode(event).hex() == FIXED_V3_HEX
 
 
 def test_absent_optional_fields_encode_as_their_defaults(codec: EventCodec) -> None:

@@ -30,6 +30,7 @@ from pipeline.integrity.note import NoteSigner, format_note, parse_note
 from pipeline.integrity.policy import PolicyWitness, format_policy
 from pipeline.integrity.tlog_proof import TlogProof
 from pipeline.integrity.tree_head import TreeHead, sign_tree_head
+from pipeline.privacy.crypto import FieldCipher, PseudonymKey, SubjectKey, group_associated_data, pack_strings
 from pipeline.wire.sealed import GAP_LOST, event_payload, gap_payload, sealed_codecs
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "schemas" / "FORMAT.md"
@@ -132,6 +133,17 @@ def examples() -> dict[str, str]:
     bloom = BloomFilter.of("actor.id", ["alice", "bob"])
     found["query-index"] = (f'BloomFilter.of("actor.id", ["alice", "bob"]): bits {bloom.bits}, hashes {bloom.hashes}, '
                             f"filter (hex) {bloom.data.hex()}")
+    pseudonym_key, subject_key = PseudonymKey(1, bytes(range(32))), SubjectKey("00112233445566ff", bytes(range(64)))
+    subject = pseudonym_key.subject_pseudonym("alice")
+    names, values = ("actor.id", "actor.source_ip"), ("alice", "203.0.113.7")
+    domain, subject_ad, key_ad, names_ad = group_associated_data(subject, subject_key.key_id, names)
+    sealed = FieldCipher(subject, subject_key).seal_group(names, values)
+    found["protected-subject"] = (
+        f"subject pseudonym: {subject}\nkey id: {subject_key.key_id}\n"
+        f"associated data: {domain.decode()!r} | {subject_ad.decode()!r} | {key_ad.decode()!r} | "
+        f"{names_ad.hex()}\nplaintext: {pack_strings(values).hex()}\n"
+        f"ciphertext (synthetic IV, then the encrypted plaintext):\n{_hex_lines(sealed)}"
+    )
     return {name: text.rstrip("\n") for name, text in found.items()}
 
 

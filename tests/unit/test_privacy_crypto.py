@@ -16,8 +16,11 @@ from pipeline.privacy.crypto import (
     SubjectKey,
     WrongKekError,
     associated_data,
+    group_associated_data,
     is_pseudonym,
     new_subject_key,
+    pack_strings,
+    unpack_strings,
     unwrap_key,
     wrap_key,
 )
@@ -115,3 +118,52 @@ def test_key_store_records_round_trip_and_refuse_garbage() -> None:
     for garbage in (b"\xff", b"[]", b'{"v": 2}', b'{"v": 1, "kek_id": "k"}'):
         with pytest.raises(KeyStoreRecordError, match="here"):
             WrappedKey.from_value(garbage, "here")
+
+
+def test_subject_group_fixed_vector_round_trip_and_packing() -> None:
+    cipher = FieldCipher(ALICE, KEY)
+    names, values = ("actor.id", "actor.source_ip"), ("alice", "203.0.113.7")
+    sealed = cipher.seal_group(names, values)
+    # pinned: archives hold this format for years (schemas/FORMAT.md, section 11)
+    assert sealed.hex() == "5b28a17dae12dc58a5aa81f09a7b6bc8f2b277af8ad0a7fa85f99eba276aacc94972"
+    packed = b"\x0aalice\x16203.0.113.7"  # each value an Avro string: zig-zag length, UTF-8
+    assert pack_strings(values) == packed and unpack_strings(packed, 2) == list(values)
+    expected_ad = [b"auditseal/protected-subject/v1", ALICE.encode(), KEY.key_id.encode(),
+                   b"\x10actor.id\x1eactor.source_ip"]
+    assert group_associated_data(ALICE, KEY.key_id, names) == expected_ad
+    assert sealed == AESSIV(KEY.material).encrypt(packed, expected_ad)
+    assert cipher.open_group(names, sealed) == list(values)
+    assert cipher.open_group((), cipher.seal_group((), ())) == []
+    long_value = "é" * 100  # a two-byte varint length, multi-byte UTF-8
+    assert cipher.open_group(("attributes.note",), cipher.seal_group(("attributes.note",), (long_value,))) == [long_value]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered", "other subject", "fields reordered", "field renamed",
+                                    "field dropped", "other key id"])
+def test_a_damaged_or_moved_subject_group_is_one_clear_error(damage: str) -> None:
+    names = ("actor.id", "actor.source_ip")
+    sealed = FieldCipher(ALICE, KEY).seal_group(names, ("alice", "203.0.113.7"))
+    cipher, opened_names = FieldCipher(ALICE, KEY), names
+    if damage == "truncated":
+        sealed = sealed[:-3]
+    elif damage == "altered":
+        sealed = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    elif damage == "other subject":
+        cipher = FieldCipher(PSEUDONYM_KEY.subject_pseudonym("bob"), KEY)
+    elif damage == "fields reordered":
+        opened_names = names[::-1]
+    elif damage == "field renamed":
+        opened_names = ("actor.id", "actor.session_id")
+    elif damage == "field dropped":
+        opened_names = ("actor.id",)
+    else:
+        cipher = FieldCipher(ALICE, SubjectKey("ffeeddccbbaa9988", KEY.material))
+    with pytest.raises(CorruptCiphertextError, match="truncated, altered or not this subject's"):
+        cipher.open_group(opened_names, sealed)
+
+
+@pytest.mark.parametrize("packed, count", [(b"\x0aali", 1), (b"\x0aalice!", 1), (b"\x01", 1), (b"\x80", 1),
+                                           (b"\x0aalice", 2), (b"\x02\xff", 1)])
+def test_unpacking_refuses_anything_but_exactly_count_strings(packed: bytes, count: int) -> None:
+    with pytest.raises(ValueError):
+        unpack_strings(packed, count)

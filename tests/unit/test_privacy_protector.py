@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 
 from pipeline.detector.rules import access_from_event, judge, parse_detector_config
-from pipeline.privacy.crypto import FieldCipher, PseudonymKey, new_subject_key
-from pipeline.privacy.keystore import UnknownSubjectError
-from pipeline.privacy.protector import PROTECTED_FIELDS, Protector, personal_fields, reveal
+from pipeline.privacy.crypto import FieldCipher, PseudonymKey, SubjectKey, new_subject_key
+from pipeline.privacy.keystore import SubjectErasedError, UnknownSubjectError
+from pipeline.privacy.protector import PROTECTED_FIELDS, PROTECTED_SUBJECTS, Protector, personal_fields, reveal
+from pipeline.privacy.records import Erasure
 from pipeline.producer.event import new_event
 from pipeline.wire.acceptance import compile_checker
 from pipeline.wire.codec import default_codec
@@ -75,11 +76,12 @@ def test_protected_event_has_no_plaintext_one_key_per_subject_and_reveals() -> N
     alice, bob = protector.subject_pseudonym("alice@example.org"), protector.subject_pseudonym("bob")
     assert protected["actor"]["id"] == alice and protected["actor"]["type"] == "USER"
     assert protected["attributes"]["ward"] == "3"  # not flagged: stays as it is
-    fields = {f["field"]: f for f in protected[PROTECTED_FIELDS]}
-    assert sorted(fields) == ["actor.id", "actor.session_id", "actor.source_ip", "actor.user_agent",
-                              "attributes.patient_email"]
-    assert {f["subject"] for f in fields.values()} == {alice, bob} and keys.created == 2
-    assert fields["attributes.patient_email"]["subject"] == bob
+    groups = protected[PROTECTED_SUBJECTS]
+    assert PROTECTED_FIELDS not in protected  # the per-value encoding is no longer written
+    assert [(g["subject"], g["fields"]) for g in groups] == [
+        (alice, ["actor.id", "actor.source_ip", "actor.user_agent", "actor.session_id"]),
+        (bob, ["attributes.patient_email"])]  # one ciphertext per subject, each under its own key
+    assert keys.created == 2 and groups[0]["key_id"] != groups[1]["key_id"]
     revealed = reveal(CODEC.decode(data), keys)  # type: ignore[arg-type]
     assert {name: r["value"] for name, r in revealed.items()} == {
         "actor.id": "alice@example.org", "actor.source_ip": "203.0.113.7", "actor.user_agent": "Mozilla/5.0 (X11)",
@@ -90,12 +92,12 @@ def test_one_actor_is_protected_once_per_cache_lifetime_and_again_after_an_erasu
     keys = MemoryKeys()
     protector = Protector(keys)  # type: ignore[arg-type]
     first, second = protector.protect(_event()), protector.protect(_event())
-    assert first[PROTECTED_FIELDS] == second[PROTECTED_FIELDS] and keys.created == 1
+    assert first[PROTECTED_SUBJECTS] == second[PROTECTED_SUBJECTS] and keys.created == 1
     subject = protector.subject_pseudonym("alice@example.org")
     del keys.keys[subject]
     keys.listener(subject)  # the key store saw the erasure: cached ciphertexts of the old key must go
     third = protector.protect(_event())
-    assert third[PROTECTED_FIELDS][0]["key_id"] != first[PROTECTED_FIELDS][0]["key_id"] and keys.created == 2
+    assert third[PROTECTED_SUBJECTS][0]["key_id"] != first[PROTECTED_SUBJECTS][0]["key_id"] and keys.created == 2
 
 
 def test_workloads_are_not_data_subjects_and_absent_fields_carry_nothing() -> None:
@@ -103,7 +105,7 @@ def test_workloads_are_not_data_subjects_and_absent_fields_carry_nothing() -> No
     service = _event(actor={"id": "User:svc-billing", "type": "SERVICE"})
     assert protector.protect(service) is service
     human = protector.protect(_event(actor={"id": "carol", "type": "USER"}))
-    assert [f["field"] for f in human[PROTECTED_FIELDS]] == ["actor.id"]
+    assert [g["fields"] for g in human[PROTECTED_SUBJECTS]] == [["actor.id"]]
     assert human["actor"].get("source_ip") is None
 
 
@@ -135,7 +137,7 @@ def test_protected_events_take_the_compiled_paths_with_the_reference_bytes(event
     assert data == CODEC.encode_checked(protected)
     assert CHECK(data)
     validate_event(CODEC.decode(data))
-    assert len(protected[PROTECTED_FIELDS]) == sum(
+    assert len(protected[PROTECTED_SUBJECTS][0]["fields"]) == sum(
         1 for name in ("id", "source_ip", "user_agent", "session_id") if isinstance(event["actor"].get(name), str))
 
 
@@ -237,7 +239,7 @@ def test_the_compiled_table_is_bounded_and_emptied_by_an_erasure() -> None:
     keys.listener(subject)  # the key store saw the erasure
     assert len(encode) == 0
     after = CODEC.decode(encode(_event()))
-    assert {f["key_id"] for f in after[PROTECTED_FIELDS]} != {old_key}  # never the destroyed key again
+    assert {g["key_id"] for g in after[PROTECTED_SUBJECTS]} != {old_key}  # never the destroyed key again
 
 
 def test_an_expired_actor_is_protected_again() -> None:
@@ -263,3 +265,84 @@ def test_encode_replacing_refuses_what_encode_would_refuse() -> None:
     assert native.encode_field("actor", {"id": 7}) is None and native.encode_field("no-such-field", 1) is None
     with pytest.raises(ValueError, match="one replacement"):
         native.encode_replacing(event, (None,))
+
+
+# An event sealed by a producer of audit_event.v2 (the per-value encoding, one AES-SIV ciphertext per field):
+# alice acts, an attribute is about bob. Fixed bytes, as archives hold them; written with the v2 writer and
+# FieldCipher.encrypt under the keys below (pseudonym key bytes(range(32))).
+OLD_FORMAT_EVENT = bytes.fromhex(
+    'c301e45ee069157e19604830623763346135322d356433652d346630612d396135372d3363316532643462366138308080dd'
+    '9095b6a2063270312e3079465a4d656f484e6f4c6b37795f5558794f6c654100023270312e524c6733733462484a5a5f7373'
+    '725578566661465567023270312e5f625655595a366831786c543868516c3061554e7377023270312e43665878767455696f'
+    '737a556d6c642d4947445a71512670617469656e742e7265636f72642e726561640c7265636f726406722d3900000c636c69'
+    '6e69630000041a70617469656e745f656d61696c3270312e346872394a49475555434c77303462547a5966356b7708776172'
+    '640233000a106163746f722e69643270312e3079465a4d656f484e6f4c6b37795f5558794f6c654120303031313232333334'
+    '3435353636666658513846464b6668654d574753704f4831366b7644414737333655616c536b4f6947372d333764554f5761'
+    '50491e6163746f722e736f757263655f69703270312e3079465a4d656f484e6f4c6b37795f5558794f6c6541203030313132'
+    '3233333434353536366666483345743879664e4772784463746e793749694a486a324471437a6f764977583974364a562061'
+    '63746f722e757365725f6167656e743270312e3079465a4d656f484e6f4c6b37795f5558794f6c6541203030313132323333'
+    '3434353536366666585870373364344d646d6e69786d536b726e706c4b47414d78307a756b58305f7565494566534a455a56'
+    '464346206163746f722e73657373696f6e5f69643270312e3079465a4d656f484e6f4c6b37795f5558794f6c654120303031'
+    '313232333334343535363666663e454d6545327351306357756f6132505868747463516a4c46596d314c7050413061747472'
+    '6962757465732e70617469656e745f656d61696c3270312e73544e6f317150627841566d6d706244486f4555725120383839'
+    '3961616262636364646565666654563356446f395149706e6d314a744f576b2d2d6347596133466246527166635451455542'
+    '4441546d495100')
+OLD_KEYS = {"alice@example.org": SubjectKey("00112233445566ff", bytes(range(64))),
+            "bob": SubjectKey("8899aabbccddeeff", bytes(range(64, 128)))}
+
+
+class ErasableKeys(MemoryKeys):
+    """MemoryKeys that remembers erasures and answers them as the key store does."""
+
+    def __init__(self, keys: dict[str, SubjectKey]) -> None:
+        super().__init__()
+        pseudonyms = self.pseudonym_key()
+        self.keys = {pseudonyms.subject_pseudonym(subject): {key.key_id: key} for subject, key in keys.items()}
+        self.erased: set[str] = set()
+
+    def erase(self, subject_id: str) -> None:
+        pseudonym = self.pseudonym_key().subject_pseudonym(subject_id)
+        del self.keys[pseudonym]
+        self.erased.add(pseudonym)
+
+    def cipher(self, pseudonym: str, key_id: str) -> FieldCipher:
+        if pseudonym in self.erased:
+            erasure = Erasure(pseudonym, "2026-12-01T00:00:00Z", "User:privacy", (key_id,), "e-1")
+            raise SubjectErasedError(erasure, f"subject {pseudonym} was erased on {erasure.erased_at}")
+        return super().cipher(pseudonym, key_id)
+
+
+def test_an_event_archived_in_the_per_value_encoding_still_reveals_and_erases_one_subject_only() -> None:
+    v2 = next(v for v in CODEC.catalog.versions(CODEC.family) if v.version == 2)
+    assert OLD_FORMAT_EVENT[2:10] == v2.fingerprint  # written by the v2 writer, read by the newest reader
+    event = CODEC.decode(OLD_FORMAT_EVENT)
+    assert event[PROTECTED_SUBJECTS] == [] and len(event[PROTECTED_FIELDS]) == 5
+    keys = ErasableKeys(OLD_KEYS)
+    assert {name: r["value"] for name, r in reveal(event, keys).items()} == {  # type: ignore[arg-type]
+        "actor.id": "alice@example.org", "actor.source_ip": "203.0.113.7", "actor.user_agent": "Mozilla/5.0 (X11)",
+        "actor.session_id": "sess-81", "attributes.patient_email": "bob@example.org"}
+    keys.erase("alice@example.org")
+    after = reveal(event, keys)  # type: ignore[arg-type]
+    assert all("was erased on 2026-12-01" in after[f"actor.{name}"]["erased"]
+               for name in ("id", "source_ip", "user_agent", "session_id"))
+    assert after["attributes.patient_email"]["value"] == "bob@example.org"  # bob's key is untouched
+
+
+def test_erasing_one_subject_of_a_new_format_event_leaves_the_other_readable() -> None:
+    keys = ErasableKeys({})
+    protector = Protector(keys)  # type: ignore[arg-type]
+    data = protector.encoder(CODEC.encode)(_event(personal_attributes={"patient_email": "bob"}))
+    assert data[2:10] == CODEC.schema.fingerprint
+    keys.erase("alice@example.org")
+    after = reveal(CODEC.decode(data), keys)  # type: ignore[arg-type]
+    assert sorted(name for name, r in after.items() if "erased" in r) == [
+        "actor.id", "actor.session_id", "actor.source_ip", "actor.user_agent"]
+    assert after["attributes.patient_email"]["value"] == "bob@example.org"
+
+
+def test_a_new_format_event_is_smaller_than_the_per_value_encoding_of_the_same_values() -> None:
+    protector = Protector(ErasableKeys(OLD_KEYS))  # type: ignore[arg-type]
+    event = CODEC.decode(OLD_FORMAT_EVENT)
+    plain = _event(event_id=event["event_id"], occurred_at=event["occurred_at"], personal_attributes={"patient_email": "bob"})
+    data = CODEC.encode(protector.protect(plain))
+    assert len(data) < len(OLD_FORMAT_EVENT) - 200  # 4 synthetic IVs, 3 subjects and key ids, base64 saved

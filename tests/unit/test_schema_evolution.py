@@ -32,6 +32,7 @@ RELEASED = {
     "archived_record.v1.avsc": "7629bc48f4d6a781",
     "audit_event.v1.avsc": "4216880367485bc2",
     "audit_event.v2.avsc": "e45ee069157e1960",
+    "audit_event.v3.avsc": "fc0763bb7e4c1020",
     "checkpoint.v1.avsc": "13beec4225f95385",
     "checkpoint.v2.avsc": "c1390a89cb3a9761",
     "gap.v1.avsc": "bb571da5e9a7f8e5",
