@@ -14,6 +14,7 @@ be split: that archive is verified again in the parent, in one pass, so the repo
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import os
@@ -45,11 +46,18 @@ def verify_parallel(verifier: ArchiveVerifier, source, jobs: int, stats: dict[st
     # the largest partitions first, so the last one to finish is a small one
     order = sorted(range(len(units)), key=lambda index: -len(units[index][1]))
     _WORK = (verifier, source, units)
+    # The workers are forked from this process, whose other threads (Kafka clients, a test runner's leftovers)
+    # do not exist in them: a worker's garbage collector running the finalizer of an inherited object could
+    # touch that native state (a worker segfaulted so in make test). The garbage is collected here, where its
+    # finalizers are safe, and the rest frozen, so a worker's collector never looks at what it inherited.
+    gc.collect()
+    gc.freeze()
     try:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
                                  initializer=_start_worker) as pool:
             done = dict(zip(order, pool.map(_verify_unit, order), strict=True))
     finally:
+        gc.unfreeze()
         _WORK = None
     if stats is not None:
         stats["units"] = len(units)
