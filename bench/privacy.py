@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.sealer import PARTITIONS, throughput
+from bench.steady import median as _median
 from pipeline.archive.encryption import load_master_key
 from pipeline.config import KafkaSettings
 from pipeline.dev.stack import LocalStack
@@ -119,11 +120,6 @@ def _encoding_us(encoders: tuple, events: list[dict]) -> list[float]:
                 encode(event)
             best[index] = min(best[index], time.perf_counter() - started)
     return [seconds / len(sample) * 1e6 for seconds in best]
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
 
 
 def emit_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store: KeyStore) -> None:

@@ -29,14 +29,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.sealer import PARTITIONS, _median, _peak_rss_mb, latency, produce
+from bench.sealer import PARTITIONS, _peak_rss_mb, latency, produce
+from bench.steady import median as _median
 from pipeline.dev import witness as dev_witness
-from pipeline.dev.processes import ManagedProcess, port_is_free, port_is_open
+from pipeline.dev.processes import ManagedProcess
 from pipeline.dev.stack import LocalStack
 from pipeline.integrity.keyring import load_keyring
 from pipeline.integrity.log_identity import chain_origin, log_verifier
-from pipeline.integrity.note import NoteVerifier
-from pipeline.integrity.policy import PolicyWitness, format_policy
 from tests.support.sealing import REPO, Topics, create_topics, delete_topics, free_port
 
 LOG_NAME = "bench-witness"
@@ -48,22 +47,7 @@ def start_witness(stack: LocalStack, home: Path, chains: list[Topics]) -> tuple[
     assert key is not None, "the stack's keyring has no active key: `auditseal dev up`"
     origins = [chain_origin(LOG_NAME, f"{topics.raw}/{p}") for topics in chains for p in range(topics.partitions)]
     logs = {origin: log_verifier(key.public_key, origin).vkey for origin in origins}
-    base = stack.ports()["kafka_client"]
-    port = next(base + n for n in range(5, 100) if port_is_free("127.0.0.1", base + n))
-    verifier = dev_witness.ensure_witness_key(home, "witness.bench.auditseal.localhost")
-    process = ManagedProcess("bench-witness", home / "witness.pid", home / "witness.log", str(home))
-    dev_witness.start_witness(process, dev_witness.ensure_binary(stack.cache), home=home, port=port, logs=logs)
-    deadline = time.monotonic() + 60
-    while not port_is_open("127.0.0.1", port):
-        if process.pid() is None or time.monotonic() > deadline:
-            process.stop()
-            raise RuntimeError(f"omniwitness did not start:\n{process.log_tail()}")
-        time.sleep(0.2)
-    policy = home / "policy.txt"
-    policy.write_text(format_policy([NoteVerifier.from_vkey(v) for v in logs.values()],
-                                    [PolicyWitness("bench-witness", verifier, f"http://127.0.0.1:{port}")],
-                                    "bench-witness"))
-    return process, policy
+    return dev_witness.start_side_witness(stack, home, "bench-witness", "witness.bench.auditseal.localhost", logs)
 
 
 def seal_argv(topics: Topics, policy: Path | None, interval: float, metrics_port: int) -> list[str]:

@@ -44,30 +44,14 @@ def start_demo_witness(stack, workdir: Path) -> DemoWitness:
     """Start a fresh omniwitness for the stack's chains under the sealer's current key (stop it with
     ``.process.stop()``); WitnessDemoError if no port of the stack's extra range is free."""
     from pipeline.dev import witness
-    from pipeline.dev.processes import port_is_free, port_is_open
-    from pipeline.integrity.note import NoteVerifier
-    from pipeline.integrity.policy import PolicyWitness, format_policy
 
-    base = stack.ports()["kafka_client"]
-    port = next((base + n for n in range(5, 100) if port_is_free("127.0.0.1", base + n)), None)
-    if port is None:
-        raise WitnessDemoError(f"no free port in {base + 5}..{base + 99} for the demo's witness")
     home = workdir / "witness"
     shutil.rmtree(home, ignore_errors=True)
-    verifier = witness.ensure_witness_key(home, "witness.demo.auditseal.localhost")
-    logs = stack._witness_logs()
-    process = ManagedProcess("demo-witness", home / "witness.pid", home / "witness.log", str(home))
-    witness.start_witness(process, witness.ensure_binary(stack.cache), home=home, port=port, logs=logs)
-    deadline = time.monotonic() + 60
-    while not port_is_open("127.0.0.1", port):
-        if process.pid() is None or time.monotonic() > deadline:
-            process.stop()
-            raise WitnessDemoError(f"the demo's witness did not start:\n{process.log_tail()}")
-        time.sleep(0.2)
-    policy = workdir / "witness-policy.txt"
-    policy.write_text(format_policy([NoteVerifier.from_vkey(v) for v in logs.values()],
-                                    [PolicyWitness("demo-witness", verifier, f"http://127.0.0.1:{port}")],
-                                    "demo-witness"))
+    try:
+        process, policy = witness.start_side_witness(stack, home, "demo-witness", "witness.demo.auditseal.localhost",
+                                                     stack._witness_logs())
+    except RuntimeError as exc:
+        raise WitnessDemoError(str(exc)) from None
     return DemoWitness(process, policy)
 
 

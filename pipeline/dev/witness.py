@@ -99,3 +99,33 @@ def logs_from_yaml(path: Path) -> dict[str, str]:
         elif line.startswith("    PublicKey: ") and origin is not None:
             logs[origin] = json.loads(line[len("    PublicKey: "):])
     return logs
+
+
+def start_side_witness(stack, home: Path, name: str, key_name: str,
+                       logs: dict[str, str]) -> tuple[ManagedProcess, Path]:
+    """A witness of its own beside the stack's (the demo's, a benchmark's): an omniwitness in `home` whose
+    cosignatures are under the key `key_name`, on the first free port of the stack's extra range, accepting
+    the chains of `logs` (origin -> log vkey); its process (`name`; stop it with ``.stop()``) and a tlog-policy
+    naming it `name` (``home/policy.txt``). RuntimeError if no port is free or it does not start in 60 s."""
+    import time
+
+    from pipeline.dev.processes import port_is_free, port_is_open
+    from pipeline.integrity.policy import PolicyWitness, format_policy
+
+    base = stack.ports()["kafka_client"]
+    port = next((base + n for n in range(5, 100) if port_is_free("127.0.0.1", base + n)), None)
+    if port is None:
+        raise RuntimeError(f"no free port in {base + 5}..{base + 99} for the witness {name}")
+    verifier = ensure_witness_key(home, key_name)
+    process = ManagedProcess(name, home / "witness.pid", home / "witness.log", str(home))
+    start_witness(process, ensure_binary(stack.cache), home=home, port=port, logs=logs)
+    deadline = time.monotonic() + 60
+    while not port_is_open("127.0.0.1", port):
+        if process.pid() is None or time.monotonic() > deadline:
+            process.stop()
+            raise RuntimeError(f"the witness {name} did not start:\n{process.log_tail()}")
+        time.sleep(0.2)
+    policy = home / "policy.txt"
+    policy.write_text(format_policy([NoteVerifier.from_vkey(v) for v in logs.values()],
+                                    [PolicyWitness(name, verifier, f"http://127.0.0.1:{port}")], name))
+    return process, policy
