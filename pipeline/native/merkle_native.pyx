@@ -21,16 +21,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcpy
 
-cdef extern from *:
-    """
-    #define OPENSSL_SUPPRESS_DEPRECATED 1
-    #include <openssl/sha.h>
-    """
-    ctypedef struct SHA256_CTX:
-        pass
-    int SHA256_Init(SHA256_CTX* c) nogil
-    int SHA256_Update(SHA256_CTX* c, const void* data, size_t length) nogil
-    int SHA256_Final(unsigned char* md, SHA256_CTX* c) nogil
+from pipeline.native.sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update
 
 cdef enum:
     HASH_SIZE = 32

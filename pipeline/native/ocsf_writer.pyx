@@ -26,20 +26,10 @@ from libc.stdint cimport INT32_MAX, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
 
+from pipeline.native.sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update
 from pipeline.native.varint cimport read_long
 
 import hashlib
-
-cdef extern from *:
-    """
-    #define OPENSSL_SUPPRESS_DEPRECATED 1
-    #include <openssl/sha.h>
-    """
-    ctypedef struct SHA256_CTX:
-        pass
-    int SHA256_Init(SHA256_CTX* c) nogil
-    int SHA256_Update(SHA256_CTX* c, const void* data, size_t length) nogil
-    int SHA256_Final(unsigned char* md, SHA256_CTX* c) nogil
 
 cdef enum:
     MAX_ATTRIBUTES = 64
