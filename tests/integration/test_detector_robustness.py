@@ -109,7 +109,9 @@ def test_null_value_and_a_new_source_partition_do_not_stop_it(stack, made, rules
         for _ in range(3):
             producer.produce(topics.access, value=codec.encode(denial("User:new-partition")), partition=3)
         assert producer.flush(30) == 0
-        alert = wait_for_alert(stack, topics, "User:new-partition", timeout=180, detector=detector)
+        # the partition is seen within the detector's metadata max age (30 s), then the group rebalances and the
+        # tables recover; a fresh-clone make test at load 25-30 on the 2 cores took longer than 180 s for it
+        alert = wait_for_alert(stack, topics, "User:new-partition", timeout=360, detector=detector)
         assert alert["rule"] == "denied_burst"
     finally:
         _stop(detector)
