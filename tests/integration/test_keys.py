@@ -39,6 +39,7 @@ from tests.support.sealing import (
     raw_end_offsets,
     read_sealed,
     sealed_source_offsets,
+    stop_worker,
     wait_until_sealed,
 )
 
@@ -91,16 +92,6 @@ def _start_sealer(stack, topics, env_overrides: dict[str, str], log: Path) -> su
             topics.sealed, "--app-id", topics.app_id, "--metrics-port", "0", "--checkpoint-records", "500",
             "--checkpoint-ms", "100"]
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
 
 
 def _emit(stack, topics, count: int, seed: int, rate: float | None = None) -> None:
@@ -194,7 +185,7 @@ def test_rotation_under_load_leaves_no_gap_no_fork_and_both_keys_verify(stack, t
     finally:
         stop.set()
         load.join()
-        _stop(worker)
+        stop_worker(worker)
     keyring = load_keyring(custody["AUDITSEAL_KEYRING"])
     second = keyring.active.key_id
     switch = keyring.get(second).valid_from_micros
@@ -253,7 +244,7 @@ def test_a_revoked_key_is_refused_by_the_sealer_and_its_later_checkpoints_are_re
         worker.wait(120)
         assert worker.returncode != 0
     finally:
-        _stop(worker)
+        stop_worker(worker)
     assert "revoked as compromised" in log.read_text()
     after = read_sealed(stack, topics)
     assert _checkpoints(after) == _checkpoints(sealed_before_refusal)

@@ -43,6 +43,7 @@ from tests.support.sealing import (
     read_sealed,
     sealed_source_offsets,
     start_sink,
+    stop_worker,
     wait_until_sealed,
 )
 from tests.support.witness import start_test_witness
@@ -97,16 +98,6 @@ def _start_sealer(stack, topics, custody, log: Path) -> subprocess.Popen:
             "--checkpoint-ms", "200", "--log-name", LOG_NAME, "--witness-policy", custody["AUDITSEAL_WITNESS_POLICY"],
             "--witness-interval", "1", "--heartbeat-interval", "1"]
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
 
 
 def _emit_until(stack, topics, stop: threading.Event, rate: float, emitted: list[int]) -> None:
@@ -216,7 +207,7 @@ def test_rotation_with_witnessing_on_the_witness_cosigns_across_the_switch(stack
     finally:
         stop.set()
         load.join()
-        _stop(worker)
+        stop_worker(worker)
     text = log.read_text()
     assert "WITNESS REFUSED" not in text, text[-3000:]
     # and none was turned away for its key during the change-over (omniwitness answers 500 for a head with no
@@ -264,7 +255,7 @@ def test_revoked_key_heads_after_the_compromise_are_flagged_those_cosigned_befor
         sizes = {p: max(r["tree_size"] for q, r in _records(late, HEAD_KIND) if q == p) for p in late}
         sealed = _wait_for("the late heads cosigned", _cosigned_at_least(sizes))
     finally:
-        _stop(worker)
+        stop_worker(worker)
     revoke = _keys(stack, custody, "revoke", key_id, "--compromised-since", str(compromised_since))
     assert revoke.returncode == 0, revoke.stderr
     code, report, output = _archive_and_verify(stack, topics, custody, sealed, tmp_path)

@@ -151,6 +151,17 @@ def start_sealer(stack, topics: Topics, *, checkpoint_records: int = 2000, check
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
 
 
+def stop_worker(worker: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM (the clean shutdown every daemon handles), then SIGKILL if it has not exited within ``timeout``."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+
+
 def start_sink(stack, topics: Topics, *args: str, group: str, log: Path | None = None,
                env: dict[str, str] | None = None) -> subprocess.Popen:
     """A real S3 sink process (``auditseal sink``) as the sink role on the test's sealed topic;
