@@ -146,7 +146,7 @@ def _rotate_mid_stream(stack: LocalStack, services: list[subprocess.Popen], witn
     keyring = load_keyring(stack.keyring_file)
     new_key = max(keyring, key=lambda entry: entry.valid_from_micros)
     origins = list(stack._witness_logs())
-    changed = set_log_keys(witness_policy.parent / "witness",
+    changed = set_log_keys(witness_policy.parent,  # the witness's home holds its policy (start_side_witness)
                            {origin: log_verifier(new_key.public_key, origin).vkey for origin in origins})
     print(f"    sealed so far under key {before}, in SoftHSM2 token auditseal-sealer")
     print(f"    auditseal keys rotate --lead {lead}: " + rotated.stdout.strip().replace("\n", "\n      "))
