@@ -6,7 +6,8 @@
 The witness answers 200 with cosignature lines, or refuses: 409 (text/x.tlog.size: the size it last
 cosigned, so the client retries from there), 422 (the consistency proof does not verify: the head does
 not extend what the witness saw, i.e. a rewritten or forked history), 403 (no valid log signature),
-404 (unknown origin), 400 (malformed request). Each outcome is its own exception so a caller can act:
+404 (unknown origin), 400 (malformed request); 429 (omniwitness limits how often a log may submit) and
+5xx mean later, like no answer at all. Each outcome is its own exception so a caller can act:
 retry later (unavailable), retry from another size (conflict), or raise the alarm (refused).
 """
 
@@ -37,9 +38,10 @@ class WitnessError(AuditSealError):
 
 
 class WitnessUnavailableError(WitnessError):
-    """The witness could not be reached, timed out or failed (5xx): try again later, nothing is wrong yet.
+    """The witness could not be reached, timed out, failed (5xx) or asks to slow down (429): try again later,
+    nothing is wrong yet.
 
-    `status` is the HTTP status of a 5xx answer, None when there was no answer at all.
+    `status` is the HTTP status of a 429 or 5xx answer, None when there was no answer at all.
     """
 
     def __init__(self, witness: str, message: str, status: int | None = None) -> None:
@@ -83,8 +85,8 @@ class Witness:
     def add_checkpoint(self, signed_head: bytes, old_size: int, proof: Sequence[bytes]) -> list[NoteSignature]:
         """Submit one head with a consistency proof from `old_size`; return the verified cosignatures.
 
-        Raises WitnessConflictError (409), WitnessRefusedError (400/403/404/422 and other 4xx),
-        WitnessUnavailableError (connection failure, timeout, 5xx) or WitnessResponseError.
+        Raises WitnessConflictError (409), WitnessRefusedError (400/403/404/422 and other 4xx but 429),
+        WitnessUnavailableError (connection failure, timeout, 429, 5xx) or WitnessResponseError.
         """
         note = parse_note(signed_head)
         head = parse_tree_head(note.text)
@@ -99,7 +101,7 @@ class Witness:
             if not first.isdigit():
                 raise WitnessResponseError(self.name, f"409 Conflict without a tree size (body {text[:80]!r})")
             raise WitnessConflictError(self.name, int(first))
-        if 500 <= status:
+        if 500 <= status or status == 429:  # 429: the witness rate-limits submissions; it refuses nothing
             raise WitnessUnavailableError(self.name, f"{status} {reason}: {text.strip()[:200] or 'no detail'}", status)
         if status != 200:
             raise WitnessRefusedError(self.name, status, reason, text)

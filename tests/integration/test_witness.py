@@ -157,9 +157,11 @@ def test_a_witness_answering_garbage_is_an_error_never_a_cosignature(witness):
             witness.verifier.name,
             base64.b64encode(witness.verifier.key_hash.to_bytes(4, "big") + bytes(72)).decode(),
         ).encode()
-        _Garbage.answers[:] = [(200, b"hello"), (200, other_line), (200, forged_cosig), (409, b"many\n"), (503, b"busy")]
+        # 429: omniwitness rate-limits submissions (the demo's 16 chains on one witness met it): slow down, retry
+        _Garbage.answers[:] = [(200, b"hello"), (200, other_line), (200, forged_cosig), (409, b"many\n"), (503, b"busy"),
+                               (429, b"")]
         for expected in (WitnessResponseError, WitnessResponseError, WitnessResponseError, WitnessResponseError,
-                         WitnessUnavailableError):
+                         WitnessUnavailableError, WitnessUnavailableError):
             with pytest.raises(expected):
                 liar.add_checkpoint(signed(log, 5), 0, [])
     finally:
