@@ -16,14 +16,13 @@ the stack's Kafka client port (20612 for a stack at port base 20600; 19104 with 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.dev.kafka import LOG4J_VERSION, java_executable, resolve_jars
-from pipeline.dev.processes import StackError, port_is_open
+from pipeline.dev.processes import StackError, port_is_open, terminate
 
 CONNECT_VERSION = "4.4.0"
 CONNECT_FILE_VERSION = "4.3.1"
@@ -168,11 +167,5 @@ class StandaloneConnect:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker (SIGTERM, then SIGKILL after ``timeout``); only the process this object started."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        if process is not None:
+            terminate(process, timeout)

@@ -208,3 +208,14 @@ def run_with_progress(argv: Sequence[str], what: str, *, log: Callable[[str], ob
         raise StackError(f"{what} failed (exit {returncode}):\n{output}")
     log(f"  {what}: done in {time.monotonic() - started:.0f}s")
     return "\n".join(lines)
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (the clean shutdown every daemon handles), then SIGKILL if it has not exited within ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AclBinding, AclBindingFilter, AdminClient, NewTopic
 
 from pipeline.config import KafkaSettings
+from pipeline.dev.processes import terminate
 from pipeline.dev.provision import acl_binding
 from pipeline.integrity.keyring import load_keyring
 from pipeline.permissions.topology import Grant
@@ -152,14 +153,8 @@ def start_sealer(stack, topics: Topics, *, checkpoint_records: int = 2000, check
 
 
 def stop_worker(worker: subprocess.Popen, timeout: float = 60) -> None:
-    """SIGTERM (the clean shutdown every daemon handles), then SIGKILL if it has not exited within ``timeout``."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
+    """SIGTERM, then SIGKILL if the worker has not exited within ``timeout``."""
+    terminate(worker, timeout)
 
 
 def start_sink(stack, topics: Topics, *args: str, group: str, log: Path | None = None,
