@@ -17,6 +17,8 @@ read, decodes them, checks their sequence against the checkpoint, builds the bat
 (libcrypto's SHA-256 into one buffer, every node hexed once) and writes each event with its audit
 path, no Python object per record but the document; anything it does not take returns None and the
 batch is mapped record by record (:meth:`EventWriter.render`, the reference for what that declines).
+:meth:`EventWriter.render_sealed_lines` is the same for ``auditseal export``: the batch's documents as
+one buffer of JSON lines, counted by class, no Python object per document at all.
 tests/differential/test_ocsf_writer.py holds both equal to the reference.
 """
 
@@ -112,45 +114,51 @@ cdef int put_int(Buf* b, int64_t value) except -1:
     return 0
 
 
+cdef unsigned char SAFE[256]  # 1 for a byte a JSON string holds as it is (not a control character, " or \\)
+cdef int _byte
+for _byte in range(256):
+    SAFE[_byte] = _byte >= 0x20 and _byte != 0x22 and _byte != 0x5C
+
+
 cdef int put_escaped(Buf* b, const unsigned char* s, Py_ssize_t n) except -1:
-    # The inside of a JSON string (no quotes) as orjson writes it; s is valid UTF-8.
-    cdef Py_ssize_t i, j
+    # The inside of a JSON string (no quotes) as orjson writes it; s is valid UTF-8. Runs of bytes that need no
+    # escape (nearly all of them) are copied whole.
+    cdef Py_ssize_t i = 0, j = 0, start
     cdef unsigned char c
     cdef char* out
     reserve(b, n * 6)
     out = b.data + b.size
-    j = 0
-    for i in range(n):
+    while i < n:
+        start = i
+        while i < n and SAFE[s[i]]:
+            i += 1
+        if i > start:
+            memcpy(out + j, s + start, i - start)
+            j += i - start
+            if i == n:
+                break
         c = s[i]
-        if c >= 0x20 and c != 0x22 and c != 0x5C:
-            out[j] = <char>c
-            j += 1
-        elif c == 0x22 or c == 0x5C:
-            out[j] = b'\\'
+        i += 1
+        out[j] = b'\\'
+        if c == 0x22 or c == 0x5C:
             out[j + 1] = <char>c
             j += 2
         elif c == 0x0A:
-            out[j] = b'\\'
             out[j + 1] = b'n'
             j += 2
         elif c == 0x0D:
-            out[j] = b'\\'
             out[j + 1] = b'r'
             j += 2
         elif c == 0x09:
-            out[j] = b'\\'
             out[j + 1] = b't'
             j += 2
         elif c == 0x08:
-            out[j] = b'\\'
             out[j + 1] = b'b'
             j += 2
         elif c == 0x0C:
-            out[j] = b'\\'
             out[j + 1] = b'f'
             j += 2
         else:
-            out[j] = b'\\'
             out[j + 1] = b'u'
             out[j + 2] = b'0'
             out[j + 3] = b'0'
@@ -693,6 +701,31 @@ cdef bint read_sealed(const unsigned char* data, Py_ssize_t end, Sealed* s) noex
     return p == end
 
 
+cdef bint read_batch(list raw, bytes sealed_header, int64_t first_seq, int64_t last_seq, bytes merkle_root,
+                     Sealed** entries, Tree* tree) except -1:
+    # A whole batch's raw values decoded into entries (malloc'd, the caller frees it, and the tree's buffers) and
+    # its tree built: False when the values are not exactly SealedEvents first_seq..last_seq with sealed_header and
+    # 32-byte hashes rooting to merkle_root
+    cdef Py_ssize_t n = len(raw), i
+    cdef Sealed* read
+    cdef bytes value
+    if n == 0 or last_seq - first_seq != n - 1 or PyBytes_GET_SIZE(merkle_root) != 32 \
+            or PyBytes_GET_SIZE(sealed_header) != 10:
+        return False
+    read = entries[0] = <Sealed*>malloc(n * sizeof(Sealed))
+    if read == NULL:
+        raise MemoryError()
+    for i in range(n):
+        value = <bytes>(<tuple>raw[i])[2]
+        if PyBytes_GET_SIZE(value) < 10 or memcmp(PyBytes_AS_STRING(value), PyBytes_AS_STRING(sealed_header), 10) != 0:
+            return False
+        if not read_sealed(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), &read[i]) \
+                or read[i].seq != first_seq + i or read[i].hash_length != 32:
+            return False
+    build_tree(tree, read, n)
+    return memcmp(tree.nodes + 32 * tree.starts[tree.depth], PyBytes_AS_STRING(merkle_root), 32) == 0
+
+
 cdef class EventWriter:
     """``render(fields, offset, timestamp_ms, signature, checkpoint, leaf_index, tree_size, audit_path,
     evidence_error)`` -> ``(json bytes, class_uid, time_ms)`` of one sealed event, or None (module docstring).
@@ -773,38 +806,63 @@ cdef class EventWriter:
         order. None at the first thing it does not take (a damaged or unusual value, another sequence, another
         root, an event it declines): the caller then maps the batch record by record, which decides and words
         the outcome."""
-        cdef Py_ssize_t n = len(raw), i, header = PyBytes_GET_SIZE(sealed_header)
-        cdef Sealed* entries
+        cdef Py_ssize_t n = len(raw), i
+        cdef Sealed* entries = NULL
         cdef Tree tree
-        cdef bytes value
+        cdef int64_t time_ms, class_uid
+        cdef Buf* b = &self.buf
         cdef list out = []
-        if n == 0 or last_seq - first_seq != n - 1 or PyBytes_GET_SIZE(merkle_root) != 32 or header != 10:
-            return None
-        new = tuple.__new__
-        entries = <Sealed*>malloc(n * sizeof(Sealed))
-        if entries == NULL:
-            raise MemoryError()
         tree.nodes, tree.hex = NULL, NULL
+        new = tuple.__new__
         try:
-            for i in range(n):
-                item = <tuple>raw[i]
-                value = <bytes>item[2]
-                if PyBytes_GET_SIZE(value) < 10 or memcmp(PyBytes_AS_STRING(value), PyBytes_AS_STRING(sealed_header),
-                                                          10) != 0:
-                    return None
-                if not read_sealed(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
-                                   &entries[i]) or entries[i].seq != first_seq + i or entries[i].hash_length != 32:
-                    return None
-            build_tree(&tree, entries, n)
-            if memcmp(tree.nodes + 32 * tree.starts[tree.depth], PyBytes_AS_STRING(merkle_root), 32) != 0:
+            if not read_batch(raw, sealed_header, first_seq, last_seq, merkle_root, &entries, &tree):
                 return None
             for i in range(n):
                 item = <tuple>raw[i]
-                rendered = self._render(&entries[i], item[0], item[1], signature, checkpoint, i, n, None, &tree, None)
-                if rendered is None:
+                b.size = 0
+                class_uid = self._put(&entries[i], item[0], item[1], signature, checkpoint, i, n, None, &tree, None,
+                                      &time_ms)
+                if class_uid < 0:
                     return None
-                out.append(new(document, (rendered[0], rendered[1], rendered[2], False)))
+                out.append(new(document, (PyBytes_FromStringAndSize(b.data, b.size), class_uid, time_ms, False)))
             return out
+        finally:
+            free(entries)
+            free(tree.nodes)
+            free(tree.hex)
+
+    def render_sealed_lines(self, list raw, bytes sealed_header, int64_t first_seq, int64_t last_seq,
+                            bytes merkle_root, bytes signature, bytes checkpoint, int64_t since_ms, int64_t until_ms):
+        """:meth:`render_sealed_batch` as JSON lines, for ``auditseal export``: ``(lines, written, by_class)``
+        or None where that returns None. ``lines`` holds the documents whose ``time`` is in
+        ``[since_ms, until_ms)``, each followed by a newline, in order (the same bytes as those documents'
+        ``json``); ``written`` counts them, ``by_class`` counts every document rendered by class_uid. One
+        buffer for the batch: no Python object per document."""
+        cdef Py_ssize_t n = len(raw), i, start
+        cdef Sealed* entries = NULL
+        cdef Tree tree
+        cdef int64_t time_ms, class_uid, written = 0
+        cdef Buf* b = &self.buf
+        cdef dict by_class = {}
+        tree.nodes, tree.hex = NULL, NULL
+        try:
+            if not read_batch(raw, sealed_header, first_seq, last_seq, merkle_root, &entries, &tree):
+                return None
+            b.size = 0
+            for i in range(n):
+                item = <tuple>raw[i]
+                start = b.size
+                class_uid = self._put(&entries[i], item[0], item[1], signature, checkpoint, i, n, None, &tree, None,
+                                      &time_ms)
+                if class_uid < 0:
+                    return None
+                by_class[class_uid] = by_class.get(class_uid, 0) + 1
+                if time_ms < since_ms or time_ms >= until_ms:
+                    b.size = start
+                else:
+                    put_char(b, b'\n')
+                    written += 1
+            return PyBytes_FromStringAndSize(b.data, b.size), written, by_class
         finally:
             free(entries)
             free(tree.nodes)
@@ -830,14 +888,20 @@ cdef class EventWriter:
         sealed.hash_length = PyBytes_GET_SIZE(<bytes>fields[3])
         sealed.partition, sealed.source_offset, sealed.source_micros = fields[4], fields[5], fields[6]
         sealed.event, sealed.event_length = <const unsigned char*>PyBytes_AS_STRING(event), PyBytes_GET_SIZE(event)
-        return self._render(&sealed, offset, timestamp_ms, signature, checkpoint, leaf_index, tree_size, audit_path,
-                            NULL, evidence_error)
+        cdef int64_t time_ms, class_uid
+        self.buf.size = 0
+        class_uid = self._put(&sealed, offset, timestamp_ms, signature, checkpoint, leaf_index, tree_size, audit_path,
+                              NULL, evidence_error, &time_ms)
+        if class_uid < 0:
+            return None
+        return PyBytes_FromStringAndSize(self.buf.data, self.buf.size), class_uid, time_ms
 
-    cdef object _render(self, Sealed* sealed, int64_t offset, object timestamp_ms, object signature,
-                        object checkpoint, Py_ssize_t leaf_index, Py_ssize_t tree_size, object audit_path,
-                        Tree* tree, object evidence_error):
-        # (json, class_uid, time_ms) of one sealed event, or None; the audit path is audit_path (its JSON) or,
-        # with tree, leaf leaf_index's path in that tree
+    cdef int64_t _put(self, Sealed* sealed, int64_t offset, object timestamp_ms, object signature,
+                      object checkpoint, Py_ssize_t leaf_index, Py_ssize_t tree_size, object audit_path,
+                      Tree* tree, object evidence_error, int64_t* time_out) except -2:
+        # One sealed event's document appended to the buffer: its class_uid (its time_ms in time_out), or -1 when
+        # declined (the buffer's size is then the caller's to reset). The audit path is audit_path (its JSON) or,
+        # with tree, leaf leaf_index's path in that tree.
         cdef Event e
         cdef Buf* b = &self.buf
         cdef const unsigned char* ev = sealed.event
@@ -849,17 +913,17 @@ cdef class EventWriter:
         cdef object protected
         cdef int endpoint
         if size < header_size:
-            return None
+            return -1
         protected = self.headers.get(PyBytes_FromStringAndSize(<const char*>ev, header_size))
         if protected is None:
-            return None
+            return -1
         if not read_event(ev, header_size, size, protected, &e):
-            return None
+            return -1
         endpoint = endpoint_kind(ev, e.source_ip)
         seq, partition, source_offset, source_micros = (sealed.seq, sealed.partition, sealed.source_offset,
                                                          sealed.source_micros)
         if partition < 0 or partition > INT32_MAX or source_offset < 0 or source_micros < 0:
-            return None  # the reference's payload packing refuses these: it raises, not this path
+            return -1  # the reference's payload packing refuses these: it raises, not this path
         verb_start = e.action.start
         for i in range(e.action.start, e.action.start + e.action.length):
             if ev[i] == b'.':
@@ -870,16 +934,16 @@ cdef class EventWriter:
         class_uid = found[0]
         head = found[1]
         if class_uid != AUTHENTICATION and self._is_alert(ev, &e):
-            return None  # a Detection Finding: the reference writes it
+            return -1  # a Detection Finding: the reference writes it
         try:
             error = None if evidence_error is None else (<str>evidence_error).encode("utf-8")
         except UnicodeEncodeError:
-            return None  # a lone surrogate: orjson refuses it in the reference, which raises
+            return -1  # a lone surrogate: orjson refuses it in the reference, which raises
         time_ms = e.occurred_at // 1000
         if e.occurred_at % 1000 != 0 and e.occurred_at < 0:
             time_ms -= 1  # floor division, as the reference's //
 
-        b.size = 0
+        time_out[0] = time_ms
         put_bytes(b, head)
         put_int(b, time_ms)
         put_bytes(b, <bytes>self.severity[e.status])
@@ -1025,7 +1089,7 @@ cdef class EventWriter:
             put_bytes(b, b',"trace_id":')
             put_field(b, ev, e.trace_id)
         put_bytes(b, b'}}')
-        return PyBytes_FromStringAndSize(b.data, b.size), class_uid, time_ms
+        return class_uid
 
     cdef bint _is_alert(self, const unsigned char* ev, Event* e):
         cdef bytes action = self.alert_action, service = self.detector_service

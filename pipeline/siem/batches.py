@@ -91,6 +91,14 @@ class Document(NamedTuple):
     unsigned: bool         # an entry released without a covering signature (``evidence_error``)
 
 
+class Lines(NamedTuple):
+    """A batch's documents as JSON lines in one buffer (``PartitionMapper(lines=...)``, what export writes)."""
+
+    data: bytes               # the documents whose time is in the mapper's window, each followed by a newline
+    written: int              # how many documents ``data`` holds
+    by_class: dict[int, int]  # every document rendered, kept or not, by class_uid (all signed events)
+
+
 class _Held:
     """A record read and not yet released (its Position is made only when the readable mapping needs it)."""
 
@@ -136,12 +144,14 @@ class PartitionMapper:
     differential tests), everything else by the readable mapping: a batch of sealed events only is
     held as its raw values and rendered in one call at its checkpoint; a batch with any other record
     (a rejection, a gap, an unreadable value), or one the writer declines, is read and mapped record
-    by record, each event by the writer unless it declines it too.
+    by record, each event by the writer unless it declines it too. With ``lines`` (``(since_ms, until_ms)``,
+    what export passes) a batch rendered in one call is released as one :class:`Lines` holding the
+    documents whose time is in that window, not a Document each.
     """
 
     def __init__(self, topic: str, partition: int, *, format: str = "ocsf", product_version: str | None = None,
                  codecs: SealedCodecs | None = None, event_codec: EventCodec | None = None,
-                 native: bool = True) -> None:
+                 native: bool = True, lines: tuple[int, int] | None = None) -> None:
         if format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, found {format!r}")
         self.topic = topic
@@ -160,6 +170,8 @@ class PartitionMapper:
         self._sealed_header = (self._codecs.event.header if self._writer is not None
                                and os.environ.get("AUDITSEAL_SIEM_NATIVE") != "records" else None)
         self._raw: list[tuple[int, int | None, bytes]] | None = [] if self._sealed_header is not None else None
+        # export's [since, until) in ms: a whole batch then comes back as one Lines, not a Document per entry
+        self._lines = lines
         # field names per kind, so a record is one dict(zip()) (record_of_fields' result, without its lookups)
         self._names = {kind: tuple(f["name"] for f in getattr(self._codecs, kind.decode()).schema.parsed["fields"])
                        for kind in (EVENT_KIND, REJECTION_KIND, CHECKPOINT_KIND, GAP_KIND, HEAD_KIND, COSIGNATURE_KIND)}
@@ -176,8 +188,9 @@ class PartitionMapper:
             return self._raw[0][0]  # raw values always precede what a spill put in _held
         return self._held[0].offset if self._held else None
 
-    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[Document]:
-        """Read one record; returns the documents of the batch it completes (a checkpoint), else []."""
+    def add(self, offset: int, value: bytes, timestamp_ms: int | None = None) -> list[Document | Lines]:
+        """Read one record; returns the documents of the batch it completes (a checkpoint), else [] (with
+        ``lines``, a whole batch of sealed events comes as one :class:`Lines` before its checkpoint's Document)."""
         raw = self._raw
         if raw is not None and value[:HEADER_SIZE] == self._sealed_header:
             raw.append((offset, timestamp_ms, value))
@@ -252,15 +265,19 @@ class PartitionMapper:
         return held
 
     # ---- releasing ----------------------------------------------------------------------------------
-    def _release(self, checkpoint: _Held) -> list[Document]:
+    def _release(self, checkpoint: _Held) -> list[Document | Lines]:
         record = checkpoint.record
         raw = self._raw
         if raw and not self._held:
             # the whole batch in one call of the compiled writer; None: record by record, as below
             covering = ocsf.covering_checkpoint(record, checkpoint.position)
-            documents = self._writer.render_sealed_batch(
-                raw, self._sealed_header, record["first_seq"], record["last_seq"], record["merkle_root"],
-                orjson.dumps(covering.signature), orjson.dumps(covering.evidence), Document)
+            arguments = (raw, self._sealed_header, record["first_seq"], record["last_seq"], record["merkle_root"],
+                         orjson.dumps(covering.signature), orjson.dumps(covering.evidence))
+            if self._lines is not None:
+                lines = self._writer.render_sealed_lines(*arguments, *self._lines)
+                documents = None if lines is None else [Lines(*lines)]
+            else:
+                documents = self._writer.render_sealed_batch(*arguments, Document)
             if documents is not None:
                 self._restart_raw()
                 documents.append(self._document(self._checkpoint_document(checkpoint)))
@@ -369,11 +386,13 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def mappers(*, format: str = "ocsf", product_version: str | None = None) -> Callable[[str, int], PartitionMapper]:
-    """A factory ``make(topic, partition)`` of PartitionMappers sharing one set of codecs."""
+def mappers(*, format: str = "ocsf", product_version: str | None = None,
+            lines: tuple[int, int] | None = None) -> Callable[[str, int], PartitionMapper]:
+    """A factory ``make(topic, partition)`` of PartitionMappers sharing one set of codecs (and ``lines``)."""
     codecs = sealed_codecs()
 
     def make(topic: str, partition: int) -> PartitionMapper:
-        return PartitionMapper(topic, partition, format=format, product_version=product_version, codecs=codecs)
+        return PartitionMapper(topic, partition, format=format, product_version=product_version, codecs=codecs,
+                               lines=lines)
 
     return make

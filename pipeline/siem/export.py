@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from pipeline.errors import AuditSealError
 from pipeline.siem import ocsf
-from pipeline.siem.batches import Document, mappers
+from pipeline.siem.batches import Document, Lines, mappers
 
 Record = tuple[str, int, int, int | None, bytes]  # topic, partition, offset, timestamp ms, value
 
@@ -131,20 +131,34 @@ def export_documents(records: Iterator[Record], out: BinaryIO, *, format: str = 
     """Write one JSON line per sealed record of ``records`` to ``out``; the counts."""
     summary = ExportSummary()
     started = time.perf_counter()
-    new_mapper = mappers(format=format, product_version=product_version)
-    partitions: dict[tuple[str, int], object] = {}
-    last_offset: dict[tuple[str, int], int] = {}
     write, by_class, base_event = out.write, summary.by_class, ocsf.BASE_EVENT
     bounded = since_ms is not None or until_ms is not None
     low = since_ms if since_ms is not None else -(2**63)
-    high = until_ms if until_ms is not None else 2**63
+    high = until_ms if until_ms is not None else 2**63 - 1
+    # whole batches of OCSF events come as one buffer of lines, already filtered and counted by the writer
+    new_mapper = mappers(format=format, product_version=product_version,
+                         lines=(low, high) if format == "ocsf" else None)
+    partitions: dict[tuple[str, int], object] = {}
+    last_offset: dict[tuple[str, int], int] = {}
 
-    def emit(documents: list[Document]) -> None:
+    def emit(documents: list[Document | Lines]) -> None:
         if not documents:
             return
         if format == "ocsf":
             kept = []
             for document in documents:
+                if type(document) is Lines:
+                    for class_uid, count in document.by_class.items():
+                        by_class[class_uid] = by_class.get(class_uid, 0) + count
+                    if document.written:
+                        if kept:
+                            kept.append(b"")
+                            write(b"\n".join(kept))
+                            summary.written += len(kept) - 1
+                            kept = []
+                        write(document.data)
+                        summary.written += document.written
+                    continue
                 class_uid = document.class_uid
                 by_class[class_uid] = by_class.get(class_uid, 0) + 1
                 if class_uid == base_event:
