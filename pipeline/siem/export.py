@@ -151,11 +151,8 @@ def export_documents(records: Iterator[Record], out: BinaryIO, *, format: str = 
                     for class_uid, count in document.by_class.items():
                         by_class[class_uid] = by_class.get(class_uid, 0) + count
                     if document.written:
-                        if kept:
-                            kept.append(b"")
-                            write(b"\n".join(kept))
-                            summary.written += len(kept) - 1
-                            kept = []
+                        write_lines(kept)
+                        kept = []
                         write(document.data)
                         summary.written += document.written
                     continue
@@ -169,8 +166,11 @@ def export_documents(records: Iterator[Record], out: BinaryIO, *, format: str = 
                     kept.append(document.json)
         else:
             kept = [document.json for document in documents]
+        write_lines(kept)
+
+    def write_lines(kept: list[bytes]) -> None:
         if kept:
-            kept.append(b"")
+            kept.append(b"")  # the last line's newline, without copying the joined lines again
             write(b"\n".join(kept))
             summary.written += len(kept) - 1
 

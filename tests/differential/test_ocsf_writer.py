@@ -359,7 +359,7 @@ def _map(values: list[bytes], native: bool, first_offset: int = 0) -> list:
     return documents + mapper.flush()
 
 
-def _writer_batch(values: list[bytes], checkpoint: bytes, **changes):
+def _writer_batch(values: list[bytes], checkpoint: bytes, window: tuple[int, int] | None = None, **changes):
     """render_sealed_batch of one whole batch as PartitionMapper calls it (``changes``: arguments altered)."""
     mapper = PartitionMapper(TOPIC, PARTITION, product_version="9.9")
     record = dict(zip(mapper._names[b"checkpoint"], mapper._codecs.decode_fields(checkpoint)[1], strict=False))
@@ -373,6 +373,9 @@ def _writer_batch(values: list[bytes], checkpoint: bytes, **changes):
                  "signature": orjson.dumps(covering.signature), "checkpoint": orjson.dumps(covering.evidence),
                  "document": ocsf_document_type()}
     arguments.update(changes)
+    if window is not None:  # render_sealed_lines: the same batch as JSON lines in [since, until)
+        del arguments["document"]
+        return mapper._writer.render_sealed_lines(*arguments.values(), *window)
     return mapper._writer.render_sealed_batch(*arguments.values())
 
 
@@ -394,6 +397,14 @@ def test_whole_batches_render_in_one_call_as_the_reference(batch, version):
     assert [d.json for d in whole] == [d.json for d in expected[:-1]]
     assert whole == expected[:-1]  # class, time and unsigned too
     assert _map([*values, checkpoint], native=True) == expected
+    # as export takes it: one buffer of lines, the documents in the window, every one counted by class
+    counts: dict[int, int] = {}
+    for document in whole:
+        counts[document.class_uid] = counts.get(document.class_uid, 0) + 1
+    middle = sorted(d.time for d in whole)[len(whole) // 2]
+    for window in ((-(2**63), 2**63 - 1), (middle, middle + 1)):
+        kept = [d for d in whole if window[0] <= d.time < window[1]]
+        assert _writer_batch(values, checkpoint, window) == (b"".join(d.json + b"\n" for d in kept), len(kept), counts)
 
 
 def _plain_event() -> dict:
