@@ -7,8 +7,9 @@ key store's size per million subjects.
    and the process's CPU time per event. The subjects' keys are created before the rounds (one durable
    key-store write each), and measured apart: how fast keys of never-seen subjects are created (one
    synchronous write to audit.keys each), the worst case.
-2. Seal: one backlog of plain events and one of protected events, each sealed by one worker on its
-   own fresh topics (``bench.sealer``'s throughput measurement); ratio protected / plain.
+2. Seal: per round, one backlog of plain events and one of protected events, each sealed by one worker on
+   its own fresh topics, alternately first (``bench.sealer``'s drain); ratio protected / plain by rate and
+   by the worker's CPU per event, medians of the rounds.
 3. Key store size: ``--subjects`` key records in the key store's format (the bytes KeyStore writes),
    on a throwaway topic with the key store's configs; bytes on disk per record and per million
    subjects, the time and memory a client needs to read them when it opens.
@@ -32,7 +33,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.sealer import PARTITIONS, throughput
+from bench.sealer import PARTITIONS, drain
 from bench.steady import median as _median
 from pipeline.archive.encryption import load_master_key
 from pipeline.config import KafkaSettings
@@ -169,25 +170,36 @@ def emit_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store:
         delete_topics(stack, topics)
 
 
-def seal_side_by_side(stack: LocalStack, events: list[dict], store: KeyStore) -> None:
-    """Step 2."""
+def seal_side_by_side(stack: LocalStack, events: list[dict], rounds: int, store: KeyStore) -> None:
+    """Step 2: per round, a fresh backlog of plain events and one of protected events, each drained by one
+    sealer worker (the order alternating, so neither side always runs on the warmer machine); events/s from
+    the first output to the last and the worker's CPU per event over the same span."""
     settings = KafkaSettings.from_env(stack.env("producer"))
-    rates = {}
-    for mode, protector in (("off", None), ("on", Protector(store))):
-        topics = create_topics(stack, partitions=PARTITIONS)
-        try:
-            wait_writable(settings, topics.raw)
-            emit_rate(settings, topics.raw, events, protector)
-            argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", topics.raw, "--sealed-topic",
-                    topics.sealed, "--app-id", topics.app_id, "--metrics-port", "0"]
-            # the events, the warm-up event and the probe (sealed as a rejection, not counted)
-            rate, rss, seconds = throughput(stack, topics, len(events) + 1, argv, topics.sealed, "verifier")
-            rates[mode] = rate
-            print(f"  seal, encryption {mode:3}: {rate:10,.0f} events/s ({len(events) + 1} in {seconds:.1f}s), "
-                  f"peak RSS {rss:.0f} MB")
-        finally:
-            delete_topics(stack, topics)
-    print(f"seal: ratio on / off {rates['on'] / rates['off']:.2f}   target >= 0.8")
+    protector = Protector(store)
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    for round_number in range(rounds):
+        for mode in ("off", "on") if round_number % 2 == 0 else ("on", "off"):
+            topics = create_topics(stack, partitions=PARTITIONS)
+            try:
+                wait_writable(settings, topics.raw)
+                emit_rate(settings, topics.raw, events, protector if mode == "on" else None)
+                argv = [sys.executable, "-m", "pipeline.cli.main", "seal", "--raw-topic", topics.raw,
+                        "--sealed-topic", topics.sealed, "--app-id", topics.app_id, "--metrics-port", "0"]
+                # the events, the warm-up event and the probe (sealed as a rejection, not counted)
+                side, cpu_us, rss = drain(stack, argv, topics.sealed, len(events) + 1, "verifier", forwarded=False)
+                rates[mode].append(side.rate)
+                cpu[mode].append(cpu_us)
+                print(f"  round {round_number + 1}, seal, encryption {mode:3}: {side.rate:10,.0f} events/s "
+                      f"({len(events) + 1} in {side.steady_s:.1f}s), {cpu_us:.1f} CPU us/event, "
+                      f"peak RSS {rss:.0f} MB", flush=True)
+            finally:
+                delete_topics(stack, topics)
+    by_rate = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
+    by_cpu = [off / on for on, off in zip(cpu["on"], cpu["off"], strict=True)]
+    print(f"seal: ratio on / off, median of {rounds} rounds: {_median(by_rate):.2f} by rate, "
+          f"{_median(by_cpu):.2f} by CPU per event (off {_median(cpu['off']):.1f} us, on {_median(cpu['on']):.1f} us)"
+          "   target >= 0.8")
 
 
 def keystore_size(stack: LocalStack, subjects: int) -> None:
@@ -249,7 +261,7 @@ def main() -> None:
         if "emit" in steps:
             emit_side_by_side(stack, events, args.rounds, store)
         if "seal" in steps:
-            seal_side_by_side(stack, events, store)
+            seal_side_by_side(stack, events, args.rounds, store)
     if "size" in steps:
         keystore_size(stack, args.subjects)
 
