@@ -3,9 +3,10 @@
 
 Most events are about an actor seen moments ago, and AES-SIV is deterministic, so the protected actor
 and its encrypted fields are the same bytes every time. :class:`ProtectedEncoder` keeps, per actor (by
-value: a hash over its items finds it, an equality check confirms it), the encoding of the pseudonymised ``actor`` record and of its ``protected_subjects`` array, and
-encodes such an event with them in place (``NativeEncoder.encode_replacing``): a dict lookup, a dict
-comparison and the plain encoder's work, with nothing re-encrypted, re-derived or re-encoded.
+value: a hash over its items finds it, an item-by-item comparison confirms it), the encoding of the
+pseudonymised ``actor`` record and of its ``protected_subjects`` array, and encodes such an event with
+them in place (``NativeEncoder.encode_replacing``): a dict lookup, a comparison of the actor's few items
+and the plain encoder's work, with nothing re-encrypted, re-derived or re-encoded.
 
 Everything else (an actor not seen, expired, or not made of plain strings; flagged attributes; an event
 that is not an exact dict) goes to ``slow(event)``, the reference path in Python (protect, encode,
@@ -15,9 +16,11 @@ and emptied at once by :meth:`ProtectedEncoder.clear` (an erasure).
 """
 
 from cpython.dict cimport PyDict_CheckExact, PyDict_Next, PyDict_Size
+from cpython.object cimport Py_EQ, PyObject_RichCompareBool
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_CheckExact
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.time cimport clock_gettime, timespec
 
 cdef extern from "Python.h":
     ctypedef size_t Py_uhash_t
@@ -30,9 +33,14 @@ cdef str PROTECTED_FIELDS = "protected_fields"
 cdef str PROTECTED_SUBJECTS = "protected_subjects"
 
 
+cdef extern from "<time.h>":
+    # a clock read from memory the kernel updates every tick (a few ms): plenty for a TTL of seconds
+    enum: CLOCK_MONOTONIC_COARSE
+
+
 cdef inline double _now():
     cdef timespec now
-    clock_gettime(CLOCK_MONOTONIC, &now)
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
     return now.tv_sec + now.tv_nsec * 1e-9
 
 
@@ -64,10 +72,33 @@ cdef object _actor_key(object actor):
     return combined
 
 
+cdef inline bint _same(PyObject* a, PyObject* b) except -1:
+    # equal exact strs (or both None): identity first, as most of an event's strings are the ones it
+    # was built from
+    return a == b or PyObject_RichCompareBool(<object>a, <object>b, Py_EQ)
+
+
 cdef class _Entry:
     cdef dict actor         # a copy of the actor as the reference path protected it
+    cdef tuple items        # its keys and values, in its iteration order: k0, v0, k1, v1, ...
     cdef object replaced    # encode_replacing's tuple, or None for a workload (encoded as it is)
     cdef double deadline
+    cdef _Entry next        # another actor of the same _actor_key (a hash collision), or None
+
+    cdef bint matches(self, dict actor) except -1:
+        """Whether ``actor`` equals this entry's (``actor`` passed :func:`_actor_key`: exact strs or None)."""
+        cdef Py_ssize_t position = 0, i = 0, n = PyTuple_GET_SIZE(self.items)
+        cdef PyObject* key
+        cdef PyObject* value
+        if PyDict_Size(actor) * 2 != n:
+            return False
+        while PyDict_Next(actor, &position, &key, &value):
+            if not _same(key, PyTuple_GET_ITEM(self.items, i)):
+                return self.actor == actor  # the same items in another order is the same actor
+            if not _same(value, PyTuple_GET_ITEM(self.items, i + 1)):
+                return False
+            i += 2
+        return True
 
 
 cdef class ProtectedEncoder:
@@ -76,7 +107,7 @@ cdef class ProtectedEncoder:
     cdef object encode_replacing
     cdef object plain
     cdef object slow
-    cdef dict table          # _actor_key -> list of _Entry (more than one only for a hash collision)
+    cdef dict table          # _actor_key -> _Entry (a chain of them only for a hash collision)
     cdef Py_ssize_t count
     cdef Py_ssize_t size
     cdef double ttl
@@ -94,7 +125,7 @@ cdef class ProtectedEncoder:
 
     def __call__(self, event):
         cdef PyObject* found
-        cdef object actor, key, entries, data
+        cdef object actor, key, data
         cdef _Entry entry
         cdef double now
         if PyDict_CheckExact(event) and PERSONAL_ATTRIBUTES not in event and PROTECTED_FIELDS not in event \
@@ -104,23 +135,28 @@ cdef class ProtectedEncoder:
                 actor = <object>found
                 if PyDict_CheckExact(actor):
                     key = _actor_key(actor)
-                    entries = self.table.get(key) if key is not None else None
-                    if entries is not None:
+                    found = PyDict_GetItemWithError(self.table, key) if key is not None else NULL
+                    if found != NULL:
                         now = _now()
-                        for entry in <list>entries:
-                            if entry.deadline >= now and entry.actor == actor:
+                        entry = <_Entry>found
+                        while entry is not None:
+                            if entry.deadline > now and entry.matches(actor):
                                 if entry.replaced is None:
                                     return self.plain(event)
                                 data = self.encode_replacing(event, entry.replaced)
                                 if data is not None:
                                     return data
                                 break  # something else in the event is unusual: the reference path says what
+                            entry = entry.next
         return self.slow(event)
 
     def learn(self, actor, replaced):
         """Remember ``actor``'s encoded parts (``replaced``, or None: encode such events as they are)."""
-        cdef _Entry entry
-        cdef list kept
+        cdef _Entry entry, kept = None, old, old_next
+        cdef Py_ssize_t position = 0
+        cdef PyObject* item_key
+        cdef PyObject* item_value
+        cdef list items = []
         cdef double now = _now()
         if not PyDict_CheckExact(actor):
             return
@@ -130,15 +166,24 @@ cdef class ProtectedEncoder:
         if self.count >= self.size:
             self.table.clear()
             self.count = 0
-        entries = self.table.get(key)
-        kept = [e for e in (entries or ()) if (<_Entry>e).deadline >= now and (<_Entry>e).actor != actor]
-        self.count -= (len(entries) if entries is not None else 0) - len(kept)
+        old = self.table.get(key)
+        while old is not None:  # keep the live entries of other actors under this key
+            if old.deadline > now and old.actor != actor:
+                old_next, old.next, kept = old.next, kept, old
+                old = old_next
+            else:
+                self.count -= 1
+                old = old.next
         entry = _Entry()
         entry.actor = dict(actor)
+        while PyDict_Next(entry.actor, &position, &item_key, &item_value):
+            items.append(<object>item_key)
+            items.append(<object>item_value)
+        entry.items = tuple(items)
         entry.replaced = replaced
         entry.deadline = now + self.ttl
-        kept.append(entry)
-        self.table[key] = kept
+        entry.next = kept
+        self.table[key] = entry
         self.count += 1
 
     def clear(self):

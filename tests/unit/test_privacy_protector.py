@@ -224,6 +224,23 @@ def test_an_actor_differing_in_any_item_is_never_taken_for_a_cached_one(change) 
     assert encode(other) == encode(dict(other)) == reference
 
 
+@pytest.mark.parametrize("rebuild", [
+    lambda actor: dict(reversed(list(actor.items()))),  # the same items in another order
+    lambda actor: {"".join(k): "".join(v) if isinstance(v, str) else v for k, v in actor.items()},  # equal copies
+])
+def test_an_actor_equal_to_a_cached_one_takes_the_cached_bytes(rebuild) -> None:
+    keys = MemoryKeys()
+    protector = Protector(keys)  # type: ignore[arg-type]
+    calls = []
+    protector.protect = lambda event: calls.append(event) or Protector.protect(protector, event)
+    encode = protector.encoder(CODEC.encode)
+    valid = _event()
+    encode(valid)
+    same = _event(actor=rebuild(valid["actor"]))
+    assert same["actor"] == valid["actor"]
+    assert encode(same) == CODEC.encode(Protector.protect(protector, same)) and len(calls) == 1
+
+
 def test_the_compiled_table_is_bounded_and_emptied_by_an_erasure() -> None:
     keys = MemoryKeys()
     protector = Protector(keys, cache_size=3)  # type: ignore[arg-type]
