@@ -214,7 +214,7 @@ def erasure_event(pseudonym: str, pseudonym_version: int, key_ids: tuple[str, ..
 
 def erase_command(args: argparse.Namespace) -> int:
     """Run ``auditseal erase``; returns the exit code."""
-    from pipeline.privacy.keystore import KEYS_TOPIC_CONFIGS, SEGMENT_MS, keystore_from_env
+    from pipeline.privacy.keystore import FILE_DELETE_DELAY_MS, KEYS_TOPIC_CONFIGS, SEGMENT_MS, keystore_from_env
     from pipeline.producer.client import AuditProducer
 
     if not args.reason.strip():
@@ -232,10 +232,16 @@ def erase_command(args: argparse.Namespace) -> int:
             result = producer.emit(event, key=pseudonym)
             producer.flush(60)
         erasure = store.erase(pseudonym, event["actor"]["id"], str(event["event_id"]))
-        compaction = {"state": "pending", "bound": f"max.compaction.lag.ms={KEYS_TOPIC_CONFIGS['max.compaction.lag.ms']}"}
+        bound = f"max.compaction.lag.ms={KEYS_TOPIC_CONFIGS['max.compaction.lag.ms']}"
+        compaction = {"state": "pending", "bound": bound}
         if not args.no_wait:
             seconds = store.force_compaction(pseudonym, key_ids, args.compaction_timeout)
-            compaction = {"state": "done", "seconds": round(seconds, 1), "segment_ms": SEGMENT_MS}
+            # what "done" covers, and what only a bound covers
+            compaction = {"state": "done", "seconds": round(seconds, 1), "segment_ms": SEGMENT_MS,
+                          "file_delete_delay_ms": FILE_DELETE_DELAY_MS,
+                          "covers": "the partition leader's log, read back without the destroyed keys' records, "
+                                    "and its replaced segment file, unlinked file.delete.delay.ms later (waited)",
+                          "followers": f"each follower replica's cleaner rewrites its copy within {bound}"}
     body = {
         "format": CERTIFICATE_FORMAT,
         "subject_pseudonym": pseudonym,

@@ -58,6 +58,9 @@ DELETE_RETENTION_MS = 24 * 60 * 60 * 1000
 # long, so the destroyed key's segment becomes cleanable, and the cleaner (every log.cleaner.backoff.ms,
 # 15 s) rewrites it without the key.
 SEGMENT_MS = 10_000
+# The cleaned-away segment file is unlinked this long after the cleaner swaps in its rewrite (Kafka's
+# default is 60 s); `erase` waits this long (and a margin) after it sees the records gone.
+FILE_DELETE_DELAY_MS = 1000
 KEYS_TOPIC_CONFIGS = {
     "cleanup.policy": "compact",
     "retention.ms": "-1",
@@ -68,8 +71,7 @@ KEYS_TOPIC_CONFIGS = {
     # every record is compacted within a day, even when nobody erases (nothing stays dirty for ever)
     "max.compaction.lag.ms": str(DELETE_RETENTION_MS),
     "delete.retention.ms": str(DELETE_RETENTION_MS),
-    # the cleaned-away segment file is unlinked 1 s after the swap instead of Kafka's 60 s
-    "file.delete.delay.ms": "1000",
+    "file.delete.delay.ms": str(FILE_DELETE_DELAY_MS),
     "min.insync.replicas": "1",
     "unclean.leader.election.enable": "false",
 }
@@ -454,14 +456,19 @@ class KeyStore:
     def force_compaction(self, pseudonym: str, key_ids: tuple[str, ...], timeout: float) -> float:
         """Make the destroyed keys' records physically go: wait for the segment to be rollable, append the
         ``roll`` record, then read the topic from the start until no record of those keys but tombstones
-        is left (the cleaner has rewritten the segment). Returns the seconds it took; KeyStoreUnavailableError
-        after ``timeout``."""
+        is left (the cleaner has rewritten the segment), and wait for the broker to unlink the replaced
+        segment file (``file.delete.delay.ms`` and a margin). Returns the seconds it took;
+        KeyStoreUnavailableError after ``timeout``.
+
+        What is read is the partition leader's log; each follower replica's cleaner rewrites its own copy
+        on its own schedule, within ``max.compaction.lag.ms``."""
         started = time.monotonic()
         time.sleep(SEGMENT_MS / 1000 + 0.5)
         self._write([(ROLL_KEY, _now().encode())])
         names = {subject_key_name(pseudonym, k).encode() for k in key_ids}
         while True:
             if not self._key_records_left(names):
+                time.sleep(FILE_DELETE_DELAY_MS / 1000 + 2.0)
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise KeyStoreUnavailableError(
