@@ -149,6 +149,13 @@ def test_s3_outage_mid_stream_commits_nothing_and_loses_nothing(stack, profile_f
     local = LocalStack()
     try:
         wait_for_any_object(stack, topics.sealed, count=3)
+        # the outage starts once every partition has committed an object: the sink commits after it writes,
+        # and three objects may be two partitions' (on a busy machine the check below then met -1)
+        deadline = time.monotonic() + 120
+        while min(_committed(stack, topics.sealed, group, topics.partitions)) < 0:
+            assert time.monotonic() < deadline, "a partition committed nothing in 120 s before the outage"
+            assert sink.poll() is None, (tmp_path / "sink.log").read_text()[-3000:]
+            time.sleep(0.5)
         local.s3_process.stop()
         try:
             _outage(local, 2)
